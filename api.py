@@ -1,0 +1,69 @@
+"""``lutc.compile``: import -> canonicalize -> (quantize, lower: later stages) -> build for a target."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .codegen import get_target, known_targets
+from .ir.graph import Graph
+from .ir.printer import print_graph, summary
+from .passes.instruments import DumpIR, PassTiming
+from .passes.manager import PassManager
+from .passes.pipeline import canonicalize
+
+
+class CompiledModel:
+    """A graph built for one target; call it on numpy arrays or torch tensors."""
+
+    def __init__(self, graph: Graph, executable, target: str, timing: PassTiming | None = None):
+        self.graph, self.executable, self.target, self.timing = graph, executable, target, timing
+
+    @property
+    def ir(self) -> str:
+        return print_graph(self.graph)
+
+    def summary(self) -> str:
+        return summary(self.graph)
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.graph.inputs)
+
+    def run(self, *args, **kwargs) -> list[np.ndarray]:
+        if args and kwargs:
+            raise TypeError("pass inputs either by position or by name, not both")
+        return self.executable(kwargs if kwargs else list(args))
+
+    def __call__(self, *args, **kwargs):
+        outs = self.run(*args, **kwargs)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def save(self, path) -> None:
+        raise NotImplementedError(f"saving an artifact for target {self.target!r} is not implemented yet: "
+                                  "standalone artifacts come with the cpu target (issue #5)")
+
+
+def compile(model, target: str = "reference", quant=None, dump_ir=None, example_inputs: Sequence | None = None,
+            dynamic_dims: dict | None = None, dump_only_on_change: bool = False) -> CompiledModel:
+    """Compile ``model`` (ONNX file/ModelProto, torch ``nn.Module``/``ExportedProgram``/``fx.GraphModule``,
+    or a lutc ``Graph``) for ``target``.
+
+    ``example_inputs`` are needed for an ``nn.Module`` (torch.export) ; ``dynamic_dims`` names symbolic
+    dims, e.g. ``{"input_ids": {1: "seq"}}``. ``dump_ir="dir"`` writes one numbered text file per pass.
+    """
+    from .frontend import import_model
+
+    backend = get_target(target)
+    if quant is not None:
+        raise NotImplementedError("quantization (lutc.QuantConfig) is not implemented yet (issue #3)")
+    graph = import_model(model, example_inputs=example_inputs, dynamic_dims=dynamic_dims)
+    timing = PassTiming()
+    instruments = [timing]
+    if dump_ir is not None:
+        instruments.append(DumpIR(dump_ir, only_on_change=dump_only_on_change))
+    graph = PassManager(canonicalize(), instruments).run(graph)
+    return CompiledModel(graph, backend.build(graph), target, timing)
+
+
+__all__ = ["compile", "CompiledModel", "known_targets"]

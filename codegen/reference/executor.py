@@ -1,0 +1,120 @@
+"""Run a graph with the numpy kernels: binds symbolic dims from the inputs, frees values after last use."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ...ir import dims as D
+from ...ir.graph import Graph, Ref
+from ...ir.ops import Op
+from ...ir.types import TensorType
+from .kernels import KERNELS
+
+
+class InputError(ValueError):
+    """Inputs that do not match the graph's declared inputs (names, dtypes, shapes)."""
+
+
+def bind_inputs(g: Graph, inputs) -> tuple[list[np.ndarray], dict[str, int]]:
+    """Check inputs against the graph's input types and bind its symbolic dims to sizes."""
+    if isinstance(inputs, Mapping):
+        unknown = set(inputs) - set(g.inputs)
+        missing = [n for n in g.inputs if n not in inputs]
+        if unknown or missing:
+            raise InputError(f"inputs {sorted(unknown)} are unknown and {missing} missing; "
+                             f"the graph takes {g.inputs}")
+        inputs = [inputs[n] for n in g.inputs]
+    inputs = list(inputs)
+    if len(inputs) != len(g.inputs):
+        raise InputError(f"the graph takes {len(g.inputs)} inputs {g.inputs}, got {len(inputs)}")
+    env: dict[str, int] = {}
+    arrays = []
+    for name, x in zip(g.inputs, inputs):
+        t: TensorType = g.node(name).type
+        x = _to_numpy(x)
+        want = t.dtype.to_numpy()
+        if x.dtype != want:
+            if x.dtype.kind == want.kind or (x.dtype.kind in "iu" and want.kind in "iu"):
+                x = x.astype(want)
+            else:
+                raise InputError(f"input {name}: expected {t.dtype.value}, got {x.dtype}")
+        if x.ndim != t.rank:
+            raise InputError(f"input {name}: expected rank {t.rank} ({t}), got shape {list(x.shape)}")
+        for axis, (d, n) in enumerate(zip(t.shape, x.shape)):
+            if isinstance(d, int):
+                if d != n:
+                    raise InputError(f"input {name}: dim {axis} must be {d} ({t}), got {n}")
+            elif d.isidentifier():
+                if env.setdefault(d, n) != n:
+                    raise InputError(f"input {name}: dim {axis} ({d}) is {n} but {d} = {env[d]} elsewhere")
+        arrays.append(x)
+    for name, x in zip(g.inputs, arrays):  # expressions such as "past+seq" once all symbols are bound
+        for axis, (d, n) in enumerate(zip(g.node(name).type.shape, x.shape)):
+            if isinstance(d, str) and not d.isidentifier() and D.symbols(d) <= env.keys() \
+                    and D.evaluate(d, env) != n:
+                raise InputError(f"input {name}: dim {axis} must be {d} = {D.evaluate(d, env)}, got {n}")
+    return arrays, env
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):  # torch tensor
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class Executor:
+    """Interprets a graph. ``float_dtype=np.float64`` runs every float op in double precision."""
+
+    def __init__(self, g: Graph, float_dtype=None):
+        self.g = g
+        self.float_dtype = float_dtype
+        self.order = [n for n in g.nodes() if n.op is not Op.INPUT]
+        last_use: dict[str, int] = {}
+        for i, n in enumerate(self.order):
+            for r in n.inputs:
+                last_use[r.node] = i
+        keep = {r.node for r in g.outputs}
+        self.free_after: list[list[str]] = [[] for _ in self.order]
+        for name, i in last_use.items():
+            if name not in keep:
+                self.free_after[i].append(name)
+
+    def _cast(self, x: np.ndarray) -> np.ndarray:
+        if self.float_dtype is not None and x.dtype.kind == "f":
+            return x.astype(self.float_dtype)
+        return x
+
+    def __call__(self, inputs) -> list[np.ndarray]:
+        arrays, env = bind_inputs(self.g, inputs)
+        values: dict[str, list[np.ndarray]] = {n: [self._cast(a)] for n, a in zip(self.g.inputs, arrays)}
+
+        def dim(d):
+            return D.evaluate(d, env) if isinstance(d, str) else (int(d) if not isinstance(d, (int, float)) else d)
+
+        for i, node in enumerate(self.order):
+            if node.op is Op.CONST:
+                values[node.name] = [self._cast(self.const(node.out, dim))]
+            else:
+                ins = [values[r.node][r.index] for r in node.inputs]
+                try:
+                    out = KERNELS[node.op](node.attrs, ins, dim)
+                except Exception as e:
+                    raise type(e)(f"{node.op.value} {node.name}: {e}") from e
+                values[node.name] = out if isinstance(out, list) else [np.asarray(out)]
+            for name in self.free_after[i]:
+                del values[name]
+        return [values[r.node][r.index] for r in self.g.outputs]
+
+    def const(self, ref: Ref, dim) -> np.ndarray:
+        v = self.g.const_value(ref)
+        if v.dtype == object:  # a symbolic shape value
+            t = self.g.type_of(ref)
+            return np.asarray([dim(x) for x in v.reshape(-1).tolist()], t.dtype.to_numpy()).reshape(v.shape)
+        return v
+
+
+def run(g: Graph, inputs, float_dtype=None) -> list[np.ndarray]:
+    return Executor(g, float_dtype)(inputs)

@@ -1,0 +1,299 @@
+"""numpy implementations of every IR op: the ground truth every backend is tested against.
+
+Each kernel is ``fn(attrs, inputs, dim) -> array | list[array]``; ``dim(d)`` evaluates a (possibly
+symbolic) dim attribute with the sizes bound at run time. Kernels also accept object arrays of sympy
+values where that makes sense, which is how constant folding evaluates symbolic shape computations.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from ...ir.ops import Op
+from ...ir.types import DType
+
+Kernel = Callable[[dict, list, Callable], "np.ndarray | list[np.ndarray]"]
+KERNELS: dict[Op, Kernel] = {}
+
+
+def kernel(*ops: Op):
+    def deco(fn):
+        for op in ops:
+            KERNELS[op] = fn
+        return fn
+    return deco
+
+
+def _is_int(a) -> bool:
+    return np.asarray(a).dtype.kind in "iub"
+
+
+def _div(a, b):
+    if np.asarray(a).dtype == object or np.asarray(b).dtype == object:
+        return np.asarray(a) // np.asarray(b)
+    if _is_int(a) and _is_int(b):  # ONNX integer division truncates toward zero
+        return (np.sign(a) * np.sign(b) * (np.abs(a) // np.abs(b))).astype(np.result_type(a, b))
+    return np.divide(a, b)
+
+
+_BINARY = {
+    Op.ADD: np.add, Op.SUB: np.subtract, Op.MUL: np.multiply, Op.DIV: _div, Op.POW: np.power,
+    Op.MAX: np.maximum, Op.MIN: np.minimum, Op.EQUAL: np.equal, Op.LESS: np.less, Op.GREATER: np.greater,
+    Op.LESS_EQUAL: np.less_equal, Op.GREATER_EQUAL: np.greater_equal, Op.AND: np.logical_and,
+    Op.OR: np.logical_or,
+}
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x):
+    return _erf(x).astype(x.dtype)
+
+
+def sigmoid(x):
+    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(x.dtype)
+
+
+def gelu(x, approximate="none"):
+    if approximate == "tanh":
+        return (0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))).astype(x.dtype)
+    return (0.5 * x * (1 + erf(x / np.sqrt(2).astype(x.dtype)))).astype(x.dtype)
+
+
+_UNARY = {
+    Op.SQRT: np.sqrt, Op.RSQRT: lambda x: 1 / np.sqrt(x), Op.RECIPROCAL: lambda x: 1 / x, Op.NEG: np.negative,
+    Op.ABS: np.abs, Op.EXP: np.exp, Op.LOG: np.log, Op.TANH: np.tanh, Op.ERF: erf, Op.SIGMOID: sigmoid,
+    Op.SILU: lambda x: x * sigmoid(x), Op.COS: np.cos, Op.SIN: np.sin, Op.NOT: np.logical_not, Op.IS_NAN: np.isnan,
+}
+
+
+def _elementwise(fn):
+    return lambda attrs, ins, dim: fn(*ins)
+
+
+KERNELS.update({op: _elementwise(fn) for op, fn in {**_BINARY, **_UNARY}.items()})
+
+
+@kernel(Op.GELU)
+def _gelu(attrs, ins, dim):
+    return gelu(ins[0], attrs.get("approximate", "none"))
+
+
+@kernel(Op.CAST)
+def _cast(attrs, ins, dim):
+    to = DType(attrs["dtype"])
+    if ins[0].dtype == object and not to.is_float:
+        return ins[0]
+    return ins[0].astype(to.to_numpy())
+
+
+@kernel(Op.MATMUL)
+def _matmul(attrs, ins, dim):
+    return np.matmul(ins[0], ins[1])
+
+
+@kernel(Op.GEMM)
+def _gemm(attrs, ins, dim):
+    a = ins[0].T if attrs.get("transA") else ins[0]
+    b = ins[1].T if attrs.get("transB") else ins[1]
+    y = attrs.get("alpha", 1.0) * (a @ b)
+    if len(ins) > 2:
+        y = y + attrs.get("beta", 1.0) * ins[2]
+    return y.astype(ins[0].dtype)
+
+
+@kernel(Op.LINEAR)
+def _linear(attrs, ins, dim):
+    y = ins[0] @ ins[1].T
+    return y + ins[2] if len(ins) > 2 else y
+
+
+@kernel(Op.WHERE)
+def _where(attrs, ins, dim):
+    return np.where(ins[0], ins[1], ins[2])
+
+
+def _axes(attrs):
+    axes = attrs.get("axes")
+    return None if axes is None else tuple(axes)
+
+
+@kernel(Op.REDUCE_MEAN)
+def _rmean(attrs, ins, dim):
+    return np.mean(ins[0], axis=_axes(attrs), keepdims=attrs.get("keepdims", True)).astype(ins[0].dtype)
+
+
+@kernel(Op.REDUCE_SUM)
+def _rsum(attrs, ins, dim):
+    return np.sum(ins[0], axis=_axes(attrs), keepdims=attrs.get("keepdims", True)).astype(ins[0].dtype)
+
+
+@kernel(Op.REDUCE_MAX)
+def _rmax(attrs, ins, dim):
+    return np.max(ins[0], axis=_axes(attrs), keepdims=attrs.get("keepdims", True))
+
+
+def softmax(x, axis=-1):
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - np.where(np.isfinite(m), m, 0))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+@kernel(Op.SOFTMAX)
+def _softmax(attrs, ins, dim):
+    return softmax(ins[0], attrs.get("axis", -1))
+
+
+@kernel(Op.LAYER_NORM)
+def _layer_norm(attrs, ins, dim):
+    x = ins[0]
+    axis = attrs.get("axis", -1) % x.ndim
+    axes = tuple(range(axis, x.ndim))
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mu) / np.sqrt(var + np.asarray(attrs.get("eps", 1e-5), x.dtype))
+    if len(ins) > 1:
+        y = y * ins[1]
+    if len(ins) > 2:
+        y = y + ins[2]
+    return y.astype(x.dtype)
+
+
+@kernel(Op.RMS_NORM)
+def _rms_norm(attrs, ins, dim):
+    x = ins[0]
+    y = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.asarray(attrs.get("eps", 1e-6), x.dtype))
+    return (y * ins[1] if len(ins) > 1 else y).astype(x.dtype)
+
+
+@kernel(Op.GATHER)
+def _gather(attrs, ins, dim):
+    data, idx = ins
+    axis = attrs.get("axis", 0)
+    n = data.shape[axis]
+    if idx.size and (idx.max() >= n or idx.min() < -n):
+        raise IndexError(f"gather: index out of range [{-n}, {n}) (got {idx.min()}..{idx.max()})")
+    return np.take(data, idx, axis=axis)
+
+
+@kernel(Op.GATHER_ND)
+def _gather_nd(attrs, ins, dim):
+    data, idx = ins
+    b = attrs.get("batch_dims", 0)
+    if b:
+        raise NotImplementedError("gather_nd with batch_dims > 0")
+    r = idx.shape[-1]
+    for axis in range(r):
+        n = data.shape[axis]
+        if idx[..., axis].size and (idx[..., axis].max() >= n or idx[..., axis].min() < -n):
+            raise IndexError(f"gather_nd: index out of range on axis {axis}")
+    return data[tuple(np.moveaxis(idx, -1, 0))]
+
+
+@kernel(Op.RESHAPE)
+def _reshape(attrs, ins, dim):
+    x, shape = ins[0], [int(dim(d)) for d in np.asarray(ins[1]).reshape(-1).tolist()]
+    if not attrs.get("allowzero"):
+        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return x.reshape(shape)
+
+
+@kernel(Op.TRANSPOSE)
+def _transpose(attrs, ins, dim):
+    return np.transpose(ins[0], attrs.get("perm"))
+
+
+@kernel(Op.CONCAT)
+def _concat(attrs, ins, dim):
+    return np.concatenate(ins, axis=attrs["axis"])
+
+
+@kernel(Op.SLICE)
+def _slice(attrs, ins, dim):
+    x = ins[0]
+    axes = attrs.get("axes") or list(range(len(attrs["starts"])))
+    steps = attrs.get("steps") or [1] * len(axes)
+    idx = [slice(None)] * x.ndim
+    for ax, s, e, st in zip(axes, attrs["starts"], attrs["ends"], steps):
+        s, e = dim(s), dim(e)
+        if st < 0 and e < -x.shape[ax]:
+            e = None  # ONNX: an end below -dim with a negative step means "through index 0"
+        idx[ax] = slice(s, e, st)
+    return x[tuple(idx)]
+
+
+@kernel(Op.SPLIT)
+def _split(attrs, ins, dim):
+    sizes = [dim(s) for s in attrs["sizes"]]
+    return np.split(ins[0], np.cumsum(sizes)[:-1], axis=attrs["axis"])
+
+
+@kernel(Op.SQUEEZE)
+def _squeeze(attrs, ins, dim):
+    axes = attrs.get("axes")
+    return np.squeeze(ins[0], axis=None if axes is None else tuple(axes))
+
+
+@kernel(Op.UNSQUEEZE)
+def _unsqueeze(attrs, ins, dim):
+    return np.expand_dims(ins[0], tuple(attrs["axes"]))
+
+
+@kernel(Op.EXPAND)
+def _expand(attrs, ins, dim):
+    x = ins[0]
+    target = [int(dim(d)) for d in np.asarray(ins[1]).reshape(-1).tolist()]
+    shape = np.broadcast_shapes(x.shape, tuple(target))
+    return np.array(np.broadcast_to(x, shape))
+
+
+@kernel(Op.TRILU)
+def _trilu(attrs, ins, dim):
+    k = attrs.get("k", 0)
+    return np.triu(ins[0], k) if attrs.get("upper", True) else np.tril(ins[0], k)
+
+
+@kernel(Op.SHAPE)
+def _shape(attrs, ins, dim):
+    rank = ins[0].ndim
+    return np.array(ins[0].shape[attrs.get("start", 0):attrs.get("end", rank)], dtype=np.int64)
+
+
+@kernel(Op.RANGE)
+def _range(attrs, ins, dim):
+    start, limit, delta = (np.asarray(a).reshape(-1)[0] for a in ins)
+    return np.arange(dim(start), dim(limit), dim(delta), dtype=np.asarray(ins[0]).dtype)
+
+
+@kernel(Op.CONSTANT_OF_SHAPE)
+def _constant_of_shape(attrs, ins, dim):
+    shape = [int(dim(d)) for d in np.asarray(ins[0]).reshape(-1).tolist()]
+    return np.full(shape, attrs.get("value", 0.0), dtype=DType(attrs.get("dtype", "f32")).to_numpy())
+
+
+def sdpa(q, k, v, mask=None, causal=False, scale=None):
+    """Scaled dot-product attention with torch's semantics; GQA when k/v have fewer heads than q."""
+    if q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
+        rep = q.shape[-3] // k.shape[-3]
+        k, v = np.repeat(k, rep, axis=-3), np.repeat(v, rep, axis=-3)
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = (q @ np.swapaxes(k, -1, -2)) * np.asarray(scale, q.dtype)
+    L, S = q.shape[-2], k.shape[-2]
+    if causal:
+        s = np.where(np.tril(np.ones((L, S), bool)), s, -np.inf)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf) if mask.dtype == bool else s + mask
+    p = softmax(s, -1)
+    p = np.where(np.isnan(p), 0, p)  # fully masked rows give 0, as torch's safe softmax does
+    return (p @ v).astype(q.dtype)
+
+
+@kernel(Op.SDPA)
+def _sdpa(attrs, ins, dim):
+    return sdpa(*ins[:3], mask=ins[3] if len(ins) > 3 else None, causal=attrs.get("causal", False),
+                scale=attrs.get("scale"))
+
+
+assert set(KERNELS) >= set(Op) - {Op.INPUT, Op.CONST}, set(Op) - set(KERNELS)
