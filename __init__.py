@@ -1,9 +1,23 @@
 """lutc: a compiler that lowers low-bit LLM graphs to lookup-table kernels.
 
-Heavy modules (torch, onnx, tvm) are imported lazily so that ``lutc.runtime`` stays thin.
+``import lutc`` is cheap: the compiler (networkx, sympy, torch, onnx, tvm) loads on first use, so that
+``lutc.runtime`` works with numpy, tvm_ffi and safetensors alone.
 """
 __version__ = "0.1.0"
 
-from .api import CompiledModel, compile, known_targets  # noqa: E402
+_LAZY = {
+    "compile": ("lutc.codegen.driver", "compile"),
+    "CompiledModel": ("lutc.codegen.driver", "CompiledModel"),
+    "known_targets": ("lutc.codegen", "known_targets"),
+}
 
 __all__ = ["compile", "CompiledModel", "known_targets", "__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'lutc' has no attribute {name!r}")

@@ -21,6 +21,10 @@ class ShapeError(ValueError):
     pass
 
 
+class UnknownValueError(ShapeError):
+    """The rule needs the value of an input that is not a constant (yet): the type cannot be re-derived."""
+
+
 Rule = Callable[[Node, list[TensorType], Callable[[int], "np.ndarray | None"]], list[TensorType]]
 RULES: dict[Op, Rule] = {}
 
@@ -46,8 +50,8 @@ def as_dims(value: np.ndarray) -> list:
 def _need_const(node: Node, const, i: int, what: str) -> list:
     v = const(i)
     if v is None:
-        raise ShapeError(f"{node.op.value} {node.name}: {what} (input {i}) must be a constant or a folded "
-                         "shape computation")
+        raise UnknownValueError(f"{node.op.value} {node.name}: {what} (input {i}) must be a constant or a "
+                                "folded shape computation")
     return as_dims(v)
 
 

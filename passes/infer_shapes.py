@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 from ..ir.graph import Graph
-from ..ir.shapes import infer_node
+from ..ir.shapes import UnknownValueError, infer_node
 from .manager import Pass
 
 
 def infer_shapes(g: Graph) -> bool:
     changed = False
     for node in g.nodes():
-        types = infer_node(g, node)
+        try:
+            types = infer_node(g, node)
+        except UnknownValueError:
+            continue  # keeps the frontend's type until folding makes the value known
         if types != node.types:
             node.types = types
             changed = True

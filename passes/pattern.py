@@ -85,8 +85,8 @@ class Const(Pat):
 
 
 def scalar(x: float, tol: float = 1e-6) -> Callable[[np.ndarray], bool]:
-    """A constant predicate: every element equals ``x`` (to ``tol`` relative)."""
-    return lambda v: v.size >= 1 and bool(np.all(np.abs(v.astype(np.float64) - x) <= tol * max(1.0, abs(x))))
+    """A constant predicate: every element equals ``x`` (to ``tol`` relative; exactly when ``x`` is 0)."""
+    return lambda v: v.size >= 1 and bool(np.all(np.abs(v.astype(np.float64) - x) <= tol * abs(x)))
 
 
 @dataclass

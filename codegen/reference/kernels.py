@@ -138,7 +138,8 @@ def _rmax(attrs, ins, dim):
 def softmax(x, axis=-1):
     m = np.max(x, axis=axis, keepdims=True)
     e = np.exp(x - np.where(np.isfinite(m), m, 0))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore"):  # a fully masked row is 0/0 = nan, as in ONNX and torch
+        return e / np.sum(e, axis=axis, keepdims=True)
 
 
 @kernel(Op.SOFTMAX)

@@ -5,12 +5,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .codegen import get_target, known_targets
-from .ir.graph import Graph
-from .ir.printer import print_graph, summary
-from .passes.instruments import DumpIR, PassTiming
-from .passes.manager import PassManager
-from .passes.pipeline import canonicalize
+from . import get_target, known_targets
+from ..ir.graph import Graph
+from ..ir.printer import print_graph, summary
+from ..passes.instruments import DumpIR, PassTiming
+from ..passes.manager import PassManager
+from ..passes.pipeline import canonicalize
 
 
 class CompiledModel:
@@ -52,7 +52,7 @@ def compile(model, target: str = "reference", quant=None, dump_ir=None, example_
     ``example_inputs`` are needed for an ``nn.Module`` (torch.export) ; ``dynamic_dims`` names symbolic
     dims, e.g. ``{"input_ids": {1: "seq"}}``. ``dump_ir="dir"`` writes one numbered text file per pass.
     """
-    from .frontend import import_model
+    from ..frontend import import_model
 
     backend = get_target(target)
     if quant is not None:

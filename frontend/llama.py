@@ -1,0 +1,159 @@
+"""A LLaMA-family model builder: emits lutc IR straight from a config and a weight dict (HF names).
+
+This is how models arrive without an exporter (GGUF files, checkpoint directories) and how the built-in
+demo model is made. The graph is the canonical form the passes produce from exports: linear, rms_norm,
+silu, sdpa (causal, GQA) and RoPE written with slices.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..ir.graph import Graph, Ref
+from ..ir.ops import Op
+from ..ir.shapes import build
+from ..ir.types import DType, TensorType
+
+
+@dataclass(frozen=True)
+class LlamaSpec:
+    vocab_size: int = 512
+    hidden_size: int = 256
+    intermediate_size: int = 688
+    num_layers: int = 4
+    num_heads: int = 8
+    num_kv_heads: int = 2
+    max_positions: int = 512
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @staticmethod
+    def from_hf(config) -> "LlamaSpec":
+        c = config if isinstance(config, dict) else config.to_dict()
+        return LlamaSpec(vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
+                         intermediate_size=c["intermediate_size"], num_layers=c["num_hidden_layers"],
+                         num_heads=c["num_attention_heads"],
+                         num_kv_heads=c.get("num_key_value_heads") or c["num_attention_heads"],
+                         max_positions=c["max_position_embeddings"],
+                         rope_theta=float(c.get("rope_theta") or (c.get("rope_parameters") or {}).get("rope_theta", 1e4)),
+                         rms_norm_eps=c["rms_norm_eps"], tie_word_embeddings=c.get("tie_word_embeddings", False))
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        H, I, hd = self.hidden_size, self.intermediate_size, self.head_dim
+        shapes = {"model.embed_tokens.weight": (self.vocab_size, H), "model.norm.weight": (H,)}
+        for i in range(self.num_layers):
+            p = f"model.layers.{i}."
+            shapes.update({
+                p + "input_layernorm.weight": (H,), p + "post_attention_layernorm.weight": (H,),
+                p + "self_attn.q_proj.weight": (self.num_heads * hd, H),
+                p + "self_attn.k_proj.weight": (self.num_kv_heads * hd, H),
+                p + "self_attn.v_proj.weight": (self.num_kv_heads * hd, H),
+                p + "self_attn.o_proj.weight": (H, self.num_heads * hd),
+                p + "mlp.gate_proj.weight": (I, H), p + "mlp.up_proj.weight": (I, H),
+                p + "mlp.down_proj.weight": (H, I),
+            })
+        if not self.tie_word_embeddings:
+            shapes["lm_head.weight"] = (self.vocab_size, H)
+        return shapes
+
+
+def random_llama_weights(spec: LlamaSpec, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in spec.weight_shapes().items():
+        if name.endswith("norm.weight"):
+            out[name] = (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            out[name] = (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+    return out
+
+
+def rope_tables(spec: LlamaSpec) -> tuple[np.ndarray, np.ndarray]:
+    hd = spec.head_dim
+    inv_freq = 1.0 / spec.rope_theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    freqs = np.outer(np.arange(spec.max_positions, dtype=np.float64), inv_freq)
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+
+
+class _Builder:
+    def __init__(self, spec: LlamaSpec, weights: dict[str, np.ndarray]):
+        missing = set(spec.weight_shapes()) - set(weights)
+        if missing:
+            raise KeyError(f"missing weights: {sorted(missing)[:5]}{' ...' if len(missing) > 5 else ''}")
+        self.spec, self.g = spec, Graph("llama")
+        self.g.weights.update({k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()})
+        self._consts: dict[str, Ref] = {}
+
+    def w(self, key: str) -> Ref:
+        if key not in self._consts:
+            self._consts[key] = self.g.add_const(None, weight_key=key, name=key).out
+        return self._consts[key]
+
+    def op(self, op: Op, inputs, attrs=None, name=None) -> Ref:
+        return build(self.g, op, inputs, attrs, name=name).out
+
+    def shape(self, dims) -> Ref:
+        return self.g.add_const(np.array(dims, dtype=object), name="shape").out
+
+    def heads(self, x: Ref, n: int, name: str) -> Ref:
+        x = self.op(Op.RESHAPE, [x, self.shape(["batch", "seq", n, self.spec.head_dim])], name=name)
+        return self.op(Op.TRANSPOSE, [x], {"perm": [0, 2, 1, 3]}, name=name)
+
+    def rope(self, x: Ref, cos: Ref, sin: Ref, name: str) -> Ref:
+        half = self.spec.head_dim // 2
+        x1 = self.op(Op.SLICE, [x], {"starts": [0], "ends": [half], "axes": [-1]}, name=name + "_x1")
+        x2 = self.op(Op.SLICE, [x], {"starts": [half], "ends": [2 * half], "axes": [-1]}, name=name + "_x2")
+        rot = self.op(Op.CONCAT, [self.op(Op.NEG, [x2]), x1], {"axis": -1}, name=name + "_rot")
+        return self.op(Op.ADD, [self.op(Op.MUL, [x, cos]), self.op(Op.MUL, [rot, sin])], name=name)
+
+    def layer(self, i: int, h: Ref, cos: Ref, sin: Ref) -> Ref:
+        s, p = self.spec, f"model.layers.{i}."
+        eps = {"eps": s.rms_norm_eps}
+        x = self.op(Op.RMS_NORM, [h, self.w(p + "input_layernorm.weight")], eps, name=f"l{i}_attn_norm")
+        q = self.heads(self.op(Op.LINEAR, [x, self.w(p + "self_attn.q_proj.weight")], name=f"l{i}_q"), s.num_heads, f"l{i}_q")
+        k = self.heads(self.op(Op.LINEAR, [x, self.w(p + "self_attn.k_proj.weight")], name=f"l{i}_k"), s.num_kv_heads, f"l{i}_k")
+        v = self.heads(self.op(Op.LINEAR, [x, self.w(p + "self_attn.v_proj.weight")], name=f"l{i}_v"), s.num_kv_heads, f"l{i}_v")
+        q, k = self.rope(q, cos, sin, f"l{i}_q_rope"), self.rope(k, cos, sin, f"l{i}_k_rope")
+        a = self.op(Op.SDPA, [q, k, v], {"causal": True, "scale": s.head_dim ** -0.5}, name=f"l{i}_attn")
+        a = self.op(Op.TRANSPOSE, [a], {"perm": [0, 2, 1, 3]}, name=f"l{i}_attn")
+        a = self.op(Op.RESHAPE, [a, self.shape(["batch", "seq", s.hidden_size])], name=f"l{i}_attn")
+        h = self.op(Op.ADD, [h, self.op(Op.LINEAR, [a, self.w(p + "self_attn.o_proj.weight")], name=f"l{i}_o")],
+                    name=f"l{i}_attn_residual")
+        x = self.op(Op.RMS_NORM, [h, self.w(p + "post_attention_layernorm.weight")], eps, name=f"l{i}_mlp_norm")
+        gate = self.op(Op.SILU, [self.op(Op.LINEAR, [x, self.w(p + "mlp.gate_proj.weight")], name=f"l{i}_gate")])
+        up = self.op(Op.LINEAR, [x, self.w(p + "mlp.up_proj.weight")], name=f"l{i}_up")
+        down = self.op(Op.LINEAR, [self.op(Op.MUL, [gate, up], name=f"l{i}_swiglu"),
+                                   self.w(p + "mlp.down_proj.weight")], name=f"l{i}_down")
+        return self.op(Op.ADD, [h, down], name=f"l{i}_mlp_residual")
+
+    def graph(self) -> Graph:
+        s, g = self.spec, self.g
+        ids = g.add_input("input_ids", TensorType(DType.i64, ("batch", "seq")))
+        h = self.op(Op.GATHER, [self.w("model.embed_tokens.weight"), ids.out], {"axis": 0}, name="embed")
+        cos_t, sin_t = rope_tables(s)
+        window = {"starts": [0], "ends": ["seq"], "axes": [0]}
+        cos = self.op(Op.SLICE, [g.add_const(cos_t, weight_key="rope.cos").out], window, name="rope_cos")
+        sin = self.op(Op.SLICE, [g.add_const(sin_t, weight_key="rope.sin").out], window, name="rope_sin")
+        for i in range(s.num_layers):
+            h = self.layer(i, h, cos, sin)
+        h = self.op(Op.RMS_NORM, [h, self.w("model.norm.weight")], {"eps": s.rms_norm_eps}, name="final_norm")
+        head = "model.embed_tokens.weight" if s.tie_word_embeddings else "lm_head.weight"
+        g.set_outputs([self.op(Op.LINEAR, [h, self.w(head)], name="lm_head")], ["logits"])
+        g.name = "llama"
+        return g
+
+
+def build_llama(spec: LlamaSpec, weights: dict[str, np.ndarray]) -> Graph:
+    """Logits graph ``input_ids[batch, seq] -> logits[batch, seq, vocab]`` with causal attention."""
+    return _Builder(spec, weights).graph()
+
+
+def spec_dict(spec: LlamaSpec) -> dict:
+    return asdict(spec)
