@@ -9,9 +9,13 @@ _LAZY = {
     "compile": ("lutc.codegen.driver", "compile"),
     "CompiledModel": ("lutc.codegen.driver", "CompiledModel"),
     "known_targets": ("lutc.codegen", "known_targets"),
+    "QuantConfig": ("lutc.passes.quantize.config", "QuantConfig"),
+    "quantize_weight": ("lutc.passes.quantize.weight", "quantize_weight"),
+    "QuantizedWeight": ("lutc.passes.quantize.weight", "QuantizedWeight"),
 }
 
-__all__ = ["compile", "CompiledModel", "known_targets", "__version__"]
+__all__ = ["compile", "CompiledModel", "known_targets", "QuantConfig", "quantize_weight", "QuantizedWeight",
+           "__version__"]
 
 
 def __getattr__(name):

@@ -10,7 +10,7 @@ from ..ir.graph import Graph
 from ..ir.printer import print_graph, summary
 from ..passes.instruments import DumpIR, PassTiming
 from ..passes.manager import PassManager
-from ..passes.pipeline import canonicalize
+from ..passes.pipeline import canonicalize, quantize
 
 
 class CompiledModel:
@@ -45,24 +45,24 @@ class CompiledModel:
 
 
 def compile(model, target: str = "reference", quant=None, dump_ir=None, example_inputs: Sequence | None = None,
-            dynamic_dims: dict | None = None, dump_only_on_change: bool = False) -> CompiledModel:
+            dynamic_dims: dict | None = None, dump_only_on_change: bool = False,
+            progress: bool = False) -> CompiledModel:
     """Compile ``model`` (ONNX file/ModelProto, torch ``nn.Module``/``ExportedProgram``/``fx.GraphModule``,
     or a lutc ``Graph``) for ``target``.
 
     ``example_inputs`` are needed for an ``nn.Module`` (torch.export) ; ``dynamic_dims`` names symbolic
-    dims, e.g. ``{"input_ids": {1: "seq"}}``. ``dump_ir="dir"`` writes one numbered text file per pass.
+    dims, e.g. ``{"input_ids": {1: "seq"}}``. ``quant=lutc.QuantConfig(...)`` rewrites the chosen linear
+    layers into LUT ops. ``dump_ir="dir"`` writes one numbered text file per pass.
     """
     from ..frontend import import_model
 
     backend = get_target(target)
-    if quant is not None:
-        raise NotImplementedError("quantization (lutc.QuantConfig) is not implemented yet (issue #3)")
     graph = import_model(model, example_inputs=example_inputs, dynamic_dims=dynamic_dims)
     timing = PassTiming()
     instruments = [timing]
     if dump_ir is not None:
         instruments.append(DumpIR(dump_ir, only_on_change=dump_only_on_change))
-    graph = PassManager(canonicalize(), instruments).run(graph)
+    graph = PassManager(canonicalize() + quantize(quant, progress), instruments).run(graph)
     return CompiledModel(graph, backend.build(graph), target, timing)
 
 

@@ -72,6 +72,9 @@ class Op(Enum):
     CONSTANT_OF_SHAPE = "constant_of_shape"  # input shape; attr value
     # fused
     SDPA = "sdpa"                # q, k, v[, mask]; attrs causal, scale; GQA when k/v have fewer heads
+    # lookup-table matmul (passes/quantize): tables of activation sums, then lookups by packed weight bits
+    LUT_PRECOMPUTE = "lut_precompute"  # x[..., K] -> tables[..., K_pad/g, 2^(g-1)], table_scales, xsum
+    LUT_MATMUL = "lut_matmul"    # tables, table_scales, xsum, qweight, scales[, zeros][, bias] -> [..., N]
 
 
 # Groups of ops that passes and backends treat alike (tinygrad's GroupOp).
@@ -85,6 +88,7 @@ class GroupOp:
     Elementwise = Binary | Unary | {Op.WHERE}
     Reduce = frozenset({Op.REDUCE_MEAN, Op.REDUCE_SUM, Op.REDUCE_MAX})
     MatMul = frozenset({Op.MATMUL, Op.GEMM, Op.LINEAR})
+    Lut = frozenset({Op.LUT_PRECOMPUTE, Op.LUT_MATMUL})
     Movement = frozenset({Op.RESHAPE, Op.TRANSPOSE, Op.CONCAT, Op.SLICE, Op.SPLIT, Op.SQUEEZE,
                           Op.UNSQUEEZE, Op.EXPAND, Op.GATHER, Op.GATHER_ND})
     Source = frozenset({Op.INPUT, Op.CONST})
@@ -105,6 +109,7 @@ ARITY: dict[Op, tuple[int, int | None]] = {
     Op.TRILU: (1, 1),
     Op.SHAPE: (1, 1), Op.RANGE: (3, 3), Op.CONSTANT_OF_SHAPE: (1, 1),
     Op.SDPA: (3, 4),
+    Op.LUT_PRECOMPUTE: (1, 1), Op.LUT_MATMUL: (5, 7),
 }
 
 assert set(ARITY) == set(Op), set(Op) - set(ARITY)

@@ -306,6 +306,30 @@ def _sdpa(node, ts, const):
     return [q.with_shape(q.shape[:-1] + (v.shape[-1],))]
 
 
+@rule(Op.LUT_PRECOMPUTE)
+def _lut_precompute(node, ts, const):
+    x, a = ts[0], node.attrs
+    if not D.equal(x.shape[-1], a["k"]):
+        raise ShapeError(f"lut_precompute {node.name}: x {x} does not have K={a['k']}")
+    entries = 1 << (a["g"] - 1) if a.get("symmetric_table", True) else 1 << a["g"]
+    groups = a["k_pad"] // a["group_size"]
+    table = DType.i8 if a["table_dtype"] == "int8" else DType.f32
+    lead = x.shape[:-1]
+    return [TensorType(table, lead + (a["k_pad"] // a["g"], entries)), TensorType(DType.f32, lead + (groups,)),
+            TensorType(DType.f32, lead + (groups,))]
+
+
+@rule(Op.LUT_MATMUL)
+def _lut_matmul(node, ts, const):
+    t, a = ts[0], node.attrs
+    if t.rank < 2 or t.shape[-2] != a["k_pad"] // a["g"]:
+        raise ShapeError(f"lut_matmul {node.name}: tables {t} do not fit K_pad={a['k_pad']}")
+    q = ts[3]
+    if q.shape != (a["bits"], a["n"], a["k_pad"] // 8):
+        raise ShapeError(f"lut_matmul {node.name}: packed weight {q} is not [{a['bits']}, {a['n']}, {a['k_pad'] // 8}]")
+    return [TensorType(DType.f32, t.shape[:-2] + (a["n"],))]
+
+
 assert set(RULES) == set(Op), set(Op) - set(RULES)
 
 

@@ -5,6 +5,7 @@ from .dce import DeadCodeElimination
 from .fold import ConstantFolding
 from .infer_shapes import InferShapes
 from .manager import Pass
+from .quantize.rewrite import Quantize
 from .rewrite import RewritePass
 from .rules import CANONICAL_RULES
 
@@ -18,3 +19,14 @@ def canonicalize() -> list[Pass]:
         ConstantFolding(),
         DeadCodeElimination(),
     ]
+
+
+def quantize(config, progress: bool = False) -> list[Pass]:
+    """Linear layers -> LUT ops (nothing when ``config`` is None)."""
+    if config is None:
+        return []
+    from .quantize.config import QuantConfig
+
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"quant must be a lutc.QuantConfig, got {type(config).__name__}")
+    return [Quantize(config, progress=progress)]

@@ -68,9 +68,11 @@ def _to_numpy(x) -> np.ndarray:
 class Executor:
     """Interprets a graph. ``float_dtype=np.float64`` runs every float op in double precision."""
 
-    def __init__(self, g: Graph, float_dtype=None):
+    def __init__(self, g: Graph, float_dtype=None, observer=None):
+        """``observer(node, outputs, inputs)`` sees every computed node (calibration uses it)."""
         self.g = g
         self.float_dtype = float_dtype
+        self.observer = observer
         self.order = [n for n in g.nodes() if n.op is not Op.INPUT]
         last_use: dict[str, int] = {}
         for i, n in enumerate(self.order):
@@ -104,6 +106,8 @@ class Executor:
                 except Exception as e:
                     raise type(e)(f"{node.op.value} {node.name}: {e}") from e
                 values[node.name] = out if isinstance(out, list) else [np.asarray(out)]
+                if self.observer is not None:
+                    self.observer(node, values[node.name], ins)
             for name in self.free_after[i]:
                 del values[name]
         return [values[r.node][r.index] for r in self.g.outputs]

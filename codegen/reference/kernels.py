@@ -297,4 +297,24 @@ def _sdpa(attrs, ins, dim):
                 scale=attrs.get("scale"))
 
 
+@kernel(Op.LUT_PRECOMPUTE)
+def _lut_precompute(attrs, ins, dim):
+    from .lut import precompute
+
+    return list(precompute(ins[0], attrs["k_pad"], attrs["group_size"], attrs["table_dtype"],
+                           attrs.get("symmetric_table", True)))
+
+
+@kernel(Op.LUT_MATMUL)
+def _lut_matmul(attrs, ins, dim):
+    from .lut import lut_matmul
+
+    tables, tscale, xsum, packed, scales = ins[:5]
+    rest = list(ins[5:])
+    zeros = rest.pop(0) if attrs.get("zero_point") else None
+    bias = rest.pop(0) if attrs.get("has_bias") else None
+    return lut_matmul(tables, tscale, xsum, packed, scales, zeros, bias, bits=attrs["bits"],
+                      group_size=attrs["group_size"], symmetric=attrs.get("symmetric_table", True))
+
+
 assert set(KERNELS) >= set(Op) - {Op.INPUT, Op.CONST}, set(Op) - set(KERNELS)
