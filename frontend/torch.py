@@ -350,8 +350,8 @@ def _bind(schema, args, kwargs, check: bool) -> SimpleNamespace | None:
     if kwargs or (check and not all(_fits(p.type, out[p.name]) for p in params)):
         return None
     for p in params:  # int[1] arguments take a bare int: x.mean(-1)
-        if p.type.kind() in ("ListType", "OptionalType") and isinstance(out[p.name], (int, SymDim)) \
-                and not isinstance(out[p.name], bool):
+        t = p.type.getElementType() if p.type.kind() == "OptionalType" else p.type
+        if t.kind() == "ListType" and isinstance(out[p.name], (int, SymDim)) and not isinstance(out[p.name], bool):
             out[p.name] = [out[p.name]]
     return SimpleNamespace(**out)
 
@@ -404,10 +404,12 @@ def _logical(op: Op, bitwise: bool):
     return handler
 
 
-def _not(cx, a):
-    if cx.type(a.self).dtype is not DType.bool and a is not None and "bitwise" in str(cx.node.target):
-        raise FrontendError(f"torch node {cx.node.name}: bitwise ops on integers are not supported")
-    return cx.emit(Op.NOT, [cx.tensor(a.self, DType.bool)])
+def _not(bitwise: bool):
+    def handler(cx, a):
+        if bitwise and cx.type(a.self).dtype is not DType.bool:
+            raise FrontendError(f"torch node {cx.node.name}: bitwise ops on integers are not supported")
+        return cx.emit(Op.NOT, [cx.tensor(a.self, DType.bool)])
+    return handler
 
 
 def _unary(op: Op, floats: bool = True, **attrs):
@@ -683,7 +685,7 @@ HANDLERS = {
     aten.__and__: _logical(Op.AND, True), aten.bitwise_and: _logical(Op.AND, True),
     aten.logical_and: _logical(Op.AND, False), aten.__or__: _logical(Op.OR, True),
     aten.bitwise_or: _logical(Op.OR, True), aten.logical_or: _logical(Op.OR, False),
-    aten.logical_not: _not, aten.bitwise_not: _not,
+    aten.logical_not: _not(False), aten.bitwise_not: _not(True),
     aten.rsqrt: _unary(Op.RSQRT), aten.sqrt: _unary(Op.SQRT), aten.reciprocal: _unary(Op.RECIPROCAL),
     aten.exp: _unary(Op.EXP), aten.log: _unary(Op.LOG), aten.tanh: _unary(Op.TANH), aten.erf: _unary(Op.ERF),
     aten.sigmoid: _unary(Op.SIGMOID), aten.silu: _unary(Op.SILU), aten.gelu: _unary(Op.GELU),
