@@ -18,7 +18,9 @@ def import_model(model, example_inputs=None, dynamic_dims=None) -> Graph:
 
             return import_onnx(model)
         if suffix == ".gguf":
-            raise NotImplementedError("GGUF import is not implemented yet (issues #3 and #5)")
+            from .gguf import import_gguf
+
+            return import_gguf(model)
         raise FrontendError(f"cannot tell the format of {str(model)!r}: expected a .onnx or .gguf file")
     kind = type(model).__module__ + "." + type(model).__name__
     if kind.startswith("onnx"):

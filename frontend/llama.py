@@ -83,8 +83,10 @@ def rope_tables(spec: LlamaSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Builder:
-    def __init__(self, spec: LlamaSpec, weights: dict[str, np.ndarray]):
-        missing = set(spec.weight_shapes()) - set(weights)
+    def __init__(self, spec: LlamaSpec, weights: dict[str, np.ndarray], quantized: dict | None = None,
+                 table_dtype: str = "int8"):
+        self.quantized, self.table_dtype, self._tables, self._qrefs = quantized or {}, table_dtype, {}, {}
+        missing = set(spec.weight_shapes()) - set(weights) - set(self.quantized)
         if missing:
             raise KeyError(f"missing weights: {sorted(missing)[:5]}{' ...' if len(missing) > 5 else ''}")
         self.spec, self.g = spec, Graph("llama")
@@ -95,6 +97,20 @@ class _Builder:
         if key not in self._consts:
             self._consts[key] = self.g.add_const(None, weight_key=key, name=key).out
         return self._consts[key]
+
+    def linear(self, x: Ref, key: str, name: str) -> Ref:
+        """x @ W.T, or a lut_matmul when the weight arrived already quantized (GGUF, MatMulNBits)."""
+        if key not in self.quantized:
+            return self.op(Op.LINEAR, [x, self.w(key)], name=name)
+        from dataclasses import replace
+
+        from ..passes.quantize.rewrite import add_quantized_weight, emit_lut_matmul
+
+        qw = self.quantized[key]
+        qw = replace(qw, config=replace(qw.config, table_dtype=self.table_dtype))
+        if key not in self._qrefs:
+            self._qrefs[key] = add_quantized_weight(self.g, key, qw)
+        return emit_lut_matmul(self.g, x, qw, self._qrefs[key], None, self._tables, name)
 
     def op(self, op: Op, inputs, attrs=None, name=None) -> Ref:
         return build(self.g, op, inputs, attrs, name=name).out
@@ -117,20 +133,18 @@ class _Builder:
         s, p = self.spec, f"model.layers.{i}."
         eps = {"eps": s.rms_norm_eps}
         x = self.op(Op.RMS_NORM, [h, self.w(p + "input_layernorm.weight")], eps, name=f"l{i}_attn_norm")
-        q = self.heads(self.op(Op.LINEAR, [x, self.w(p + "self_attn.q_proj.weight")], name=f"l{i}_q"), s.num_heads, f"l{i}_q")
-        k = self.heads(self.op(Op.LINEAR, [x, self.w(p + "self_attn.k_proj.weight")], name=f"l{i}_k"), s.num_kv_heads, f"l{i}_k")
-        v = self.heads(self.op(Op.LINEAR, [x, self.w(p + "self_attn.v_proj.weight")], name=f"l{i}_v"), s.num_kv_heads, f"l{i}_v")
+        q = self.heads(self.linear(x, p + "self_attn.q_proj.weight", f"l{i}_q"), s.num_heads, f"l{i}_q")
+        k = self.heads(self.linear(x, p + "self_attn.k_proj.weight", f"l{i}_k"), s.num_kv_heads, f"l{i}_k")
+        v = self.heads(self.linear(x, p + "self_attn.v_proj.weight", f"l{i}_v"), s.num_kv_heads, f"l{i}_v")
         q, k = self.rope(q, cos, sin, f"l{i}_q_rope"), self.rope(k, cos, sin, f"l{i}_k_rope")
         a = self.op(Op.SDPA, [q, k, v], {"causal": True, "scale": s.head_dim ** -0.5}, name=f"l{i}_attn")
         a = self.op(Op.TRANSPOSE, [a], {"perm": [0, 2, 1, 3]}, name=f"l{i}_attn")
         a = self.op(Op.RESHAPE, [a, self.shape(["batch", "seq", s.hidden_size])], name=f"l{i}_attn")
-        h = self.op(Op.ADD, [h, self.op(Op.LINEAR, [a, self.w(p + "self_attn.o_proj.weight")], name=f"l{i}_o")],
-                    name=f"l{i}_attn_residual")
+        h = self.op(Op.ADD, [h, self.linear(a, p + "self_attn.o_proj.weight", f"l{i}_o")], name=f"l{i}_attn_residual")
         x = self.op(Op.RMS_NORM, [h, self.w(p + "post_attention_layernorm.weight")], eps, name=f"l{i}_mlp_norm")
-        gate = self.op(Op.SILU, [self.op(Op.LINEAR, [x, self.w(p + "mlp.gate_proj.weight")], name=f"l{i}_gate")])
-        up = self.op(Op.LINEAR, [x, self.w(p + "mlp.up_proj.weight")], name=f"l{i}_up")
-        down = self.op(Op.LINEAR, [self.op(Op.MUL, [gate, up], name=f"l{i}_swiglu"),
-                                   self.w(p + "mlp.down_proj.weight")], name=f"l{i}_down")
+        gate = self.op(Op.SILU, [self.linear(x, p + "mlp.gate_proj.weight", f"l{i}_gate")])
+        up = self.linear(x, p + "mlp.up_proj.weight", f"l{i}_up")
+        down = self.linear(self.op(Op.MUL, [gate, up], name=f"l{i}_swiglu"), p + "mlp.down_proj.weight", f"l{i}_down")
         return self.op(Op.ADD, [h, down], name=f"l{i}_mlp_residual")
 
     def graph(self) -> Graph:
@@ -145,14 +159,17 @@ class _Builder:
             h = self.layer(i, h, cos, sin)
         h = self.op(Op.RMS_NORM, [h, self.w("model.norm.weight")], {"eps": s.rms_norm_eps}, name="final_norm")
         head = "model.embed_tokens.weight" if s.tie_word_embeddings else "lm_head.weight"
-        g.set_outputs([self.op(Op.LINEAR, [h, self.w(head)], name="lm_head")], ["logits"])
+        g.set_outputs([self.linear(h, head, "lm_head")], ["logits"])
         g.name = "llama"
         return g
 
 
-def build_llama(spec: LlamaSpec, weights: dict[str, np.ndarray]) -> Graph:
-    """Logits graph ``input_ids[batch, seq] -> logits[batch, seq, vocab]`` with causal attention."""
-    return _Builder(spec, weights).graph()
+def build_llama(spec: LlamaSpec, weights: dict[str, np.ndarray], quantized: dict | None = None,
+                table_dtype: str = "int8") -> Graph:
+    """Logits graph ``input_ids[batch, seq] -> logits[batch, seq, vocab]`` with causal attention.
+
+    ``quantized`` maps weight names to ``QuantizedWeight``s that become ``lut_matmul`` ops directly."""
+    return _Builder(spec, weights, quantized, table_dtype).graph()
 
 
 def spec_dict(spec: LlamaSpec) -> dict:

@@ -8,7 +8,6 @@ embedding is recognised by content, and torch.onnx (dynamo) metadata names MatMu
 from __future__ import annotations
 
 import ast
-import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -74,7 +73,7 @@ class Context:
         return ref
 
     def emit(self, op: Op, inputs, attrs: dict | None = None) -> list[Ref]:
-        if any("ref" in self.g.node(r.node).attrs for r in inputs if self.g.node(r.node).op is Op.CONST):
+        if any(self.g.node(r.node).op is Op.CONST and "ref" in self.g.node(r.node).attrs for r in inputs):
             # never fold ops on stored weights: a folded Transpose would be a second copy of the weight
             node = build(self.g, op, inputs, attrs, name=self.name)
             return [Ref(node.name, i) for i in range(len(node.types))]
@@ -137,7 +136,7 @@ def _matmul(ctx, n):
     if n.input_names[1] in ctx.transposed:  # the initializer was stored as torch's W[out, in]
         return ctx.emit(Op.LINEAR, [a, b])
     src = ctx.g.node(b.node)
-    if src.op is Op.TRANSPOSE and ctx.type(b).rank == 2 and ctx.g.const_value(src.inputs[0]) is not None:
+    if src.op is Op.TRANSPOSE and src.attrs["perm"] == [1, 0] and ctx.g.const_value(src.inputs[0]) is not None:
         return ctx.emit(Op.LINEAR, [a, src.inputs[0]])  # x @ W.T of an unoptimized export
     return ctx.emit(Op.MATMUL, [a, b])
 
@@ -300,8 +299,9 @@ HANDLERS = {
 # -- import -------------------------------------------------------------------------------------------------
 def import_onnx(model) -> Graph:
     """Import an ONNX model (a path or a ``ModelProto``) into a lutc graph."""
-    model, base_dir = _load(model)
-    opset = _check(model)
+    model, path = _load(model)
+    opset = _check(model, path)
+    base_dir = str(path.parent) if path else ""
     graph = model.graph
     g = Graph(_NAME.sub("_", graph.name) or "main")
     ctx = Context(g, opset)
@@ -327,7 +327,7 @@ def _import_node(ctx: Context, node, index: int) -> None:
         outs = HANDLERS[_key(node)](ctx, n)
     except FrontendError:
         raise
-    except (ShapeError, ValueError, TypeError, KeyError, IndexError) as e:
+    except (ShapeError, ValueError, TypeError, KeyError, IndexError, ArithmeticError) as e:
         raise FrontendError(f"ONNX {node.op_type} node {label!r}: {e}") from e
     for i, name in enumerate(node.output):
         if name and i >= len(outs):
@@ -336,19 +336,19 @@ def _import_node(ctx: Context, node, index: int) -> None:
             ctx.values[name] = outs[i]
 
 
-def _load(model) -> tuple[onnx.ModelProto, str]:
+def _load(model) -> tuple[onnx.ModelProto, Path | None]:
     if isinstance(model, onnx.ModelProto):
-        return model, ""
+        return model, None
     path = Path(model)
     if not path.is_file():
         raise FrontendError(f"cannot read ONNX model {str(path)!r}: no such file")
     try:  # external data is read per initializer, relative to the model's folder
-        return onnx.load(str(path), load_external_data=False), str(path.parent)
+        return onnx.load(str(path), load_external_data=False), path
     except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ... on garbage
         raise FrontendError(f"{str(path)!r} is not a readable ONNX model ({type(e).__name__}: {e})") from None
 
 
-def _check(model: onnx.ModelProto) -> int:
+def _check(model: onnx.ModelProto, path: Path | None) -> int:
     if not model.HasField("graph"):
         raise FrontendError("not an ONNX model: it has no graph")
     opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), None)
@@ -359,8 +359,8 @@ def _check(model: onnx.ModelProto) -> int:
         if _key(node) not in HANDLERS:
             raise UnsupportedOpError(_key(node), node.name or (node.output[0] if node.output else f"#{i}"),
                                      HANDLERS, _location(node, i, model.graph.name), frontend="ONNX")
-    try:
-        onnx.checker.check_model(model)
+    try:  # given the path, the checker reads the file itself instead of a Python copy of the weights
+        onnx.checker.check_model(str(path) if path else model)
     except Exception as e:
         raise FrontendError(f"invalid ONNX model: {str(e).splitlines()[0]}") from None
     return opset
@@ -435,7 +435,7 @@ def _plan_initializers(graph, base_dir: str) -> tuple[dict[str, tuple], set[str]
     linear = {name for name, a in arrays.items()
               if a.ndim == 2 and a.size > INLINE_CONST_LIMIT and uses[name] and name not in outputs
               and all(_key(n) == "MatMul" and i == 1 for n, i in uses[name])}
-    plan, keys, taken = {}, {}, set()
+    plan, stored, taken = {}, defaultdict(list), set()  # stored: fingerprint -> [(key, array)]
     for name in sorted(arrays, key=lambda k: k in linear):  # real names claim their keys first
         a = arrays[name]
         if a.size <= INLINE_CONST_LIMIT:
@@ -445,14 +445,17 @@ def _plan_initializers(graph, base_dir: str) -> tuple[dict[str, tuple], set[str]
         if name in linear:
             a = np.ascontiguousarray(a.T)
             key = _module_weight(uses[name]) or name
-        digest = (a.dtype.str, a.shape, hashlib.blake2b(memoryview(np.ascontiguousarray(a)), digest_size=16).digest())
-        if digest not in keys:
+        # a few sampled elements find the candidates; only those are compared in full
+        fp = (a.dtype.str, a.shape, a.flat[np.linspace(0, a.size - 1, 64).astype(np.int64)].tobytes())
+        match = next((kb for kb in stored[fp] if np.array_equal(a, kb[1])), None)
+        if match is None:
             k, i = key, 1
             while k in taken:
                 k, i = f"{key}_{i}", i + 1
-            keys[digest] = k
+            match = (k, a)
+            stored[fp].append(match)
             taken.add(k)
-        plan[name] = (keys[digest], a)
+        plan[name] = match
     return plan, linear
 
 

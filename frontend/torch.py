@@ -52,6 +52,13 @@ def _dim(d):
     return SymDim(d) if isinstance(d, str) else int(d)
 
 
+def _plain(v):
+    """Attribute values as plain JSON data: a SymDim is written as the str it is."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return str(v) if isinstance(v, SymDim) else v
+
+
 def _dtype(t) -> DType:
     if t not in _DTYPES:
         raise FrontendError(f"torch dtype {t} has no lutc equivalent")
@@ -87,6 +94,7 @@ def export(model: nn.Module, example_inputs, dynamic_dims: dict | None = None) -
         args, kwargs = (tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)), {}
     dynamic_dims = dynamic_dims or {}
     names = list(inspect.signature(model.forward).bind(*args, **kwargs).arguments)
+    kwargs = {n: kwargs[n] for n in names if n in kwargs}  # graph inputs in the order of forward's signature
     if set(dynamic_dims) - set(names):
         raise FrontendError(f"dynamic_dims names inputs {sorted(set(dynamic_dims) - set(names))}; "
                             f"the model takes {names}")
@@ -137,8 +145,11 @@ class _Importer:
 
     def graph_module(self, gm: torch.fx.GraphModule, example_inputs) -> Graph:
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        examples = _examples(placeholders, example_inputs)
+        self._name_symbols([(n.target, v) for n, v in zip(placeholders, examples)  # fake inputs of traced graphs
+                            if any(isinstance(d, torch.SymInt) for d in getattr(v, "shape", ()))])
         env = {}
-        for n, v in zip(placeholders, _examples(placeholders, example_inputs)):
+        for n, v in zip(placeholders, examples):
             env[n] = self.input(n.target, v) if isinstance(v, torch.Tensor) else v
         return self.finish(torch.utils._pytree.tree_leaves(self.run(gm, env)))
 
@@ -166,12 +177,13 @@ class _Importer:
         if not isinstance(t, torch.Tensor):
             return t
         t = t.detach().cpu()
-        arr = np.array((t.float() if t.dtype == torch.bfloat16 else t).numpy(), order="C")  # own copy
-        if t.numel() <= INLINE_CONST_LIMIT:
-            return self.g.add_const(arr, name=fqn).out
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
         if key in self.params:
             return self.g.add_const(None, weight_key=self.params[key], name=fqn).out
+        # an own copy: the graph must not change when the model is trained further; numpy has no bf16
+        arr = np.array((t.float() if t.dtype == torch.bfloat16 else t).numpy(), order="C")
+        if t.numel() <= INLINE_CONST_LIMIT:
+            return self.g.add_const(arr, name=fqn).out
         self.params[key] = fqn
         return self.g.add_const(arr, weight_key=fqn).out
 
@@ -185,14 +197,16 @@ class _Importer:
         self.gm = gm
         for node in gm.graph.nodes:
             self.node = node
-            if node.op == "placeholder":
-                continue
+            if node.op == "placeholder" or not node.users and node.op != "output":
+                continue  # dead code: torch's runtime asserts and guard checks
             if node.op == "output":
                 return map_arg(node.args[0], env.__getitem__)
             if node.op == "get_attr":
                 env[node] = self.param(node.target, _fetch_attr(gm, node.target))
                 continue
             val = node.meta.get("val")
+            if not self.known(val):  # metadata about other inputs (e.g. the fake ones of an exported graph)
+                val = None
             if isinstance(val, torch.SymInt):  # shape arithmetic: torch recorded the expression
                 env[node] = self.dim(val)
                 continue
@@ -227,10 +241,11 @@ class _Importer:
 
     def call(self, target, args, kwargs, name: str | None = None):
         """Run the handler of an aten overload, or of the first overload of a packet the arguments fit."""
+        if target is None:
+            self.unsupported(name)
         packet = getattr(target, "overloadpacket", target)
         overloads = [target] if packet is not target else [getattr(packet, o) for o in packet.overloads()]
-        handled = [(o, HANDLERS.get(o) or HANDLERS.get(packet)) for o in overloads] if target is not None else []
-        handled = [(o, h) for o, h in handled if h is not None]
+        handled = [(o, h) for o in overloads if (h := HANDLERS.get(o) or HANDLERS.get(packet)) is not None]
         if not handled:
             self.unsupported(name or str(target))
         for o, h in handled:
@@ -255,8 +270,14 @@ class _Importer:
         return self.g.type_of(ref)
 
     def emit(self, op: Op, inputs, attrs: dict | None = None):
+        attrs = {k: _plain(v) for k, v in (attrs or {}).items()}
         outs = emit(self.g, op, inputs, attrs, name=self.node.name if self.node is not None else None)
         return outs[0] if len(outs) == 1 and op is not Op.SPLIT else outs
+
+    def known(self, val) -> bool:
+        """Whether torch's metadata ``val`` speaks only of symbols that this import knows."""
+        sizes = [val] if isinstance(val, torch.SymInt) else val.shape if isinstance(val, torch.Tensor) else []
+        return all(s.node.expr.free_symbols <= self.symbols.keys() for s in sizes if isinstance(s, torch.SymInt))
 
     def dim(self, d):
         """A torch size (int or SymInt) -> int or SymDim in the user's dim names."""
@@ -283,7 +304,8 @@ class _Importer:
         return self.g.add_const(np.array(v), dtype=dtype).out
 
     def scalar(self, v) -> Ref:
-        return self.tensor(v, DType.bool if isinstance(v, bool) else DType.i64 if isinstance(v, int) else DType.f32)
+        return self.tensor(v, DType.bool if isinstance(v, bool) else DType.i64 if isinstance(v, (int, SymDim))
+                           else DType.f32)
 
     def shape_const(self, dims) -> Ref:
         dims = [str(d) if isinstance(d, str) else int(d) for d in dims]
@@ -412,12 +434,12 @@ def _not(bitwise: bool):
     return handler
 
 
-def _unary(op: Op, floats: bool = True, **attrs):
+def _unary(op: Op, floats: bool = True):
     def handler(cx, a):
         x = a.self
         if floats and not cx.type(x).dtype.is_float:  # torch.exp(int) is float
             x = cx.tensor(x, DType.f32)
-        return cx.emit(op, [x], {**attrs, **({"approximate": a.approximate} if op is Op.GELU else {})})
+        return cx.emit(op, [x], {"approximate": a.approximate} if op is Op.GELU else None)
     return handler
 
 
@@ -523,6 +545,7 @@ def _unsqueeze(cx, a):
 def _squeeze(cx, a):
     shape = cx.type(a.self).shape
     dims = getattr(a, "dim", None)
+    dims = [dims] if isinstance(dims, int) else dims
     if dims is None:
         axes = [i for i, d in enumerate(shape) if d == 1]
     else:  # torch leaves dims that are not 1 alone; a symbolic dim is taken to be > 1
@@ -558,6 +581,10 @@ def _slice(cx, x: Ref, axis: int, start, end, step) -> Ref:
 
 def _slice_tensor(cx, a):
     return _slice(cx, a.self, a.dim, a.start, a.end, a.step)
+
+
+def _narrow(cx, a):
+    return _slice(cx, a.self, a.dim, a.start, D.add(a.start, a.length), 1)
 
 
 def _select(cx, a):
@@ -668,10 +695,6 @@ def _identity(cx, a):
     return a.self
 
 
-def _nothing(cx, a):  # runtime asserts on metadata torch already checked
-    return None
-
-
 def _sym_size(cx, a):
     return _dim(cx.type(a.self).shape[a.dim])
 
@@ -703,19 +726,18 @@ HANDLERS = {
     aten.view.default: _reshape, aten.reshape: _reshape, aten._unsafe_view: _reshape,
     aten.view_as: _reshape_as, aten.reshape_as: _reshape_as, aten.expand: _expand, aten.expand_as: _expand_as,
     aten.unsqueeze: _unsqueeze, aten.squeeze: _squeeze, aten.transpose.int: _transpose, aten.permute: _permute,
-    aten.cat: _cat, aten.slice.Tensor: _slice_tensor, aten.select.int: _select, aten.split: _split,
-    aten.split_with_sizes: _split, aten.chunk: _chunk, aten.index.Tensor: _index,
+    aten.cat: _cat, aten.slice.Tensor: _slice_tensor, aten.narrow.default: _narrow, aten.select.int: _select,
+    aten.split: _split, aten.split_with_sizes: _split, aten.chunk: _chunk, aten.index.Tensor: _index,
     aten.tril: _trilu(False), aten.triu: _trilu(True),
     # creation
     aten.arange: _arange, aten.full.default: _fill(), aten.ones.default: _fill(1), aten.zeros.default: _fill(0),
     aten.new_full: _fill(), aten.new_ones: _fill(1), aten.new_zeros: _fill(0),
     aten.full_like: _fill(like=True), aten.ones_like: _fill(1, like=True), aten.zeros_like: _fill(0, like=True),
     aten.scalar_tensor: _scalar_tensor,
-    # casts, copies, views that change nothing, asserts
+    # casts; copies and aliases change nothing here
     aten.to: _to, aten._to_copy: _to, aten.type_as: _to, aten.contiguous: _identity, aten.clone: _identity,
     aten.alias: _identity, aten.detach: _identity, aten.lift_fresh_copy: _identity, aten.dropout: _dropout,
-    aten._assert_tensor_metadata: _nothing, aten._assert_scalar: _nothing,
-    aten.sym_constrain_range_for_size: _nothing, aten.sym_size.int: _sym_size,
+    aten.sym_size.int: _sym_size,
 }
 
 
@@ -766,6 +788,10 @@ def _getitem(cx, obj, idx):
         k = next(j for j, i in enumerate(idx) if i is Ellipsis)
         used = sum(1 for i in idx if i is not None and i is not Ellipsis)
         idx = idx[:k] + (slice(None),) * (rank - used) + idx[k + 1:]
+    if any(isinstance(i, Ref) for i in idx):  # advanced indexing: the index tensors act together
+        if not all(isinstance(i, Ref) or i == slice(None) for i in idx):
+            raise FrontendError(f"torch node {cx.node.name}: index tensors mixed with ints, slices or None")
+        return _index(cx, SimpleNamespace(self=obj, indices=[i if isinstance(i, Ref) else None for i in idx]))
     x, axis = obj, 0
     for i in idx:
         if i is None:
@@ -775,9 +801,6 @@ def _getitem(cx, obj, idx):
             if i != slice(None):
                 x = _slice(cx, x, axis, i.start, i.stop, i.step)
             axis += 1
-        elif isinstance(i, Ref):
-            x = cx.emit(Op.GATHER, [x, i], {"axis": axis})
-            axis += cx.type(i).rank
         else:  # an int: select, the dim goes away
             x = cx.emit(Op.GATHER, [x, cx.tensor(i, DType.i64)], {"axis": axis})
     return x
@@ -798,12 +821,17 @@ FUNCTIONS = {
     operator.mul: _py(Op.MUL, operator.mul, D.mul), operator.truediv: _py(Op.DIV, operator.truediv),
     operator.floordiv: _py(None, operator.floordiv, D.floordiv), operator.pow: _py(Op.POW, operator.pow),
     operator.matmul: lambda cx, x, y: cx.emit(Op.MATMUL, [x, y]),
-    operator.neg: lambda cx, x: _unary(Op.NEG, floats=False)(cx, SimpleNamespace(self=x)) if isinstance(x, Ref) else -x,
+    operator.neg: lambda cx, x: cx.emit(Op.NEG, [x]) if isinstance(x, Ref) else _py(None, operator.mul, D.mul)(
+        cx, -1, x),
+    operator.and_: lambda cx, x, y: HANDLERS[aten.__and__](cx, SimpleNamespace(self=x, other=y)),
+    operator.or_: lambda cx, x, y: HANDLERS[aten.__or__](cx, SimpleNamespace(self=x, other=y)),
+    operator.invert: lambda cx, x: HANDLERS[aten.bitwise_not](cx, SimpleNamespace(self=x)),
     operator.eq: _py_compare(Op.EQUAL, operator.eq), operator.ne: _py_compare(Op.EQUAL, operator.ne, True),
     operator.lt: _py_compare(Op.LESS, operator.lt), operator.le: _py_compare(Op.LESS_EQUAL, operator.le),
     operator.gt: _py_compare(Op.GREATER, operator.gt), operator.ge: _py_compare(Op.GREATER_EQUAL, operator.ge),
     # F.embedding takes (input, weight), aten.embedding (weight, indices)
-    F.embedding: lambda cx, input, weight, *args, **kwargs: _embedding(cx, SimpleNamespace(weight=weight, indices=input)),
+    F.embedding: lambda cx, input, weight, *args, **kwargs: _embedding(cx, SimpleNamespace(weight=weight,
+                                                                                            indices=input)),
     F.dropout: lambda cx, input, p=0.5, training=False, inplace=False: _dropout(
         cx, SimpleNamespace(input=input, p=p, train=training)),
 }
@@ -826,7 +854,8 @@ MODULES = {
     nn.Linear: _module(aten.linear.default, "weight", "bias"),
     nn.Embedding: lambda cx, name, m, x: _embedding(cx, SimpleNamespace(weight=cx.param(f"{name}.weight", m.weight),
                                                                           indices=x)),
-    nn.LayerNorm: _module(aten.layer_norm.default, lambda m: list(m.normalized_shape), "weight", "bias", lambda m: m.eps),
+    nn.LayerNorm: _module(aten.layer_norm.default, lambda m: list(m.normalized_shape), "weight", "bias",
+                          lambda m: m.eps),
     nn.RMSNorm: _module(aten.rms_norm.default, lambda m: list(m.normalized_shape), "weight", lambda m: m.eps),
     nn.SiLU: _module(aten.silu.default), nn.ReLU: _module(aten.relu.default), nn.Tanh: _module(aten.tanh.default),
     nn.Sigmoid: _module(aten.sigmoid.default), nn.GELU: lambda cx, name, m, x: cx.call(

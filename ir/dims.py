@@ -28,8 +28,13 @@ def sym(d) -> sympy.Expr:
     return sympy.Integer(int(d))
 
 
+@functools.lru_cache(maxsize=16384)
+def _simplify(e: sympy.Expr) -> sympy.Expr:  # shapes repeat once per layer: simplify each expression once
+    return sympy.simplify(e)
+
+
 def to_dim(e) -> Dim:
-    e = sympy.simplify(sym(e)) if not isinstance(e, (int, str)) else sym(e)
+    e = _simplify(sym(e)) if not isinstance(e, (int, str)) else sym(e)
     if e.is_Integer:
         return int(e)
     return str(e).replace(" ", "")
@@ -69,7 +74,7 @@ def prod(dims) -> Dim:
 def equal(a: Dim, b: Dim) -> bool:
     if isinstance(a, int) and isinstance(b, int):
         return a == b
-    return sympy.simplify(sym(a) - sym(b)) == 0
+    return a == b or _simplify(sym(a) - sym(b)) == 0
 
 
 def evaluate(d: Dim, env: dict[str, int]) -> int:

@@ -5,6 +5,7 @@ None. Rules raise :class:`ShapeError` when the inputs do not fit the op.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -281,6 +282,9 @@ def _shape(node, ts, const):
 @rule(Op.RANGE)
 def _range(node, ts, const):
     start, limit, delta = (_need_const(node, const, i, n)[0] for i, n in enumerate(("start", "limit", "delta")))
+    if ts[0].dtype.is_float:  # as_dims would truncate 0.5 to 0: use the float values themselves
+        start, limit, delta = (float(const(i).reshape(-1)[0]) for i in range(3))
+        return [TensorType(ts[0].dtype, (max(0, math.ceil((limit - start) / delta)),))]
     if isinstance(delta, int) and delta == 1:
         n = D.sub(limit, start)
     elif all(isinstance(v, int) for v in (start, limit, delta)):

@@ -40,7 +40,7 @@ def test_targets(graph):
         lutc.compile(graph, target="tpu")
     with pytest.raises(NotImplementedError, match="target 'cpu'.*not implemented yet"):
         lutc.compile(graph, target="cpu")
-    with pytest.raises(NotImplementedError, match="issue #3"):
+    with pytest.raises(TypeError, match="lutc.QuantConfig"):
         lutc.compile(graph, quant=object())
 
 

@@ -265,6 +265,8 @@ def _shape(attrs, ins, dim):
 @kernel(Op.RANGE)
 def _range(attrs, ins, dim):
     start, limit, delta = (np.asarray(a).reshape(-1)[0] for a in ins)
+    if isinstance(start, np.floating):  # dim() would truncate np.float32 values to ints
+        return np.arange(start, limit, delta, dtype=start.dtype)
     return np.arange(dim(start), dim(limit), dim(delta), dtype=np.asarray(ins[0]).dtype)
 
 

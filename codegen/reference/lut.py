@@ -63,10 +63,10 @@ def signed_onehot(packed: np.ndarray, symmetric: bool = True) -> np.ndarray:
     else:
         sign = np.broadcast_to(weight, nib.shape)
         idx, entries = desymmetrize_index(nib), 16
-    out = np.zeros((n, j, entries))
-    nn, jj = np.meshgrid(np.arange(n), np.arange(j), indexing="ij")
-    for t in range(bits):
-        np.add.at(out, (nn, jj, idx[t]), sign[t])
+    out = np.zeros((n, j, entries), np.float32)  # integers below 2^24: exact
+    nn, jj = np.ogrid[:n, :j]
+    for t in range(bits):  # within one plane every (n, j) picks one entry: no duplicate indices
+        out[nn, jj, idx[t]] += sign[t]
     return out
 
 
@@ -78,16 +78,21 @@ def lut_matmul(tables, table_scales, xsum, packed, scales, zeros, bias, *, bits:
     n = packed.shape[1]
     groups = table_scales.shape[-1]
     o = signed_onehot(packed, symmetric) if onehot is None else onehot
-    t = tables.reshape((-1, groups, (j // groups) * e)).astype(np.float64)
-    acc = np.einsum("mgx,ngx->mgn", t, o.reshape(n, groups, -1))  # per-group lookup sums
-    acc *= table_scales.reshape(-1, groups, 1)
-    s = scales.astype(np.float64).T[None]                          # [1, G, N]
-    z = (np.full(scales.shape, ((1 << bits) - 1) / 2) if zeros is None else zeros.astype(np.float64)).T[None]
-    xs = xsum.reshape(-1, groups, 1).astype(np.float64)
-    if symmetric:
-        y = (s / 2 * (acc - (2 * z + 1 - (1 << bits)) * xs)).sum(1)
-    else:
-        y = (s * (acc - z * xs)).sum(1)
+    # int8 tables: per-group sums of int8 x small integers stay below 2^24, so float32 is exact
+    work = np.float64 if tables.dtype == np.float64 else np.float32
+    t = tables.reshape((-1, groups, (j // groups) * e)).astype(work)                  # [M, G, X]
+    ow = o.astype(work).reshape(n, groups, -1)                                          # [N, G, X]
+    s = scales.astype(np.float64)                                                       # [N, G]
+    z = np.full(scales.shape, ((1 << bits) - 1) / 2) if zeros is None else zeros.astype(np.float64)
+    zz = (2 * z + 1 - (1 << bits)) if symmetric else z                                 # zero point on the grid read
+    half = 0.5 if symmetric else 1.0
+    ts = table_scales.reshape(-1, groups).astype(np.float64)
+    # lookups summed per K group, rescaled once per group by the table scale and the weight scale
+    y = np.zeros((t.shape[0], n))
+    for grp in range(groups):
+        acc = (t[:, grp] @ ow[:, grp].T).astype(np.float64)                            # [M, N]
+        y += acc * ts[:, grp:grp + 1] * (half * s[:, grp])
+    y -= xsum.reshape(-1, groups).astype(np.float64) @ (half * s * zz).T
     if bias is not None:
         y = y + bias
     out_dtype = np.float64 if tables.dtype == np.float64 else np.float32
