@@ -55,6 +55,8 @@ class Context:
         self.inits: dict[str, tuple] = {}     # initializer name -> (weight key or None, array)
         self.transposed: set[str] = set()     # initializers stored as W[out, in]: only MatMul reads them
         self._weights: dict[str, Ref] = {}    # weight key -> its const
+        self.lut_tables: dict = {}            # shared lut_precompute per activation (MatMulNBits)
+        self.table_dtype = "int8"
 
     def value(self, name: str, user: str) -> Ref:
         if name in self.values:
@@ -145,6 +147,43 @@ def _gemm(ctx, n):
     defaults = {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}
     attrs = {k: n.attrs[k] for k in defaults if n.attrs.get(k, defaults[k]) != defaults[k]}
     return ctx.emit(Op.GEMM, [x for x in n.inputs if x is not None], attrs)
+
+
+def _unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """uint8 [..., bytes] -> [..., count] values of ``bits`` bits, low bits first (MatMulNBits packing)."""
+    per = 8 // bits
+    vals = (data[..., None] >> (np.arange(per, dtype=np.uint8) * bits)) & ((1 << bits) - 1)
+    return vals.reshape(data.shape[:-1] + (-1,))[..., :count]
+
+
+def _matmul_nbits(ctx, n):
+    """com.microsoft::MatMulNBits: the blocks' codes, scales and zero points become a LUT weight as they are."""
+    from ..passes.quantize.config import LayerQuant
+    from ..passes.quantize.rewrite import add_quantized_weight, emit_lut_matmul
+    from ..passes.quantize.weight import QuantizedWeight
+
+    k, nout, bits, bs = (n.attrs[a] for a in ("K", "N", "bits", "block_size"))
+    if bits not in (2, 4, 8):
+        raise FrontendError(f"MatMulNBits node {n.name!r}: bits={bits} is not supported (2, 4, 8 are)")
+    if n.has(4) or any(n.has(i) and ctx.g.const_value(n.inputs[i]) is None for i in (1, 2, 3)):
+        raise FrontendError(f"MatMulNBits node {n.name!r}: weights, scales and zero points must be initializers, "
+                            "and g_idx (act-order) is not supported")
+    blocks = -(-k // bs)
+    codes = _unpack_bits(ctx.g.const_value(n.inputs[1]).reshape(nout, blocks, -1), bits, bs).reshape(nout, -1)
+    scales = ctx.g.const_value(n.inputs[2]).reshape(nout, blocks)
+    if not n.has(3):
+        zeros = np.full((nout, blocks), 1 << (bits - 1), np.float32)
+    else:
+        zp = ctx.g.const_value(n.inputs[3])
+        zeros = (zp.reshape(nout, blocks) if zp.dtype != np.uint8
+                 else _unpack_bits(zp.reshape(nout, -1), bits, blocks)).astype(np.float32)
+    dtype = "f16" if scales.dtype == np.float16 else "f32"
+    qw = QuantizedWeight(codes.astype(np.uint8), scales, zeros.astype(scales.dtype),
+                         LayerQuant(bits=bits, group_size=bs, scale_dtype=dtype, table_dtype=ctx.table_dtype), k)
+    key = ctx.g.fresh_weight_key(n.input_names[1])
+    bias = n.inputs[5] if n.has(5) else None
+    return [emit_lut_matmul(ctx.g, n.inputs[0], qw, add_quantized_weight(ctx.g, key, qw), bias, ctx.lut_tables,
+                            ctx.name)]
 
 
 def _reduce(op: Op):
@@ -274,8 +313,9 @@ def _constant(ctx, n):
     return [ctx.g.add_const(arr, name=ctx.name).out]
 
 
-# ONNX op type -> handler; other domains are keyed "domain::OpType" (com.microsoft::MatMulNBits comes later).
+# ONNX op type -> handler; other domains are keyed "domain::OpType".
 HANDLERS = {
+    "com.microsoft::MatMulNBits": _matmul_nbits,
     "MatMul": _matmul, "Gemm": _gemm,
     "Add": _same(Op.ADD), "Sub": _same(Op.SUB), "Mul": _same(Op.MUL), "Div": _same(Op.DIV), "Pow": _pow,
     "Max": _variadic(Op.MAX), "Min": _variadic(Op.MIN), "Sum": _variadic(Op.ADD),
@@ -297,14 +337,17 @@ HANDLERS = {
 
 
 # -- import -------------------------------------------------------------------------------------------------
-def import_onnx(model) -> Graph:
-    """Import an ONNX model (a path or a ``ModelProto``) into a lutc graph."""
+def import_onnx(model, table_dtype: str = "int8") -> Graph:
+    """Import an ONNX model (a path or a ``ModelProto``) into a lutc graph.
+
+    ``table_dtype`` is the table format of LUT ops made from already-quantized weights (MatMulNBits)."""
     model, path = _load(model)
     opset = _check(model, path)
     base_dir = str(path.parent) if path else ""
     graph = model.graph
     g = Graph(_NAME.sub("_", graph.name) or "main")
     ctx = Context(g, opset)
+    ctx.table_dtype = table_dtype
     ctx.inits, ctx.transposed = _plan_initializers(graph, base_dir)
     for vi in graph.input:
         if vi.name not in ctx.inits:  # an input with an initializer is a constant with a default

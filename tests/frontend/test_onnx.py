@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from models import Logits, load_smollm2, rel_err, smollm2_dir, tiny_llama
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import lutc
 from lutc.frontend.errors import FrontendError, UnsupportedOpError
@@ -173,8 +173,8 @@ def test_imported_graph_round_trips_through_text(tiny):
 
 
 # -- errors -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("op,domain,key", [("Foo", "", "Foo"), ("MatMulNBits", "com.microsoft",
-                                                                 "com.microsoft::MatMulNBits")])
+@pytest.mark.parametrize("op,domain,key", [("Foo", "", "Foo"), ("FusedMatMul", "com.microsoft",
+                                                                 "com.microsoft::FusedMatMul")])
 def test_unsupported_op(op, domain, key):
     model = make_model([N(op, ["x"], ["y"], name="my_node", domain=domain)], {"x": f(3, 5)})
     with pytest.raises(UnsupportedOpError) as e:
@@ -225,3 +225,72 @@ def test_smollm2_matches_torch(tmp_path):
     assert rel_err(cm(ids.numpy(), mask.numpy()), want) < 1e-4
     print(f"SmolLM2: load+export {t1 - t0:.1f}s, lutc.compile {t2 - t1:.1f}s, run+check "
           f"{time.perf_counter() - t2:.1f}s")
+
+
+# -- already-quantized models: com.microsoft::MatMulNBits -----------------------------------------------------
+def _nbits_model(k, n, bits, block, rng, zero_points=True):
+    """A MatMulNBits node packed by hand per the contrib-op spec (low bits first), and its float weight."""
+    blocks = -(-k // block)
+    codes = rng.integers(0, 1 << bits, (n, blocks * block)).astype(np.uint8)
+    codes[:, k:] = 0
+    scales = (rng.random((n, blocks)) * 0.1 + 0.01).astype(np.float32)
+    zp = rng.integers(0, 1 << bits, (n, blocks)).astype(np.uint8) if zero_points else None
+    per = 8 // bits
+
+    def pack(v):
+        v = v.reshape(v.shape[0], -1, per).astype(np.uint16) << (np.arange(per) * bits)
+        return v.sum(-1).astype(np.uint8)
+
+    b = pack(codes).reshape(n, blocks, block * bits // 8)
+    inits = [numpy_helper.from_array(b, "B"), numpy_helper.from_array(scales.reshape(-1), "S")]
+    ins = ["x", "B", "S"]
+    if zp is not None:
+        zpad = np.zeros((n, -(-blocks // per) * per), np.uint8)
+        zpad[:, :blocks] = zp
+        inits.append(numpy_helper.from_array(pack(zpad).reshape(-1), "Z"))
+        ins.append("Z")
+    node = helper.make_node("MatMulNBits", ins, ["y"], domain="com.microsoft", K=k, N=n, bits=bits, block_size=block)
+    graph = helper.make_graph([node], "nbits", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
+                              ir_version=10)
+    z = zp.astype(np.float32) if zp is not None else np.full((n, blocks), 1 << (bits - 1), np.float32)
+    w = (codes - np.repeat(z, block, 1)) * np.repeat(scales, block, 1)
+    return model, w[:, :k]
+
+
+@pytest.mark.parametrize("bits, zero_points", [(4, True), (2, True), (4, False), (8, True)])
+def test_matmul_nbits_becomes_lut_matmul_without_requantizing(bits, zero_points):
+    import lutc
+
+    rng = np.random.default_rng(bits)
+    k, n = 200, 37
+    model, w = _nbits_model(k, n, bits, 32, rng, zero_points)
+    x = rng.standard_normal((3, k)).astype(np.float32)
+    exact = x.astype(np.float64) @ w.T
+    for tables, tol in (("f32", 2e-6), ("int8", 2e-2)):
+        g = import_onnx(model, table_dtype=tables)
+        assert g.op_counts().get(Op.LUT_MATMUL) == 1 and Op.LINEAR not in g.op_counts()
+        y = lutc.compile(g)(x)
+        assert rel_err(y, exact) < tol, (tables, rel_err(y, exact))
+    if bits == 4:  # onnxruntime agrees (its 2- and 8-bit kernels vary by build; the formula above is the spec)
+        sess = ort.InferenceSession(model.SerializeToString())
+        assert rel_err(sess.run(None, {"x": x})[0], exact) < 1e-5
+
+
+def test_matmul_nbits_from_onnxruntime_quantizer():
+    import lutc
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    rng = np.random.default_rng(0)
+    k, n = 96, 40
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    model = make_model([N("MatMul", ["x", "W"], ["y"])], {"x": f(2, 5, k)}, inits={"W": w})
+    q = MatMulNBitsQuantizer(model, algo_config=DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=False))
+    q.process()
+    qm = q.model.model
+    assert [n.op_type for n in qm.graph.node] == ["MatMulNBits"]
+    x = rng.standard_normal((2, 5, k)).astype(np.float32)
+    want = ort.InferenceSession(qm.SerializeToString()).run(None, {"x": x})[0]
+    got = lutc.compile(import_onnx(qm, table_dtype="f32"))(x)
+    assert rel_err(got, want) < 1e-5
