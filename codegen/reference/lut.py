@@ -50,6 +50,23 @@ def group_sums(tables: np.ndarray, scale: np.ndarray, symmetric: bool = True) ->
     return (runs * scale).astype(scale.dtype)
 
 
+_ONEHOT: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_ONEHOT_BUDGET = 2 << 30  # bytes of cached one-hot weights (a whole 135M-parameter model fits)
+
+
+def cached_onehot(packed: np.ndarray, symmetric: bool = True) -> np.ndarray:
+    """signed_onehot, memoized per weight array: constant weights are looked up on every call."""
+    key = (id(packed), symmetric)
+    hit = _ONEHOT.get(key)
+    if hit is not None and hit[0] is packed:
+        return hit[1]
+    o = signed_onehot(packed, symmetric)
+    while _ONEHOT and sum(v[1].nbytes for v in _ONEHOT.values()) + o.nbytes > _ONEHOT_BUDGET:
+        _ONEHOT.pop(next(iter(_ONEHOT)))
+    _ONEHOT[key] = (packed, o)
+    return o
+
+
 def signed_onehot(packed: np.ndarray, symmetric: bool = True) -> np.ndarray:
     """packed weights [bits, N, K_pad/8] -> O [N, K_pad/4, E] with O = sum_t 2^t * (+-onehot of idx_t).
 
@@ -77,7 +94,7 @@ def lut_matmul(tables, table_scales, xsum, packed, scales, zeros, bias, *, bits:
     j, e = tables.shape[-2:]
     n = packed.shape[1]
     groups = table_scales.shape[-1]
-    o = signed_onehot(packed, symmetric) if onehot is None else onehot
+    o = cached_onehot(packed, symmetric) if onehot is None else onehot
     # int8 tables: per-group sums of int8 x small integers stay below 2^24, so float32 is exact
     work = np.float64 if tables.dtype == np.float64 else np.float32
     t = tables.reshape((-1, groups, (j // groups) * e)).astype(work)                  # [M, G, X]

@@ -3,6 +3,8 @@
 format, so Q/K/V (and gate/up) share their tables."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ...ir.graph import Graph, Ref
 from ...ir.ops import Op
 from ...ir.shapes import build
@@ -54,8 +56,12 @@ class Quantize(Pass):
     requires = frozenset({"typed"})
     ensures = frozenset({"quantized"})
 
-    def __init__(self, config: QuantConfig, hessians: dict | None = None, progress: bool = False):
+    def __init__(self, config: QuantConfig, hessians: dict | None = None, progress: bool = False,
+                 cache: dict | None = None):
+        """``cache`` (weight key, LayerQuant) -> QuantizedWeight lets callers reuse quantized weights across
+        compiles that differ only in how tables are built."""
         self.config, self.hessians, self.progress = config, hessians or {}, progress
+        self.cache = {} if cache is None else cache
         self.report: dict[str, dict] = {}
 
     def run(self, g: Graph) -> bool:
@@ -69,7 +75,10 @@ class Quantize(Pass):
             if cfg is None:
                 continue
             if key not in done:
-                qw = quantize_weight(g.weights[key], cfg, hessian=self.hessians.get(key))
+                ckey = (key, replace(cfg, table_dtype="-"))
+                if ckey not in self.cache:
+                    self.cache[ckey] = quantize_weight(g.weights[key], cfg, hessian=self.hessians.get(key))
+                qw = replace(self.cache[ckey], config=cfg)
                 done[key] = (qw, add_quantized_weight(g, key, qw))
                 self.report[key] = {"bits": cfg.bits, "group_size": qw.group_size, "method": cfg.method,
                                     "bytes": qw.nbytes}
