@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m lutc.demo
+	$(PY) -m lutc.bench.demo
 
 test: $(STAMP)
 	$(PY) -m pytest

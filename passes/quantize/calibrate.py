@@ -30,6 +30,22 @@ def collect_hessians(g: Graph, inputs: Sequence, weight_keys: set[str], progress
     return {k: h / counts[k] for k, h in hessians.items()}
 
 
+def text_calibration(tokenizer, text: str | None = None, sequences: int = 4, length: int = 512,
+                     skip: int = 0) -> list[list[np.ndarray]]:
+    """Calibration inputs from text: ``sequences`` windows of ``length`` token ids (after ``skip`` tokens).
+
+    The default text is Python's own ``pydoc_data.topics``, which every Python installation carries."""
+    if text is None:
+        import pydoc_data.topics
+
+        text = "\n\n".join(pydoc_data.topics.topics.values())
+    ids = np.asarray(tokenizer(text)["input_ids"], np.int64).reshape(-1)
+    need = skip + sequences * length
+    if len(ids) < need:
+        raise ValueError(f"the calibration text has {len(ids)} tokens, {need} are needed")
+    return [[ids[skip + i * length: skip + (i + 1) * length][None]] for i in range(sequences)]
+
+
 def _progress(items, label: str, enabled: bool):
     if not enabled:
         yield from items
