@@ -19,6 +19,10 @@ __all__ = ["compile", "CompiledModel", "known_targets", "QuantConfig", "quantize
 
 
 def __getattr__(name):
+    if name == "kernels":
+        import importlib
+
+        return importlib.import_module("lutc.codegen.kernels")
     if name in _LAZY:
         import importlib
 

@@ -1,0 +1,99 @@
+"""Build the CPU LUT matmul: a TVM-generated driver (rows, then N tiles split over TVM's thread pool) that
+calls the micro-kernels of lut_kernels.c, linked in with ``export_library(addons=...)``. Libraries are cached
+on disk by a content hash of the sources, the shape parameters, the compiler versions and lutc's version."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ... import __version__
+from .isa import GCC_FLAGS
+
+SOURCE = Path(__file__).with_name("lut_kernels.c")
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("LUTC_CACHE", Path.home() / ".cache" / "lutc")) / "kernels"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _key(params: dict) -> str:
+    import tvm
+
+    h = hashlib.sha256()
+    h.update(SOURCE.read_bytes())
+    h.update(Path(__file__).read_bytes())
+    h.update(repr(sorted(params.items())).encode())
+    h.update(f"{__version__} {tvm.__version__} {_gcc_version()}".encode())
+    return h.hexdigest()[:20]
+
+
+def _gcc_version() -> str:
+    return subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+
+
+def _object(isa: str, out: Path) -> Path:
+    obj = out / f"lut_kernels_{isa}.o"
+    cmd = ["gcc", "-O3", "-fPIC", "-std=c11", "-c", str(SOURCE), "-o", str(obj), *GCC_FLAGS[isa]]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"compiling the {isa} micro-kernels failed:\n{r.stderr}")
+    return obj
+
+
+def _prim_func(p: dict):
+    from tvm.script import tirx as T
+
+    n_pad, k, k_pad, runs, groups, bits, pairs = (p[x] for x in ("n_pad", "k", "k_pad", "runs", "groups", "bits",
+                                                                  "pairs"))
+    tiles, threads, isa = n_pad // 64, p["threads"], p["isa"]
+    per = -(-tiles // threads)
+    pre, gemv = f"lutc_precompute_{isa}", f"lutc_gemv_{isa}"
+    gs = k_pad // groups
+
+    @T.prim_func
+    def main(x: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle, s: T.handle, z: T.handle,
+             y: T.handle):
+        T.func_attr({"global_symbol": "main"})
+        m = T.int64()
+        X = T.match_buffer(x, (m, k), "float32")
+        TAB = T.match_buffer(tab, (m, runs, 16), "int8")
+        TSC = T.match_buffer(tsc, (m, groups), "float32")
+        XS = T.match_buffer(xs, (m, groups), "float32")
+        W = T.match_buffer(w, (tiles, runs, pairs, 64), "uint8")
+        S = T.match_buffer(s, (tiles, groups, 64), "uint16")
+        Z = T.match_buffer(z, (tiles, groups, 64), "int8")
+        Y = T.match_buffer(y, (m, n_pad), "float32")
+        for row in range(m):
+            T.evaluate(T.call_extern("int32", pre, T.address_of(X[row, 0]), T.int64(k), T.int64(k_pad), T.int64(gs),
+                                     T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]),
+                                     T.address_of(XS[row, 0])))
+        for t in T.parallel(threads):
+            T.evaluate(T.call_extern("int32", gemv, TAB.data, TSC.data, XS.data, W.data, S.data, Z.data, Y.data,
+                                     m, T.int64(n_pad), T.int64(runs), T.int64(groups), T.int64(bits),
+                                     T.min(T.int64(t * per), T.int64(tiles)),
+                                     T.min(T.int64(t * per + per), T.int64(tiles))))
+
+    return main
+
+
+def build_library(params: dict) -> Path:
+    """The path of a shared library whose ``main`` computes the LUT matmul for ``params``."""
+    lib = cache_dir() / f"lut_matmul_{_key(params)}.so"
+    if lib.exists():
+        return lib
+    import tvm
+
+    mcpu = {"avx512": "skylake-avx512", "avx2": "haswell", "generic": "x86-64"}[params["isa"]]
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    exe = tvm.compile(tvm.IRModule({"main": _prim_func(params)}), target=target)
+    with tempfile.TemporaryDirectory() as tmp:
+        obj = _object(params["isa"], Path(tmp))
+        part = lib.with_name(f".{lib.stem}.{os.getpid()}.tmp.so")
+        exe.export_library(str(part), addons=[str(obj)])
+        os.replace(part, lib)  # atomic: a concurrent builder never sees half a library
+    return lib

@@ -1,0 +1,220 @@
+/* LUT micro-kernels for x86 (AVX-512BW, AVX2) and a portable fallback, one source compiled once per ISA with
+ * LUTC_ISA set to 512, 256 or 0; every symbol carries the ISA suffix. TVM-generated code drives them: it
+ * loops over rows and splits the N tiles over its thread pool (codegen/cpu/driver.py).
+ *
+ * Tables (lutc_precompute): for each run of 4 activations, the 16 signed sums T[i] = sum_b (+-x_b) with
+ * bit b of i choosing the sign; the 8 entries with i < 8 are computed, the rest mirrored (T[15-i] = -T[i]).
+ * int8 with one scale per K group; xsum per group is read back from the quantized tables (-T[0]), so the
+ * zero-point term rounds like the lookups do.
+ *
+ * Weights (layout "x86-g4-n64-v1"): tiles of 64 rows; per tile, per run j, per pair p of bit planes,
+ * 64 bytes: byte 2i+q holds plane 2p+q's 4-bit index of row i (low nibble) and row i+32 (high nibble).
+ * One vpshufb looks up 64 indices; vpmaddubsw with (1, 2) adds the two planes of a row and widens to int16.
+ * Scales (f16) and zero points (int8, z' = 2z + 1 - 2^b) per tile, group and row: [tiles][G][64].
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#if LUTC_ISA > 0
+#include <immintrin.h>
+#endif
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#if LUTC_ISA == 512
+#define SYM(name) CAT(name, avx512)
+#elif LUTC_ISA == 256
+#define SYM(name) CAT(name, avx2)
+#else
+#define SYM(name) CAT(name, generic)
+#endif
+
+static float half_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  /* subnormal */
+      float f = ldexpf((float)man, -24);
+      return sign ? -f : f;
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+int32_t SYM(lutc_precompute)(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* tables,
+                             float* tscale, float* xsum) {
+  const int64_t rpg = group / 4;
+  float t[256 * 8];  /* one group's half-tables; group <= 1024 */
+  if (group > 1024 || group % 4 || k_pad % group) return -1;
+  for (int64_t g = 0; g < k_pad / group; ++g) {
+    float amax = 0.0f;
+    for (int64_t r = 0; r < rpg; ++r) {
+      const int64_t base = (g * rpg + r) * 4;
+      float v[4];
+      for (int b = 0; b < 4; ++b) v[b] = base + b < k ? x[base + b] : 0.0f;
+      for (int e = 0; e < 8; ++e) {
+        float s = (e & 1 ? v[0] : -v[0]);
+        s += (e & 2 ? v[1] : -v[1]);
+        s += (e & 4 ? v[2] : -v[2]);
+        s += -v[3];
+        t[r * 8 + e] = s;
+        amax = fmaxf(amax, fabsf(s));
+      }
+    }
+    float scale = amax / 127.0f;
+    if (!(scale > 0.0f)) scale = 1.0f;
+    double isum = 0.0;
+    for (int64_t r = 0; r < rpg; ++r) {
+      int8_t* row = tables + (g * rpg + r) * 16;
+      for (int e = 0; e < 8; ++e) {
+        float q = nearbyintf(t[r * 8 + e] / scale);
+        q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
+        row[e] = (int8_t)q;
+        row[15 - e] = (int8_t)-q;
+      }
+      isum -= row[0];
+    }
+    tscale[g] = scale;
+    xsum[g] = (float)(isum * (double)scale);
+  }
+  return 0;
+}
+
+/* Flush one group: acc (int32 per row) * table scale * s/2 - s/2 * z' * xsum, into out[64]. */
+static void flush_scalar(const int32_t* acc, float ts, float xs, const uint16_t* s, const int8_t* z, float* out) {
+  for (int i = 0; i < 64; ++i) {
+    float h = 0.5f * half_to_float(s[i]);
+    out[i] += (float)acc[i] * ts * h - h * (float)z[i] * xs;
+  }
+}
+
+#if LUTC_ISA == 512
+static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+                             const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
+                             int64_t pairs, int64_t bits) {
+  const int64_t rpg = runs / groups;
+  const __m512i lowmask = _mm512_set1_epi8(0x0F);
+  const __m512i c_full = _mm512_set1_epi16(0x0201);  /* bytes (1, 2): plane 2p + 2 * plane 2p+1 */
+  const __m512i c_last = (bits & 1) ? _mm512_set1_epi16(0x0001) : c_full;
+  __m512 acc_f[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i acc32[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                        _mm512_setzero_si512()};
+    for (int64_t p = 0; p < pairs; ++p) {
+      const __m512i c = p == pairs - 1 ? c_last : c_full;
+      __m512i lo16 = _mm512_setzero_si512(), hi16 = _mm512_setzero_si512();
+      const uint8_t* wp = w + ((g * rpg) * pairs + p) * 64;
+      for (int64_t r = 0; r < rpg; ++r) {
+        const __m512i tab = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)(tables + (g * rpg + r) * 16)));
+        const __m512i wv = _mm512_loadu_si512((const void*)(wp + r * pairs * 64));
+        const __m512i il = _mm512_and_si512(wv, lowmask);
+        const __m512i ih = _mm512_and_si512(_mm512_srli_epi16(wv, 4), lowmask);
+        lo16 = _mm512_add_epi16(lo16, _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab, il)));
+        hi16 = _mm512_add_epi16(hi16, _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab, ih)));
+      }
+      const __m128i shift = _mm_cvtsi32_si128((int)(2 * p));
+      acc32[0] = _mm512_add_epi32(acc32[0], _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(lo16)), shift));
+      acc32[1] = _mm512_add_epi32(acc32[1], _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(lo16, 1)), shift));
+      acc32[2] = _mm512_add_epi32(acc32[2], _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(hi16)), shift));
+      acc32[3] = _mm512_add_epi32(acc32[3], _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(hi16, 1)), shift));
+    }
+    const __m512 ts = _mm512_set1_ps(tscale[g]), xs = _mm512_set1_ps(xsum[g]), half = _mm512_set1_ps(0.5f);
+    for (int q = 0; q < 4; ++q) {
+      const __m512 h = _mm512_mul_ps(half, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + g * 64 + q * 16))));
+      const __m512 zf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(z + g * 64 + q * 16))));
+      const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(acc32[q]), ts);
+      acc_f[q] = _mm512_fmadd_ps(a, h, acc_f[q]);
+      acc_f[q] = _mm512_fnmadd_ps(_mm512_mul_ps(h, zf), xs, acc_f[q]);
+    }
+  }
+  for (int q = 0; q < 4; ++q) _mm512_storeu_ps(out + q * 16, acc_f[q]);
+}
+#elif LUTC_ISA == 256
+static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+                             const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
+                             int64_t pairs, int64_t bits) {
+  const int64_t rpg = runs / groups;
+  const __m256i lowmask = _mm256_set1_epi8(0x0F);
+  const __m256i c_full = _mm256_set1_epi16(0x0201);
+  const __m256i c_last = (bits & 1) ? _mm256_set1_epi16(0x0001) : c_full;
+  float acc_f[64];
+  for (int i = 0; i < 64; ++i) acc_f[i] = 0.0f;
+  for (int64_t g = 0; g < groups; ++g) {
+    int32_t acc32[64];
+    for (int i = 0; i < 64; ++i) acc32[i] = 0;
+    for (int64_t p = 0; p < pairs; ++p) {
+      const __m256i c = p == pairs - 1 ? c_last : c_full;
+      /* bytes 0..31 hold rows 0..15 (low nibbles) and 32..47 (high); bytes 32..63 rows 16..31 and 48..63 */
+      __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+      __m256i a2 = _mm256_setzero_si256(), a3 = _mm256_setzero_si256();
+      const uint8_t* wp = w + ((g * rpg) * pairs + p) * 64;
+      for (int64_t r = 0; r < rpg; ++r) {
+        const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(tables + (g * rpg + r) * 16)));
+        const __m256i w0 = _mm256_loadu_si256((const __m256i*)(wp + r * pairs * 64));
+        const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wp + r * pairs * 64 + 32));
+        a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w0, lowmask))));
+        a1 = _mm256_add_epi16(a1, _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w1, lowmask))));
+        a2 = _mm256_add_epi16(a2, _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w0, 4), lowmask))));
+        a3 = _mm256_add_epi16(a3, _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w1, 4), lowmask))));
+      }
+      int16_t t[64];
+      _mm256_storeu_si256((__m256i*)(t + 0), a0);
+      _mm256_storeu_si256((__m256i*)(t + 16), a1);
+      _mm256_storeu_si256((__m256i*)(t + 32), a2);
+      _mm256_storeu_si256((__m256i*)(t + 48), a3);
+      for (int i = 0; i < 64; ++i) acc32[i] += (int32_t)t[i] << (2 * p);
+    }
+    flush_scalar(acc32, tscale[g], xsum[g], s + g * 64, z + g * 64, acc_f);
+  }
+  for (int i = 0; i < 64; ++i) out[i] = acc_f[i];
+}
+#else
+static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+                             const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
+                             int64_t pairs, int64_t bits) {
+  const int64_t rpg = runs / groups;
+  float acc_f[64];
+  for (int i = 0; i < 64; ++i) acc_f[i] = 0.0f;
+  for (int64_t g = 0; g < groups; ++g) {
+    int32_t acc32[64];
+    for (int i = 0; i < 64; ++i) acc32[i] = 0;
+    for (int64_t p = 0; p < pairs; ++p) {
+      const int c1 = (p == pairs - 1 && (bits & 1)) ? 0 : 2;
+      for (int64_t r = 0; r < rpg; ++r) {
+        const int8_t* tab = tables + (g * rpg + r) * 16;
+        const uint8_t* wv = w + ((g * rpg + r) * pairs + p) * 64;
+        for (int i = 0; i < 32; ++i) {
+          const uint8_t b0 = wv[2 * i], b1 = wv[2 * i + 1];
+          acc32[i] += (tab[b0 & 15] + c1 * tab[b1 & 15]) << (2 * p);
+          acc32[i + 32] += (tab[b0 >> 4] + c1 * tab[b1 >> 4]) << (2 * p);
+        }
+      }
+    }
+    flush_scalar(acc32, tscale[g], xsum[g], s + g * 64, z + g * 64, acc_f);
+  }
+  for (int i = 0; i < 64; ++i) out[i] = acc_f[i];
+}
+#endif
+
+/* Rows tile0..tile1 of y[m, :] for every m: y[m, t*64 + i]. */
+int32_t SYM(lutc_gemv)(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+                       const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
+                       int64_t groups, int64_t bits, int64_t tile0, int64_t tile1) {
+  const int64_t pairs = (bits + 1) / 2;
+  if (runs % groups) return -1;
+  for (int64_t t = tile0; t < tile1; ++t) {
+    const uint8_t* wt = w + t * runs * pairs * 64;
+    for (int64_t row = 0; row < m; ++row) {
+      tile_gemv(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, wt, s + t * groups * 64,
+                z + t * groups * 64, y + row * n_pad + t * 64, runs, groups, pairs, bits);
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,20 @@
+"""Loading TVM's runtime library without importing the compiler: what a TVM-built kernel needs at run time
+(thread pool, workspace allocation)."""
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+from pathlib import Path
+
+
+@functools.lru_cache(maxsize=1)
+def ensure_tvm_runtime(path: str | None = None) -> str:
+    """dlopen libtvm_runtime.so with RTLD_GLOBAL (from ``path``, else from the installed apache-tvm wheel)."""
+    if path is None:
+        spec = importlib.util.find_spec("tvm")
+        if spec is None or spec.origin is None:
+            raise RuntimeError("libtvm_runtime.so not found: install apache-tvm or pass the library's path")
+        path = str(Path(spec.origin).parent / "lib" / "libtvm_runtime.so")
+    ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    return path
