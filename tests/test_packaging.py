@@ -34,6 +34,7 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
     # the fresh venv has only lutc; lend it this venv's dependencies (not its editable lutc) to run the demo graph
     env = dict(os.environ, PYTHONPATH=sysconfig.get_paths()["purelib"])
     code = ("import lutc, pathlib; assert 'site-packages' in lutc.__file__, lutc.__file__;"
+            "assert (pathlib.Path(lutc.__file__).parent / 'codegen/cpu/lut_kernels.c').exists();"
             "from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights;"
             "s = LlamaSpec(num_layers=1); import numpy as np;"
             "y = lutc.compile(build_llama(s, random_llama_weights(s)))(np.zeros((1, 3), np.int64));"

@@ -72,7 +72,7 @@ def _prim_func(p: dict):
             T.evaluate(T.call_extern("int32", pre, T.address_of(X[row, 0]), T.int64(k), T.int64(k_pad), T.int64(gs),
                                      T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]),
                                      T.address_of(XS[row, 0])))
-        for t in T.parallel(threads):
+        for t in T.parallel(threads) if threads > 1 else T.serial(1):  # one thread: no pool round trip
             T.evaluate(T.call_extern("int32", gemv, TAB.data, TSC.data, XS.data, W.data, S.data, Z.data, Y.data,
                                      m, T.int64(n_pad), T.int64(runs), T.int64(groups), T.int64(bits),
                                      T.min(T.int64(t * per), T.int64(tiles)),

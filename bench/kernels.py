@@ -1,0 +1,278 @@
+"""LUT matmul kernels against their peers, side by side in one process, interleaved, cold weights.
+
+    python -m lutc.bench.kernels [--shapes 4096x4096,...] [--m 1,8,32,128] [--threads 1,2] [--bits 2,3,4,ternary]
+
+Peers: torch fp32 ``F.linear``, onnxruntime ``MatMulNBits`` 4- and 2-bit (accuracy_level 4; 2-bit also with
+``mlas.use_lut_gemm=1``). Each method owns enough copies of its weights to cover ``--cold-mb`` (more than the
+L3), and one timed sample is a sweep over all copies divided by their number, so weights come from DRAM as in
+a real model. Methods run in rounds, one sample each per round; the table reports medians over rounds, the
+effective weight bandwidth, % of the read-bandwidth roofline measured in the same run, and ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+STREAM = r"""
+#include <immintrin.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+1e-9*t.tv_nsec;}
+int main(int argc, char** argv) {  /* best read bandwidth: 4 streams per thread, 512-bit loads, prefetch */
+  long n = atol(argv[1]); int reps = atoi(argv[2]);
+  char* a = aligned_alloc(64, n);
+  #pragma omp parallel for
+  for (long i = 0; i < n; i += 4096) a[i] = 1;
+  for (long i = 0; i < n; i++) a[i] = (char)i;
+  double best = 1e30; long long sink = 0;
+  for (int r = 0; r < reps; r++) {
+    double t = now(); __m512i acc = _mm512_setzero_si512();
+    #pragma omp parallel reduction(+:sink)
+    {
+      int nt = omp_get_num_threads(), id = omp_get_thread_num();
+      long chunk = n / nt / 4 / 256 * 256, base = id * chunk * 4;
+      __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+      for (long i = 0; i < chunk; i += 256) {
+        for (int u = 0; u < 256; u += 64) {
+          _mm_prefetch(a + base + i + u + 2048, _MM_HINT_T0);
+          s0 = _mm512_add_epi64(s0, _mm512_load_si512(a + base + i + u));
+          s1 = _mm512_add_epi64(s1, _mm512_load_si512(a + base + chunk + i + u));
+          s2 = _mm512_add_epi64(s2, _mm512_load_si512(a + base + 2 * chunk + i + u));
+          s3 = _mm512_add_epi64(s3, _mm512_load_si512(a + base + 3 * chunk + i + u));
+        }
+      }
+      sink += _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+    }
+    t = now() - t; if (t < best) best = t; (void)acc;
+  }
+  printf("%.3f %lld\n", (double)n / best / 1e9, sink);
+  return 0;
+}
+"""
+
+
+def read_bandwidth(threads: int, mib: int = 512, reps: int = 8) -> float:
+    """GB/s of the best streaming read we can write (gcc -O3 -march=native, OpenMP), over ``mib`` MiB."""
+    cc = shutil.which("gcc")
+    if cc is None:
+        return float("nan")
+    with tempfile.TemporaryDirectory() as d:
+        src, exe = Path(d) / "stream.c", Path(d) / "stream"
+        src.write_text(STREAM)
+        subprocess.run([cc, "-O3", "-march=native", "-fopenmp", str(src), "-o", str(exe)], check=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_PROC_BIND="spread")
+        out = subprocess.run([str(exe), str(mib << 20), str(reps)], capture_output=True, text=True, env=env)
+        return float(out.stdout.split()[0])
+
+
+class Method:
+    """A named callable over rotating weight copies; ``sample()`` is one sweep, in seconds per matmul."""
+
+    def __init__(self, name: str, nbytes: int, calls: list, per_sweep: int | None = None):
+        self.name, self.nbytes, self.calls = name, nbytes, calls
+        self.per_sweep = per_sweep or len(calls)
+        self.samples: list[float] = []
+
+    def sample(self) -> None:
+        t = time.perf_counter()
+        for c in self.calls:
+            c()
+        self.samples.append((time.perf_counter() - t) / self.per_sweep)
+
+
+def copies_for(nbytes: int, cold_mb: int) -> int:
+    return max(1, -(-(cold_mb << 20) // max(nbytes, 1)))
+
+
+def lutc_method(w, bits, group, x, threads, cold_mb):
+    import lutc
+
+    q = lutc.quantize_weight(w, lutc.QuantConfig(bits=bits, group_size=group))
+    k = lutc.kernels.build_lut_matmul(q, threads=threads)
+    ks = [k] + [k.clone() for _ in range(copies_for(k.weight_bytes, cold_mb) - 1)]
+    out = np.empty((x.shape[0], w.shape[0]), np.float32)
+    err = rel_err(k(x), x.astype(np.float64) @ q.dequantize().T)
+    name = f"lutc W{'t' if bits == 'ternary' else bits}"
+    return Method(name, k.weight_bytes, [lambda k=k: k(x, out=out) for k in ks]), err
+
+
+def torch_method(w, x, threads, cold_mb):
+    import torch
+
+    torch.set_num_threads(threads)
+    wt = torch.from_numpy(w)
+    ws = [wt] + [wt.clone() for _ in range(copies_for(w.nbytes, cold_mb) - 1)]
+    xt = torch.from_numpy(x)
+    return Method("torch fp32", w.nbytes, [lambda w=w: torch.nn.functional.linear(xt, w) for w in ws])
+
+
+def ort_method(w, x, threads, cold_mb, bits, group, lut=False):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.capi import _pybind_state as C
+
+    n, k = w.shape
+    blocks = -(-k // group)
+    packed = np.zeros((n, blocks, group * bits // 8), np.uint8)
+    zp = np.zeros((n, -(-blocks // (8 // bits))), np.uint8)
+    scales = np.zeros((n, blocks), np.float32)
+    getattr(C, f"quantize_matmul_{bits}bits")(packed, np.ascontiguousarray(w.T), scales, zp, group, n, k, False)
+    nbytes = packed.nbytes + scales.nbytes + zp.nbytes
+    copies = copies_for(nbytes, cold_mb)
+    inits, nodes, outs = [], [], []
+    for i in range(copies):
+        inits += [numpy_helper.from_array(packed, f"B{i}"), numpy_helper.from_array(scales, f"S{i}"),
+                  numpy_helper.from_array(zp, f"Z{i}")]
+        nodes.append(helper.make_node("MatMulNBits", ["X", f"B{i}", f"S{i}", f"Z{i}"], [f"Y{i}"],
+                                      domain="com.microsoft", K=k, N=n, bits=bits, block_size=group,
+                                      accuracy_level=4))
+        outs.append(helper.make_tensor_value_info(f"Y{i}", TensorProto.FLOAT, ["M", n]))
+    graph = helper.make_graph(nodes, "peers", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["M", k])],
+                              outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
+                              ir_version=10)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+    if lut:
+        so.add_session_config_entry("mlas.use_lut_gemm", "1")
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    iob = sess.io_binding()
+    iob.bind_input("X", "cpu", 0, np.float32, list(x.shape), x.ctypes.data)
+    ys = [np.empty((x.shape[0], n), np.float32) for _ in range(copies)]
+    for i, y in enumerate(ys):
+        iob.bind_output(f"Y{i}", "cpu", 0, np.float32, list(y.shape), y.ctypes.data)
+    sess.run_with_iobinding(iob)
+    name = f"ort W{bits}" + (" lut" if lut else "")
+    meth = Method(name, nbytes, [lambda: sess.run_with_iobinding(iob)], per_sweep=copies)
+    meth.keep = (sess, iob, x, ys)  # the binding holds raw pointers: these must outlive it
+    return meth
+
+
+def rel_err(y, ref) -> float:
+    return float(np.abs(y - ref).max() / np.abs(ref).max())
+
+
+def run_cell(shape, m, threads, args, rng) -> list[dict]:
+    n, k = shape
+    w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    methods, errs = [torch_method(w, x, threads, args.cold_mb)], {}
+    for bits in args.bits:
+        meth, errs[f"lutc W{'t' if bits == 'ternary' else bits}"] = lutc_method(
+            w, "ternary" if bits == "ternary" else int(bits), args.group, x, threads, args.cold_mb)
+        methods.append(meth)
+    for bits, lut in ((4, False), (2, False), (2, True)):
+        try:
+            methods.append(ort_method(w, x, threads, args.cold_mb, bits, args.group, lut))
+        except Exception as e:  # a peer that is missing in this build is reported, not fatal
+            print(f"  ort W{bits}{' lut' if lut else ''}: skipped ({type(e).__name__}: {e})")
+    for meth in methods:  # warm up: page in every copy, build thread pools
+        meth.sample()
+        meth.samples.clear()
+    for _ in range(args.rounds):  # interleaved: one sample of each method per round
+        for meth in methods:
+            meth.sample()
+            time.sleep(0.002)
+    rows = []
+    for meth in methods:
+        med = statistics.median(meth.samples)
+        rows.append({"N": n, "K": k, "M": m, "threads": threads, "method": meth.name, "us": med * 1e6,
+                     "p10_us": float(np.percentile(meth.samples, 10)) * 1e6,
+                     "p90_us": float(np.percentile(meth.samples, 90)) * 1e6, "bytes": meth.nbytes,
+                     "GBps": meth.nbytes / med / 1e9, "err": errs.get(meth.name)})
+    return rows
+
+
+def report(rows, bw, args) -> str:
+    lines = ["# LUT matmul kernels vs peers", "",
+             f"Read-bandwidth roofline (best streaming read, measured in this run): " +
+             ", ".join(f"{t} thread{'s' if t > 1 else ''}: {v:.1f} GB/s" for t, v in bw.items()),
+             f"Cold weights: each method rotates over >= {args.cold_mb} MiB of weight copies. Medians of "
+             f"{args.rounds} interleaved rounds. Group size {args.group}. `% roof` = (weight bytes / time) / read BW.",
+             "", "| N | K | M | thr | method | µs | p10–p90 | GB/s | % roof | vs torch | vs best ort ≤2-bit | vs ort W4 | err |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["N"], r["K"], r["M"], r["threads"]), []).append(r)
+    for (n, k, m, t), rs in cells.items():
+        by = {r["method"]: r["us"] for r in rs}
+        ort2 = min((v for name, v in by.items() if name.startswith("ort W2")), default=None)
+        for r in rs:
+            vs = lambda ref: f"{ref / r['us']:.2f}×" if ref else "-"
+            err = "-" if r["err"] is None else f"{r['err']:.1e}"
+            lines.append(f"| {n} | {k} | {m} | {t} | {r['method']} | {r['us']:.0f} | {r['p10_us']:.0f}–{r['p90_us']:.0f} "
+                         f"| {r['GBps']:.1f} | {100 * r['GBps'] / bw[t]:.0f}% | {vs(by.get('torch fp32'))} | "
+                         f"{vs(ort2)} | {vs(by.get('ort W4'))} | {err} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gemv = [r for r in rows if r["M"] == 1]
+    cells = sorted({(r["N"], r["K"], r["threads"]) for r in gemv})
+    methods = list(dict.fromkeys(r["method"] for r in gemv))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cells)), 4))
+    width = 0.8 / len(methods)
+    for i, meth in enumerate(methods):
+        vals = [next((r["us"] for r in gemv if (r["N"], r["K"], r["threads"]) == c and r["method"] == meth), np.nan)
+                for c in cells]
+        ax.bar(np.arange(len(cells)) + i * width, vals, width, label=meth)
+    ax.set_xticks(np.arange(len(cells)) + 0.4 - width / 2, [f"{n}x{k}\n{t} thr" for n, k, t in cells])
+    ax.set_ylabel("µs per GEMV (M=1, cold weights)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="4096x4096,11008x4096,4096x11008,14336x4096")
+    ap.add_argument("--m", default="1,8,32,128")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--bits", default="2,3,4,ternary")
+    ap.add_argument("--group", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--cold-mb", type=int, default=256)
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--name", default="kernels")
+    args = ap.parse_args(argv)
+    args.bits = args.bits.split(",")
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    threads = [int(t) for t in args.threads.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bw = {t: read_bandwidth(t) for t in threads}
+    print("read bandwidth:", {t: f"{v:.1f} GB/s" for t, v in bw.items()})
+    rng = np.random.default_rng(0)
+    rows = []
+    for shape in shapes:
+        for m in [int(v) for v in args.m.split(",")]:
+            for t in threads:
+                cell = run_cell(shape, m, t, args, rng)
+                rows += cell
+                print(f"{shape} M={m} threads={t}: " + ", ".join(f"{r['method']} {r['us']:.0f}us" for r in cell))
+                (out / f"{args.name}.json").write_text(json.dumps({"bandwidth": bw, "rows": rows}, indent=1))
+        bw.update({t: max(bw[t], read_bandwidth(t)) for t in threads})  # re-probed between shapes: best seen
+    (out / f"{args.name}.md").write_text(report(rows, bw, args))
+    plot(rows, out / f"{args.name}.png")
+    print(report(rows, bw, args))
+
+
+if __name__ == "__main__":
+    main()
