@@ -48,36 +48,104 @@ static float half_to_float(uint16_t h) {
   return f;
 }
 
+/* Vectors of VW floats for the table builder; the generic build uses VW = 1. Rounding is to nearest even, as
+ * numpy's (the reference) is, so both produce the same int8 tables. */
+#if LUTC_ISA == 512
+#define VW 16
+typedef __m512 vf;
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#define VADD(a, b) _mm512_add_ps(a, b)
+#define VSUB(a, b) _mm512_sub_ps(a, b)
+#define VNEG(a) _mm512_sub_ps(_mm512_setzero_ps(), a)
+#define VMAX(a, b) _mm512_max_ps(a, b)
+#define VABS(a) _mm512_abs_ps(a)
+#define VDIV(a, b) _mm512_div_ps(a, b)
+#define VSET(x) _mm512_set1_ps(x)
+#define VROUND(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+static inline float vhmax(vf a) { return _mm512_reduce_max_ps(a); }
+#elif LUTC_ISA == 256
+#define VW 8
+typedef __m256 vf;
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps(p, v)
+#define VADD(a, b) _mm256_add_ps(a, b)
+#define VSUB(a, b) _mm256_sub_ps(a, b)
+#define VNEG(a) _mm256_sub_ps(_mm256_setzero_ps(), a)
+#define VMAX(a, b) _mm256_max_ps(a, b)
+#define VABS(a) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a)
+#define VDIV(a, b) _mm256_div_ps(a, b)
+#define VSET(x) _mm256_set1_ps(x)
+#define VROUND(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+static inline float vhmax(vf a) {
+  float t[8], m = 0.0f;
+  _mm256_storeu_ps(t, a);
+  for (int i = 0; i < 8; ++i) m = fmaxf(m, t[i]);
+  return m;
+}
+#else
+#define VW 1
+typedef float vf;
+#define VLOAD(p) (*(p))
+#define VSTORE(p, v) (*(p) = (v))
+#define VADD(a, b) ((a) + (b))
+#define VSUB(a, b) ((a) - (b))
+#define VNEG(a) (-(a))
+#define VMAX(a, b) fmaxf(a, b)
+#define VABS(a) fabsf(a)
+#define VDIV(a, b) ((a) / (b))
+#define VSET(x) (x)
+#define VROUND(a) nearbyintf(a)
+static inline float vhmax(vf a) { return a; }
+#endif
+
+#define MAX_RUNS 256 /* runs per group: group <= 1024 */
+
 int32_t SYM(lutc_precompute)(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* tables,
                              float* tscale, float* xsum) {
   const int64_t rpg = group / 4;
-  float t[256 * 8];  /* one group's half-tables; group <= 1024 */
-  if (group > 1024 || group % 4 || k_pad % group) return -1;
+  /* one group at a time, structure of arrays: xs[b][r] = activation b of run r, t[e][r] = entry e of run r */
+  float xs[4][MAX_RUNS + VW], t[8][MAX_RUNS + VW];
+  if (group > 4 * MAX_RUNS || group % 4 || k_pad % group) return -1;
   for (int64_t g = 0; g < k_pad / group; ++g) {
-    float amax = 0.0f;
-    for (int64_t r = 0; r < rpg; ++r) {
-      const int64_t base = (g * rpg + r) * 4;
-      float v[4];
-      for (int b = 0; b < 4; ++b) v[b] = base + b < k ? x[base + b] : 0.0f;
-      for (int e = 0; e < 8; ++e) {
-        float s = (e & 1 ? v[0] : -v[0]);
-        s += (e & 2 ? v[1] : -v[1]);
-        s += (e & 4 ? v[2] : -v[2]);
-        s += -v[3];
-        t[r * 8 + e] = s;
-        amax = fmaxf(amax, fabsf(s));
+    for (int64_t r = 0; r < rpg; ++r)
+      for (int b = 0; b < 4; ++b) {
+        const int64_t i = (g * rpg + r) * 4 + b;
+        xs[b][r] = i < k ? x[i] : 0.0f;
+      }
+    for (int64_t r = rpg; r < rpg + VW; ++r)
+      for (int b = 0; b < 4; ++b) xs[b][r] = 0.0f;
+    vf amax = VSET(0.0f);
+    for (int64_t r = 0; r < rpg; r += VW) {
+      const vf x0 = VLOAD(&xs[0][r]), x1 = VLOAD(&xs[1][r]), x2 = VLOAD(&xs[2][r]), x3 = VLOAD(&xs[3][r]);
+      const vf n0 = VNEG(x0), n1 = VNEG(x1), n2 = VNEG(x2);
+      /* entry e: bit b of e set -> +x_b, clear -> -x_b; bit 3 is clear for the 8 stored entries */
+      const vf e[8] = {VSUB(VADD(VADD(n0, n1), n2), x3), VSUB(VADD(VADD(x0, n1), n2), x3),
+                       VSUB(VADD(VADD(n0, x1), n2), x3), VSUB(VADD(VADD(x0, x1), n2), x3),
+                       VSUB(VADD(VADD(n0, n1), x2), x3), VSUB(VADD(VADD(x0, n1), x2), x3),
+                       VSUB(VADD(VADD(n0, x1), x2), x3), VSUB(VADD(VADD(x0, x1), x2), x3)};
+      for (int i = 0; i < 8; ++i) {
+        VSTORE(&t[i][r], e[i]);
+        amax = VMAX(amax, VABS(e[i]));
       }
     }
-    float scale = amax / 127.0f;
+    /* padded lanes past rpg hold entries of zero activations (0): they never raise the max */
+    float scale = vhmax(amax) / 127.0f;
     if (!(scale > 0.0f)) scale = 1.0f;
+    const vf vs = VSET(scale), hi = VSET(127.0f), lo = VSET(-127.0f);
+    for (int i = 0; i < 8; ++i)
+      for (int64_t r = 0; r < rpg; r += VW) {
+        vf q = VROUND(VDIV(VLOAD(&t[i][r]), vs));
+        q = VMAX(lo, q);
+        q = VSUB(VSET(0.0f), VMAX(VNEG(hi), VNEG(q)));  /* min(q, 127) */
+        VSTORE(&t[i][r], q);
+      }
     double isum = 0.0;
     for (int64_t r = 0; r < rpg; ++r) {
       int8_t* row = tables + (g * rpg + r) * 16;
-      for (int e = 0; e < 8; ++e) {
-        float q = nearbyintf(t[r * 8 + e] / scale);
-        q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
-        row[e] = (int8_t)q;
-        row[15 - e] = (int8_t)-q;
+      for (int i = 0; i < 8; ++i) {
+        row[i] = (int8_t)t[i][r];
+        row[15 - i] = (int8_t)-t[i][r];
       }
       isum -= row[0];
     }
