@@ -101,6 +101,32 @@ static inline float vhmax(vf a) { return a; }
 
 #define MAX_RUNS 256 /* runs per group: group <= 1024 */
 
+#if LUTC_ISA == 512
+/* 8 entries x 16 runs of quantized floats -> 16 table rows [e0..e7, -e7..-e0], by an unpack transpose. */
+static inline void store_tables16(float t[8][MAX_RUNS + VW], int64_t r, int8_t* out, double* isum) {
+  __m128i b[8];
+  for (int i = 0; i < 8; ++i) b[i] = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_loadu_ps(&t[i][r])));
+  *isum -= _mm512_reduce_add_ps(_mm512_loadu_ps(&t[0][r]));
+  const __m128i u0 = _mm_unpacklo_epi8(b[0], b[1]), u1 = _mm_unpackhi_epi8(b[0], b[1]);
+  const __m128i u2 = _mm_unpacklo_epi8(b[2], b[3]), u3 = _mm_unpackhi_epi8(b[2], b[3]);
+  const __m128i u4 = _mm_unpacklo_epi8(b[4], b[5]), u5 = _mm_unpackhi_epi8(b[4], b[5]);
+  const __m128i u6 = _mm_unpacklo_epi8(b[6], b[7]), u7 = _mm_unpackhi_epi8(b[6], b[7]);
+  const __m128i v[4] = {_mm_unpacklo_epi16(u0, u2), _mm_unpackhi_epi16(u0, u2), _mm_unpacklo_epi16(u1, u3),
+                        _mm_unpackhi_epi16(u1, u3)};
+  const __m128i w[4] = {_mm_unpacklo_epi16(u4, u6), _mm_unpackhi_epi16(u4, u6), _mm_unpacklo_epi16(u5, u7),
+                        _mm_unpackhi_epi16(u5, u7)};
+  const __m128i rev = _mm_setr_epi8(7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8);
+  for (int q = 0; q < 4; ++q) {  /* v[q], w[q]: runs 4q..4q+3, entries 0-3 and 4-7 */
+    const __m128i z[2] = {_mm_unpacklo_epi32(v[q], w[q]), _mm_unpackhi_epi32(v[q], w[q])};
+    for (int h = 0; h < 2; ++h) {  /* z[h]: runs 4q+2h and 4q+2h+1, 8 entries each */
+      const __m128i neg = _mm_shuffle_epi8(_mm_sub_epi8(_mm_setzero_si128(), z[h]), rev);
+      _mm_storeu_si128((__m128i*)(out + (4 * q + 2 * h) * 16), _mm_unpacklo_epi64(z[h], neg));
+      _mm_storeu_si128((__m128i*)(out + (4 * q + 2 * h + 1) * 16), _mm_unpackhi_epi64(z[h], neg));
+    }
+  }
+}
+#endif
+
 int32_t SYM(lutc_precompute)(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* tables,
                              float* tscale, float* xsum) {
   const int64_t rpg = group / 4;
@@ -108,6 +134,15 @@ int32_t SYM(lutc_precompute)(const float* x, int64_t k, int64_t k_pad, int64_t g
   float xs[4][MAX_RUNS + VW], t[8][MAX_RUNS + VW];
   if (group > 4 * MAX_RUNS || group % 4 || k_pad % group) return -1;
   for (int64_t g = 0; g < k_pad / group; ++g) {
+#if LUTC_ISA == 512
+    if ((g + 1) * group <= k) {  /* a whole group inside x: deinterleave with gathers */
+      const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(4));
+      for (int64_t r = 0; r < rpg; r += 16)
+        for (int b = 0; b < 4; ++b)
+          _mm512_storeu_ps(&xs[b][r], _mm512_i32gather_ps(idx, x + (g * rpg + r) * 4 + b, 4));
+    } else
+#endif
     for (int64_t r = 0; r < rpg; ++r)
       for (int b = 0; b < 4; ++b) {
         const int64_t i = (g * rpg + r) * 4 + b;
@@ -141,7 +176,11 @@ int32_t SYM(lutc_precompute)(const float* x, int64_t k, int64_t k_pad, int64_t g
         VSTORE(&t[i][r], q);
       }
     double isum = 0.0;
-    for (int64_t r = 0; r < rpg; ++r) {
+    int64_t r0 = 0;
+#if LUTC_ISA == 512
+    for (; r0 + 16 <= rpg; r0 += 16) store_tables16(t, r0, tables + (g * rpg + r0) * 16, &isum);
+#endif
+    for (int64_t r = r0; r < rpg; ++r) {
       int8_t* row = tables + (g * rpg + r) * 16;
       for (int i = 0; i < 8; ++i) {
         row[i] = (int8_t)t[i][r];
