@@ -203,48 +203,87 @@ static void flush_scalar(const int32_t* acc, float ts, float xs, const uint16_t*
 }
 
 #if LUTC_ISA == 512
-static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
-                             const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
-                             int64_t pairs, int64_t bits) {
+/* R rows (R <= 4) of one 64-row tile: each weight load and nibble split serves all R rows' lookups. */
+static inline __attribute__((always_inline)) void tile_rows(
+    const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
+    const int8_t* z, float* y, int64_t n_pad, int64_t runs, int64_t groups, int64_t pairs, int64_t bits, const int R) {
   const int64_t rpg = runs / groups;
   const __m512i lowmask = _mm512_set1_epi8(0x0F);
   const __m512i c_full = _mm512_set1_epi16(0x0201);  /* bytes (1, 2): plane 2p + 2 * plane 2p+1 */
   const __m512i c_last = (bits & 1) ? _mm512_set1_epi16(0x0001) : c_full;
-  __m512 acc_f[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  const __m512 half = _mm512_set1_ps(0.5f);
+  for (int row = 0; row < R; ++row)
+    for (int q = 0; q < 4; ++q) _mm512_storeu_ps(y + row * n_pad + q * 16, _mm512_setzero_ps());
   for (int64_t g = 0; g < groups; ++g) {
-    __m512i acc32[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                        _mm512_setzero_si512()};
+    __m512 h[4], hz[4];
+    for (int q = 0; q < 4; ++q) {
+      h[q] = _mm512_mul_ps(half, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + g * 64 + q * 16))));
+      hz[q] = _mm512_mul_ps(h[q], _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(z + g * 64 + q * 16)))));
+    }
     for (int64_t p = 0; p < pairs; ++p) {
       const __m512i c = p == pairs - 1 ? c_last : c_full;
-      __m512i lo16 = _mm512_setzero_si512(), hi16 = _mm512_setzero_si512();
+      __m512i lo16[4], hi16[4];
+#pragma GCC unroll 4
+      for (int row = 0; row < R; ++row) lo16[row] = hi16[row] = _mm512_setzero_si512();
       const uint8_t* wp = w + ((g * rpg) * pairs + p) * 64;
       for (int64_t r = 0; r < rpg; ++r) {
-        const __m512i tab = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)(tables + (g * rpg + r) * 16)));
         const __m512i wv = _mm512_loadu_si512((const void*)(wp + r * pairs * 64));
         const __m512i il = _mm512_and_si512(wv, lowmask);
         const __m512i ih = _mm512_and_si512(_mm512_srli_epi16(wv, 4), lowmask);
-        lo16 = _mm512_add_epi16(lo16, _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab, il)));
-        hi16 = _mm512_add_epi16(hi16, _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab, ih)));
+#pragma GCC unroll 4
+        for (int row = 0; row < R; ++row) {
+          const __m512i tab = _mm512_broadcast_i32x4(
+              _mm_loadu_si128((const __m128i*)(tables + (row * runs + g * rpg + r) * 16)));
+          lo16[row] = _mm512_add_epi16(lo16[row], _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab, il)));
+          hi16[row] = _mm512_add_epi16(hi16[row], _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab, ih)));
+        }
       }
-      const __m128i shift = _mm_cvtsi32_si128((int)(2 * p));
-      acc32[0] = _mm512_add_epi32(acc32[0], _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(lo16)), shift));
-      acc32[1] = _mm512_add_epi32(acc32[1], _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(lo16, 1)), shift));
-      acc32[2] = _mm512_add_epi32(acc32[2], _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(hi16)), shift));
-      acc32[3] = _mm512_add_epi32(acc32[3], _mm512_sll_epi32(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(hi16, 1)), shift));
+      /* int16 sums of this pair -> float, weighted 4^p, times table scale and s/2 */
+      const float wgt = (float)(1 << (2 * p));
+#pragma GCC unroll 4
+      for (int row = 0; row < R; ++row) {
+        const __m512 ts = _mm512_set1_ps(tscale[row * groups + g] * wgt);
+        const __m512i parts[4] = {_mm512_cvtepi16_epi32(_mm512_castsi512_si256(lo16[row])),
+                                  _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(lo16[row], 1)),
+                                  _mm512_cvtepi16_epi32(_mm512_castsi512_si256(hi16[row])),
+                                  _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(hi16[row], 1))};
+        for (int q = 0; q < 4; ++q) {
+          float* out = y + row * n_pad + q * 16;
+          const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(parts[q]), ts);
+          _mm512_storeu_ps(out, _mm512_fmadd_ps(a, h[q], _mm512_loadu_ps(out)));
+        }
+      }
     }
-    const __m512 ts = _mm512_set1_ps(tscale[g]), xs = _mm512_set1_ps(xsum[g]), half = _mm512_set1_ps(0.5f);
-    for (int q = 0; q < 4; ++q) {
-      const __m512 h = _mm512_mul_ps(half, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + g * 64 + q * 16))));
-      const __m512 zf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(z + g * 64 + q * 16))));
-      const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(acc32[q]), ts);
-      acc_f[q] = _mm512_fmadd_ps(a, h, acc_f[q]);
-      acc_f[q] = _mm512_fnmadd_ps(_mm512_mul_ps(h, zf), xs, acc_f[q]);
+#pragma GCC unroll 4
+    for (int row = 0; row < R; ++row) {
+      const __m512 xs = _mm512_set1_ps(xsum[row * groups + g]);
+      for (int q = 0; q < 4; ++q) {
+        float* out = y + row * n_pad + q * 16;
+        _mm512_storeu_ps(out, _mm512_fnmadd_ps(hz[q], xs, _mm512_loadu_ps(out)));
+      }
     }
   }
-  for (int q = 0; q < 4; ++q) _mm512_storeu_ps(out + q * 16, acc_f[q]);
+}
+
+static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+                             const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
+                             int64_t groups, int64_t pairs, int64_t bits) {
+  int64_t row = 0;
+  for (; row + 4 <= m; row += 4)
+    tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, y + row * n_pad,
+              n_pad, runs, groups, pairs, bits, 4);
+  switch (m - row) {
+    case 3: tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z,
+                      y + row * n_pad, n_pad, runs, groups, pairs, bits, 3); break;
+    case 2: tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z,
+                      y + row * n_pad, n_pad, runs, groups, pairs, bits, 2); break;
+    case 1: tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z,
+                      y + row * n_pad, n_pad, runs, groups, pairs, bits, 1); break;
+    default: break;
+  }
 }
 #elif LUTC_ISA == 256
-static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
                              int64_t pairs, int64_t bits) {
   const int64_t rpg = runs / groups;
@@ -283,7 +322,7 @@ static inline void tile_gemv(const int8_t* tables, const float* tscale, const fl
   for (int i = 0; i < 64; ++i) out[i] = acc_f[i];
 }
 #else
-static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
                              int64_t pairs, int64_t bits) {
   const int64_t rpg = runs / groups;
@@ -310,6 +349,16 @@ static inline void tile_gemv(const int8_t* tables, const float* tscale, const fl
 }
 #endif
 
+#if LUTC_ISA != 512
+static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+                             const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
+                             int64_t groups, int64_t pairs, int64_t bits) {
+  for (int64_t row = 0; row < m; ++row)
+    tile_row(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, y + row * n_pad, runs,
+             groups, pairs, bits);
+}
+#endif
+
 /* Rows tile0..tile1 of y[m, :] for every m: y[m, t*64 + i]. */
 int32_t SYM(lutc_gemv)(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                        const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
@@ -317,11 +366,8 @@ int32_t SYM(lutc_gemv)(const int8_t* tables, const float* tscale, const float* x
   const int64_t pairs = (bits + 1) / 2;
   if (runs % groups) return -1;
   for (int64_t t = tile0; t < tile1; ++t) {
-    const uint8_t* wt = w + t * runs * pairs * 64;
-    for (int64_t row = 0; row < m; ++row) {
-      tile_gemv(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, wt, s + t * groups * 64,
-                z + t * groups * 64, y + row * n_pad + t * 64, runs, groups, pairs, bits);
-    }
+    tile_gemv(tables, tscale, xsum, w + t * runs * pairs * 64, s + t * groups * 64, z + t * groups * 64,
+              y + t * 64, m, n_pad, runs, groups, pairs, bits);
   }
   return 0;
 }
