@@ -120,7 +120,7 @@ def test_tied_initializers_are_one_weight():
 def export(module, path, seq_len: int, optimize: bool = True):
     ids = torch.randint(0, 90, (1, seq_len))
     seq = torch.export.Dim("seq", min=2, max=512)
-    prog = torch.onnx.export(module, (ids, torch.ones_like(ids)), dynamo=True, optimize=optimize,
+    prog = torch.onnx.export(module.eval(), (ids, torch.ones_like(ids)), dynamo=True, optimize=optimize,
                              dynamic_shapes={"input_ids": {1: seq}, "attention_mask": {1: seq}})
     prog.save(str(path))
     return path
