@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import importlib.util
 from pathlib import Path
 
 
 @functools.lru_cache(maxsize=1)
 def ensure_tvm_runtime(path: str | None = None) -> str:
-    """dlopen libtvm_runtime.so with RTLD_GLOBAL (from ``path``, else from the installed apache-tvm wheel)."""
+    """dlopen libtvm_runtime.so with RTLD_GLOBAL (from ``path``, else from the installed apache-tvm wheel).
+
+    TVM sizes its thread pool once, from TVM_NUM_THREADS, else from the cores it counts as "big" (one on
+    the 2-vCPU development machines, so a 2-task parallel loop ran on one thread): unless the user chose,
+    the pool gets every CPU this process may run on, and kernels pick how many tasks they launch."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                                 else os.cpu_count() or 1))
     if path is None:
         spec = importlib.util.find_spec("tvm")
         if spec is None or spec.origin is None:

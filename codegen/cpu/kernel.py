@@ -129,4 +129,4 @@ def _load(path):
 def _default_threads() -> int:
     import os
 
-    return int(os.environ.get("TVM_NUM_THREADS", 0)) or (os.cpu_count() or 1)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
