@@ -182,8 +182,8 @@ def run_cell(shape, m, threads, args, rng) -> list[dict]:
         meth.samples.clear()
     for _ in range(args.rounds):  # interleaved: one sample of each method per round
         for meth in methods:
+            time.sleep(args.settle)  # let the previous runtime's spinning workers (OpenMP, ORT) go to sleep
             meth.sample()
-            time.sleep(0.002)
     rows = []
     for meth in methods:
         med = statistics.median(meth.samples)
@@ -249,6 +249,7 @@ def main(argv=None) -> None:
     ap.add_argument("--group", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--cold-mb", type=int, default=256)
+    ap.add_argument("--settle", type=float, default=0.3, help="seconds of pause before each sample")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--name", default="kernels")
     args = ap.parse_args(argv)
