@@ -6,7 +6,7 @@ silu, sdpa (causal, GQA) and RoPE written with slices.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -170,7 +170,3 @@ def build_llama(spec: LlamaSpec, weights: dict[str, np.ndarray], quantized: dict
 
     ``quantized`` maps weight names to ``QuantizedWeight``s that become ``lut_matmul`` ops directly."""
     return _Builder(spec, weights, quantized, table_dtype).graph()
-
-
-def spec_dict(spec: LlamaSpec) -> dict:
-    return asdict(spec)

@@ -92,7 +92,6 @@ class GroupOp:
     Movement = frozenset({Op.RESHAPE, Op.TRANSPOSE, Op.CONCAT, Op.SLICE, Op.SPLIT, Op.SQUEEZE,
                           Op.UNSQUEEZE, Op.EXPAND, Op.GATHER, Op.GATHER_ND})
     Source = frozenset({Op.INPUT, Op.CONST})
-    ShapeOnly = frozenset({Op.SHAPE})  # reads only the type of its input, never its data
 
 
 # Number of inputs each op accepts: (min, max); None = any.

@@ -25,7 +25,7 @@ def collect_hessians(g: Graph, inputs: Sequence, weight_keys: set[str], progress
             counts[key] = counts.get(key, 0) + x.shape[0]
 
     ex = Executor(g, observer=observe)
-    for batch in _progress(inputs, "calibrating (GPTQ Hessians)", progress):
+    for batch in progress(inputs, "calibrating (GPTQ Hessians)", progress):
         ex(batch if isinstance(batch, dict) else (batch if isinstance(batch, (list, tuple)) else [batch]))
     return {k: h / counts[k] for k, h in hessians.items()}
 
@@ -46,7 +46,7 @@ def text_calibration(tokenizer, text: str | None = None, sequences: int = 4, len
     return [[ids[skip + i * length: skip + (i + 1) * length][None]] for i in range(sequences)]
 
 
-def _progress(items, label: str, enabled: bool):
+def progress(items, label: str, enabled: bool):
     if not enabled:
         yield from items
         return

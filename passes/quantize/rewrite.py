@@ -9,6 +9,7 @@ from ...ir.graph import Graph, Ref
 from ...ir.ops import Op
 from ...ir.shapes import build
 from ..manager import Pass
+from .calibrate import progress
 from .config import QuantConfig
 from .weight import QuantizedWeight, quantize_weight
 
@@ -70,7 +71,7 @@ class Quantize(Pass):
         self._calibrate(g, {k for _, k in linears})
         done: dict[str, tuple[QuantizedWeight, list[Ref]]] = {}
         tables: dict = {}
-        for node, key in _progress(linears, "quantizing", self.progress):
+        for node, key in progress(linears, "quantizing", self.progress):
             cfg = self.config.resolve(key)
             if cfg is None:
                 continue
@@ -102,9 +103,3 @@ class Quantize(Pass):
         from .calibrate import collect_hessians
 
         self.hessians.update(collect_hessians(g, self.config.calibration, need, self.progress))
-
-
-def _progress(items, label, enabled):
-    from .calibrate import _progress as p
-
-    return p(items, label, enabled)
