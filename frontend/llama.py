@@ -129,6 +129,15 @@ class _Builder:
         rot = self.op(Op.CONCAT, [self.op(Op.NEG, [x2]), x1], {"axis": -1}, name=name + "_rot")
         return self.op(Op.ADD, [self.op(Op.MUL, [x, cos]), self.op(Op.MUL, [rot, sin])], name=name)
 
+    def cached(self, new: Ref, kind: str, i: int) -> Ref:
+        """The keys/values of every position so far: the past ones (an input) followed by the new ones; the
+        result is also an output (``present``), which the caller feeds back as ``past`` on the next step."""
+        s = self.spec
+        past = self.g.add_input(f"past_{kind}.{i}", TensorType(DType.f32, ("batch", s.num_kv_heads, "past", s.head_dim)))
+        present = self.op(Op.CONCAT, [past.out, new], {"axis": 2}, name=f"present_{kind}.{i}")
+        self.present.append((f"present_{kind}.{i}", present))
+        return present
+
     def layer(self, i: int, h: Ref, cos: Ref, sin: Ref) -> Ref:
         s, p = self.spec, f"model.layers.{i}."
         eps = {"eps": s.rms_norm_eps}
@@ -137,7 +146,11 @@ class _Builder:
         k = self.heads(self.linear(x, p + "self_attn.k_proj.weight", f"l{i}_k"), s.num_kv_heads, f"l{i}_k")
         v = self.heads(self.linear(x, p + "self_attn.v_proj.weight", f"l{i}_v"), s.num_kv_heads, f"l{i}_v")
         q, k = self.rope(q, cos, sin, f"l{i}_q_rope"), self.rope(k, cos, sin, f"l{i}_k_rope")
-        a = self.op(Op.SDPA, [q, k, v], {"causal": True, "scale": s.head_dim ** -0.5}, name=f"l{i}_attn")
+        attn = {"causal": True, "scale": s.head_dim ** -0.5}
+        if self.kv_cache:
+            k, v = self.cached(k, "k", i), self.cached(v, "v", i)
+            attn["causal_align"] = "bottom_right"  # the new queries come after the cached positions
+        a = self.op(Op.SDPA, [q, k, v], attn, name=f"l{i}_attn")
         a = self.op(Op.TRANSPOSE, [a], {"perm": [0, 2, 1, 3]}, name=f"l{i}_attn")
         a = self.op(Op.RESHAPE, [a, self.shape(["batch", "seq", s.hidden_size])], name=f"l{i}_attn")
         h = self.op(Op.ADD, [h, self.linear(a, p + "self_attn.o_proj.weight", f"l{i}_o")], name=f"l{i}_attn_residual")
@@ -147,26 +160,35 @@ class _Builder:
         down = self.linear(self.op(Op.MUL, [gate, up], name=f"l{i}_swiglu"), p + "mlp.down_proj.weight", f"l{i}_down")
         return self.op(Op.ADD, [h, down], name=f"l{i}_mlp_residual")
 
-    def graph(self) -> Graph:
+    def graph(self, kv_cache: bool = False, last_logits: bool = False) -> Graph:
         s, g = self.spec, self.g
+        self.kv_cache, self.present = kv_cache, []
         ids = g.add_input("input_ids", TensorType(DType.i64, ("batch", "seq")))
         h = self.op(Op.GATHER, [self.w("model.embed_tokens.weight"), ids.out], {"axis": 0}, name="embed")
         cos_t, sin_t = rope_tables(s)
-        window = {"starts": [0], "ends": ["seq"], "axes": [0]}
+        window = {"starts": ["past" if kv_cache else 0], "ends": ["past+seq" if kv_cache else "seq"], "axes": [0]}
         cos = self.op(Op.SLICE, [g.add_const(cos_t, weight_key="rope.cos").out], window, name="rope_cos")
         sin = self.op(Op.SLICE, [g.add_const(sin_t, weight_key="rope.sin").out], window, name="rope_sin")
         for i in range(s.num_layers):
             h = self.layer(i, h, cos, sin)
+        if last_logits:  # generation reads only the last position: skip the head's work on the others
+            h = self.op(Op.SLICE, [h], {"starts": ["seq-1"], "ends": ["seq"], "axes": [1]}, name="last_position")
         h = self.op(Op.RMS_NORM, [h, self.w("model.norm.weight")], {"eps": s.rms_norm_eps}, name="final_norm")
         head = "model.embed_tokens.weight" if s.tie_word_embeddings else "lm_head.weight"
-        g.set_outputs([self.linear(h, head, "lm_head")], ["logits"])
+        g.set_outputs([self.linear(h, head, "lm_head")] + [r for _, r in self.present],
+                      ["logits"] + [n for n, _ in self.present])
         g.name = "llama"
+        g.meta["max_positions"] = s.max_positions
         return g
 
 
 def build_llama(spec: LlamaSpec, weights: dict[str, np.ndarray], quantized: dict | None = None,
-                table_dtype: str = "int8") -> Graph:
+                table_dtype: str = "int8", kv_cache: bool = False, last_logits: bool = False) -> Graph:
     """Logits graph ``input_ids[batch, seq] -> logits[batch, seq, vocab]`` with causal attention.
 
-    ``quantized`` maps weight names to ``QuantizedWeight``s that become ``lut_matmul`` ops directly."""
-    return _Builder(spec, weights, quantized, table_dtype).graph()
+    ``quantized`` maps weight names to ``QuantizedWeight``s that become ``lut_matmul`` ops directly.
+    ``kv_cache=True`` adds, per layer, inputs ``past_k.i``/``past_v.i`` [batch, kv_heads, past, head_dim] and
+    outputs ``present_k.i``/``present_v.i`` (past followed by this step's positions): a decode step feeds
+    the previous step's presents back; a prompt starts from ``past = 0`` arrays. ``last_logits=True``
+    returns the logits of the last position only ([batch, 1, vocab])."""
+    return _Builder(spec, weights, quantized, table_dtype).graph(kv_cache, last_logits)

@@ -61,6 +61,7 @@ class Graph:
         self.inputs: list[str] = []
         self.outputs: list[Ref] = []
         self.output_names: list[str] = []
+        self.meta: dict = {}  # model facts passes keep and backends read (e.g. max_positions), JSON values
         self._order = 0
 
     # -- construction -------------------------------------------------------------------------
@@ -206,6 +207,7 @@ class Graph:
         g.nx.add_edges_from(self.nx.edges)
         g.weights = dict(self.weights)
         g.inputs, g.outputs, g.output_names = list(self.inputs), list(self.outputs), list(self.output_names)
+        g.meta = dict(self.meta)
         g._order = self._order
         return g
 

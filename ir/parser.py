@@ -61,6 +61,12 @@ def parse_graph(text: str, weights: dict[str, np.ndarray] | None = None) -> Grap
         if ln.startswith("return"):
             _parse_return(g, ln[len("return"):], lineno)
             continue
+        if ln.startswith("meta "):
+            try:
+                g.meta = json.loads(ln[len("meta "):])
+            except json.JSONDecodeError as e:
+                raise ParseError(f"line {lineno}: bad meta JSON: {e}") from None
+            continue
         _parse_node(g, ln, lineno)
     else:
         raise ParseError("missing closing '}'")

@@ -29,6 +29,8 @@ def format_node(node: Node) -> str:
 
 def print_graph(g: Graph) -> str:
     lines = [f"graph {g.name}({', '.join('%' + n for n in g.inputs)}) {{"]
+    if g.meta:
+        lines.append(f"  meta {json.dumps(g.meta, sort_keys=True)}")
     lines += ["  " + format_node(n) for n in g.nodes()]
     outs = ", ".join(f"{name}={ref}" for name, ref in zip(g.output_names, g.outputs))
     lines += [f"  return {outs}", "}"]

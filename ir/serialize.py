@@ -15,7 +15,7 @@ FORMAT_VERSION = 1
 
 def to_json(g: Graph) -> dict:
     return {
-        "format": "lutc-ir", "version": FORMAT_VERSION, "name": g.name,
+        "format": "lutc-ir", "version": FORMAT_VERSION, "name": g.name, "meta": g.meta,
         "inputs": list(g.inputs),
         "outputs": [{"name": n, "ref": str(r)} for n, r in zip(g.output_names, g.outputs)],
         "weights": {k: {"dtype": v.dtype.str, "shape": list(v.shape)} for k, v in sorted(g.weights.items())},
@@ -38,6 +38,7 @@ def from_json(d: dict | str, weights: dict[str, np.ndarray] | None = None) -> Gr
         g.nx.add_node(node.name, node=node, order=i)
         g.nx.add_edges_from((r.node, node.name) for r in inputs)
     g._order = len(d["nodes"])
+    g.meta = dict(d.get("meta", {}))
     g.inputs = list(d["inputs"])
     g.set_outputs([parse_ref(o["ref"], 0) for o in d["outputs"]], [o["name"] for o in d["outputs"]])
     return g
