@@ -46,14 +46,15 @@ def _object(isa: str, out: Path) -> Path:
 
 
 def _prim_func(p: dict):
+    """The driver: per row, (RMSNorm into a scratch row, then) tables; then N tiles over the thread pool.
+
+    Arguments: x, [norm weight, scratch,] tables, table scales, xsum, weights, scales, zeros, y."""
+    if p.get("prologue", "none") == "rms_norm":
+        return _prim_func_norm(p)
     from tvm.script import tirx as T
 
-    n_pad, k, k_pad, runs, groups, bits, pairs = (p[x] for x in ("n_pad", "k", "k_pad", "runs", "groups", "bits",
-                                                                  "pairs"))
-    tiles, threads, isa = n_pad // 64, p["threads"], p["isa"]
-    per = -(-tiles // threads)
-    pre, gemv = f"lutc_precompute_{isa}", f"lutc_gemv_{isa}"
-    gs = k_pad // groups
+    k, runs, groups, tiles, pre, gs = _dims(p)
+    lookups = _lookups_macro(p)
 
     @T.prim_func
     def main(x: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle, s: T.handle, z: T.handle,
@@ -64,21 +65,70 @@ def _prim_func(p: dict):
         TAB = T.match_buffer(tab, (m, runs, 16), "int8")
         TSC = T.match_buffer(tsc, (m, groups), "float32")
         XS = T.match_buffer(xs, (m, groups), "float32")
+        for row in range(m):
+            T.evaluate(T.call_extern("int32", pre, T.address_of(X[row, 0]), T.int64(k), T.int64(p["k_pad"]),
+                                     T.int64(gs), T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]),
+                                     T.address_of(XS[row, 0])))
+        lookups(m, TAB, TSC, XS, w, s, z, y)
+
+    return main
+
+
+def _prim_func_norm(p: dict):
+    from tvm.script import tirx as T
+
+    k, runs, groups, tiles, pre, gs = _dims(p)
+    norm, eps = f"lutc_rmsnorm_{p['isa']}", float(p["eps"])
+    lookups = _lookups_macro(p)
+
+    @T.prim_func
+    def main(x: T.handle, nw: T.handle, scr: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle,
+             s: T.handle, z: T.handle, y: T.handle):
+        T.func_attr({"global_symbol": "main"})
+        m = T.int64()
+        X = T.match_buffer(x, (m, k), "float32")
+        NW = T.match_buffer(nw, (k,), "float32")
+        SCR = T.match_buffer(scr, (k,), "float32")
+        TAB = T.match_buffer(tab, (m, runs, 16), "int8")
+        TSC = T.match_buffer(tsc, (m, groups), "float32")
+        XS = T.match_buffer(xs, (m, groups), "float32")
+        for row in range(m):
+            T.evaluate(T.call_extern("int32", norm, T.address_of(X[row, 0]), NW.data, T.int64(k), T.float32(eps),
+                                     SCR.data))
+            T.evaluate(T.call_extern("int32", pre, SCR.data, T.int64(k), T.int64(p["k_pad"]), T.int64(gs),
+                                     T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]),
+                                     T.address_of(XS[row, 0])))
+        lookups(m, TAB, TSC, XS, w, s, z, y)
+
+    return main
+
+
+def _dims(p: dict):
+    tiles = p["n_pad"] // 64
+    return p["k"], p["runs"], p["groups"], tiles, f"lutc_precompute_{p['isa']}", p["k_pad"] // p["groups"]
+
+
+def _lookups_macro(p: dict):
+    """The lookup half of the driver, shared by both entry points: N tiles split over TVM's thread pool."""
+    from tvm.script import tirx as T
+
+    tiles, threads, runs, groups, pairs = p["n_pad"] // 64, p["threads"], p["runs"], p["groups"], p["pairs"]
+    per = -(-tiles // threads)
+    gemv = f"lutc_gemv_{p['isa']}"
+
+    @T.macro
+    def lookups(m, TAB, TSC, XS, w, s, z, y):
         W = T.match_buffer(w, (tiles, runs, pairs, 64), "uint8")
         S = T.match_buffer(s, (tiles, groups, 64), "uint16")
         Z = T.match_buffer(z, (tiles, groups, 64), "int8")
-        Y = T.match_buffer(y, (m, n_pad), "float32")
-        for row in range(m):
-            T.evaluate(T.call_extern("int32", pre, T.address_of(X[row, 0]), T.int64(k), T.int64(k_pad), T.int64(gs),
-                                     T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]),
-                                     T.address_of(XS[row, 0])))
+        Y = T.match_buffer(y, (m, p["n_pad"]), "float32")
         for t in T.parallel(threads) if threads > 1 else T.serial(1):  # one thread: no pool round trip
             T.evaluate(T.call_extern("int32", gemv, TAB.data, TSC.data, XS.data, W.data, S.data, Z.data, Y.data,
-                                     m, T.int64(n_pad), T.int64(runs), T.int64(groups), T.int64(bits),
+                                     m, T.int64(p["n_pad"]), T.int64(runs), T.int64(groups), T.int64(p["bits"]),
                                      T.min(T.int64(t * per), T.int64(tiles)),
                                      T.min(T.int64(t * per + per), T.int64(tiles))))
 
-    return main
+    return lookups
 
 
 def build_library(params: dict) -> Path:

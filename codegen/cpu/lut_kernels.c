@@ -374,3 +374,13 @@ int32_t SYM(lutc_gemv)(const int8_t* tables, const float* tscale, const float* x
   }
   return 0;
 }
+
+/* The RMSNorm prologue of a fused "rms_norm -> LUT matmul": out = x / sqrt(mean(x^2) + eps) * w, one row, so the
+ * activation is read once, normalized into a small scratch row and turned into tables while it is in L1. */
+int32_t SYM(lutc_rmsnorm)(const float* x, const float* w, int64_t k, float eps, float* out) {
+  float ss = 0.0f;
+  for (int64_t i = 0; i < k; ++i) ss += x[i] * x[i];
+  const float r = 1.0f / sqrtf(ss / (float)k + eps);
+  for (int64_t i = 0; i < k; ++i) out[i] = x[i] * r * w[i];
+  return 0;
+}

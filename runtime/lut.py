@@ -1,0 +1,131 @@
+"""The CPU LUT matmul at run time: a TVM-built library (codegen/cpu/build.py) over packed weights, with the
+input checks and 64-byte aligned buffers TVM's code assumes. numpy and tvm_ffi only."""
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+
+ALIGN = 64  # TVM assumes 64-byte aligned buffers and emits aligned vector loads
+DIRECT_ROWS = 32  # inputs with more rows than this skip the copy into the aligned buffer when they can
+TILE = 64
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(n + ALIGN, np.uint8)
+    off = (-raw.ctypes.data) % ALIGN
+    return raw[off:off + n].view(dtype).reshape(shape)
+
+
+def aligned_copy(a: np.ndarray) -> np.ndarray:
+    out = aligned_empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
+def is_aligned(a: np.ndarray) -> bool:
+    return a.flags.c_contiguous and a.__array_interface__["data"][0] % ALIGN == 0
+
+
+class LutKernel:
+    """``y = x @ W.T`` (after an optional RMSNorm of x) for packed weights ``w, scales, zeros`` in the layout
+    ``x86-g4-n64-v1``; ``params`` are the ones the library was built for (codegen/cpu/build.py)."""
+
+    def __init__(self, library, params: dict, w: np.ndarray, scales: np.ndarray, zeros: np.ndarray,
+                 norm_weight: np.ndarray | None = None):
+        self.library, self.params = str(library), dict(params)
+        self.n, self.k, self.bits = params["n"], params["k"], params["bits"]
+        self.runs, self.groups, self.n_pad = params["runs"], params["groups"], params["n_pad"]
+        want = {"w": (self.n_pad // TILE, self.runs, params["pairs"], TILE), "scales": (self.n_pad // TILE, self.groups, TILE)}
+        for name, a, dt in (("w", w, np.uint8), ("scales", scales, np.uint16), ("zeros", zeros, np.int8)):
+            shape = want.get(name, want["scales"])
+            if a.shape != shape or a.dtype != dt:
+                raise ValueError(f"LUT kernel {name}: expected {np.dtype(dt)} {list(shape)}, got {a.dtype} {list(a.shape)}")
+        self.weights = [a if is_aligned(a) else aligned_copy(a) for a in (w, scales, zeros)]
+        self.fused_norm = params.get("prologue", "none") == "rms_norm"
+        if self.fused_norm != (norm_weight is not None):
+            raise ValueError("a library with an rms_norm prologue needs the norm weight, and only such a library")
+        self.norm = None if norm_weight is None else aligned_copy(np.asarray(norm_weight, np.float32).reshape(self.k))
+        self._fn = load_library(self.library)
+        self._dl_weights = [_dl(a) for a in self.weights]
+        self._dl_norm = [] if self.norm is None else [_dl(self.norm), _dl(aligned_empty((self.k,), np.float32))]
+        self._work: dict[int, tuple] = {}
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(w.nbytes for w in self.weights)
+
+    def clone(self) -> "LutKernel":
+        """The same kernel over a private copy of the weights (benchmarks rotate copies to keep them cold)."""
+        other = copy.copy(self)
+        other.weights = [aligned_copy(w) for w in self.weights]
+        other._dl_weights = [_dl(w) for w in other.weights]
+        other._work = {}
+        return other
+
+    def _workspace(self, m: int):
+        """Per row count: aligned input/table/output buffers and their DLPack handles, reused across calls."""
+        if m not in self._work:
+            bufs = [aligned_empty((m, self.k), np.float32), aligned_empty((m, self.runs, 16), np.int8),
+                    aligned_empty((m, self.groups), np.float32), aligned_empty((m, self.groups), np.float32),
+                    aligned_empty((m, self.n_pad), np.float32)]
+            self._work[m] = (bufs, [_dl(b) for b in bufs])
+        return self._work[m]
+
+    def __call__(self, x, out: np.ndarray | None = None) -> np.ndarray:
+        if type(x) is not np.ndarray:
+            x = as_numpy(x)
+        shape = x.shape
+        if not shape or shape[-1] != self.k:
+            raise ValueError(f"activations must be [..., {self.k}], got shape {list(shape)}")
+        if x.dtype.kind != "f":
+            raise TypeError(f"the LUT matmul takes float activations, got {x.dtype}")
+        m = x.size // self.k
+        lead = shape[:-1]
+        if m == 0:
+            return np.zeros(lead + (self.n,), np.float32)
+        bufs, dls = self._workspace(m)
+        x2 = x.reshape(m, self.k)
+        if m > DIRECT_ROWS and x2.dtype == np.float32 and is_aligned(x2):
+            xdl = _dl(x2)  # large inputs are passed as they are when TVM can read them
+        else:  # small ones are copied into the aligned buffer: cheaper than a DLPack handle, and always safe
+            np.copyto(bufs[0], x2, casting="same_kind")
+            xdl = dls[0]
+        self._fn(xdl, *self._dl_norm, dls[1], dls[2], dls[3], *self._dl_weights, dls[4])
+        res = bufs[4][:, :self.n]
+        if out is None:
+            return res.reshape(lead + (self.n,)).copy()
+        np.copyto(out.reshape(m, self.n), res)
+        return out
+
+
+def as_numpy(x) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):
+        return x.detach().cpu().float().numpy()
+    return np.asarray(x)
+
+
+def _dl(a: np.ndarray):
+    import tvm_ffi
+
+    return tvm_ffi.from_dlpack(a)
+
+
+def load_library(path, tvm_runtime: str | None = None):
+    """The ``main`` function of a TVM-built library (libtvm_runtime is loaded first, from ``tvm_runtime`` or
+    the installed wheel)."""
+    import tvm_ffi
+
+    from .tvm_libs import ensure_tvm_runtime
+
+    ensure_tvm_runtime(tvm_runtime)
+    return tvm_ffi.load_module(str(path))["main"]
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
