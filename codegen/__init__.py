@@ -24,7 +24,6 @@ class UnknownTargetError(ValueError):
 
 _TARGETS: dict[str, Callable[[], Target]] = {}
 _PLANNED = {
-    "cpu": "LUT kernels through TVM/LLVM for x86 (issues #4, #5)",
     "cuda": "LUT kernels through TVM for NVIDIA GPUs (issue #7)",
     "lut-sim": "the simulated lmma LUT instruction (issue #6)",
 }
@@ -38,9 +37,14 @@ def known_targets() -> list[str]:
     return sorted(set(_TARGETS) | set(_PLANNED))
 
 
-def get_target(name: str) -> Target:
+def get_target(name, **options) -> Target:
+    """A target by name (options go to its constructor), or a target object passed through."""
+    if not isinstance(name, str):
+        if hasattr(name, "build"):
+            return name
+        raise TypeError(f"target must be a name or a target object, got {type(name).__name__}")
     if name in _TARGETS:
-        return _TARGETS[name]()
+        return _TARGETS[name](**options)
     if name in _PLANNED:
         raise NotImplementedError(f"target {name!r} ({_PLANNED[name]}) is not implemented yet; "
                                   f"available now: {sorted(_TARGETS)}")
@@ -60,4 +64,11 @@ class ReferenceTarget:
         return Executor(g, self.float_dtype)
 
 
+def _cpu(**options):
+    from .cpu.target import CpuTarget
+
+    return CpuTarget(**options)
+
+
 register_target("reference", ReferenceTarget)
+register_target("cpu", _cpu)

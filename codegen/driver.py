@@ -44,26 +44,29 @@ class CompiledModel:
                                   "standalone artifacts come with the cpu target (issue #5)")
 
 
-def compile(model, target: str = "reference", quant=None, dump_ir=None, example_inputs: Sequence | None = None,
+def compile(model, target="reference", quant=None, dump_ir=None, example_inputs: Sequence | None = None,
             dynamic_dims: dict | None = None, dump_only_on_change: bool = False,
-            progress: bool = False) -> CompiledModel:
+            progress: bool = False, target_options: dict | None = None) -> CompiledModel:
     """Compile ``model`` (ONNX file/ModelProto, torch ``nn.Module``/``ExportedProgram``/``fx.GraphModule``,
     or a lutc ``Graph``) for ``target``.
 
     ``example_inputs`` are needed for an ``nn.Module`` (torch.export) ; ``dynamic_dims`` names symbolic
     dims, e.g. ``{"input_ids": {1: "seq"}}``. ``quant=lutc.QuantConfig(...)`` rewrites the chosen linear
-    layers into LUT ops. ``dump_ir="dir"`` writes one numbered text file per pass.
+    layers into LUT ops. ``dump_ir="dir"`` writes one numbered text file per pass. ``target`` is a name
+    (``lutc.known_targets()``) or a target object; ``target_options`` go to the named target's constructor
+    (cpu: ``threads``, ``isa``, ``fuse_norm``).
     """
     from ..frontend import import_model
 
-    backend = get_target(target)
+    backend = get_target(target, **(target_options or {}))
     graph = import_model(model, example_inputs=example_inputs, dynamic_dims=dynamic_dims)
     timing = PassTiming()
     instruments = [timing]
     if dump_ir is not None:
         instruments.append(DumpIR(dump_ir, only_on_change=dump_only_on_change))
-    graph = PassManager(canonicalize() + quantize(quant, progress), instruments).run(graph)
-    return CompiledModel(graph, backend.build(graph), target, timing)
+    lower = backend.passes() if hasattr(backend, "passes") else []
+    graph = PassManager(canonicalize() + quantize(quant, progress) + lower, instruments).run(graph)
+    return CompiledModel(graph, backend.build(graph), backend.name, timing)
 
 
 __all__ = ["compile", "CompiledModel", "known_targets"]

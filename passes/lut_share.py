@@ -60,7 +60,7 @@ def share_tables(g: Graph) -> bool:
 
 class ShareTables(Pass):
     name = "share_tables"
-    requires = frozenset({"quantized"})
+    requires = frozenset({"typed"})  # a graph without LUT ops passes through unchanged
     ensures = frozenset({"tables_shared"})
 
     def run(self, g: Graph) -> bool:

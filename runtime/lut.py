@@ -35,7 +35,7 @@ class LutKernel:
     ``x86-g4-n64-v1``; ``params`` are the ones the library was built for (codegen/cpu/build.py)."""
 
     def __init__(self, library, params: dict, w: np.ndarray, scales: np.ndarray, zeros: np.ndarray,
-                 norm_weight: np.ndarray | None = None):
+                 norm_weight: np.ndarray | None = None, tvm_runtime: str | None = None):
         self.library, self.params = str(library), dict(params)
         self.n, self.k, self.bits = params["n"], params["k"], params["bits"]
         self.runs, self.groups, self.n_pad = params["runs"], params["groups"], params["n_pad"]
@@ -49,7 +49,7 @@ class LutKernel:
         if self.fused_norm != (norm_weight is not None):
             raise ValueError("a library with an rms_norm prologue needs the norm weight, and only such a library")
         self.norm = None if norm_weight is None else aligned_copy(np.asarray(norm_weight, np.float32).reshape(self.k))
-        self._fn = load_library(self.library)
+        self._fn = load_library(self.library, tvm_runtime)
         self._dl_weights = [_dl(a) for a in self.weights]
         self._dl_norm = [] if self.norm is None else [_dl(self.norm), _dl(aligned_empty((self.k,), np.float32))]
         self._work: dict[int, tuple] = {}

@@ -1,0 +1,182 @@
+"""Graph -> :class:`~lutc.runtime.program.Program` for the CPU: kernel selection as rules tried in order on
+each node (each returns the steps it emits, or None when it does not apply), with the numpy kernel of the op
+as the fallback that always works."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ...ir.graph import Graph, Node, Ref
+from ...ir.ops import Op
+from ...passes.quantize.config import LayerQuant
+from ...passes.quantize.packing import unpack
+from ...passes.quantize.weight import QuantizedWeight
+from ...runtime.kernels import KERNELS
+from ...runtime.program import Program, Step
+from .build import build_library
+from .kernel import kernel_params, library_params
+from .layout import pack_cpu
+
+
+@dataclass(frozen=True)
+class CpuOptions:
+    """What the CPU backend may do: ``threads`` per kernel call, ``isa`` ("avx512", "avx2", "generic"; None:
+    the best this CPU has), ``fuse_norm``: build tables straight from an RMSNorm in the LUT matmul call."""
+    threads: int | None = None
+    isa: str | None = None
+    fuse_norm: bool = True
+
+
+@dataclass
+class Lowering:
+    g: Graph
+    options: CpuOptions
+    threads: int
+    isa: str
+    steps: list[Step] = field(default_factory=list)
+    constants: dict[str, dict] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    luts: dict[str, dict] = field(default_factory=dict)
+    libraries: dict[str, str] = field(default_factory=dict)   # library file name -> path in the kernel cache
+    absorbed: set[str] = field(default_factory=set)            # nodes computed inside another node's step
+
+    def value(self, ref: Ref) -> str:
+        return ref.node if ref.index == 0 else f"{ref.node}:{ref.index}"
+
+    def only_user(self, node: Node) -> Node | None:
+        users = self.g.users(node.name)
+        outputs = {r.node for r in self.g.outputs}
+        return users[0] if len(users) == 1 and node.name not in outputs else None
+
+
+Rule = Callable[[Lowering, Node], "list[Step] | None"]
+
+
+def _lut_operand(low: Lowering, node: Node) -> bool:
+    """A packed weight, scale or zero point: the LUT step carries its own repacked copy."""
+    uses = low.g.uses(node.out)
+    return bool(uses) and all(u.op is Op.LUT_MATMUL and 3 <= i < 5 + bool(u.attrs.get("zero_point"))
+                              for u, i in uses)
+
+
+def _const(low: Lowering, node: Node) -> list[Step] | None:
+    if node.op is not Op.CONST:
+        return None
+    if _lut_operand(low, node):
+        return []
+    if "ref" in node.attrs:
+        key = node.attrs["ref"]
+        low.weights[key] = low.g.weights[key]
+        low.constants[node.name] = {"weight": key}
+    else:
+        v = node.attrs["value"]
+        symbolic = any(isinstance(x, str) for x in np.asarray(v, dtype=object).reshape(-1).tolist())
+        low.constants[node.name] = {"value": v, "dtype": node.type.dtype.value, "symbolic": symbolic}
+    return []
+
+
+def _input(low: Lowering, node: Node) -> list[Step] | None:
+    return [] if node.op is Op.INPUT else None
+
+
+def _absorbed(low: Lowering, node: Node) -> list[Step] | None:
+    """Precomputes (and fused norms) run inside the LUT matmul call that reads them."""
+    if node.op is Op.LUT_PRECOMPUTE:
+        if node.attrs["table_dtype"] != "int8":
+            raise NotImplementedError(f"lut_precompute {node.name}: the CPU kernels use int8 tables; "
+                                      f"table_dtype={node.attrs['table_dtype']!r} runs on target='reference'")
+        return []
+    return [] if node.name in low.absorbed else None
+
+
+def _fused_norm(low: Lowering, pre: Node) -> Node | None:
+    """The RMSNorm whose only consumer is this precompute, whose only consumer is one LUT matmul."""
+    if not low.options.fuse_norm or low.only_user(pre) is None:
+        return None
+    norm = low.g.node(pre.inputs[0].node)
+    if norm.op is not Op.RMS_NORM or len(norm.inputs) != 2 or low.only_user(norm) is None:
+        return None
+    w = low.g.node(norm.inputs[1].node)
+    return norm if w.op is Op.CONST and "ref" in w.attrs and low.g.type_of(norm.out).dtype.value == "f32" else None
+
+
+def _quantized_weight(low: Lowering, mm: Node) -> QuantizedWeight:
+    a = mm.attrs
+    arrays = [low.g.const_value(r) for r in mm.inputs[3:]]
+    packed, scales = arrays[0], arrays[1]
+    zeros = arrays[2] if a.get("zero_point") else None
+    cfg = LayerQuant(bits="ternary" if a.get("ternary") else a["bits"], group_size=a["group_size"])
+    return QuantizedWeight(unpack(packed), scales, zeros, cfg, a["k"])
+
+
+def _lut_matmul(low: Lowering, mm: Node) -> list[Step] | None:
+    if mm.op is not Op.LUT_MATMUL:
+        return None
+    pre = low.g.node(mm.inputs[0].node)
+    norm = _fused_norm(low, pre)
+    cw = pack_cpu(_quantized_weight(low, mm))
+    prologue = {"prologue": "rms_norm", "eps": norm.attrs.get("eps", 1e-6)} if norm is not None else {}
+    params = kernel_params(cw, low.threads, low.isa, **prologue)
+    lib = build_library(library_params(params))
+    lid = f"lut{len(low.luts)}"
+    keys = [f"{mm.name}.cpu.{part}" for part in ("w", "scales", "zeros")]
+    low.weights.update(zip(keys, (cw.w, cw.scales, cw.zeros)))
+    low.luts[lid] = {"library": lib.name, "params": params, "weights": keys, "node": mm.name}
+    low.libraries[lib.name] = str(lib)
+    x = pre.inputs[0]
+    if norm is not None:
+        low.absorbed.add(norm.name)
+        key = low.g.node(norm.inputs[1].node).attrs["ref"]
+        low.weights[key] = low.g.weights[key]
+        low.luts[lid]["norm"] = key
+        x = norm.inputs[0]
+    out = low.value(mm.out)
+    if not mm.attrs.get("has_bias"):
+        return [Step("lut", [low.value(x)], [out], {"lut": lid}, mm.name)]
+    bias = low.value(mm.inputs[-1])
+    return [Step("lut", [low.value(x)], [out + ".nobias"], {"lut": lid}, mm.name),
+            Step(Op.ADD.value, [out + ".nobias", bias], [out], {}, mm.name + "_bias")]
+
+
+def _kv_append(low: Lowering, node: Node) -> list[Step] | None:
+    """present = concat(past input, new, axis=2) returned as an output: appended in place at run time."""
+    if node.op is not Op.CONCAT or len(node.inputs) != 2 or node.attrs.get("axis") not in (2, -2):
+        return None
+    past = low.g.node(node.inputs[0].node)
+    if past.op is not Op.INPUT or node.type.rank != 4 or node.name not in {r.node for r in low.g.outputs}:
+        return None
+    return [Step("kv_append", [low.value(node.inputs[0]), low.value(node.inputs[1])], [node.name], {"axis": 2},
+                 node.name)]
+
+
+def _numpy(low: Lowering, node: Node) -> list[Step]:
+    if node.op.value not in KERNELS:
+        raise NotImplementedError(f"{node.op.value} {node.name} has no CPU kernel; CPU kernels: {sorted(KERNELS)}")
+    outs = [low.value(Ref(node.name, i)) for i in range(len(node.types))]
+    return [Step(node.op.value, [low.value(r) for r in node.inputs], outs, dict(node.attrs), node.name)]
+
+
+RULES: tuple[Rule, ...] = (_input, _const, _absorbed, _lut_matmul, _kv_append)
+
+
+def lower(g: Graph, options: CpuOptions, threads: int, isa: str) -> tuple[Program, dict, dict]:
+    """The program, the arrays it reads (by key) and the libraries it calls (file name -> path)."""
+    low = Lowering(g, options, threads, isa)
+    nodes = g.nodes()
+    for node in nodes:  # decide fusions first: a norm is absorbed by the matmul after it
+        if node.op is Op.LUT_PRECOMPUTE and (norm := _fused_norm(low, node)) is not None:
+            low.absorbed.add(norm.name)
+    for node in nodes:
+        for rule in RULES:
+            steps = rule(low, node)
+            if steps is not None:
+                break
+        else:
+            steps = _numpy(low, node)
+        low.steps.extend(steps)
+    inputs = [{"name": n, "dtype": g.node(n).type.dtype.value, "shape": list(g.node(n).type.shape)} for n in g.inputs]
+    outputs = [{"name": name, "value": low.value(r)} for name, r in zip(g.output_names, g.outputs)]
+    program = Program(inputs, outputs, low.constants, low.steps, low.luts, dict(g.meta))
+    return program, low.weights, low.libraries

@@ -1,0 +1,52 @@
+"""The ``cpu`` target: LUT matmuls through the TVM-built kernels of this package, every other op through the
+runtime's numpy kernels, run by the runtime's interpreter (the same code path a saved artifact takes)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...ir.graph import Graph
+from ...passes.dce import DeadCodeElimination
+from ...passes.lut_share import ShareTables
+from ...passes.manager import Pass
+from ...runtime.lut import LutKernel, default_threads
+from ...runtime.program import Interpreter, Program
+from .kernel import check_isa
+from .lower import CpuOptions, lower
+
+
+class CpuExecutable:
+    """A lowered program with its arrays and libraries; ``__call__(inputs) -> list of arrays``."""
+
+    def __init__(self, program: Program, weights: dict[str, np.ndarray], libraries: dict[str, str]):
+        self.program, self.weights, self.libraries = program, weights, libraries
+        luts = {lid: make_lut(spec, weights, Path(libraries[spec["library"]])) for lid, spec in program.luts.items()}
+        self.interpreter = Interpreter(program, weights, luts)
+
+    def __call__(self, inputs) -> list[np.ndarray]:
+        return self.interpreter(inputs)
+
+
+def make_lut(spec: dict, weights, library: Path, tvm_runtime: str | None = None) -> LutKernel:
+    w, s, z = (weights[k] for k in spec["weights"])
+    norm = weights[spec["norm"]] if spec.get("norm") else None
+    return LutKernel(library, spec["params"], w, s, z, norm, tvm_runtime=tvm_runtime)
+
+
+class CpuTarget:
+    name = "cpu"
+
+    def __init__(self, options: CpuOptions | None = None, **kwargs):
+        self.options = options or CpuOptions(**kwargs)
+        self.isa = check_isa(self.options.isa)
+        self.threads = self.options.threads or default_threads()
+
+    def passes(self) -> list[Pass]:
+        """Graph passes this target wants after quantization: one matmul per shared table."""
+        return [ShareTables(), DeadCodeElimination()]
+
+    def build(self, g: Graph) -> CpuExecutable:
+        program, weights, libraries = lower(g, self.options, self.threads, self.isa)
+        program.meta.update(target="cpu", isa=self.isa, threads=self.threads)
+        return CpuExecutable(program, weights, libraries)

@@ -1,0 +1,195 @@
+"""A compiled model as data, and the interpreter that runs it: a list of kernel calls over named values.
+
+The compiler (codegen/cpu/lower.py) writes a :class:`Program`; ``manifest.json`` stores it; this module runs
+it with numpy, tvm_ffi and the artifact's libraries only. Step kinds:
+
+- ``lut``: a LUT matmul library call (tables built inside, optionally after a fused RMSNorm);
+- ``kv_append``: append this step's keys/values to a KV cache kept in place (see :class:`KvCaches`);
+- any other name: the numpy kernel of that IR op (``lutc.runtime.kernels``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+from . import dims
+from .kernels import DTYPES, KERNELS
+
+
+class InputError(ValueError):
+    """Inputs that do not match the model's declared inputs (names, dtypes, shapes)."""
+
+
+@dataclass
+class Step:
+    kernel: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict = field(default_factory=dict)
+    name: str = ""
+
+
+@dataclass
+class Program:
+    inputs: list[dict]                 # {"name", "dtype", "shape": [int | str]}
+    outputs: list[dict]                # {"name", "value"}
+    constants: dict[str, dict]         # value id -> {"weight": key} | {"value": list, "dtype": str}
+    steps: list[Step]
+    luts: dict[str, dict] = field(default_factory=dict)   # lut id -> {"library", "params", "weights", "norm"}
+    meta: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["free"] = self.free_lists()
+        return d
+
+    @staticmethod
+    def from_json(d: dict) -> "Program":
+        return Program(d["inputs"], d["outputs"], d["constants"], [Step(**s) for s in d["steps"]],
+                       d.get("luts", {}), d.get("meta", {}))
+
+    def free_lists(self) -> list[list[str]]:
+        """The buffer plan: after step i, the values no later step reads (their memory is reused)."""
+        last: dict[str, int] = {}
+        for i, s in enumerate(self.steps):
+            for v in s.inputs:
+                last[v] = i
+        keep = {o["value"] for o in self.outputs} | set(self.constants)
+        free: list[list[str]] = [[] for _ in self.steps]
+        for v, i in last.items():
+            if v not in keep:
+                free[i].append(v)
+        return free
+
+
+def bind_inputs(specs: list[dict], inputs) -> tuple[list[np.ndarray], dict[str, int]]:
+    """Check inputs against ``specs`` (name, dtype, shape) and bind the symbolic dims to sizes."""
+    names = [s["name"] for s in specs]
+    if isinstance(inputs, Mapping):
+        unknown, missing = set(inputs) - set(names), [n for n in names if n not in inputs]
+        if unknown or missing:
+            raise InputError(f"inputs {sorted(unknown)} are unknown and {missing} missing; the model takes {names}")
+        inputs = [inputs[n] for n in names]
+    inputs = list(inputs)
+    if len(inputs) != len(specs):
+        raise InputError(f"the model takes {len(specs)} inputs {names}, got {len(inputs)}")
+    env: dict[str, int] = {}
+    arrays = []
+    for spec, x in zip(specs, inputs):
+        name, shape = spec["name"], spec["shape"]
+        x = _to_numpy(x)
+        want = np.dtype(DTYPES[spec["dtype"]])
+        if x.dtype != want:
+            if x.dtype.kind == want.kind or (x.dtype.kind in "iu" and want.kind in "iu"):
+                x = x.astype(want)
+            else:
+                raise InputError(f"input {name}: expected {spec['dtype']}, got {x.dtype}")
+        if x.ndim != len(shape):
+            raise InputError(f"input {name}: expected rank {len(shape)} {shape}, got shape {list(x.shape)}")
+        for axis, (d, n) in enumerate(zip(shape, x.shape)):
+            if isinstance(d, int):
+                if d != n:
+                    raise InputError(f"input {name}: dim {axis} must be {d} ({shape}), got {n}")
+            elif d.isidentifier():
+                if env.setdefault(d, n) != n:
+                    raise InputError(f"input {name}: dim {axis} ({d}) is {n} but {d} = {env[d]} elsewhere")
+        arrays.append(x)
+    for spec, x in zip(specs, arrays):  # expressions such as "past+seq" once every symbol is bound
+        for axis, (d, n) in enumerate(zip(spec["shape"], x.shape)):
+            if isinstance(d, str) and not d.isidentifier():
+                try:
+                    want_n = dims.evaluate(d, env)
+                except ValueError:
+                    continue
+                if want_n != n:
+                    raise InputError(f"input {spec['name']}: dim {axis} must be {d} = {want_n}, got {n}")
+    return arrays, env
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):  # torch tensor
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class KvCaches:
+    """KV caches kept in place. ``present = concat(past, new)`` would copy the whole cache every step; instead
+    the first append allocates a buffer for ``capacity`` positions and returns a view of its filled part.
+    When the next step's ``past`` is exactly that view (the filled part of a known buffer), the new positions
+    are written after it, in place. Any other ``past`` (a user's array, or an older view after a branch) is
+    copied into a fresh buffer, so no view a caller holds is ever overwritten."""
+
+    def __init__(self, capacity: int | None):
+        self.capacity = capacity
+        self._filled: dict[int, tuple[np.ndarray, int]] = {}  # buffer address -> (buffer, positions filled)
+
+    def append(self, past: np.ndarray, new: np.ndarray, axis: int = 2) -> np.ndarray:
+        if axis != 2 or past.ndim != 4:
+            return np.concatenate([past, new], axis=axis)
+        p, s = past.shape[2], new.shape[2]
+        hit = self._filled.get(past.__array_interface__["data"][0]) if p else None
+        if hit is not None and hit[1] == p and hit[0].shape[:2] == past.shape[:2] and p + s <= hit[0].shape[2] \
+                and past.strides == hit[0].strides:
+            buf = hit[0]
+        else:
+            cap = self.capacity or p + s
+            if p + s > cap:
+                raise ValueError(f"the KV cache holds {cap} positions; this step needs {p + s} "
+                                 f"({p} cached + {s} new): shorten the prompt or the generation")
+            buf = np.empty(past.shape[:2] + (cap,) + past.shape[3:], past.dtype)
+            buf[:, :, :p] = past
+        buf[:, :, p:p + s] = new
+        self._filled[buf.__array_interface__["data"][0]] = (buf, p + s)
+        return buf[:, :, :p + s]
+
+
+class Interpreter:
+    """Runs a :class:`Program` over its weights; ``luts`` maps lut ids to callables (LutKernel)."""
+
+    def __init__(self, program: Program, weights: Mapping[str, np.ndarray], luts: Mapping[str, Callable]):
+        self.program, self.luts = program, dict(luts)
+        self.constants: dict[str, np.ndarray | list] = {}
+        for vid, c in program.constants.items():
+            if "weight" in c:
+                self.constants[vid] = weights[c["weight"]]
+            else:
+                v = np.asarray(c["value"], dtype=object if c.get("symbolic") else DTYPES[c["dtype"]])
+                self.constants[vid] = v
+        self.free = program.free_lists()
+        self.kv = KvCaches(program.meta.get("max_positions"))
+        self._symbolic = {vid for vid, c in program.constants.items() if c.get("symbolic")}
+
+    def __call__(self, inputs) -> list[np.ndarray]:
+        arrays, env = bind_inputs(self.program.inputs, inputs)
+        vals: dict[str, np.ndarray] = {s["name"]: a for s, a in zip(self.program.inputs, arrays)}
+
+        def dim(d):
+            return dims.evaluate(d, env) if isinstance(d, str) else int(d)
+
+        for vid in self._symbolic:  # shape constants such as ["batch", "seq", 9, 64]
+            c = self.constants[vid]
+            vals[vid] = np.asarray([dim(x) for x in c.reshape(-1).tolist()], np.int64).reshape(c.shape)
+        for i, step in enumerate(self.program.steps):
+            ins = [vals[v] if v in vals else self.constants[v] for v in step.inputs]
+            try:
+                out = self._run(step, ins, dim)
+            except (ValueError, TypeError, IndexError) as e:
+                raise type(e)(f"{step.kernel} {step.name}: {e}") from e
+            if isinstance(out, list):
+                vals.update(zip(step.outputs, out))
+            else:
+                vals[step.outputs[0]] = out
+            for v in self.free[i]:
+                vals.pop(v, None)
+        return [vals[o["value"]] if o["value"] in vals else self.constants[o["value"]] for o in self.program.outputs]
+
+    def _run(self, step: Step, ins, dim):
+        if step.kernel == "lut":
+            return self.luts[step.attrs["lut"]](ins[0])
+        if step.kernel == "kv_append":
+            return self.kv.append(ins[0], ins[1], step.attrs.get("axis", 2))
+        return KERNELS[step.kernel](step.attrs, ins, dim)
