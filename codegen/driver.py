@@ -1,6 +1,7 @@
 """``lutc.compile``: import -> canonicalize -> (quantize, lower: later stages) -> build for a target."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -39,9 +40,32 @@ class CompiledModel:
         outs = self.run(*args, **kwargs)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def save(self, path) -> None:
-        raise NotImplementedError(f"saving an artifact for target {self.target!r} is not implemented yet: "
-                                  "standalone artifacts come with the cpu target (issue #5)")
+    def save(self, path, tokenizer=None):
+        """Write a standalone artifact directory (``lutc.runtime.load`` runs it without the compiler).
+        ``tokenizer``: a tokenizer.json path, a ``tokenizers.Tokenizer`` or a transformers fast tokenizer."""
+        if not hasattr(self.executable, "save"):
+            raise NotImplementedError(f"target {self.target!r} does not write artifacts; compile with target='cpu'")
+        return self.executable.save(path, tokenizer=_tokenizer_json(tokenizer))
+
+    def generate(self, prompt_ids, max_new_tokens: int = 32, eos_token_id: int | None = None, on_token=None):
+        """Greedy decoding from token ids; a model with ``past_*`` inputs decodes one token per call."""
+        from ..runtime.generate import generate
+
+        specs = [{"name": n, "dtype": self.graph.node(n).type.dtype.value, "shape": list(self.graph.node(n).type.shape)}
+                 for n in self.graph.inputs]
+        return generate(self.executable, specs, list(self.graph.output_names), prompt_ids, max_new_tokens,
+                        self.graph.meta.get("max_positions"), eos_token_id, on_token)
+
+
+def _tokenizer_json(tok) -> bytes | None:
+    if tok is None or isinstance(tok, bytes):
+        return tok
+    if isinstance(tok, (str, Path)):
+        return Path(tok).read_bytes()
+    backend = getattr(tok, "backend_tokenizer", tok)  # transformers fast tokenizer -> tokenizers.Tokenizer
+    if hasattr(backend, "to_str"):
+        return backend.to_str().encode()
+    raise TypeError(f"cannot save a {type(tok).__name__} as tokenizer.json")
 
 
 def compile(model, target="reference", quant=None, dump_ir=None, example_inputs: Sequence | None = None,

@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 
+from .tvm_libs import ensure_tvm_runtime, tvm_ffi
+
 ALIGN = 64  # TVM assumes 64-byte aligned buffers and emits aligned vector loads
 DIRECT_ROWS = 32  # inputs with more rows than this skip the copy into the aligned buffer when they can
 TILE = 64
@@ -53,6 +55,13 @@ class LutKernel:
         self._dl_weights = [_dl(a) for a in self.weights]
         self._dl_norm = [] if self.norm is None else [_dl(self.norm), _dl(aligned_empty((self.k,), np.float32))]
         self._work: dict[int, tuple] = {}
+
+    @staticmethod
+    def from_spec(spec: dict, weights, library, tvm_runtime: str | None = None) -> "LutKernel":
+        """From a program's ``luts`` entry: library params, weight keys and the fused norm's weight key."""
+        w, s, z = (weights[k] for k in spec["weights"])
+        norm = weights[spec["norm"]] if spec.get("norm") else None
+        return LutKernel(library, spec["params"], w, s, z, norm, tvm_runtime=tvm_runtime)
 
     @property
     def weight_bytes(self) -> int:
@@ -111,20 +120,14 @@ def as_numpy(x) -> np.ndarray:
 
 
 def _dl(a: np.ndarray):
-    import tvm_ffi
-
-    return tvm_ffi.from_dlpack(a)
+    return tvm_ffi().from_dlpack(a)
 
 
 def load_library(path, tvm_runtime: str | None = None):
     """The ``main`` function of a TVM-built library (libtvm_runtime is loaded first, from ``tvm_runtime`` or
     the installed wheel)."""
-    import tvm_ffi
-
-    from .tvm_libs import ensure_tvm_runtime
-
     ensure_tvm_runtime(tvm_runtime)
-    return tvm_ffi.load_module(str(path))["main"]
+    return tvm_ffi().load_module(str(path))["main"]
 
 
 def default_threads() -> int:

@@ -21,17 +21,24 @@ class CpuExecutable:
 
     def __init__(self, program: Program, weights: dict[str, np.ndarray], libraries: dict[str, str]):
         self.program, self.weights, self.libraries = program, weights, libraries
-        luts = {lid: make_lut(spec, weights, Path(libraries[spec["library"]])) for lid, spec in program.luts.items()}
+        luts = {lid: LutKernel.from_spec(spec, weights, libraries[spec["library"]]) for lid, spec in program.luts.items()}
         self.interpreter = Interpreter(program, weights, luts)
 
     def __call__(self, inputs) -> list[np.ndarray]:
         return self.interpreter(inputs)
 
+    def save(self, path, tokenizer: bytes | None = None) -> Path:
+        from ...runtime.artifact import TVM_RUNTIME, write_artifact
+        from ...runtime.tvm_libs import ensure_tvm_runtime
 
-def make_lut(spec: dict, weights, library: Path, tvm_runtime: str | None = None) -> LutKernel:
-    w, s, z = (weights[k] for k in spec["weights"])
-    norm = weights[spec["norm"]] if spec.get("norm") else None
-    return LutKernel(library, spec["params"], w, s, z, norm, tvm_runtime=tvm_runtime)
+        files: dict[str, str | bytes] = {f"kernels/{name}": src for name, src in self.libraries.items()}
+        files[TVM_RUNTIME] = ensure_tvm_runtime()
+        if tokenizer is not None:
+            files["tokenizer.json"] = tokenizer
+        manifest = {"target": "cpu", "isa": self.program.meta["isa"], "threads": self.program.meta["threads"],
+                    "program": self.program.to_json(), "tokenizer": "tokenizer.json" if tokenizer else None,
+                    "weight_bytes": int(sum(w.nbytes for w in self.weights.values()))}
+        return write_artifact(path, manifest, self.weights, files)
 
 
 class CpuTarget:

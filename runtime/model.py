@@ -1,0 +1,75 @@
+"""A loaded artifact: run it, generate with it. Imports numpy, tvm_ffi and safetensors, never the compiler."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .artifact import TVM_RUNTIME, WEIGHTS, ArtifactError, read_manifest
+from .generate import Generation, generate
+from .isa import supported
+from .lut import LutKernel
+from .program import Interpreter, Program
+
+
+class LoadedModel:
+    def __init__(self, path):
+        self.path = Path(path)
+        self.manifest = m = read_manifest(self.path)
+        if m.get("target") != "cpu":
+            raise ArtifactError(f"{self.path}: built for target {m.get('target')!r}; this runtime runs 'cpu' artifacts")
+        if not supported(m["isa"]):
+            raise ArtifactError(f"{self.path}: built for the {m['isa']} instruction set, which this CPU lacks: "
+                                "recompile with target_options={'isa': 'avx2'} or 'generic'")
+        from safetensors.numpy import load_file
+
+        self.weights = load_file(str(self.path / WEIGHTS))
+        self.program = Program.from_json(m["program"])
+        tvm_runtime = str(self.path / TVM_RUNTIME)
+        luts = {lid: LutKernel.from_spec(spec, self.weights, self.path / "kernels" / spec["library"], tvm_runtime)
+                for lid, spec in self.program.luts.items()}
+        self.interpreter = Interpreter(self.program, self.weights, luts)
+        self._tokenizer = None
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s["name"] for s in self.program.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o["name"] for o in self.program.outputs]
+
+    def run(self, *args, **kwargs) -> list[np.ndarray]:
+        if args and kwargs:
+            raise TypeError("pass inputs either by position or by name, not both")
+        return self.interpreter(kwargs if kwargs else list(args))
+
+    def __call__(self, *args, **kwargs):
+        outs = self.run(*args, **kwargs)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    @property
+    def tokenizer(self):
+        """The artifact's tokenizer (``tokenizers.Tokenizer``), or None when it has none."""
+        if self._tokenizer is None and self.manifest.get("tokenizer"):
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_file(str(self.path / self.manifest["tokenizer"]))
+        return self._tokenizer
+
+    def generate(self, prompt, max_new_tokens: int = 32, eos_token_id: int | None = None, on_token=None) -> Generation:
+        """Greedy decoding from token ids (or a string when the artifact has a tokenizer)."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("this artifact has no tokenizer: pass token ids")
+            prompt = self.tokenizer.encode(prompt).ids
+        return generate(self.run_dict, self.program.inputs, self.output_names, prompt, max_new_tokens,
+                        self.program.meta.get("max_positions"), eos_token_id, on_token)
+
+    def run_dict(self, inputs: dict) -> list[np.ndarray]:
+        return self.interpreter(inputs)
+
+
+def load(path) -> LoadedModel:
+    """Load a saved artifact (``CompiledModel.save``) for running; refuses corrupt or mismatched ones."""
+    return LoadedModel(path)
