@@ -5,11 +5,22 @@ from ..passes.quantize.weight import QuantizedWeight
 
 
 def build_lut_matmul(qweight: QuantizedWeight, m: int | None = None, target: str = "cpu",
-                     threads: int | None = None, isa: str | None = None):
+                     threads: int | None = None, isa: str | None = None, **cuda_options):
     """A callable ``y = x @ W.T`` for ``qweight`` (from ``lutc.quantize_weight``). ``m`` is the expected number
-    of rows (a hint: every row count works); ``isa`` forces "avx512", "avx2" or "generic"."""
+    of rows (a hint: every row count works); ``isa`` forces "avx512", "avx2" or "generic".
+
+    ``target="cuda"``: a ``CudaLutMatmul`` over torch CUDA tensors (``cuda_options``: ``out_dtype``
+    "float32"/"float16", ``arch`` e.g. "sm_90a"/"sm_80"); it builds without a GPU (``.build(m)``), and
+    calling it without one raises ``NoGPUError``."""
+    if target == "cuda":
+        from .cuda.kernel import CudaLutMatmul
+
+        return CudaLutMatmul(qweight, **cuda_options)
     if target != "cpu":
-        raise NotImplementedError(f"LUT kernels for target {target!r} are not implemented yet; available: ['cpu']")
+        raise NotImplementedError(f"LUT kernels for target {target!r} are not implemented yet; "
+                                  "available: ['cpu', 'cuda']")
+    if cuda_options:
+        raise TypeError(f"unexpected options for target='cpu': {sorted(cuda_options)}")
     from .cpu.kernel import LutMatmul
 
     return LutMatmul(qweight, threads=threads, isa=isa)

@@ -1,0 +1,175 @@
+"""Build the CUDA LUT kernels: TVMScript (tir.py) -> ``tvm.compile`` for a CUDA target -> CUDA C source ->
+``nvcc`` on this machine -> a fatbin embedded in the exported library, so the GPU machine needs no compiler.
+
+The TVM wheel is built without the CUDA runtime, so ``tvm.compile`` returns a host module importing a
+"cuda" module that carries CUDA *source* (format "cuda"); loading that would JIT through
+``tvm_callback_cuda_compile`` on the GPU machine. Instead, when the library is exported, the serialized
+import blob (``__tvm_ffi__library_bin``, format per module: ``[fmt][fmap][code]``) is rewritten so the CUDA
+module holds the nvcc-built fatbin (format "fatbin"): ``libtvm_runtime_cuda.so`` loads it with
+``cuModuleLoadData``, no compiler, no JIT. Libraries are cached on disk under ``$LUTC_CACHE/cuda`` by a content
+hash of the kernel parameters, these sources and the nvcc version (no TVM needed to find a cached one).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ... import __version__
+from .tir import KernelParams
+
+HERE = Path(__file__).parent
+ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
+
+
+class NvccNotFound(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("LUTC_CACHE", Path.home() / ".cache" / "lutc")) / "cuda"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def find_nvcc() -> str | None:
+    exe = shutil.which("nvcc")
+    if exe:
+        return exe
+    for c in (os.environ.get("CUDA_HOME", ""), "/usr/local/cuda"):
+        if c and Path(c, "bin", "nvcc").exists():
+            return str(Path(c, "bin", "nvcc"))
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def nvcc_version() -> str:
+    nvcc = find_nvcc()
+    if nvcc is None:
+        return "none"
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1] if out.strip() else "unknown"
+
+
+def key(p: KernelParams) -> str:
+    h = hashlib.sha256()
+    for f in ("tir.py", "build.py", "layout.py"):
+        h.update((HERE / f).read_bytes())
+    h.update(repr(sorted(p.as_dict().items())).encode())
+    h.update(__version__.encode())
+    return h.hexdigest()[:20]
+
+
+def library_path(p: KernelParams) -> Path:
+    return cache_dir() / f"lut_cuda_{p.arch}_{key(p)}.so"
+
+
+def cuda_source(p: KernelParams) -> str:
+    """The CUDA C source TVM generates for ``p`` (one __global__ function per launch)."""
+    return _compile_tvm(p).mod.imports[0].inspect_source()
+
+
+def _compile_tvm(p: KernelParams):
+    import tvm
+
+    from .tir import lut_matmul_func
+
+    target = tvm.target.Target({"kind": "cuda", "arch": p.arch}, host={"kind": "llvm"})
+    return tvm.compile(tvm.IRModule({"main": lut_matmul_func(p)}), target=target)
+
+
+def nvcc_compile(source: str, arch: str, fmt: str = "fatbin", extra=()) -> bytes:
+    """Compile CUDA source with nvcc to ``fmt`` ("fatbin", "cubin" or "ptx") for ``arch`` (e.g. "sm_90a")."""
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise NvccNotFound("nvcc (the CUDA compiler) is not installed here: the CUDA kernels are compiled to "
+                           "fatbin at build time; install the CUDA toolkit or build on a machine that has it")
+    if arch not in ARCHS:
+        raise ValueError(f"unsupported CUDA arch {arch!r}; choose one of {ARCHS}")
+    cc = arch[3:]
+    with tempfile.TemporaryDirectory() as d:
+        src, out = Path(d, "k.cu"), Path(d, f"k.{fmt}")
+        src.write_text(source)
+        gencode = ([f"-arch=compute_{cc}"] if fmt == "ptx"
+                   else ["-gencode", f"arch=compute_{cc},code=[sm_{cc},compute_{cc}]"])
+        cmd = [nvcc, "-O3", "-w", f"--{fmt}", *gencode, "-o", str(out), str(src), *extra]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"nvcc failed ({' '.join(cmd)}):\n{r.stderr[-4000:]}")
+        return out.read_bytes()
+
+
+# ---- rewriting the packed import blob: the CUDA module's source -> fatbin ----
+
+def _read_str(b: bytes, o: int) -> tuple[bytes, int]:
+    (n,) = struct.unpack_from("<Q", b, o)
+    return b[o + 8:o + 8 + n], o + 8 + n
+
+
+def _str(s: bytes) -> bytes:
+    return struct.pack("<Q", len(s)) + s
+
+
+def patch_library_bin(blob: bytes, source: str, fatbin: bytes) -> bytes:
+    """``blob`` = [u64 size][import tree][modules: kind, payload]; replace the "cuda" module's payload
+    ``[fmt="cuda"][fmap][source]`` by ``[fmt="fatbin"][fmap][fatbin]``."""
+    (size,) = struct.unpack_from("<Q", blob, 0)
+    if size != len(blob) - 8:
+        raise RuntimeError("unexpected TVM import blob layout (size header)")
+    code = _str(source.encode())
+    marker = _str(b"cuda")
+    at = blob.find(marker)
+    while at >= 0:
+        o = at + len(marker)
+        (plen,) = struct.unpack_from("<Q", blob, o)
+        payload = blob[o + 8:o + 8 + plen]
+        if o + 8 + plen <= len(blob) and payload.startswith(marker) and payload.endswith(code):
+            fmap = payload[len(marker):len(payload) - len(code)]
+            new_payload = _str(b"fatbin") + fmap + _str(fatbin)
+            out = blob[:o] + struct.pack("<Q", len(new_payload)) + new_payload + blob[o + 8 + plen:]
+            return struct.pack("<Q", len(out) - 8) + out[8:]
+        at = blob.find(marker, at + 1)
+    raise RuntimeError("no CUDA module with the generated source found in TVM's import blob")
+
+
+def _c_array(blob: bytes) -> str:
+    body = ",".join(f"0x{b:02x}" for b in blob)
+    return ('#ifdef __cplusplus\nextern "C" {\n#endif\n'
+            f"const unsigned char __tvm_ffi__library_bin[{len(blob)}] = {{{body}}};\n"
+            '#ifdef __cplusplus\n}\n#endif\n')
+
+
+def _parse_c_array(c: str) -> bytes:
+    body = c[c.index("= {") + 3:c.rindex("};")]
+    return bytes(int(v, 16) for v in re.findall(r"0x[0-9a-fA-F]{2}", body))
+
+
+def build_library(p: KernelParams) -> Path:
+    """The path of a shared library whose ``main(x, w, scales, zeros, partials, y)`` runs the LUT matmul."""
+    lib = library_path(p)
+    if lib.exists():
+        return lib
+    from tvm.runtime import _ffi_api
+
+    exe = _compile_tvm(p)
+    source = exe.mod.imports[0].inspect_source()
+    fatbin = nvcc_compile(source, p.arch)
+
+    def pack_imports(mod, is_system_lib, prefix, workspace_dir):
+        blob = _parse_c_array(_ffi_api.ModulePackImportsToC(mod, is_system_lib, prefix))
+        path = os.path.join(workspace_dir, "devc.c")
+        with open(path, "w") as f:
+            f.write(_c_array(patch_library_bin(blob, source, fatbin)))
+        return path
+
+    part = lib.with_name(f".{lib.stem}.{os.getpid()}.tmp.so")
+    exe.mod.export_library(str(part), fpack_imports=pack_imports)
+    lib.with_suffix(".cu").write_text(source)   # kept beside the library for inspection
+    os.replace(part, lib)
+    return lib

@@ -1,0 +1,160 @@
+"""The CUDA LUT matmul as a Python callable over torch CUDA tensors: checks its input, owns the device
+weights and workspaces, builds (here, with nvcc) or finds the cached kernel library, and calls it."""
+from __future__ import annotations
+
+from ...passes.quantize.weight import QuantizedWeight
+from .layout import ROWS, pack_cuda
+from .tir import KernelParams, choose_cps
+
+X_DTYPES = ("float16", "float32")
+Y_DTYPES = ("float32", "float16")
+MAX_MT = 8
+
+
+def arch_of_device(device=None) -> str:
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    return "sm_90a" if (major, minor) == (9, 0) else f"sm_{major}{minor}"
+
+
+def tile_rows(m: int) -> int:
+    """Activation rows per block for ``m`` rows: 1 (GEMV), 2, 4 or 8."""
+    mt = 1
+    while mt < min(m, MAX_MT):
+        mt *= 2
+    return mt
+
+
+class CudaLutMatmul:
+    """``y = x @ W.T`` for a quantized ``W[N, K]`` on an NVIDIA GPU.
+
+    x: torch CUDA tensor [..., K], float16 (or float32); y: [..., N] in ``out_dtype`` (float32 or float16).
+    The tables are float32 (built from the activations inside the kernel), so the result equals the
+    dequantized matmul to float32 rounding, whatever ``qweight.config.table_dtype`` says (int8 tables are a
+    CPU-kernel choice; on the GPU float32 tables in shared memory cost the same lookups).
+    """
+
+    table_dtype = "f32"
+
+    def __init__(self, qweight: QuantizedWeight, out_dtype: str = "float32", arch: str | None = None,
+                 sms: int | None = None, cps: dict | None = None):
+        if not isinstance(qweight, QuantizedWeight):
+            raise TypeError(f"build_lut_matmul takes a lutc.QuantizedWeight, got {type(qweight).__name__}")
+        if out_dtype not in Y_DTYPES:
+            raise ValueError(f"out_dtype must be one of {Y_DTYPES}, got {out_dtype!r}")
+        self.cw = pack_cuda(qweight)
+        self.n, self.k, self.bits = self.cw.n, self.cw.k, self.cw.bits
+        self.layout = self.cw.layout
+        self.out_dtype = out_dtype
+        self._arch = arch
+        self._sms = sms
+        self._cps = dict(cps or {})          # {mt: chunks per block}: overrides (benchmark sweeps)
+        self._dev = None                     # device tensors, uploaded on first call
+        self._fns: dict = {}
+        self._work: dict = {}
+
+    # ---- building (works without a GPU) ----
+    @property
+    def arch(self) -> str:
+        if self._arch is None:
+            from .runtime import gpu_available
+
+            self._arch = arch_of_device() if gpu_available() else "sm_90a"
+        return self._arch
+
+    def params(self, m: int, x_dtype: str = "float16") -> KernelParams:
+        if x_dtype not in X_DTYPES:
+            raise TypeError(f"the CUDA LUT matmul takes float16 or float32 activations, got {x_dtype}")
+        mt = tile_rows(m)
+        cw = self.cw
+        cps = self._cps.get(mt) or choose_cps(cw.chunks, cw.n_pad, mt, sms=self._sms or 132)
+        return KernelParams(n=cw.n, n_pad=cw.n_pad, k=cw.k, chunks=cw.chunks, bits=cw.bits,
+                            group_size=cw.group_size, groups=cw.groups, has_zero=cw.zeros is not None, mt=mt,
+                            cps=min(cps, cw.chunks), x_dtype=x_dtype, y_dtype=self.out_dtype, arch=self.arch)
+
+    def build(self, m: int = 1, x_dtype: str = "float16"):
+        """Compile (TVM + nvcc, cached) the library for ``m`` rows; returns its path."""
+        from .build import build_library
+
+        return build_library(self.params(m, x_dtype))
+
+    # ---- running ----
+    @property
+    def weight_bytes(self) -> int:
+        return self.cw.nbytes
+
+    def _device_weights(self):
+        if self._dev is None:
+            import numpy as np
+            import torch
+
+            cw = self.cw
+            z = cw.zeros if cw.zeros is not None else np.zeros((cw.groups, cw.n_pad), np.int8)
+            self._dev = [torch.from_numpy(cw.w.view(np.int32)).cuda(), torch.from_numpy(cw.scales).cuda(),
+                         torch.from_numpy(z).cuda()]
+        return self._dev
+
+    def clone(self) -> "CudaLutMatmul":
+        """The same kernels over a private device copy of the weights (benchmarks rotate copies: cold L2)."""
+        import copy
+
+        other = copy.copy(self)
+        other._dev = [t.clone() for t in self._device_weights()]
+        other._work = {}
+        return other
+
+    def _fn(self, p: KernelParams):
+        f = self._fns.get(p)
+        if f is None:
+            from .runtime import load_library
+
+            f = self._fns[p] = load_library(str(self.build_params(p)))
+        return f
+
+    @staticmethod
+    def build_params(p: KernelParams):
+        from .build import build_library, library_path
+
+        lib = library_path(p)
+        return lib if lib.exists() else build_library(p)
+
+    def __call__(self, x, out=None):
+        import torch
+
+        from .runtime import require_gpu
+
+        require_gpu()
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"the CUDA LUT matmul takes a torch CUDA tensor, got {type(x).__name__}")
+        if not x.is_cuda:
+            raise ValueError("the CUDA LUT matmul takes a CUDA tensor (x.is_cuda is False); move it with x.cuda()")
+        if x.dim() == 0 or x.shape[-1] != self.k:
+            raise ValueError(f"activations must be [..., {self.k}], got shape {list(x.shape)}")
+        xdt = {torch.float16: "float16", torch.float32: "float32"}.get(x.dtype)
+        if xdt is None:
+            raise TypeError(f"the CUDA LUT matmul takes float16 or float32 activations, got {x.dtype}")
+        lead = tuple(x.shape[:-1])
+        m = x.numel() // self.k
+        ydt = torch.float32 if self.out_dtype == "float32" else torch.float16
+        if m == 0:
+            return torch.zeros(lead + (self.n,), dtype=ydt, device=x.device)
+        x2 = x.reshape(m, self.k).contiguous()
+        p = self.params(m, xdt)
+        fn = self._fn(p)
+        w, s, z = self._device_weights()
+        key = (m, p.split)
+        part = self._work.get(key)
+        if part is None:
+            part = self._work[key] = torch.empty((p.split, m, self.cw.n_pad), dtype=torch.float32, device=x.device)
+        if out is None:
+            y = torch.empty((m, self.n), dtype=ydt, device=x.device)
+        else:
+            if out.dtype != ydt or out.numel() != m * self.n or not out.is_contiguous():
+                raise ValueError(f"out must be a contiguous {ydt} tensor of {m * self.n} elements")
+            y = out.view(m, self.n)
+        fn(x2, w, s, z, part, y)
+        return y.reshape(lead + (self.n,)) if out is None else out
+
+
+__all__ = ["CudaLutMatmul", "ROWS"]

@@ -1,0 +1,111 @@
+"""Weight layout ``cuda-g4-c128-v1`` read by the CUDA LUT kernels (codegen/cuda/tir.py).
+
+K is cut into chunks of 128 (32 runs of 4 activations); N is padded to a multiple of 128 (padded rows get
+scale 0, padded K positions meet zero activations, so neither contributes). For every chunk ``c``, bit
+plane ``t`` and row ``n`` the 32 plain 4-bit plane indices of that chunk (bit i of index r = plane bit of
+activation ``c*128 + 4r + i``) fill four 32-bit words, index r in bits ``4*(r%8)`` of word ``r//8``:
+
+    w[C, bits, N_pad, 4] uint32     one 16-byte load per (chunk, plane, row); a warp reads 512 contiguous bytes
+    scales[G, N_pad] float16        s per (K group, row), transposed so that a warp's 32 rows are contiguous
+    zeros[G, N_pad] int8            z' = 2z + 1 - 2^b (the zero point on the +-1 plane grid); None: symmetric
+
+The kernels use the full 16-entry signed table T[idx] = sum_i (2 bit_i(idx) - 1) x_i, so no index inversion
+is stored: ``y = sum_groups s/2 * (sum_t 2^t sum_runs T[idx_t] - z' * sum_group x)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...passes.quantize.packing import plane_indices
+from ...passes.quantize.weight import QuantizedWeight
+
+LAYOUT = "cuda-g4-c128-v1"
+CHUNK = 128      # K per chunk: 32 runs of 4, four 32-bit words per plane and row
+ROWS = 128       # rows per thread block; N is padded to a multiple of this
+
+
+@dataclass
+class CudaWeight:
+    """A QuantizedWeight repacked for the CUDA kernels (numpy arrays, host memory)."""
+    w: np.ndarray            # uint32 [C, bits, N_pad, 4]
+    scales: np.ndarray       # float16 [G, N_pad]
+    zeros: np.ndarray | None  # int8 [G, N_pad] or None (symmetric: z' = 0)
+    n: int
+    k: int
+    bits: int
+    group_size: int          # the kernel's group size (K_pad for one group per row)
+    layout: str = LAYOUT
+
+    @property
+    def chunks(self) -> int:
+        return self.w.shape[0]
+
+    @property
+    def n_pad(self) -> int:
+        return self.w.shape[2]
+
+    @property
+    def k_pad(self) -> int:
+        return self.chunks * CHUNK
+
+    @property
+    def groups(self) -> int:
+        return self.scales.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.w.nbytes + self.scales.nbytes + (0 if self.zeros is None else self.zeros.nbytes)
+
+
+def check_supported(qw: QuantizedWeight) -> None:
+    """Raise NotImplementedError with the reason when the CUDA kernels cannot take ``qw``."""
+    gs = qw.group_size
+    if qw.bits > 4:
+        raise NotImplementedError(f"the CUDA LUT kernels take 1-4 bit planes (and ternary), got {qw.bits} bits")
+    if qw.scales.shape[1] > 1 and not (gs % CHUNK == 0 or CHUNK % gs == 0):
+        raise NotImplementedError(f"the CUDA LUT kernels take group sizes that divide {CHUNK} or are multiples of "
+                                  f"it (8, 16, 32, 64, 128, 256, ...) or one group per row, got {gs}")
+    if qw.zeros is not None:
+        zs = 2 * qw.zeros.astype(np.float64) + 1 - (1 << qw.bits)
+        if not np.all(zs == np.round(zs)) or np.abs(zs).max(initial=0) > 127:
+            raise NotImplementedError("the CUDA LUT kernels take integer zero points (real-valued zero points, "
+                                      "as in GGUF Q4_1, are not supported yet)")
+
+
+def pack_cuda(qw: QuantizedWeight) -> CudaWeight:
+    """Repack ``qw`` into layout ``cuda-g4-c128-v1``."""
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"pack_cuda takes a lutc.QuantizedWeight, got {type(qw).__name__}")
+    check_supported(qw)
+    bits, n, gs = qw.bits, qw.n, qw.group_size
+    chunks = -(-qw.k_pad // CHUNK)
+    kp, n_pad = chunks * CHUNK, -(-n // ROWS) * ROWS
+    if qw.scales.shape[1] == 1:
+        gs = kp  # one group per row
+    codes = np.zeros((n_pad, kp), np.uint8)
+    codes[:n, :qw.k_pad] = qw.codes
+    idx = plane_indices(codes, bits).astype(np.uint32)              # [bits, N_pad, runs]
+    idx = idx.reshape(bits, n_pad, chunks, 4, 8)                    # run r of a chunk = word r//8, nibble r%8
+    words = (idx << (4 * np.arange(8, dtype=np.uint32))).sum(-1, dtype=np.uint32)   # [bits, N_pad, C, 4]
+    w = np.ascontiguousarray(words.transpose(2, 0, 1, 3))           # [C, bits, N_pad, 4]
+    groups = kp // gs if gs <= CHUNK else qw.scales.shape[1]
+    scales = np.zeros((groups, n_pad), np.float16)
+    scales[:qw.scales.shape[1], :n] = qw.scales.astype(np.float16).T
+    zeros = None
+    if qw.zeros is not None:
+        zeros = np.zeros((groups, n_pad), np.int8)
+        zeros[:qw.scales.shape[1], :n] = (2 * qw.zeros.astype(np.float64) + 1 - (1 << bits)).astype(np.int8).T
+    return CudaWeight(w, scales, zeros, n, qw.k, bits, gs)
+
+
+def unpack_codes(cw: CudaWeight) -> np.ndarray:
+    """The codes [N, K_pad(cuda)] back from a CudaWeight (tests: the repack round-trips)."""
+    w = cw.w.transpose(1, 2, 0, 3)                                  # [bits, N_pad, C, 4]
+    nib = (w[..., None] >> (4 * np.arange(8, dtype=np.uint32))) & 15  # [bits, N_pad, C, 4, 8]
+    idx = nib.reshape(cw.bits, cw.n_pad, -1)                        # [bits, N_pad, runs]
+    planes = (idx[..., None] >> np.arange(4, dtype=np.uint32)) & 1   # [bits, N_pad, runs, 4]
+    planes = planes.reshape(cw.bits, cw.n_pad, -1)
+    codes = (planes << np.arange(cw.bits, dtype=np.uint32)[:, None, None]).sum(0)
+    return codes[:cw.n].astype(np.uint8)

@@ -1,0 +1,172 @@
+"""The CUDA LUT kernels, written as TVMScript (lowered TIR with explicit thread bindings).
+
+One ``main`` PrimFunc holds the launches of one LUT matmul ``y[m, n] = sum_k x[m, k] W[n, k]``:
+
+1. ``lut_matmul`` (grid: 128-row blocks x K splits x tiles of MT activation rows, 128 threads). Its prologue
+   is the fused ``lut_precompute``: the block builds, in shared memory, the 16-entry signed tables
+   ``T[j][idx] = sum_i (2 bit_i(idx) - 1) x[4j + i]`` (float32) for its K range and MT rows, and the
+   per-group activation sums for the zero points (warp shuffles). Then every thread owns one weight row:
+   it streams the row's packed bit planes (16-byte loads, coalesced over the warp), looks every 4-bit plane
+   index up in the shared table (``acc += 2^t * T[j][idx]``), and rescales once per K group by s/2 and the
+   zero point. Weights are read exactly once from HBM; tables are reused by the 128 rows of the block.
+2. ``lut_reduce`` (only when K is split over blocks): sums the per-split partials and casts to the output
+   dtype.
+
+``lut_precompute_func`` is the standalone table builder (tables in global memory, [M, K_pad/4, 16] float32,
+and per-group sums), for consumers that share one activation (Q/K/V); the fused prologue does the same work.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .layout import CHUNK, ROWS
+
+THREADS = 128  # = ROWS: one weight row per thread
+
+
+@dataclass(frozen=True)
+class KernelParams:
+    n: int              # output features (real)
+    n_pad: int          # padded to ROWS
+    k: int              # input features (real)
+    chunks: int         # K_pad / 128
+    bits: int           # bit planes
+    group_size: int
+    groups: int         # rows of the scales array
+    has_zero: bool      # zero points present (else symmetric grid)
+    mt: int             # activation rows per block (1: GEMV)
+    cps: int            # chunks per block (K split = ceil(chunks / cps))
+    x_dtype: str = "float16"
+    y_dtype: str = "float32"
+    arch: str = "sm_90a"
+
+    @property
+    def split(self) -> int:
+        return -(-self.chunks // self.cps)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def choose_cps(chunks: int, n_pad: int, mt: int, sms: int = 132, waves: int = 4) -> int:
+    """Chunks per block: enough blocks to fill the GPU ``waves`` times over, shared memory <= 48 KB."""
+    row_blocks = n_pad // ROWS
+    split = max(1, min(chunks, -(-sms * waves // row_blocks)))
+    cps = -(-chunks // split)
+    cap = max(1, (48 * 1024) // (mt * 32 * 16 * 4 + mt * 32 * 4))
+    return max(1, min(cps, cap))
+
+
+def lut_matmul_func(p: KernelParams):
+    from tvm.script import tirx as T
+
+    N, NP, K, C, B, GS, G, MT, CPS = p.n, p.n_pad, p.k, p.chunks, p.bits, p.group_size, p.groups, p.mt, p.cps
+    SPLIT = p.split
+    SEGK = min(GS, CHUNK)            # K per scale segment inside a chunk
+    SR = SEGK // 4                   # runs per segment
+    SEGS = CHUNK // SEGK             # segments per chunk
+    U = min(SR, 8)                   # runs per stored activation-sum partial
+    XPC = 32 // U                    # partials per chunk
+    NB = NP // ROWS
+    RAGGED = C % CPS != 0
+    DIRECT = SPLIT == 1
+    HZ = p.has_zero
+    TAB = MT * CPS * 32 * 16         # floats of table in shared memory
+    XPN = MT * CPS * XPC
+    LOGU = U.bit_length() - 1
+    XDT, YDT = p.x_dtype, p.y_dtype
+    f32 = "float32"
+
+    @T.prim_func
+    def main(x: T.handle, w: T.handle, s: T.handle, z: T.handle, part: T.handle, y: T.handle):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        m = T.int32()
+        X = T.match_buffer(x, (m, K), XDT)
+        W = T.match_buffer(w, (C, B, NP, 4), "int32")
+        S = T.match_buffer(s, (G, NP), "float16")
+        Z = T.match_buffer(z, (G, NP), "int8")
+        P = T.match_buffer(part, (SPLIT, m, NP), f32)
+        Y = T.match_buffer(y, (m, N), YDT)
+        for bz in T.thread_binding((m + MT - 1) // MT, thread="blockIdx.z"):
+            for by in T.thread_binding(SPLIT, thread="blockIdx.y"):
+                for bx in T.thread_binding(NB, thread="blockIdx.x"):
+                    for tid in T.thread_binding(THREADS, thread="threadIdx.x"):
+                        TS = T.alloc_buffer((TAB,), f32, scope="shared")
+                        XP = T.alloc_buffer((XPN,), f32, scope="shared")
+                        xv = T.alloc_buffer((4,), f32, scope="local")
+                        wr = T.alloc_buffer((B * 4,), "int32", scope="local")
+                        yacc = T.alloc_buffer((MT,), f32, scope="local")
+                        acc = T.alloc_buffer((1,), f32, scope="local")
+                        rs = T.alloc_buffer((1,), f32, scope="local")
+                        # ---- lut_precompute (fused): tables of this block's K range, MT rows ----
+                        j: T.let = tid // 4          # run inside the chunk
+                        q: T.let = tid % 4           # which 4 of the 16 entries (index bits 2, 3)
+                        for it in T.unroll(MT * CPS):
+                            row: T.let = bz * MT + it // CPS
+                            c: T.let = by * CPS + it % CPS
+                            for i in T.unroll(4):
+                                xv[i] = T.if_then_else(
+                                    row < m and c < C and c * CHUNK + j * 4 + i < K,
+                                    T.Cast(f32, X[row, c * CHUNK + j * 4 + i]), T.float32(0))
+                            base: T.let = (T.if_then_else(q % 2 == 1, xv[2], -xv[2])
+                                           + T.if_then_else(q // 2 == 1, xv[3], -xv[3]))
+                            o: T.let = (it * 32 + j) * 16 + q * 4
+                            TS[o] = base - xv[0] - xv[1]
+                            TS[o + 1] = base + xv[0] - xv[1]
+                            TS[o + 2] = base - xv[0] + xv[1]
+                            TS[o + 3] = base + xv[0] + xv[1]
+                            if HZ:
+                                rs[0] = xv[0] + xv[1] + xv[2] + xv[3]
+                                for sh in T.unroll(LOGU):
+                                    rs[0] = rs[0] + T.call_pure_extern(
+                                        f32, "__shfl_xor_sync", T.uint32(0xFFFFFFFF), rs[0], 4 << sh, 32)
+                                if q == 0 and j % U == 0:
+                                    XP[it * XPC + j // U] = rs[0]
+                        T.tvm_storage_sync("shared")
+                        # ---- lut_matmul: one weight row per thread ----
+                        n: T.let = bx * ROWS + tid
+                        for mm in T.unroll(MT):
+                            yacc[mm] = T.float32(0)
+                        for cc in T.unroll(CPS):
+                            if not RAGGED or by * CPS + cc < C:
+                                for t in T.unroll(B):
+                                    wr[T.Ramp(t * 4, 1, 4)] = W[by * CPS + cc, t, n, T.Ramp(0, 1, 4)]
+                                for sg in T.unroll(SEGS):
+                                    g: T.let = ((by * CPS + cc) * CHUNK + sg * SEGK) // GS
+                                    sc: T.let = T.Cast(f32, S[g, n]) * T.float32(0.5)
+                                    zf: T.let = T.Cast(f32, Z[g, n]) if HZ else T.float32(0)
+                                    for mm in T.unroll(MT):
+                                        acc[0] = T.float32(0)
+                                        for r in T.unroll(SR):
+                                            for t in T.unroll(B):
+                                                acc[0] = acc[0] + T.float32(1 << t) * TS[
+                                                    ((mm * CPS + cc) * 32 + sg * SR + r) * 16
+                                                    + T.bitwise_and(T.shift_right(wr[t * 4 + (sg * SR + r) // 8],
+                                                                                  4 * ((sg * SR + r) % 8)),
+                                                                    15)]
+                                        if HZ:
+                                            xs: T.let = XP[(mm * CPS + cc) * XPC + (sg * SR) // U]
+                                            for u in T.unroll(SR // U - 1):
+                                                xs = xs + XP[(mm * CPS + cc) * XPC + (sg * SR) // U + u + 1]
+                                            yacc[mm] = yacc[mm] + sc * (acc[0] - zf * xs)
+                                        else:
+                                            yacc[mm] = yacc[mm] + sc * acc[0]
+                        for mm in T.unroll(MT):
+                            if bz * MT + mm < m:
+                                if DIRECT:
+                                    if n < N:
+                                        Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm])
+                                else:
+                                    P[by, bz * MT + mm, n] = yacc[mm]
+        if not DIRECT:
+            for ry in T.thread_binding(m, thread="blockIdx.y"):
+                for rx in T.thread_binding((N + 255) // 256, thread="blockIdx.x"):
+                    for rt in T.thread_binding(256, thread="threadIdx.x"):
+                        racc = T.alloc_buffer((1,), f32, scope="local")
+                        if rx * 256 + rt < N:
+                            racc[0] = T.float32(0)
+                            for sp in T.unroll(SPLIT):
+                                racc[0] = racc[0] + P[sp, ry, rx * 256 + rt]
+                            Y[ry, rx * 256 + rt] = T.Cast(YDT, racc[0])
+
+    return main
