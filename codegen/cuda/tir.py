@@ -74,6 +74,7 @@ def lut_matmul_func(p: KernelParams):
     TAB = MT * CPS * 32 * 16         # floats of table in shared memory
     XPN = MT * CPS * XPC
     LOGU = U.bit_length() - 1
+    PRE = max(1, min(CPS, 40 // (B * 4 + 2 * SEGS)))   # chunks whose weights are loaded before the table build
     XDT, YDT = p.x_dtype, p.y_dtype
     f32 = "float32"
 
@@ -94,10 +95,23 @@ def lut_matmul_func(p: KernelParams):
                         TS = T.alloc_buffer((TAB,), f32, scope="shared")
                         XP = T.alloc_buffer((XPN,), f32, scope="shared")
                         xv = T.alloc_buffer((4,), f32, scope="local")
-                        wr = T.alloc_buffer((B * 4,), "int32", scope="local")
+                        wr = T.alloc_buffer((PRE * B * 4,), "int32", scope="local")
+                        sl = T.alloc_buffer((PRE * SEGS,), f32, scope="local")
+                        zl = T.alloc_buffer((PRE * SEGS,), f32, scope="local")
                         yacc = T.alloc_buffer((MT,), f32, scope="local")
                         acc = T.alloc_buffer((1,), f32, scope="local")
                         rs = T.alloc_buffer((1,), f32, scope="local")
+                        n: T.let = bx * ROWS + tid
+                        # the first PRE chunks' weights and scales are loaded before the table build, so
+                        # their HBM latency overlaps it (loads do not move across the barrier)
+                        for cc in T.unroll(PRE):
+                            if not RAGGED or by * CPS + cc < C:
+                                for t in T.unroll(B):
+                                    wr[T.Ramp((cc * B + t) * 4, 1, 4)] = W[by * CPS + cc, t, n, T.Ramp(0, 1, 4)]
+                                for sg in T.unroll(SEGS):
+                                    sl[cc * SEGS + sg] = T.Cast(f32, S[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
+                                    if HZ:
+                                        zl[cc * SEGS + sg] = T.Cast(f32, Z[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
                         # ---- lut_precompute (fused): tables of this block's K range, MT rows ----
                         j: T.let = tid // 4          # run inside the chunk
                         q: T.let = tid % 4           # which 4 of the 16 entries (index bits 2, 3)
@@ -124,24 +138,30 @@ def lut_matmul_func(p: KernelParams):
                                     XP[it * XPC + j // U] = rs[0]
                         T.tvm_storage_sync("shared")
                         # ---- lut_matmul: one weight row per thread ----
-                        n: T.let = bx * ROWS + tid
                         for mm in T.unroll(MT):
                             yacc[mm] = T.float32(0)
                         for cc in T.unroll(CPS):
                             if not RAGGED or by * CPS + cc < C:
-                                for t in T.unroll(B):
-                                    wr[T.Ramp(t * 4, 1, 4)] = W[by * CPS + cc, t, n, T.Ramp(0, 1, 4)]
+                                if cc >= PRE:  # slot cc % PRE was used by chunk cc - PRE
+                                    for t in T.unroll(B):
+                                        wr[T.Ramp(((cc % PRE) * B + t) * 4, 1, 4)] = W[by * CPS + cc, t, n,
+                                                                                       T.Ramp(0, 1, 4)]
+                                    for sg in T.unroll(SEGS):
+                                        sl[(cc % PRE) * SEGS + sg] = T.Cast(
+                                            f32, S[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
+                                        if HZ:
+                                            zl[(cc % PRE) * SEGS + sg] = T.Cast(
+                                                f32, Z[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
                                 for sg in T.unroll(SEGS):
-                                    g: T.let = ((by * CPS + cc) * CHUNK + sg * SEGK) // GS
-                                    sc: T.let = T.Cast(f32, S[g, n]) * T.float32(0.5)
-                                    zf: T.let = T.Cast(f32, Z[g, n]) if HZ else T.float32(0)
+                                    sc: T.let = sl[(cc % PRE) * SEGS + sg] * T.float32(0.5)
+                                    zf: T.let = zl[(cc % PRE) * SEGS + sg]
                                     for mm in T.unroll(MT):
                                         acc[0] = T.float32(0)
                                         for r in T.unroll(SR):
                                             for t in T.unroll(B):
                                                 acc[0] = acc[0] + T.float32(1 << t) * TS[
                                                     ((mm * CPS + cc) * 32 + sg * SR + r) * 16
-                                                    + T.bitwise_and(T.shift_right(wr[t * 4 + (sg * SR + r) // 8],
+                                                    + T.bitwise_and(T.shift_right(wr[((cc % PRE) * B + t) * 4 + (sg * SR + r) // 8],
                                                                                   4 * ((sg * SR + r) % 8)),
                                                                     15)]
                                         if HZ:

@@ -1,0 +1,141 @@
+"""CUDA target: the weight repack round-trips and its math (emulated in numpy) matches float64; TVM + nvcc
+compile the kernels for sm_80 and sm_90a and the generated CUDA/PTX has the LUT structure (shared-memory
+tables, 16-byte weight loads, shared-memory lookups). Kernel runs need a GPU and are skipped without one (they
+run on the GPU machine through bench/gpu.py, whose log is bench/results/gpu_check.log)."""
+import numpy as np
+import pytest
+
+import lutc
+from lutc.codegen.cuda.build import find_nvcc
+from lutc.codegen.cuda.layout import CHUNK, LAYOUT, ROWS, pack_cuda, unpack_codes
+from lutc.codegen.cuda.runtime import gpu_available
+from lutc.codegen.cuda.tir import KernelParams
+from lutc.passes.quantize import LayerQuant
+
+RNG = np.random.default_rng(7)
+needs_nvcc = pytest.mark.skipif(find_nvcc() is None, reason="nvcc (CUDA toolkit) is not installed")
+needs_gpu = pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU (torch.cuda.is_available() is False)")
+
+
+def emulate(cw, x):
+    """numpy model of what the kernel computes from the repacked weight: 16-entry signed tables per run of
+    4 activations, lookups by plane index weighted 2^t, per-group scale s/2 and zero point z'."""
+    m, k = x.shape
+    xp = np.zeros((m, cw.k_pad))
+    xp[:, :k] = x
+    runs = xp.reshape(m, -1, 4)
+    signs = ((np.arange(16)[:, None] >> np.arange(4)) & 1) * 2 - 1
+    tables = runs @ signs.T                                                      # [m, R, 16]
+    w = cw.w.transpose(1, 2, 0, 3)
+    idx = ((w[..., None] >> (4 * np.arange(8, dtype=np.uint32))) & 15).reshape(cw.bits, cw.n_pad, -1)
+    r = idx.shape[-1]
+    grp = (np.arange(r) * 4) // cw.group_size
+    s = cw.scales.astype(np.float64)[grp].T / 2
+    zz = 0 if cw.zeros is None else cw.zeros.astype(np.float64)[grp].T
+    y = np.zeros((m, cw.n_pad))
+    for i in range(m):
+        look = sum((1 << t) * tables[i][np.arange(r)[None, :], idx[t]] for t in range(cw.bits))
+        y[i] = (s * (look - zz * runs[i].sum(-1)[None, :])).sum(-1)
+    return y[:, :cw.n]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, "ternary"])
+@pytest.mark.parametrize("n, k, group, sym", [(100, 300, 64, False), (130, 1000, 128, True), (65, 257, 32, False),
+                                              (64, 512, 256, False), (33, 200, None, False), (40, 96, 8, False)])
+def test_layout_roundtrip_and_math(bits, n, k, group, sym):
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group,
+                                                                    symmetric=sym and bits != "ternary"))
+    cw = pack_cuda(q)
+    assert cw.layout == LAYOUT and cw.n_pad % ROWS == 0 and cw.k_pad % CHUNK == 0
+    assert cw.w.dtype == np.uint32 and cw.w.shape == (cw.chunks, q.bits, cw.n_pad, 4)
+    codes = unpack_codes(cw)
+    assert np.array_equal(codes[:, :q.k_pad], q.codes) and not codes[:, q.k_pad:].any()
+    x = RNG.standard_normal((3, k))
+    ref = x @ q.dequantize().astype(np.float64).T
+    assert np.abs(emulate(cw, x) - ref).max() <= 1e-12 * np.abs(ref).max()
+
+
+def test_unsupported_weights_say_why():
+    q = lutc.quantize_weight(RNG.standard_normal((8, 96)), LayerQuant(bits=2, group_size=24))
+    with pytest.raises(NotImplementedError, match="group sizes"):
+        pack_cuda(q)
+    with pytest.raises(TypeError, match="QuantizedWeight"):
+        pack_cuda(np.zeros((4, 4)))
+
+
+def _params(arch, **kw):
+    base = dict(n=300, n_pad=384, k=1000, chunks=8, bits=2, group_size=64, groups=16, has_zero=True, mt=2, cps=3,
+                x_dtype="float16", y_dtype="float32", arch=arch)
+    base.update(kw)
+    return KernelParams(**base)
+
+
+def test_generated_cuda_source_structure():
+    from lutc.codegen.cuda.build import cuda_source
+
+    src = cuda_source(_params("sm_90a"))
+    kernels = src.count('extern "C" __global__')
+    assert kernels >= 2                                    # LUT matmul + split-K reduction (one declaration each)
+    assert "__shared__ alignas(64) float TS_ptr[3072]" in src   # the tables: MT 2 x 3 chunks x 32 runs x 16
+    assert "__shfl_xor_sync" in src                        # group sums of the activations for the zero points
+    assert "*(int4*)(W_ptr" in src                         # 16-byte weight loads
+    assert "& 15)]" in src                                 # table lookups indexed by 4-bit plane indices
+    direct = cuda_source(_params("sm_90a", cps=8, has_zero=False, mt=1, y_dtype="float16"))
+    assert "__shfl_xor_sync" not in direct and "Y_ptr" in direct and "P_ptr[" not in direct.split("main_kernel(")[-1]
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_nvcc_compiles_and_ptx_has_shared_lookups(arch):
+    from lutc.codegen.cuda.build import cuda_source, nvcc_compile
+
+    src = cuda_source(_params(arch))
+    ptx = nvcc_compile(src, arch, "ptx").decode()
+    assert f".target {arch}" in ptx
+    assert ptx.count("ld.shared.f32") >= 3 * 32 * 2 * 2       # chunks x runs x planes x rows, fully unrolled
+    assert "ld.global.nc.v4.u32" in ptx or "ld.global.v4.u32" in ptx or "ld.global.nc.v4.b32" in ptx
+    assert "shfl.sync.bfly" in ptx and "bar.sync" in ptx
+    fatbin = nvcc_compile(src, arch, "fatbin")
+    assert len(fatbin) > 1000
+
+
+@needs_nvcc
+def test_build_exports_library_with_fatbin(tmp_path, monkeypatch):
+    from lutc.codegen.cuda import build
+
+    monkeypatch.setenv("LUTC_CACHE", str(tmp_path))
+    q = lutc.quantize_weight(RNG.standard_normal((70, 200)), LayerQuant(bits=2, group_size=64))
+    f = lutc.kernels.build_lut_matmul(q, target="cuda", arch="sm_80")
+    lib = f.build(m=1)
+    assert lib.exists() and lib.parent == tmp_path / "cuda"
+    data = lib.read_bytes()
+    assert b"fatbin" in data and b"__global__" not in data   # the fatbin is embedded, not the CUDA source
+    assert f.build(m=1) == lib                                # cached
+    assert build.patch_library_bin.__doc__
+
+
+def test_no_gpu_says_so():
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    import torch
+
+    from lutc.codegen.cuda.runtime import NoGPUError
+
+    q = lutc.quantize_weight(RNG.standard_normal((16, 64)), LayerQuant(bits=2, group_size=32))
+    f = lutc.kernels.build_lut_matmul(q, target="cuda")
+    with pytest.raises(NoGPUError, match="no CUDA GPU"):
+        f(torch.zeros(1, 64))
+
+
+@needs_gpu
+@pytest.mark.parametrize("bits", [1, 2, 4, "ternary"])
+@pytest.mark.parametrize("n, k, group, m", [(100, 300, 64, 1), (130, 1000, 128, 17), (65, 257, 32, 3)])
+def test_kernel_matches_float64(bits, n, k, group, m):
+    import torch
+
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group))
+    x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+    y = lutc.kernels.build_lut_matmul(q, target="cuda")(x)
+    ref = x.double().cpu().numpy() @ q.dequantize().astype(np.float64).T
+    assert y.shape == (m, n) and y.dtype == torch.float32
+    assert np.abs(y.double().cpu().numpy() - ref).max() <= 1e-4 * np.abs(ref).max()
