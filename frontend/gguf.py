@@ -116,8 +116,10 @@ def permute_quantized(qw, heads: int):
                    zeros=unpermute_rows(qw.zeros, heads))
 
 
-def import_gguf(path, keep_quantized: bool = True, table_dtype: str = "int8") -> Graph:
-    """A GGUF LLaMA file -> logits graph. ``keep_quantized=False`` dequantizes every weight to float32."""
+def import_gguf(path, keep_quantized: bool = True, table_dtype: str = "int8", kv_cache: bool = False,
+                last_logits: bool = False) -> Graph:
+    """A GGUF LLaMA file -> logits graph. ``keep_quantized=False`` dequantizes every weight to float32;
+    ``kv_cache``/``last_logits`` as in :func:`lutc.frontend.llama.build_llama`."""
     import gguf
 
     path = Path(path)
@@ -140,6 +142,7 @@ def import_gguf(path, keep_quantized: bool = True, table_dtype: str = "int8") ->
             continue
         w = gguf.quants.dequantize(t.data, t.tensor_type).reshape([int(s) for s in reversed(t.shape)])
         weights[name] = unpermute_rows(w, heads) if heads else w.astype(np.float32)
-    g = build_llama(spec, weights, quantized=quantized, table_dtype=table_dtype)
+    g = build_llama(spec, weights, quantized=quantized, table_dtype=table_dtype, kv_cache=kv_cache,
+                    last_logits=last_logits)
     g.name = re.sub(r"\W", "_", str(_field(reader, "general.name", "gguf")))
     return g

@@ -192,3 +192,59 @@ def build_llama(spec: LlamaSpec, weights: dict[str, np.ndarray], quantized: dict
     the previous step's presents back; a prompt starts from ``past = 0`` arrays. ``last_logits=True``
     returns the logits of the last position only ([batch, 1, vocab])."""
     return _Builder(spec, weights, quantized, table_dtype).graph(kv_cache, last_logits)
+
+
+def import_llama(source, kv_cache: bool = True, last_logits: bool = True, keep_quantized: bool = True) -> Graph:
+    """A LLaMA-family model as a decoding graph (by default with a KV cache and last-position logits) from a
+    GGUF file, an HF checkpoint directory (config.json + safetensors) or a transformers model object."""
+    from pathlib import Path
+
+    from .errors import FrontendError
+
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.suffix.lower() == ".gguf":
+            from .gguf import import_gguf
+
+            return import_gguf(path, keep_quantized=keep_quantized, kv_cache=kv_cache, last_logits=last_logits)
+        if path.is_dir():
+            spec, weights = _read_checkpoint(path)
+            return build_llama(spec, weights, kv_cache=kv_cache, last_logits=last_logits)
+        raise FrontendError(f"{path}: expected a .gguf file or an HF checkpoint directory")
+    config = getattr(source, "config", None)
+    if config is None or not hasattr(source, "state_dict"):
+        raise FrontendError(f"cannot read a LLaMA model from a {type(source).__name__}: pass a GGUF file, an HF "
+                            "checkpoint directory or a transformers LlamaForCausalLM")
+    _check_llama(config.to_dict())
+    weights = {k: v.detach().float().cpu().numpy() for k, v in source.state_dict().items()}
+    return build_llama(LlamaSpec.from_hf(config), weights, kv_cache=kv_cache, last_logits=last_logits)
+
+
+def _check_llama(config: dict) -> None:
+    from .errors import FrontendError
+
+    if config.get("model_type") not in ("llama", None):
+        raise FrontendError(f"model_type {config.get('model_type')!r} is not a LLaMA-family model this builder knows "
+                            "(supported: 'llama'); import it through ONNX or torch.export instead")
+
+
+def _read_checkpoint(path) -> tuple[LlamaSpec, dict[str, np.ndarray]]:
+    import json
+
+    from .errors import FrontendError
+
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise FrontendError(f"{path}: no config.json (not an HF checkpoint directory)")
+    config = json.loads(cfg_file.read_text())
+    _check_llama(config)
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FrontendError(f"{path}: no *.safetensors weights (pytorch_model.bin is not read: it is a pickle)")
+    from safetensors.numpy import load_file
+
+    weights = {}
+    for f in files:
+        for k, v in load_file(str(f)).items():
+            weights[k] = v.astype(np.float32)
+    return LlamaSpec.from_hf(config), weights

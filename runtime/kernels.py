@@ -108,7 +108,8 @@ def _gemm(attrs, ins, dim):
 
 @kernel("linear")
 def _linear(attrs, ins, dim):
-    y = ins[0] @ ins[1].T
+    x = ins[0]
+    y = (x.reshape(-1, x.shape[-1]) @ ins[1].T).reshape(x.shape[:-1] + (ins[1].shape[0],))  # 2-D: one BLAS call
     return y + ins[2] if len(ins) > 2 else y
 
 
@@ -229,8 +230,12 @@ def _slice(attrs, ins, dim):
 
 @kernel("split")
 def _split(attrs, ins, dim):
-    sizes = [dim(s) for s in attrs["sizes"]]
-    return np.split(ins[0], np.cumsum(sizes)[:-1], axis=attrs["axis"])
+    x, axis = ins[0], attrs["axis"] % ins[0].ndim
+    out, start = [], 0
+    for size in (dim(s) for s in attrs["sizes"]):
+        out.append(x[(slice(None),) * axis + (slice(start, start + size),)])
+        start += size
+    return out
 
 
 @kernel("squeeze")

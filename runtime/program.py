@@ -9,12 +9,14 @@ it with numpy, tvm_ffi and the artifact's libraries only. Step kinds:
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
 
 from . import dims
+from .fused import FUSED
 from .kernels import DTYPES, KERNELS
 
 
@@ -125,71 +127,102 @@ class KvCaches:
 
     def __init__(self, capacity: int | None):
         self.capacity = capacity
-        self._filled: dict[int, tuple[np.ndarray, int]] = {}  # buffer address -> (buffer, positions filled)
+        # buffer address -> (weak reference to the buffer, positions filled); views keep buffers alive
+        self._filled: dict[int, tuple[weakref.ref, int]] = {}
 
     def append(self, past: np.ndarray, new: np.ndarray, axis: int = 2) -> np.ndarray:
         if axis != 2 or past.ndim != 4:
             return np.concatenate([past, new], axis=axis)
         p, s = past.shape[2], new.shape[2]
-        hit = self._filled.get(past.__array_interface__["data"][0]) if p else None
-        if hit is not None and hit[1] == p and hit[0].shape[:2] == past.shape[:2] and p + s <= hit[0].shape[2] \
-                and past.strides == hit[0].strides:
-            buf = hit[0]
-        else:
+        buf = self._owner(past) if p else None
+        if buf is None:
             cap = self.capacity or p + s
             if p + s > cap:
                 raise ValueError(f"the KV cache holds {cap} positions; this step needs {p + s} "
                                  f"({p} cached + {s} new): shorten the prompt or the generation")
             buf = np.empty(past.shape[:2] + (cap,) + past.shape[3:], past.dtype)
             buf[:, :, :p] = past
+            self._filled = {a: e for a, e in self._filled.items() if e[0]() is not None}
+        elif p + s > buf.shape[2]:
+            raise ValueError(f"the KV cache holds {buf.shape[2]} positions; this step needs {p + s} "
+                             f"({p} cached + {s} new): shorten the prompt or the generation")
         buf[:, :, p:p + s] = new
-        self._filled[buf.__array_interface__["data"][0]] = (buf, p + s)
+        self._filled[buf.ctypes.data] = (weakref.ref(buf), p + s)
         return buf[:, :, :p + s]
+
+    def _owner(self, past: np.ndarray) -> np.ndarray | None:
+        """The buffer whose filled part ``past`` is, if any."""
+        hit = self._filled.get(past.ctypes.data)
+        if hit is None:
+            return None
+        buf = hit[0]()
+        if buf is None or hit[1] != past.shape[2] or buf.shape[:2] != past.shape[:2] or past.strides != buf.strides:
+            return None
+        return buf
 
 
 class Interpreter:
-    """Runs a :class:`Program` over its weights; ``luts`` maps lut ids to callables (LutKernel)."""
+    """Runs a :class:`Program` over its weights; ``luts`` maps lut ids to callables (LutKernel).
+
+    Values live in numbered slots (a list, not a dict); each step is pre-resolved to its kernel, input
+    slots, output slots and the slots freed after it (the program's buffer plan)."""
 
     def __init__(self, program: Program, weights: Mapping[str, np.ndarray], luts: Mapping[str, Callable]):
         self.program, self.luts = program, dict(luts)
-        self.constants: dict[str, np.ndarray | list] = {}
-        for vid, c in program.constants.items():
-            if "weight" in c:
-                self.constants[vid] = weights[c["weight"]]
-            else:
-                v = np.asarray(c["value"], dtype=object if c.get("symbolic") else DTYPES[c["dtype"]])
-                self.constants[vid] = v
-        self.free = program.free_lists()
         self.kv = KvCaches(program.meta.get("max_positions"))
-        self._symbolic = {vid for vid, c in program.constants.items() if c.get("symbolic")}
+        slot: dict[str, int] = {}
+        for s in program.inputs:
+            slot[s["name"]] = len(slot)
+        self.init: list = [None] * len(slot)
+        self.symbolic: list[tuple[int, np.ndarray]] = []  # shape constants such as ["batch", "seq", 9, 64]
+        for vid, c in program.constants.items():
+            slot[vid] = len(slot)
+            if "weight" in c:
+                self.init.append(weights[c["weight"]])
+            elif c.get("symbolic"):
+                self.init.append(None)
+                self.symbolic.append((slot[vid], np.asarray(c["value"], dtype=object)))
+            else:
+                self.init.append(np.asarray(c["value"], dtype=DTYPES[c["dtype"]]))
+        for step in program.steps:
+            for v in step.outputs:
+                slot.setdefault(v, len(slot))
+        self.init += [None] * (len(slot) - len(self.init))
+        self.plan = [(self._kernel(st), st, [slot[v] for v in st.inputs], [slot[v] for v in st.outputs],
+                      [slot[v] for v in free]) for st, free in zip(program.steps, program.free_lists())]
+        self.outputs = [slot[o["value"]] for o in program.outputs]
+
+    def _kernel(self, step: Step) -> Callable:
+        if step.kernel == "lut":
+            lut = self.luts[step.attrs["lut"]]
+            return lambda attrs, ins, dim: lut(ins[0])
+        if step.kernel == "kv_append":
+            return lambda attrs, ins, dim: self.kv.append(ins[0], ins[1], attrs.get("axis", 2))
+        fn = FUSED.get(step.kernel) or KERNELS.get(step.kernel)
+        if fn is None:
+            raise ValueError(f"step {step.name}: unknown kernel {step.kernel!r} (artifact from a newer lutc?)")
+        return fn
 
     def __call__(self, inputs) -> list[np.ndarray]:
         arrays, env = bind_inputs(self.program.inputs, inputs)
-        vals: dict[str, np.ndarray] = {s["name"]: a for s, a in zip(self.program.inputs, arrays)}
+        regs = list(self.init)
+        regs[:len(arrays)] = arrays
 
         def dim(d):
             return dims.evaluate(d, env) if isinstance(d, str) else int(d)
 
-        for vid in self._symbolic:  # shape constants such as ["batch", "seq", 9, 64]
-            c = self.constants[vid]
-            vals[vid] = np.asarray([dim(x) for x in c.reshape(-1).tolist()], np.int64).reshape(c.shape)
-        for i, step in enumerate(self.program.steps):
-            ins = [vals[v] if v in vals else self.constants[v] for v in step.inputs]
+        for i, c in self.symbolic:
+            regs[i] = np.asarray([dim(x) for x in c.reshape(-1).tolist()], np.int64).reshape(c.shape)
+        for fn, step, ins, outs, free in self.plan:
             try:
-                out = self._run(step, ins, dim)
+                out = fn(step.attrs, [regs[j] for j in ins], dim)
             except (ValueError, TypeError, IndexError) as e:
                 raise type(e)(f"{step.kernel} {step.name}: {e}") from e
-            if isinstance(out, list):
-                vals.update(zip(step.outputs, out))
+            if len(outs) == 1:
+                regs[outs[0]] = out if not isinstance(out, list) else out[0]
             else:
-                vals[step.outputs[0]] = out
-            for v in self.free[i]:
-                vals.pop(v, None)
-        return [vals[o["value"]] if o["value"] in vals else self.constants[o["value"]] for o in self.program.outputs]
-
-    def _run(self, step: Step, ins, dim):
-        if step.kernel == "lut":
-            return self.luts[step.attrs["lut"]](ins[0])
-        if step.kernel == "kv_append":
-            return self.kv.append(ins[0], ins[1], step.attrs.get("axis", 2))
-        return KERNELS[step.kernel](step.attrs, ins, dim)
+                for j, o in zip(outs, out):
+                    regs[j] = o
+            for j in free:
+                regs[j] = None
+        return [regs[j] for j in self.outputs]

@@ -10,6 +10,7 @@ import numpy as np
 
 from ...ir.graph import Graph, Node, Ref
 from ...ir.ops import Op
+from ...passes.pattern import Any, Match, Pat
 from ...passes.quantize.config import LayerQuant
 from ...passes.quantize.packing import unpack
 from ...passes.quantize.weight import QuantizedWeight
@@ -52,6 +53,13 @@ class Lowering:
 
 
 Rule = Callable[[Lowering, Node], "list[Step] | None"]
+
+BYTES_PER_THREAD = 512 << 10  # below this much weight per thread, waking a pool thread costs more than it saves
+
+
+def threads_for(weight_bytes: int, threads: int) -> int:
+    """Threads for one LUT call: a small matrix streams in a few microseconds, less than a pool wake-up."""
+    return max(1, min(threads, weight_bytes // BYTES_PER_THREAD))
 
 
 def _lut_operand(low: Lowering, node: Node) -> bool:
@@ -118,7 +126,7 @@ def _lut_matmul(low: Lowering, mm: Node) -> list[Step] | None:
     norm = _fused_norm(low, pre)
     cw = pack_cpu(_quantized_weight(low, mm))
     prologue = {"prologue": "rms_norm", "eps": norm.attrs.get("eps", 1e-6)} if norm is not None else {}
-    params = kernel_params(cw, low.threads, low.isa, **prologue)
+    params = kernel_params(cw, threads_for(cw.nbytes, low.threads), low.isa, **prologue)
     lib = build_library(library_params(params))
     lid = f"lut{len(low.luts)}"
     keys = [f"{mm.name}.cpu.{part}" for part in ("w", "scales", "zeros")]
@@ -151,6 +159,57 @@ def _kv_append(low: Lowering, node: Node) -> list[Step] | None:
                  node.name)]
 
 
+def _fused_step(kind: str, pattern: Pat, inputs: tuple[str, ...], attrs=lambda m: {}) -> Rule:
+    """A rule that runs the nodes ``pattern`` matches as one ``kind`` step of runtime/fused.py, when every
+    inner node feeds only this group (so none of them needs its own value)."""
+    def apply(low: Lowering, node: Node) -> list[Step] | None:
+        if node.op not in pattern.ops or len(node.types) != 1:
+            return None
+        m = Match(low.g)
+        if not pattern.match(low.g, node.out, m):
+            return None
+        inner = _inner_nodes(low.g, node, {m[n].node for n in inputs})
+        if any(low.only_user(low.g.node(n)) is None for n in inner):
+            return None
+        low.absorbed |= inner
+        return [Step(kind, [low.value(m[n]) for n in inputs], [node.name], attrs(m), node.name)]
+    apply.__name__ = kind
+    return apply
+
+
+def _inner_nodes(g: Graph, root: Node, leaves: set[str]) -> set[str]:
+    inner, todo = set(), [root.name]
+    while todo:
+        for r in g.node(todo.pop()).inputs:
+            if r.node not in leaves and r.node not in inner and g.node(r.node).op not in (Op.CONST, Op.INPUT):
+                inner.add(r.node)
+                todo.append(r.node)
+    return inner
+
+
+def _halves(first: bool):
+    def ok(n: Node) -> bool:
+        a = n.attrs
+        return a.get("axes") in ([-1], [3]) and not a.get("steps") and (a["starts"] == [0]) == first
+    return ok
+
+
+_X = Any("x")
+ROPE = Pat(Op.ADD, Pat(Op.MUL, _X, Any("cos")),
+           Pat(Op.MUL, Pat(Op.CONCAT, Pat(Op.NEG, Pat(Op.SLICE, _X, where=_halves(False))),
+                       Pat(Op.SLICE, _X, where=_halves(True)), where=lambda n: n.attrs["axis"] in (-1, 3)), Any("sin")))
+SWIGLU = Pat(Op.MUL, Pat(Op.SILU, Any("gate")), Any("up"))
+
+_rope = _fused_step("rope", ROPE, ("x", "cos", "sin"))
+_swiglu = _fused_step("swiglu", SWIGLU, ("gate", "up"))
+
+
+def _attention(low: Lowering, node: Node) -> list[Step] | None:
+    if node.op is not Op.SDPA or len(node.inputs) != 3 or node.type.rank != 4:
+        return None
+    return [Step("attention", [low.value(r) for r in node.inputs], [node.name], dict(node.attrs), node.name)]
+
+
 def _numpy(low: Lowering, node: Node) -> list[Step]:
     if node.op.value not in KERNELS:
         raise NotImplementedError(f"{node.op.value} {node.name} has no CPU kernel; CPU kernels: {sorted(KERNELS)}")
@@ -158,17 +217,31 @@ def _numpy(low: Lowering, node: Node) -> list[Step]:
     return [Step(node.op.value, [low.value(r) for r in node.inputs], outs, dict(node.attrs), node.name)]
 
 
-RULES: tuple[Rule, ...] = (_input, _const, _absorbed, _lut_matmul, _kv_append)
+# Group rules claim the nodes of a fused group before any step is emitted (visited root-first, in reverse
+# order, so the outermost match wins); node rules then pick each remaining node's kernel, in order.
+GROUP_RULES: tuple[Rule, ...] = (_rope, _swiglu)
+RULES: tuple[Rule, ...] = (_input, _const, _absorbed, _lut_matmul, _kv_append, _attention)
 
 
 def lower(g: Graph, options: CpuOptions, threads: int, isa: str) -> tuple[Program, dict, dict]:
     """The program, the arrays it reads (by key) and the libraries it calls (file name -> path)."""
     low = Lowering(g, options, threads, isa)
     nodes = g.nodes()
-    for node in nodes:  # decide fusions first: a norm is absorbed by the matmul after it
+    planned: dict[str, list[Step]] = {}
+    for node in reversed(nodes):
+        if node.name in low.absorbed:
+            continue
         if node.op is Op.LUT_PRECOMPUTE and (norm := _fused_norm(low, node)) is not None:
-            low.absorbed.add(norm.name)
+            low.absorbed.add(norm.name)  # the norm runs inside the LUT call after it
+        for rule in GROUP_RULES:
+            steps = rule(low, node)
+            if steps is not None:
+                planned[node.name] = steps
+                break
     for node in nodes:
+        if node.name in planned:
+            low.steps.extend(planned[node.name])
+            continue
         for rule in RULES:
             steps = rule(low, node)
             if steps is not None:

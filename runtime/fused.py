@@ -1,0 +1,64 @@
+"""CPU kernels for op groups the lowering fuses (codegen/cpu/lower.py): fewer passes over memory and fewer
+interpreter steps than the op-by-op numpy kernels, same results to float rounding."""
+from __future__ import annotations
+
+import numpy as np
+
+FUSED = {}
+
+
+def fused(name: str):
+    def deco(fn):
+        FUSED[name] = fn
+        return fn
+    return deco
+
+
+@fused("rope")
+def rope(attrs, ins, dim):
+    """x * cos + rotate_half(x) * sin, rotate_half(x) = concat(-x2, x1) over the last axis halves."""
+    x, cos, sin = ins
+    half = x.shape[-1] // 2
+    out = x * cos
+    out[..., :half] -= x[..., half:] * sin[..., :half]
+    out[..., half:] += x[..., :half] * sin[..., half:]
+    return out
+
+
+@fused("swiglu")
+def swiglu(attrs, ins, dim):
+    """silu(gate) * up, computed in place in one temporary."""
+    gate, up = ins
+    out = np.negative(gate)
+    np.exp(out, out=out)
+    out += 1
+    np.divide(gate, out, out=out)
+    out *= up
+    return out
+
+
+@fused("attention")
+def attention(attrs, ins, dim):
+    """Scaled dot-product attention without a mask input: GQA by reshaping queries into their KV head's
+    group (no copy of K/V per query head), causal top-left or bottom-right aligned."""
+    q, k, v = ins
+    *lead, hq, L, d = q.shape
+    hk, S = k.shape[-3], k.shape[-2]
+    rep = hq // hk
+    scale = attrs.get("scale") or 1 / np.sqrt(d)
+    qg = q.reshape(*lead, hk, rep * L, d)                      # rows: (query head in group, position)
+    s = np.matmul(qg, np.swapaxes(k, -1, -2))                  # [..., hk, rep*L, S]
+    s *= np.asarray(scale, s.dtype)
+    if attrs.get("causal"):
+        off = S - L if attrs.get("causal_align") == "bottom_right" else 0
+        if L > 1 or off < 0:
+            allowed = np.arange(S)[None, :] <= (np.arange(L)[:, None] + off)   # [L, S]
+            s = s.reshape(*lead, hk, rep, L, S)
+            s = np.where(allowed, s, -np.inf)
+            s = s.reshape(*lead, hk, rep * L, S)
+    mx = s.max(-1, keepdims=True)
+    s -= np.where(np.isfinite(mx), mx, 0)
+    np.exp(s, out=s)
+    tot = s.sum(-1, keepdims=True)
+    s /= np.where(tot > 0, tot, 1)  # a fully masked row gives 0, as torch's safe softmax does
+    return np.matmul(s, v).reshape(q.shape[:-1] + (v.shape[-1],)).astype(q.dtype, copy=False)

