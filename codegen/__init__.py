@@ -25,7 +25,6 @@ class UnknownTargetError(ValueError):
 _TARGETS: dict[str, Callable[[], Target]] = {}
 _PLANNED = {
     "cuda": "LUT kernels through TVM for NVIDIA GPUs (issue #7)",
-    "lut-sim": "the simulated lmma LUT instruction (issue #6)",
 }
 
 
@@ -72,3 +71,12 @@ def _cpu(**options):
 
 register_target("reference", ReferenceTarget)
 register_target("cpu", _cpu)
+
+
+def _lut_sim() -> Target:
+    from .lutsim.target import LutSimTarget  # imports TVM lazily, only when the target is built
+
+    return LutSimTarget()
+
+
+register_target("lut-sim", _lut_sim)

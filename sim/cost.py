@@ -67,7 +67,9 @@ class Cost:
 
     @property
     def bound(self) -> str:
-        return max(self.pipes, key=self.pipes.get)
+        """The busiest pipe, or "launch" when the kernel launch outweighs all of them."""
+        top = max(self.pipes, key=self.pipes.get)
+        return "launch" if self.launch > self.pipes[top] else top
 
     def add(self, other: "Cost", times: float = 1.0) -> "Cost":
         for d in ("pipes", "bytes", "energy_pj"):
