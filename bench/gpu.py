@@ -154,6 +154,22 @@ def _timer(fn_list, reps=40, batch=20):
     return statistics.median(times)
 
 
+def _graphs(fs, x):
+    import torch
+    import tvm_ffi
+
+    out = []
+    for f in fs:
+        f(x)
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        ctx = torch.cuda.graph(g)
+        with tvm_ffi.use_torch_stream(ctx):
+            f(x)
+        out.append(g.replay)
+    return out
+
+
 def copies_for(nbytes, l2=50 << 20, floor=256 << 20):
     return max(3, -(-max(4 * l2, floor) // max(nbytes, 1)))
 
@@ -232,6 +248,10 @@ def run_bench(log, bw):
                     for f in fs:
                         f._cps = {}
                     row[f"lutc_{name}_sweep_us"] = sweep
+                    try:  # the decode step as a CUDA graph (one graph per weight copy): no launch gaps
+                        row[f"lutc_{name}_graph_us"] = _timer(_graphs(fs, x16))
+                    except Exception as e:  # noqa: BLE001
+                        row[f"lutc_{name}_graph_error"] = f"{type(e).__name__}: {e}"[:300]
             results.append(row)
             msg = f"N={n} K={k} M={m}: cuBLAS {row['cublas_fp16_us']:.1f} us"
             if "torch_int4_us" in row:
@@ -239,7 +259,8 @@ def run_bench(log, bw):
             for name in lut:
                 msg += f", lutc {name} {row[f'lutc_{name}_us']:.1f} us"
                 if m == 1:
-                    msg += f" (sweep {', '.join(f'{c}:{t:.1f}' for c, t in row[f'lutc_{name}_sweep_us'].items())})"
+                    msg += f" (sweep {', '.join(f'{c}:{t:.1f}' for c, t in row[f'lutc_{name}_sweep_us'].items())}"
+                    msg += f"; graph {row.get(f'lutc_{name}_graph_us', float('nan')):.1f})"
             log(msg)
         del fp16_copies, lut
         torch.cuda.empty_cache()

@@ -138,11 +138,13 @@ def patch_library_bin(blob: bytes, source: str, fatbin: bytes) -> bytes:
     raise RuntimeError("no CUDA module with the generated source found in TVM's import blob")
 
 
-def _c_array(blob: bytes) -> str:
+def _c_array(c: str, blob: bytes) -> str:
+    """TVM's packed-imports C file ``c`` with its byte array replaced by ``blob`` (the file's declarations,
+    which give the symbol external linkage when compiled as C++, are kept)."""
+    head = c[:c.index("const unsigned char __tvm_ffi__library_bin[")]
+    tail = c[c.rindex("};") + 2:]
     body = ",".join(f"0x{b:02x}" for b in blob)
-    return ('#ifdef __cplusplus\nextern "C" {\n#endif\n'
-            f"const unsigned char __tvm_ffi__library_bin[{len(blob)}] = {{{body}}};\n"
-            '#ifdef __cplusplus\n}\n#endif\n')
+    return f"{head}const unsigned char __tvm_ffi__library_bin[{len(blob)}] = {{{body}}};{tail}"
 
 
 def _parse_c_array(c: str) -> bytes:
@@ -162,10 +164,10 @@ def build_library(p: KernelParams) -> Path:
     fatbin = nvcc_compile(source, p.arch)
 
     def pack_imports(mod, is_system_lib, prefix, workspace_dir):
-        blob = _parse_c_array(_ffi_api.ModulePackImportsToC(mod, is_system_lib, prefix))
+        c = _ffi_api.ModulePackImportsToC(mod, is_system_lib, prefix)
         path = os.path.join(workspace_dir, "devc.c")
         with open(path, "w") as f:
-            f.write(_c_array(patch_library_bin(blob, source, fatbin)))
+            f.write(_c_array(c, patch_library_bin(_parse_c_array(c), source, fatbin)))
         return path
 
     part = lib.with_name(f".{lib.stem}.{os.getpid()}.tmp.so")

@@ -9,6 +9,7 @@ from .tir import KernelParams, choose_cps
 X_DTYPES = ("float16", "float32")
 Y_DTYPES = ("float32", "float16")
 MAX_MT = 8
+_DIRECT_TORCH = [True]   # tvm_ffi takes torch tensors as arguments (DLPack under the hood)
 
 
 def arch_of_device(device=None) -> str:
@@ -140,20 +141,29 @@ class CudaLutMatmul:
         if m == 0:
             return torch.zeros(lead + (self.n,), dtype=ydt, device=x.device)
         x2 = x.reshape(m, self.k).contiguous()
-        p = self.params(m, xdt)
-        fn = self._fn(p)
+        key = (m, xdt, tuple(sorted(self._cps.items())))
+        hit = self._work.get(key)
+        if hit is None:   # per row count: the kernel, its partial-sum workspace
+            p = self.params(m, xdt)
+            part = torch.empty((p.split, m, self.cw.n_pad), dtype=torch.float32, device=x.device)
+            hit = self._work[key] = (self._fn(p), part)
+        fn, part = hit
         w, s, z = self._device_weights()
-        key = (m, p.split)
-        part = self._work.get(key)
-        if part is None:
-            part = self._work[key] = torch.empty((p.split, m, self.cw.n_pad), dtype=torch.float32, device=x.device)
         if out is None:
             y = torch.empty((m, self.n), dtype=ydt, device=x.device)
         else:
             if out.dtype != ydt or out.numel() != m * self.n or not out.is_contiguous():
                 raise ValueError(f"out must be a contiguous {ydt} tensor of {m * self.n} elements")
             y = out.view(m, self.n)
-        fn(x2, w, s, z, part, y)
+        if _DIRECT_TORCH[0]:
+            try:
+                fn(x2, w, s, z, part, y)
+            except TypeError:   # an FFI without torch.Tensor arguments: go through DLPack
+                _DIRECT_TORCH[0] = False
+        if not _DIRECT_TORCH[0]:
+            import tvm_ffi
+
+            fn(*(tvm_ffi.from_dlpack(t) for t in (x2, w, s, z, part, y)))
         return y.reshape(lead + (self.n,)) if out is None else out
 
 

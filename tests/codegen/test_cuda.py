@@ -139,3 +139,18 @@ def test_kernel_matches_float64(bits, n, k, group, m):
     ref = x.double().cpu().numpy() @ q.dequantize().astype(np.float64).T
     assert y.shape == (m, n) and y.dtype == torch.float32
     assert np.abs(y.double().cpu().numpy() - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+@needs_nvcc
+def test_exported_library_exports_the_import_blob(tmp_path, monkeypatch):
+    """The loader finds the device code through the dynamic symbol __tvm_ffi__library_bin."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nm") is None:
+        pytest.skip("nm (binutils) not installed")
+    monkeypatch.setenv("LUTC_CACHE", str(tmp_path))
+    q = lutc.quantize_weight(RNG.standard_normal((70, 200)), LayerQuant(bits=2, group_size=64))
+    lib = lutc.kernels.build_lut_matmul(q, target="cuda", arch="sm_90a").build(m=1)
+    syms = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True).stdout
+    assert " __tvm_ffi__library_bin" in syms
