@@ -1,0 +1,155 @@
+"""Standalone artifacts: save, load in a fresh process without the compiler, identical outputs, and clear
+refusals of corrupt, truncated, mismatched or foreign artifacts."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lutc
+from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights
+from lutc.runtime.artifact import ArtifactError
+
+SPEC = LlamaSpec(vocab_size=89, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2,
+                 max_positions=32)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    g = build_llama(SPEC, random_llama_weights(SPEC, seed=3), kv_cache=True, last_logits=True)
+    cm = lutc.compile(g, target="cpu", quant=lutc.QuantConfig(bits=2, group_size=32, exclude=()))
+    path = tmp_path_factory.mktemp("art") / "model"
+    cm.save(path)
+    return cm, path
+
+
+def _pasts(batch=1):
+    return {f"past_{k}.{i}": np.zeros((batch, 2, 0, 16), np.float32) for i in range(2) for k in "kv"}
+
+
+def test_layout_and_manifest(saved):
+    _, path = saved
+    names = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+    assert {"manifest.json", "weights.safetensors", "lib/libtvm_runtime.so"} <= names
+    assert any(n.startswith("kernels/") and n.endswith(".so") for n in names)
+    m = json.loads((path / "manifest.json").read_text())
+    assert m["format_version"] == 1 and m["target"] == "cpu" and m["isa"] in ("avx512", "avx2", "generic")
+    assert set(m["files"]) == names - {"manifest.json"}
+    assert m["program"]["free"] and m["program"]["luts"]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_runs_in_a_fresh_process_without_the_compiler(saved, tmp_path):
+    cm, path = saved
+    ids = np.random.default_rng(0).integers(0, SPEC.vocab_size, (2, 7))
+    np.save(tmp_path / "ids.npy", ids)
+    code = f"""
+import sys, numpy as np
+import lutc.runtime
+m = lutc.runtime.load({str(path)!r})
+ids = np.load({str(tmp_path / 'ids.npy')!r})
+pasts = {{f"past_{{k}}.{{i}}": np.zeros((2, 2, 0, 16), np.float32) for i in range(2) for k in "kv"}}
+outs = m.run(input_ids=ids, **pasts)
+np.savez({str(tmp_path / 'out.npz')!r}, *outs)
+heavy = sorted(x for x in sys.modules if x.split(".")[0] in ("tvm", "networkx", "sympy", "torch", "onnx")
+               or x.startswith(("lutc.passes", "lutc.frontend", "lutc.ir", "lutc.codegen")))
+print("HEAVY", heavy)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout, r.stdout
+    got = np.load(tmp_path / "out.npz")
+    want = cm.run(input_ids=ids, **_pasts(2))
+    for i, w in enumerate(want):
+        np.testing.assert_array_equal(got[f"arr_{i}"], w)
+
+
+def test_loaded_model_generates_like_the_compiled_one(saved):
+    cm, path = saved
+    rt = lutc.runtime.load(path)
+    assert rt.generate([3, 1, 4, 1, 5], 8).tokens == cm.generate([3, 1, 4, 1, 5], 8).tokens
+    with pytest.raises(ValueError, match="exceeds the model's context of 32"):
+        rt.generate(list(range(30)), 8)
+    with pytest.raises(ValueError, match="no tokenizer"):
+        rt.generate("hello", 2)
+
+
+def _copy(path, tmp_path) -> Path:
+    import shutil
+
+    dst = tmp_path / "copy"
+    shutil.copytree(path, dst)
+    return dst
+
+
+def test_refuses_corrupt_weights(saved, tmp_path):
+    p = _copy(saved[1], tmp_path)
+    with open(p / "weights.safetensors", "r+b") as f:
+        f.seek(-10, os.SEEK_END)
+        tail = f.read(10)
+        f.seek(-10, os.SEEK_END)
+        f.write(bytes(b ^ 0xFF for b in tail))  # same size, different bytes
+    with pytest.raises(ArtifactError, match="weights.safetensors does not match its checksum"):
+        lutc.runtime.load(p)
+
+
+def test_refuses_truncated_and_missing_files(saved, tmp_path):
+    p = _copy(saved[1], tmp_path)
+    lib = next((p / "kernels").iterdir())
+    lib.write_bytes(lib.read_bytes()[:1000])
+    with pytest.raises(ArtifactError, match="truncated"):
+        lutc.runtime.load(p)
+    lib.unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        lutc.runtime.load(p)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(format_version=99), "format version 99"),
+    (lambda m: m.update(lutc_version="9.0.0"), "built by lutc 9.0.0"),
+    (lambda m: m.update(isa="avx1024"), "unknown ISA|lacks"),
+    (lambda m: m.update(target="cuda"), "built for target 'cuda'"),
+    (lambda m: m.update(format="something"), "not a lutc artifact"),
+])
+def test_refuses_mismatched_manifests(saved, tmp_path, edit, message):
+    p = _copy(saved[1], tmp_path)
+    m = json.loads((p / "manifest.json").read_text())
+    edit(m)
+    (p / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises((ArtifactError, ValueError), match=message):
+        lutc.runtime.load(p)
+
+
+def test_refuses_garbage_and_non_artifacts(tmp_path):
+    with pytest.raises(ArtifactError, match="not an artifact directory"):
+        lutc.runtime.load(tmp_path / "nope")
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        lutc.runtime.load(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="corrupt manifest"):
+        lutc.runtime.load(tmp_path)
+
+
+def test_save_replaces_atomically_and_keeps_the_old_one_on_failure(saved, tmp_path, monkeypatch):
+    cm, _ = saved
+    path = tmp_path / "m"
+    cm.save(path)
+    before = (path / "manifest.json").read_text()
+    import lutc.runtime.artifact as art
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(art, "sha256", boom)
+    with pytest.raises(OSError, match="disk full"):
+        cm.save(path)
+    assert (path / "manifest.json").read_text() == before  # the previous artifact is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # and no temporary directory is left
+
+
+def test_reference_target_cannot_save(tmp_path):
+    g = build_llama(SPEC, random_llama_weights(SPEC))
+    with pytest.raises(NotImplementedError, match="target='cpu'"):
+        lutc.compile(g).save(tmp_path / "x")
