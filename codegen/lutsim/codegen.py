@@ -42,7 +42,7 @@ def lmma_for(attrs, a: str, tiling: Tiling) -> LmmaShape:
 
 def python_sites(BM, BN, R, TM, TN) -> tuple:
     """The same tile order as the TVM schedule (r, n tile, m tile), without TVM."""
-    sites = [("init", m, n) for m in range(0, BM, TM) for n in range(0, BN, TN)]
+    sites = [("init", m, n) for n in range(0, BN, TN) for m in range(0, BM, TM)]
     sites += [("lmma", m, n, r) for r in range(R) for n in range(0, BN, TN) for m in range(0, BM, TM)]
     return tuple(sites)
 
