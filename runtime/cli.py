@@ -35,6 +35,12 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_sim_dse(args) -> int:
+    from ..bench.lutsim_dse import main as dse
+
+    return dse((["--out", args.out] if args.out else []) + (["--no-plots"] if args.no_plots else []))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="lutc", description="lutc: low-bit LLM graphs to LUT kernels")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -44,6 +50,10 @@ def main(argv=None) -> int:
     p.add_argument("--canonical", action="store_true", help="run the canonicalization passes first")
     p.add_argument("--dot", metavar="FILE", help="write a graphviz DOT file")
     p.set_defaults(fn=cmd_inspect)
+    p = sub.add_parser("sim-dse", help="design-space exploration of the simulated lmma LUT tensor core")
+    p.add_argument("--out", help="output folder (default: bench/results)")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(fn=cmd_sim_dse)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
