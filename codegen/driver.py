@@ -40,12 +40,13 @@ class CompiledModel:
         outs = self.run(*args, **kwargs)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def save(self, path, tokenizer=None):
+    def save(self, path, tokenizer=None, generation: dict | None = None):
         """Write a standalone artifact directory (``lutc.runtime.load`` runs it without the compiler).
-        ``tokenizer``: a tokenizer.json path, a ``tokenizers.Tokenizer`` or a transformers fast tokenizer."""
+        ``tokenizer``: a tokenizer.json path, a ``tokenizers.Tokenizer`` or a transformers fast tokenizer;
+        ``generation``: defaults ``lutc run`` uses (``eos_token_id``, ``chat_prefix``, ``chat_suffix``)."""
         if not hasattr(self.executable, "save"):
             raise NotImplementedError(f"target {self.target!r} does not write artifacts; compile with target='cpu'")
-        return self.executable.save(path, tokenizer=_tokenizer_json(tokenizer))
+        return self.executable.save(path, tokenizer=_tokenizer_json(tokenizer), generation=generation)
 
     def generate(self, prompt_ids, max_new_tokens: int = 32, eos_token_id: int | None = None, on_token=None):
         """Greedy decoding from token ids; a model with ``past_*`` inputs decodes one token per call."""

@@ -28,6 +28,7 @@ class CpuOptions:
     threads: int | None = None
     isa: str | None = None
     fuse_norm: bool = True
+    progress: bool = False   # a progress bar over the kernel builds
 
 
 @dataclass
@@ -238,7 +239,9 @@ def lower(g: Graph, options: CpuOptions, threads: int, isa: str) -> tuple[Progra
             if steps is not None:
                 planned[node.name] = steps
                 break
-    for node in nodes:
+    from ...passes.quantize.calibrate import progress
+
+    for node in progress(nodes, "building kernels", options.progress):
         if node.name in planned:
             low.steps.extend(planned[node.name])
             continue

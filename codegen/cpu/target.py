@@ -27,7 +27,7 @@ class CpuExecutable:
     def __call__(self, inputs) -> list[np.ndarray]:
         return self.interpreter(inputs)
 
-    def save(self, path, tokenizer: bytes | None = None) -> Path:
+    def save(self, path, tokenizer: bytes | None = None, generation: dict | None = None) -> Path:
         from ...runtime.artifact import TVM_RUNTIME, write_artifact
         from ...runtime.tvm_libs import ensure_tvm_runtime
 
@@ -37,7 +37,7 @@ class CpuExecutable:
             files["tokenizer.json"] = tokenizer
         manifest = {"target": "cpu", "isa": self.program.meta["isa"], "threads": self.program.meta["threads"],
                     "program": self.program.to_json(), "tokenizer": "tokenizer.json" if tokenizer else None,
-                    "weight_bytes": int(sum(w.nbytes for w in self.weights.values()))}
+                    "weight_bytes": int(sum(w.nbytes for w in self.weights.values())), "generation": generation or {}}
         return write_artifact(path, manifest, self.weights, files)
 
 
