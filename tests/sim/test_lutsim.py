@@ -91,8 +91,10 @@ def test_float_tables_match_to_rounding(shape, bits, a, seed):
     o = execute(precompute_program(at, m, a), {"x": x})
     b = dict(bufs, tables=o["tables"], tscale=o["tscale"], xsum=o["xsum"])
     y = execute(MatmulCodegen(at, m, a, use_tvm=False).program(), b)["out"]
-    # rounding scales with the magnitude of the summed terms, not of the (possibly cancelling) result
-    mag = np.abs(x) @ np.abs(qw.dequantize()).T
+    # rounding scales with the magnitude of the looked-up terms (each plane reads +-table entries, each
+    # weighted by 2^t s/2, plus the zero-point term), not of the (possibly cancelling) result
+    s_k = np.repeat(qw.scales.astype(np.float64), qw.group_size, axis=1)[:, :k]
+    mag = np.abs(x) @ (s_k * (1 << qw.bits)).T
     tol = 1e-5 if a == "f32" else 2e-3   # fp32 accumulation order / fp16 table rounding (2^-11)
     assert np.all(np.abs(y - ref) <= tol * mag + 1e-6)
 
