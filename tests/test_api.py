@@ -38,8 +38,12 @@ def test_targets(graph):
     assert {"reference", "cpu", "cuda", "lut-sim"} <= set(lutc.known_targets())
     with pytest.raises(UnknownTargetError, match="known targets: .*'reference'"):
         lutc.compile(graph, target="tpu")
-    with pytest.raises(NotImplementedError, match="target 'cpu'.*not implemented yet"):
-        lutc.compile(graph, target="cpu")
+    with pytest.raises(NotImplementedError, match="target 'cuda'.*not implemented yet"):
+        lutc.compile(graph, target="cuda")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        lutc.compile(graph, target="cpu", target_options={"thread": 2})
+    with pytest.raises(TypeError, match="a name or a target object"):
+        lutc.compile(graph, target=3)
     with pytest.raises(TypeError, match="lutc.QuantConfig"):
         lutc.compile(graph, quant=object())
 

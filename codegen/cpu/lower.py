@@ -28,6 +28,7 @@ class CpuOptions:
     threads: int | None = None
     isa: str | None = None
     fuse_norm: bool = True
+    share_tables: bool = True  # one LUT call per shared table (stacked weights) instead of one per consumer
     progress: bool = False   # a progress bar over the kernel builds
 
 

@@ -51,7 +51,7 @@ class CpuTarget:
 
     def passes(self) -> list[Pass]:
         """Graph passes this target wants after quantization: one matmul per shared table."""
-        return [ShareTables(), DeadCodeElimination()]
+        return [ShareTables(), DeadCodeElimination()] if self.options.share_tables else []
 
     def build(self, g: Graph) -> CpuExecutable:
         program, weights, libraries = lower(g, self.options, self.threads, self.isa)
