@@ -146,8 +146,10 @@ class CudaLutMatmul:
         if hit is None:   # per row count: the kernel, its partial-sum workspace
             p = self.params(m, xdt)
             part = torch.empty((p.split, m, self.cw.n_pad), dtype=torch.float32, device=x.device)
-            hit = self._work[key] = (self._fn(p), part)
-        fn, part = hit
+            # split-K completion counters, one per (row tile, row block); the kernel resets them to zero
+            cnt = torch.zeros((-(-m // p.mt), self.cw.n_pad // ROWS), dtype=torch.int32, device=x.device)
+            hit = self._work[key] = (self._fn(p), part, cnt)
+        fn, part, cnt = hit
         w, s, z = self._device_weights()
         if out is None:
             y = torch.empty((m, self.n), dtype=ydt, device=x.device)
@@ -157,13 +159,13 @@ class CudaLutMatmul:
             y = out.view(m, self.n)
         if _DIRECT_TORCH[0]:
             try:
-                fn(x2, w, s, z, part, y)
+                fn(x2, w, s, z, part, cnt, y)
             except TypeError:   # an FFI without torch.Tensor arguments: go through DLPack
                 _DIRECT_TORCH[0] = False
         if not _DIRECT_TORCH[0]:
             import tvm_ffi
 
-            fn(*(tvm_ffi.from_dlpack(t) for t in (x2, w, s, z, part, y)))
+            fn(*(tvm_ffi.from_dlpack(t) for t in (x2, w, s, z, part, cnt, y)))
         return y.reshape(lead + (self.n,)) if out is None else out
 
 

@@ -9,8 +9,9 @@ One ``main`` PrimFunc holds the launches of one LUT matmul ``y[m, n] = sum_k x[m
    it streams the row's packed bit planes (16-byte loads, coalesced over the warp), looks every 4-bit plane
    index up in the shared table (``acc += 2^t * T[j][idx]``), and rescales once per K group by s/2 and the
    zero point. Weights are read exactly once from HBM; tables are reused by the 128 rows of the block.
-2. ``lut_reduce`` (only when K is split over blocks): sums the per-split partials and casts to the output
-   dtype.
+   When K is split over blocks, each block writes float32 partials and the last block to finish for its
+   rows (an atomic counter per row block, threadfence reduction; the counter resets itself) sums them and
+   casts to the output dtype: one launch per call.
 
 ``lut_precompute_func`` is the standalone table builder (tables in global memory, [M, K_pad/4, 16] float32,
 and per-group sums), for consumers that share one activation (Q/K/V); the fused prologue does the same work.
@@ -79,7 +80,7 @@ def lut_matmul_func(p: KernelParams):
     f32 = "float32"
 
     @T.prim_func
-    def main(x: T.handle, w: T.handle, s: T.handle, z: T.handle, part: T.handle, y: T.handle):
+    def main(x: T.handle, w: T.handle, s: T.handle, z: T.handle, part: T.handle, cnt: T.handle, y: T.handle):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         m = T.int32()
         X = T.match_buffer(x, (m, K), XDT)
@@ -87,6 +88,7 @@ def lut_matmul_func(p: KernelParams):
         S = T.match_buffer(s, (G, NP), "float16")
         Z = T.match_buffer(z, (G, NP), "int8")
         P = T.match_buffer(part, (SPLIT, m, NP), f32)
+        CNT = T.match_buffer(cnt, ((m + MT - 1) // MT, NB), "int32")
         Y = T.match_buffer(y, (m, N), YDT)
         for bz in T.thread_binding((m + MT - 1) // MT, thread="blockIdx.z"):
             for by in T.thread_binding(SPLIT, thread="blockIdx.y"):
@@ -101,6 +103,10 @@ def lut_matmul_func(p: KernelParams):
                         yacc = T.alloc_buffer((MT,), f32, scope="local")
                         acc = T.alloc_buffer((1,), f32, scope="local")
                         rs = T.alloc_buffer((1,), f32, scope="local")
+                        xsb = T.alloc_buffer((1,), f32, scope="local")
+                        racc = T.alloc_buffer((1,), f32, scope="local")
+                        last = T.alloc_buffer((1,), "int32", scope="shared")
+                        lastl = T.alloc_buffer((1,), "int32", scope="local")
                         n: T.let = bx * ROWS + tid
                         # the first PRE chunks' weights and scales are loaded before the table build, so
                         # their HBM latency overlaps it (loads do not move across the barrier)
@@ -165,10 +171,10 @@ def lut_matmul_func(p: KernelParams):
                                                                                   4 * ((sg * SR + r) % 8)),
                                                                     15)]
                                         if HZ:
-                                            xs: T.let = XP[(mm * CPS + cc) * XPC + (sg * SR) // U]
+                                            xsb[0] = XP[(mm * CPS + cc) * XPC + (sg * SR) // U]
                                             for u in T.unroll(SR // U - 1):
-                                                xs = xs + XP[(mm * CPS + cc) * XPC + (sg * SR) // U + u + 1]
-                                            yacc[mm] = yacc[mm] + sc * (acc[0] - zf * xs)
+                                                xsb[0] = xsb[0] + XP[(mm * CPS + cc) * XPC + (sg * SR) // U + u + 1]
+                                            yacc[mm] = yacc[mm] + sc * (acc[0] - zf * xsb[0])
                                         else:
                                             yacc[mm] = yacc[mm] + sc * acc[0]
                         for mm in T.unroll(MT):
@@ -178,15 +184,26 @@ def lut_matmul_func(p: KernelParams):
                                         Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm])
                                 else:
                                     P[by, bz * MT + mm, n] = yacc[mm]
-        if not DIRECT:
-            for ry in T.thread_binding(m, thread="blockIdx.y"):
-                for rx in T.thread_binding((N + 255) // 256, thread="blockIdx.x"):
-                    for rt in T.thread_binding(256, thread="threadIdx.x"):
-                        racc = T.alloc_buffer((1,), f32, scope="local")
-                        if rx * 256 + rt < N:
-                            racc[0] = T.float32(0)
-                            for sp in T.unroll(SPLIT):
-                                racc[0] = racc[0] + P[sp, ry, rx * 256 + rt]
-                            Y[ry, rx * 256 + rt] = T.Cast(YDT, racc[0])
+                        if not DIRECT:
+                            # ---- split-K reduction by the last block of each (row block, row tile) to finish
+                            # (threadfence reduction; the counter resets itself for the next call) ----
+                            T.evaluate(T.call_extern("void", "__threadfence"))
+                            T.tvm_storage_sync("shared")
+                            if tid == 0:
+                                last[0] = T.Cast("int32", T.call_extern(
+                                    "int32", "atomicAdd", T.address_of(CNT[bz, bx]), 1) == SPLIT - 1)
+                            T.tvm_storage_sync("shared")
+                            lastl[0] = last[0]
+                            if lastl[0] == 1:
+                                T.evaluate(T.call_extern("void", "__threadfence"))
+                                for mm in T.unroll(MT):
+                                    if bz * MT + mm < m and n < N:
+                                        racc[0] = T.float32(0)
+                                        for sp in T.unroll(SPLIT):
+                                            racc[0] = racc[0] + T.call_extern(
+                                                f32, "__ldcg", T.address_of(P[sp, bz * MT + mm, n]))
+                                        Y[bz * MT + mm, n] = T.Cast(YDT, racc[0])
+                                if tid == 0:
+                                    CNT[bz, bx] = 0
 
     return main
