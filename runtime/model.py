@@ -9,6 +9,7 @@ from .artifact import TVM_RUNTIME, WEIGHTS, ArtifactError, read_manifest
 from .generate import Generation, generate
 from .isa import supported
 from .lut import LutKernel
+from .ops_lib import CompiledOps
 from .program import Interpreter, Program
 
 
@@ -28,7 +29,9 @@ class LoadedModel:
         tvm_runtime = str(self.path / TVM_RUNTIME)
         luts = {lid: LutKernel.from_spec(spec, self.weights, self.path / "kernels" / spec["library"], tvm_runtime)
                 for lid, spec in self.program.luts.items()}
-        self.interpreter = Interpreter(self.program, self.weights, luts)
+        ops = self.program.meta.get("ops_library")
+        compiled = CompiledOps(self.path / "kernels" / ops, tvm_runtime).kernels() if ops else {}
+        self.interpreter = Interpreter(self.program, self.weights, luts, compiled)
         self._tokenizer = None
 
     @property

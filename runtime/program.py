@@ -147,12 +147,12 @@ class KvCaches:
             raise ValueError(f"the KV cache holds {buf.shape[2]} positions; this step needs {p + s} "
                              f"({p} cached + {s} new): shorten the prompt or the generation")
         buf[:, :, p:p + s] = new
-        self._filled[buf.ctypes.data] = (weakref.ref(buf), p + s)
+        self._filled[_address(buf)] = (weakref.ref(buf), p + s)
         return buf[:, :, :p + s]
 
     def _owner(self, past: np.ndarray) -> np.ndarray | None:
         """The buffer whose filled part ``past`` is, if any."""
-        hit = self._filled.get(past.ctypes.data)
+        hit = self._filled.get(_address(past))
         if hit is None:
             return None
         buf = hit[0]()
@@ -167,8 +167,10 @@ class Interpreter:
     Values live in numbered slots (a list, not a dict); each step is pre-resolved to its kernel, input
     slots, output slots and the slots freed after it (the program's buffer plan)."""
 
-    def __init__(self, program: Program, weights: Mapping[str, np.ndarray], luts: Mapping[str, Callable]):
-        self.program, self.luts = program, dict(luts)
+    def __init__(self, program: Program, weights: Mapping[str, np.ndarray], luts: Mapping[str, Callable],
+                 compiled: Mapping[str, Callable] | None = None):
+        """``compiled``: kernels of the ops library by step kind (they replace the numpy versions)."""
+        self.program, self.luts, self.compiled = program, dict(luts), dict(compiled or {})
         self.kv = KvCaches(program.meta.get("max_positions"))
         slot: dict[str, int] = {}
         for s in program.inputs:
@@ -198,7 +200,7 @@ class Interpreter:
             return lambda attrs, ins, dim: lut(ins[0])
         if step.kernel == "kv_append":
             return lambda attrs, ins, dim: self.kv.append(ins[0], ins[1], attrs.get("axis", 2))
-        fn = FUSED.get(step.kernel) or KERNELS.get(step.kernel)
+        fn = self.compiled.get(step.kernel) or FUSED.get(step.kernel) or KERNELS.get(step.kernel)
         if fn is None:
             raise ValueError(f"step {step.name}: unknown kernel {step.kernel!r} (artifact from a newer lutc?)")
         return fn
@@ -226,3 +228,7 @@ class Interpreter:
             for j in free:
                 regs[j] = None
         return [regs[j] for j in self.outputs]
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]

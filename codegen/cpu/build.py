@@ -21,12 +21,12 @@ def cache_dir() -> Path:
     return d
 
 
-def _key(params: dict) -> str:
+def _key(params: dict, source: Path = SOURCE, driver: Path = Path(__file__)) -> str:
     import tvm
 
     h = hashlib.sha256()
-    h.update(SOURCE.read_bytes())
-    h.update(Path(__file__).read_bytes())
+    h.update(source.read_bytes())
+    h.update(driver.read_bytes())
     h.update(repr(sorted(params.items())).encode())
     h.update(f"{__version__} {tvm.__version__} {_gcc_version()}".encode())
     return h.hexdigest()[:20]
@@ -36,9 +36,9 @@ def _gcc_version() -> str:
     return subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
 
 
-def _object(isa: str, out: Path) -> Path:
-    obj = out / f"lut_kernels_{isa}.o"
-    cmd = ["gcc", "-O3", "-fPIC", "-std=c11", "-c", str(SOURCE), "-o", str(obj), *GCC_FLAGS[isa]]
+def _object(isa: str, out: Path, source: Path = SOURCE) -> Path:
+    obj = out / f"{source.stem}_{isa}.o"
+    cmd = ["gcc", "-O3", "-fPIC", "-std=c11", "-c", str(source), "-o", str(obj), *GCC_FLAGS[isa]]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"compiling the {isa} micro-kernels failed:\n{r.stderr}")
@@ -134,16 +134,19 @@ def _lookups_macro(p: dict):
 def build_library(params: dict) -> Path:
     """The path of a shared library whose ``main`` computes the LUT matmul for ``params``."""
     lib = cache_dir() / f"lut_matmul_{_key(params)}.so"
-    if lib.exists():
-        return lib
+    return lib if lib.exists() else export(lambda: {"main": _prim_func(params)}, params["isa"], SOURCE, lib)
+
+
+def export(functions, isa: str, source: Path, lib: Path) -> Path:
+    """Compile the TIR ``functions()`` (name -> prim_func) for ``isa``, link the C ``source`` in, and write
+    ``lib`` atomically (a concurrent builder never sees half a library)."""
     import tvm
 
-    mcpu = {"avx512": "skylake-avx512", "avx2": "haswell", "generic": "x86-64"}[params["isa"]]
-    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
-    exe = tvm.compile(tvm.IRModule({"main": _prim_func(params)}), target=target)
+    mcpu = {"avx512": "skylake-avx512", "avx2": "haswell", "generic": "x86-64"}[isa]
+    exe = tvm.compile(tvm.IRModule(functions()), target=tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
     with tempfile.TemporaryDirectory() as tmp:
-        obj = _object(params["isa"], Path(tmp))
+        obj = _object(isa, Path(tmp), source)
         part = lib.with_name(f".{lib.stem}.{os.getpid()}.tmp.so")
         exe.export_library(str(part), addons=[str(obj)])
-        os.replace(part, lib)  # atomic: a concurrent builder never sees half a library
+        os.replace(part, lib)
     return lib

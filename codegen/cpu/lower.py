@@ -29,6 +29,9 @@ class CpuOptions:
     isa: str | None = None
     fuse_norm: bool = True
     share_tables: bool = True  # one LUT call per shared table (stacked weights) instead of one per consumer
+    # attention/RoPE/SwiGLU through the TVM-built ops library instead of the vectorized numpy kernels of
+    # runtime/fused.py: off by default, as its plain C loops are not faster yet (bench notes in README)
+    compiled_ops: bool = False
     progress: bool = False   # a progress bar over the kernel builds
 
 

@@ -11,9 +11,11 @@ from ...passes.dce import DeadCodeElimination
 from ...passes.lut_share import ShareTables
 from ...passes.manager import Pass
 from ...runtime.lut import LutKernel, default_threads
+from ...runtime.ops_lib import CompiledOps
 from ...runtime.program import Interpreter, Program
 from .kernel import check_isa
 from .lower import CpuOptions, lower
+from .ops import build_ops_library
 
 
 class CpuExecutable:
@@ -22,7 +24,9 @@ class CpuExecutable:
     def __init__(self, program: Program, weights: dict[str, np.ndarray], libraries: dict[str, str]):
         self.program, self.weights, self.libraries = program, weights, libraries
         luts = {lid: LutKernel.from_spec(spec, weights, libraries[spec["library"]]) for lid, spec in program.luts.items()}
-        self.interpreter = Interpreter(program, weights, luts)
+        ops = program.meta.get("ops_library")
+        compiled = CompiledOps(libraries[ops]).kernels() if ops else {}
+        self.interpreter = Interpreter(program, weights, luts, compiled)
 
     def __call__(self, inputs) -> list[np.ndarray]:
         return self.interpreter(inputs)
@@ -56,4 +60,8 @@ class CpuTarget:
     def build(self, g: Graph) -> CpuExecutable:
         program, weights, libraries = lower(g, self.options, self.threads, self.isa)
         program.meta.update(target="cpu", isa=self.isa, threads=self.threads)
+        if self.options.compiled_ops:
+            lib = build_ops_library(self.isa, self.threads)
+            libraries[lib.name] = str(lib)
+            program.meta["ops_library"] = lib.name
         return CpuExecutable(program, weights, libraries)

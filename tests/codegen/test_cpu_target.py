@@ -146,3 +146,34 @@ def test_smollm2_fp32_generates_what_transformers_generates():
     with torch.no_grad():
         theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)[0, len(prompt):].tolist()
     assert ours == theirs
+
+
+def test_compiled_ops_library_matches_numpy_kernels():
+    """The TVM-built ops library (strided inputs through DLPack) against runtime/fused.py's numpy kernels."""
+    from lutc.codegen.cpu.ops import build_ops_library
+    from lutc.runtime import fused
+    from lutc.runtime.ops_lib import CompiledOps
+
+    ops = CompiledOps(build_ops_library("generic", 2))
+    rng = np.random.default_rng(5)
+    cache = rng.standard_normal((2, 3, 50, 40)).astype(np.float32)
+    for l, s, align in [(1, 37, "bottom_right"), (7, 7, "top_left"), (5, 23, "bottom_right"), (300, 300, "top_left")]:
+        q = rng.standard_normal((2, l, 9, 40)).astype(np.float32).transpose(0, 2, 1, 3)  # a strided view
+        k = np.resize(cache, (2, 3, max(s, 50), 40))[:, :, :s]
+        v = k[:, :, ::-1].copy()
+        attrs = {"causal": True, "causal_align": align, "scale": 0.3}
+        np.testing.assert_allclose(ops.attention(attrs, [q, k, v], None), fused.attention(attrs, [q, k, v], None),
+                                   rtol=1e-5, atol=1e-5)
+    x = rng.standard_normal((1, 5, 9, 40)).astype(np.float32).transpose(0, 2, 1, 3)
+    cos, sin = rng.standard_normal((2, 5, 40)).astype(np.float32)
+    np.testing.assert_allclose(ops.rope({}, [x, cos, sin], None), fused.rope({}, [x, cos, sin], None), rtol=1e-6, atol=1e-6)
+    g, u = rng.standard_normal((2, 3, 77)).astype(np.float32)
+    np.testing.assert_allclose(ops.swiglu({}, [g, u], None), fused.swiglu({}, [g, u], None), rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_ops_in_a_model(kv_graph):
+    ids = np.arange(6)[None] % SPEC.vocab_size
+    a = lutc.compile(kv_graph, target="cpu", quant=Q2).run(input_ids=ids, **pasts())[0]
+    b = lutc.compile(kv_graph, target="cpu", quant=Q2, target_options={"compiled_ops": True}).run(
+        input_ids=ids, **pasts())[0]
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,60 @@
+"""The ops library: TVM-generated entry points over the C kernels of ops_kernels.c (attention, RoPE, SwiGLU).
+Shapes are symbolic and inputs may be strided views (their DLPack strides become TIR variables), so one
+library per ISA and thread count serves every model. Cached on disk like the LUT libraries."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .build import _key, cache_dir, export
+
+SOURCE = Path(__file__).with_name("ops_kernels.c")
+FUNCTIONS = ("attention", "attention_parallel", "rope", "swiglu")
+
+
+def _functions(threads: int) -> dict:
+    from tvm.script import tirx as T
+
+    def attention_fn(parallel: int):
+        @T.prim_func
+        def attention(q: T.handle, k: T.handle, v: T.handle, o: T.handle, scale: T.float32, causal: T.int64,
+                      off: T.int64):
+            b, hq, hk, l, s, d = T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+            q0, q1, q2, k0, k1, k2, v0, v1, v2 = (T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64(),
+                                                  T.int64(), T.int64(), T.int64())
+            Q = T.match_buffer(q, (b, hq, l, d), "float32", strides=(q0, q1, q2, T.int64(1)))
+            K = T.match_buffer(k, (b, hk, s, d), "float32", strides=(k0, k1, k2, T.int64(1)))
+            V = T.match_buffer(v, (b, hk, s, d), "float32", strides=(v0, v1, v2, T.int64(1)))
+            O = T.match_buffer(o, (b, hq, l, d), "float32")
+            per = (hq + parallel - 1) // parallel
+            for t in T.parallel(parallel) if parallel > 1 else T.serial(1):
+                T.evaluate(T.call_extern("int32", "lutc_attention_f32", Q.data, q0, q1, q2, K.data, k0, k1, k2,
+                                         V.data, v0, v1, v2, O.data, b, hq, hk, l, s, d, scale, causal, off,
+                                         T.min(t * per, hq), T.min(t * per + per, hq)))
+        return attention
+
+    @T.prim_func
+    def rope(x: T.handle, c: T.handle, s: T.handle, o: T.handle):
+        b, h, l, d, x0, x1, x2 = T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+        X = T.match_buffer(x, (b, h, l, d), "float32", strides=(x0, x1, x2, T.int64(1)))
+        C = T.match_buffer(c, (l, d), "float32")
+        S = T.match_buffer(s, (l, d), "float32")
+        O = T.match_buffer(o, (b, h, l, d), "float32")
+        T.evaluate(T.call_extern("int32", "lutc_rope_f32", X.data, x0, x1, x2, C.data, S.data, O.data, b, h, l, d))
+
+    @T.prim_func
+    def swiglu(g: T.handle, u: T.handle, o: T.handle):
+        n = T.int64()
+        G = T.match_buffer(g, (n,), "float32")
+        U = T.match_buffer(u, (n,), "float32")
+        O = T.match_buffer(o, (n,), "float32")
+        T.evaluate(T.call_extern("int32", "lutc_swiglu_f32", G.data, U.data, O.data, n))
+
+    return {"attention": attention_fn(1).with_attr("global_symbol", "attention"),
+            "attention_parallel": attention_fn(threads).with_attr("global_symbol", "attention_parallel"),
+            "rope": rope.with_attr("global_symbol", "rope"), "swiglu": swiglu.with_attr("global_symbol", "swiglu")}
+
+
+def build_ops_library(isa: str, threads: int) -> Path:
+    params = {"isa": isa, "threads": threads}
+    lib = cache_dir() / f"lutc_ops_{_key(params, SOURCE, Path(__file__))}.so"
+    return lib if lib.exists() else export(lambda: _functions(threads), isa, SOURCE, lib)
