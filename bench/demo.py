@@ -1,57 +1,87 @@
-"""`make demo`: compile the built-in LLaMA-style model (random weights, fixed seed), show its IR, run it.
+"""`make demo`: compile SmolLM2-135M for the CPU with 4-bit LUT matmuls, save it as a standalone artifact, load
+it with the thin runtime, answer a prompt, and print tokens/s next to torch's (transformers, fp32, eager).
 
-Until the cpu target lands this uses target="reference" (the numpy executor).
+Before that, the built-in LLaMA-style model (random weights) goes through the same steps in a few seconds, with
+its IR dumped per pass. ``--quick`` stops there (no SmolLM2).
 """
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
 import lutc
-from lutc.codegen.reference.executor import run as run_reference
 from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights
+
+
+def builtin(dump_ir: str) -> None:
+    spec = LlamaSpec()
+    graph = build_llama(spec, random_llama_weights(spec, seed=0), kv_cache=True)
+    quant = lutc.QuantConfig(bits=4, group_size=64, method="clip")
+    t0 = time.perf_counter()
+    cm = lutc.compile(graph, target="cpu", quant=quant, dump_ir=dump_ir)
+    print(f"built-in model: compiled for 'cpu' in {time.perf_counter() - t0:.1f} s; IR dumps in {dump_ir}/")
+    print(cm.summary())
+    ref = lutc.compile(graph, target="reference", quant=quant)
+    prompt = np.random.default_rng(1).integers(0, spec.vocab_size, (1, 12))
+    pasts = {n: np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), np.float32) for n in graph.inputs[1:]}
+    a, b = cm.run(input_ids=prompt, **pasts)[0], ref.run(input_ids=prompt, **pasts)[0]
+    print(f"cpu kernels vs the numpy reference (same int8 tables): max relative difference "
+          f"{np.abs(a - b).max() / np.abs(b).max():.1e}\n")
+
+
+def smollm2(out: str, prompt: str, tokens: int, bits: int) -> None:
+    from lutc.runtime.cli import _source
+
+    t0 = time.perf_counter()
+    graph, tok, gen = _source("smollm2", quantize=True)
+    quant = lutc.QuantConfig(bits=bits, group_size=64, method="clip")
+    cm = lutc.compile(graph, target="cpu", quant=quant, progress=True, target_options={"progress": True})
+    cm.save(out, tokenizer=tok, generation=gen)
+    print(f"SmolLM2-135M W{bits} (groups of 64, clipped RTN, int8 tables): compiled and saved to {out}/ "
+          f"in {time.perf_counter() - t0:.0f} s")
+
+    rt = lutc.runtime.load(out)  # what `lutc run` does: the thin runtime, no compiler involved
+    text = gen["chat_prefix"] + prompt + gen["chat_suffix"]
+    ids = tok.encode(text, add_special_tokens=False)
+    print(f"\nprompt: {prompt}\nlutc:   ", end="", flush=True)
+    shown = []
+
+    def stream(t):
+        shown.append(t)
+        if t != gen["eos_token_id"]:
+            print(tok.decode([t]), end="", flush=True)
+
+    rt.generate(ids, tokens, eos_token_id=gen["eos_token_id"], on_token=stream)
+    print()
+
+    # speed, measured the way bench/llm.py does it (warm engines, a fixed prompt, greedy decode of 32 tokens)
+    from lutc.bench.llm import LutcEngine, TorchEngine, run_once
+
+    x = np.asarray([ids], np.int64)
+    rows = []
+    for name, engine in (("lutc W%d" % bits, LutcEngine(out)), ("torch fp32", TorchEngine())):
+        run_once(engine, x, 4)
+        p, d = min((run_once(engine, x, 32)[:2] for _ in range(2)), key=lambda pd: pd[1])
+        rows.append((name, x.shape[1] / p, 32 / d))
+    print("\n" + "\n".join(f"{n:>12}: prefill {pf:6.1f} tokens/s, decode {dc:5.1f} tokens/s" for n, pf, dc in rows))
+    print(f"{'':>12}  decode speed-up over torch: {rows[0][2] / rows[1][2]:.1f}x "
+          "(bench/llm.py compares more engines: python -m lutc.bench.llm)")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--target", default="reference")
     ap.add_argument("--dump-ir", default="ir_dumps/demo")
-    ap.add_argument("--tokens", type=int, default=8, help="tokens to generate greedily")
+    ap.add_argument("--out", default="demo_out/smollm2_w4")
+    ap.add_argument("--prompt", default="What is the capital of France?")
+    ap.add_argument("--tokens", type=int, default=48)
+    ap.add_argument("--bits", type=int, default=4)
+    ap.add_argument("--quick", action="store_true", help="only the built-in model")
     args = ap.parse_args(argv)
-
-    spec = LlamaSpec()
-    graph = build_llama(spec, random_llama_weights(spec, seed=0))
-    t0 = time.perf_counter()
-    cm = lutc.compile(graph, target=args.target, dump_ir=args.dump_ir)
-    print(f"compiled for {cm.target!r} in {time.perf_counter() - t0:.2f} s\n")
-    print(cm.summary(), "\n")
-    print(cm.timing.report(), "\n")
-
-    prompt = np.random.default_rng(1).integers(0, spec.vocab_size, (1, 12))
-    ids = prompt
-    t0 = time.perf_counter()
-    for _ in range(args.tokens):  # no KV cache yet: every step re-runs the whole prefix
-        logits = cm(ids)
-        ids = np.concatenate([ids, logits[:, -1:].argmax(-1)], axis=1)
-    dt = time.perf_counter() - t0
-    print(f"prompt    {prompt[0].tolist()}")
-    print(f"generated {ids[0, prompt.shape[1]:].tolist()}  ({args.tokens / dt:.1f} tokens/s, no KV cache)")
-    ref = run_reference(graph, [ids[:, :-1]], float_dtype=np.float64)[0]
-    err = np.abs(cm(ids[:, :-1]) - ref).max() / np.abs(ref).max()
-    print(f"max relative error of the logits against a float64 run of the imported graph: {err:.2e}\n")
-
-    # the same model with its linear layers as LUT ops: 4-bit weights, groups of 64, int8 tables
-    quant = lutc.QuantConfig(bits=4, group_size=64, method="clip")
-    qm = lutc.compile(graph, target=args.target, quant=quant, dump_ir=args.dump_ir + "_w4")
-    counts = {op.value: n for op, n in qm.graph.op_counts().items() if op.value.startswith("lut")}
-    qlogits = qm(ids[:, :-1])
-    rms = np.sqrt(((qlogits - ref) ** 2).mean() / (ref ** 2).mean())
-    print(f"W4 g64 (clip, int8 tables): {counts}; logits relative RMS error vs float: {rms:.3f} "
-          "(random weights: no structure to preserve)")
-    print(f"IR dumps: {args.dump_ir}/ ({', '.join(sorted(p.name for p in Path(args.dump_ir).glob('*.txt')))})")
+    builtin(args.dump_ir)
+    if not args.quick:
+        smollm2(args.out, args.prompt, args.tokens, args.bits)
 
 
 if __name__ == "__main__":
