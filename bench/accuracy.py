@@ -54,8 +54,9 @@ def tokens(n: int) -> np.ndarray:
     return ids[:n].astype(np.int64)
 
 
-def perplexity(g: Graph, ids: np.ndarray, window: int) -> float:
-    ex = Executor(g)
+def perplexity(g, ids: np.ndarray, window: int) -> float:
+    """Perplexity of a graph (run on the reference executor) or of any ``fn(inputs list) -> [logits]``."""
+    ex = Executor(g) if isinstance(g, Graph) else g
     nll, count = 0.0, 0
     for w0 in range(0, len(ids) - window + 1, window):
         chunk = ids[w0:w0 + window][None]
