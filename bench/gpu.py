@@ -30,6 +30,7 @@ MS = [1, 16, 128]
 METHODS = {"W4": dict(bits=4, group_size=128), "W2": dict(bits=2, group_size=128),
            "ternary": dict(bits="ternary", group_size=128)}
 GEMV_CPS = [1, 2, 4, 8]        # chunks per block swept for M = 1 (the default is chosen by a heuristic)
+GEMV_MAXREG = [0, 64]          # nvcc -maxrregcount swept for M = 1 (0: nvcc's choice)
 SMS = 132                      # H100 SXM / H200
 ARCH = "sm_90a"
 
@@ -93,8 +94,11 @@ def prepare():
             _kernel(q, "float16", None).build(m, "float16")
             count += 1
         for cps in GEMV_CPS:
-            _kernel(q, "float16", cps, 1).build(1, "float16")
-            count += 1
+            for mr in GEMV_MAXREG:
+                k_ = _kernel(q, "float16", cps, 1)
+                k_._maxreg = {1: mr} if mr else {}
+                k_.build(1, "float16")
+                count += 1
         print(f"built {n}x{k} {name} ({time.time() - t0:.0f} s)", flush=True)
     print(f"{count} kernel variants ready in {time.time() - t0:.0f} s")
 
@@ -240,13 +244,14 @@ def run_bench(log, bw):
                 if m == 1:  # sweep the K split of the GEMV
                     sweep = {}
                     for cps in GEMV_CPS:
-                        if cps > fs[0].cw.chunks:
-                            continue
-                        for f in fs:
-                            f._cps = {1: cps}
-                        sweep[cps] = _timer([lambda f=f: f(x16) for f in fs])
+                        for mr in GEMV_MAXREG:
+                            if cps > fs[0].cw.chunks:
+                                continue
+                            for f in fs:
+                                f._cps, f._maxreg = {1: cps}, ({1: mr} if mr else {})
+                            sweep[f"{cps}" + (f"/r{mr}" if mr else "")] = _timer([lambda f=f: f(x16) for f in fs])
                     for f in fs:
-                        f._cps = {}
+                        f._cps, f._maxreg = {}, {}
                     row[f"lutc_{name}_sweep_us"] = sweep
                     try:  # the decode step as a CUDA graph (one graph per weight copy): no launch gaps
                         row[f"lutc_{name}_graph_us"] = _timer(_graphs(fs, x16))
@@ -273,8 +278,9 @@ def markdown(results, bw, device, check_summary):
              "CUDA-event medians, cold weights (each method rotates through > 200 MB of weight copies), "
              "activations float16, lutc output float16, group size 128 (W4/W2 asymmetric rtn, ternary absmean). "
              "lutc time = the whole call (fused table build + LUT matmul + split-K reduction when K is split). "
-             "`best` = fastest K split of the sweep (chunks of 128 per block), `%HBM` = weight bytes "
-             "(planes + scales + zeros) / time / copy bandwidth.", "", check_summary, "",
+             "`best` = fastest of the M = 1 sweep over K split (chunks of 128 per block) x register cap, "
+             "`graph` = the default kernel replayed from a CUDA graph (no launch gaps), `%HBM` = weight bytes "
+             "(planes + scales + zeros) / best time / copy bandwidth.", "", check_summary, "",
              "| N x K | M | cuBLAS fp16 µs | torch int4 µs | lutc W4 µs | W4 vs int4 | lutc W2 µs | W2 vs cuBLAS "
              "| W2 %HBM | lutc ternary µs | ternary vs cuBLAS |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -282,11 +288,18 @@ def markdown(results, bw, device, check_summary):
         def t(name):
             us = r.get(f"lutc_{name}_us")
             sw = r.get(f"lutc_{name}_sweep_us")
+            gr = r.get(f"lutc_{name}_graph_us")
+            text = f"{us:.1f}"
+            best = us
+            if gr:
+                text += f" (graph {gr:.1f})"
+                best = min(best, gr)
             if sw:
-                best = min(sw.values())
-                if best < us:
-                    return us, f"{us:.1f} (best {best:.1f})", best
-            return us, f"{us:.1f}", us
+                cfg, b = min(sw.items(), key=lambda kv: kv[1])
+                if b < best:
+                    text += f" (best {b:.1f} @{cfg})"
+                    best = b
+            return us, text, best
         c = r["cublas_fp16_us"]
         i4 = r.get("torch_int4_us")
         w4, w4s, w4b = t("W4")

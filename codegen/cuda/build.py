@@ -161,7 +161,7 @@ def build_library(p: KernelParams) -> Path:
 
     exe = _compile_tvm(p)
     source = exe.mod.imports[0].inspect_source()
-    fatbin = nvcc_compile(source, p.arch)
+    fatbin = nvcc_compile(source, p.arch, extra=[f"-maxrregcount={p.maxreg}"] if p.maxreg else ())
 
     def pack_imports(mod, is_system_lib, prefix, workspace_dir):
         c = _ffi_api.ModulePackImportsToC(mod, is_system_lib, prefix)

@@ -39,7 +39,7 @@ class CudaLutMatmul:
     table_dtype = "f32"
 
     def __init__(self, qweight: QuantizedWeight, out_dtype: str = "float32", arch: str | None = None,
-                 sms: int | None = None, cps: dict | None = None):
+                 sms: int | None = None, cps: dict | None = None, maxreg: dict | None = None):
         if not isinstance(qweight, QuantizedWeight):
             raise TypeError(f"build_lut_matmul takes a lutc.QuantizedWeight, got {type(qweight).__name__}")
         if out_dtype not in Y_DTYPES:
@@ -51,6 +51,7 @@ class CudaLutMatmul:
         self._arch = arch
         self._sms = sms
         self._cps = dict(cps or {})          # {mt: chunks per block}: overrides (benchmark sweeps)
+        self._maxreg = dict(maxreg or {})    # {mt: nvcc -maxrregcount}: overrides (benchmark sweeps)
         self._dev = None                     # device tensors, uploaded on first call
         self._fns: dict = {}
         self._work: dict = {}
@@ -72,7 +73,8 @@ class CudaLutMatmul:
         cps = self._cps.get(mt) or choose_cps(cw.chunks, cw.n_pad, mt, sms=self._sms or 132)
         return KernelParams(n=cw.n, n_pad=cw.n_pad, k=cw.k, chunks=cw.chunks, bits=cw.bits,
                             group_size=cw.group_size, groups=cw.groups, has_zero=cw.zeros is not None, mt=mt,
-                            cps=min(cps, cw.chunks), x_dtype=x_dtype, y_dtype=self.out_dtype, arch=self.arch)
+                            cps=min(cps, cw.chunks), x_dtype=x_dtype, y_dtype=self.out_dtype, arch=self.arch,
+                            maxreg=self._maxreg.get(mt, 0))
 
     def build(self, m: int = 1, x_dtype: str = "float16"):
         """Compile (TVM + nvcc, cached) the library for ``m`` rows; returns its path."""
@@ -141,7 +143,7 @@ class CudaLutMatmul:
         if m == 0:
             return torch.zeros(lead + (self.n,), dtype=ydt, device=x.device)
         x2 = x.reshape(m, self.k).contiguous()
-        key = (m, xdt, tuple(sorted(self._cps.items())))
+        key = (m, xdt, tuple(sorted(self._cps.items())), tuple(sorted(self._maxreg.items())))
         hit = self._work.get(key)
         if hit is None:   # per row count: the kernel, its partial-sum workspace
             p = self.params(m, xdt)
