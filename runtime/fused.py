@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import KERNELS
+
 FUSED = {}
 
 
@@ -62,3 +64,15 @@ def attention(attrs, ins, dim):
     tot = s.sum(-1, keepdims=True)
     s /= np.where(tot > 0, tot, 1)  # a fully masked row gives 0, as torch's safe softmax does
     return np.matmul(s, v).reshape(q.shape[:-1] + (v.shape[-1],)).astype(q.dtype, copy=False)
+
+
+@fused("views")
+def views(attrs, ins, dim):
+    """A chain of view ops (reshape, transpose, squeeze, unsqueeze) applied in one step."""
+    x = ins[0]
+    for spec in attrs["ops"]:
+        if spec["op"] == "reshape":
+            x = KERNELS["reshape"](spec["attrs"], [x, spec["shape"]], dim)
+        else:
+            x = KERNELS[spec["op"]](spec["attrs"], [x], dim)
+    return x

@@ -198,7 +198,8 @@ def _gather_nd(attrs, ins, dim):
 
 @kernel("reshape")
 def _reshape(attrs, ins, dim):
-    x, shape = ins[0], [int(dim(d)) for d in np.asarray(ins[1]).reshape(-1).tolist()]
+    spec = ins[1] if isinstance(ins[1], list) else np.asarray(ins[1]).reshape(-1).tolist()
+    x, shape = ins[0], [dim(d) if isinstance(d, str) else int(d) for d in spec]
     if not attrs.get("allowzero"):
         shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
     return x.reshape(shape)

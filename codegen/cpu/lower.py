@@ -209,6 +209,38 @@ _rope = _fused_step("rope", ROPE, ("x", "cos", "sin"))
 _swiglu = _fused_step("swiglu", SWIGLU, ("gate", "up"))
 
 
+_VIEWS = frozenset({Op.RESHAPE, Op.TRANSPOSE, Op.SQUEEZE, Op.UNSQUEEZE})
+
+
+def _view_spec(g: Graph, node: Node) -> dict | None:
+    spec = {"op": node.op.value, "attrs": dict(node.attrs)}
+    if node.op is Op.RESHAPE:
+        shape = g.const_value(node.inputs[1])
+        if shape is None:
+            return None
+        spec["shape"] = [d if isinstance(d, str) else int(d) for d in shape.reshape(-1).tolist()]
+    return spec
+
+
+def _views(low: Lowering, node: Node) -> list[Step] | None:
+    """A chain of view ops (reshape -> transpose, ...) as one step: one interpreter dispatch, no copies."""
+    if node.op not in _VIEWS:
+        return None
+    chain = [node]
+    while True:
+        src = low.g.node(chain[-1].inputs[0].node)
+        if src.op not in _VIEWS or low.only_user(src) is None or src.name in low.absorbed:
+            break
+        chain.append(src)
+    if len(chain) < 2:
+        return None
+    specs = [_view_spec(low.g, n) for n in reversed(chain)]
+    if any(s is None for s in specs):
+        return None
+    low.absorbed |= {n.name for n in chain[1:]}
+    return [Step("views", [low.value(chain[-1].inputs[0])], [node.name], {"ops": specs}, node.name)]
+
+
 def _attention(low: Lowering, node: Node) -> list[Step] | None:
     if node.op is not Op.SDPA or len(node.inputs) != 3 or node.type.rank != 4:
         return None
@@ -224,7 +256,7 @@ def _numpy(low: Lowering, node: Node) -> list[Step]:
 
 # Group rules claim the nodes of a fused group before any step is emitted (visited root-first, in reverse
 # order, so the outermost match wins); node rules then pick each remaining node's kernel, in order.
-GROUP_RULES: tuple[Rule, ...] = (_rope, _swiglu)
+GROUP_RULES: tuple[Rule, ...] = (_rope, _swiglu, _views)
 RULES: tuple[Rule, ...] = (_input, _const, _absorbed, _lut_matmul, _kv_append, _attention)
 
 
