@@ -1,68 +1,19 @@
 """Run a graph with the numpy kernels: binds symbolic dims from the inputs, frees values after last use."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
 import numpy as np
 
 from ...ir import dims as D
 from ...ir.graph import Graph, Ref
 from ...ir.ops import Op
-from ...ir.types import TensorType
+from ...runtime.program import InputError, bind_inputs as _bind  # noqa: F401 (InputError re-exported)
 from .kernels import KERNELS
-
-
-class InputError(ValueError):
-    """Inputs that do not match the graph's declared inputs (names, dtypes, shapes)."""
 
 
 def bind_inputs(g: Graph, inputs) -> tuple[list[np.ndarray], dict[str, int]]:
     """Check inputs against the graph's input types and bind its symbolic dims to sizes."""
-    if isinstance(inputs, Mapping):
-        unknown = set(inputs) - set(g.inputs)
-        missing = [n for n in g.inputs if n not in inputs]
-        if unknown or missing:
-            raise InputError(f"inputs {sorted(unknown)} are unknown and {missing} missing; "
-                             f"the graph takes {g.inputs}")
-        inputs = [inputs[n] for n in g.inputs]
-    inputs = list(inputs)
-    if len(inputs) != len(g.inputs):
-        raise InputError(f"the graph takes {len(g.inputs)} inputs {g.inputs}, got {len(inputs)}")
-    env: dict[str, int] = {}
-    arrays = []
-    for name, x in zip(g.inputs, inputs):
-        t: TensorType = g.node(name).type
-        x = _to_numpy(x)
-        want = t.dtype.to_numpy()
-        if x.dtype != want:
-            if x.dtype.kind == want.kind or (x.dtype.kind in "iu" and want.kind in "iu"):
-                x = x.astype(want)
-            else:
-                raise InputError(f"input {name}: expected {t.dtype.value}, got {x.dtype}")
-        if x.ndim != t.rank:
-            raise InputError(f"input {name}: expected rank {t.rank} ({t}), got shape {list(x.shape)}")
-        for axis, (d, n) in enumerate(zip(t.shape, x.shape)):
-            if isinstance(d, int):
-                if d != n:
-                    raise InputError(f"input {name}: dim {axis} must be {d} ({t}), got {n}")
-            elif d.isidentifier():
-                if env.setdefault(d, n) != n:
-                    raise InputError(f"input {name}: dim {axis} ({d}) is {n} but {d} = {env[d]} elsewhere")
-        arrays.append(x)
-    for name, x in zip(g.inputs, arrays):  # expressions such as "past+seq" once all symbols are bound
-        for axis, (d, n) in enumerate(zip(g.node(name).type.shape, x.shape)):
-            if isinstance(d, str) and not d.isidentifier() and D.symbols(d) <= env.keys() \
-                    and D.evaluate(d, env) != n:
-                raise InputError(f"input {name}: dim {axis} must be {d} = {D.evaluate(d, env)}, got {n}")
-    return arrays, env
-
-
-def _to_numpy(x) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "detach"):  # torch tensor
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+    specs = [{"name": n, "dtype": g.node(n).type.dtype.value, "shape": list(g.node(n).type.shape)} for n in g.inputs]
+    return _bind(specs, inputs)
 
 
 class Executor:
