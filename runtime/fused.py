@@ -58,11 +58,16 @@ def attention(attrs, ins, dim):
             s = s.reshape(*lead, hk, rep, L, S)
             s = np.where(allowed, s, -np.inf)
             s = s.reshape(*lead, hk, rep * L, S)
-    mx = s.max(-1, keepdims=True)
-    s -= np.where(np.isfinite(mx), mx, 0)
-    np.exp(s, out=s)
-    tot = s.sum(-1, keepdims=True)
-    s /= np.where(tot > 0, tot, 1)  # a fully masked row gives 0, as torch's safe softmax does
+    if attrs.get("causal") and (attrs.get("causal_align") == "bottom_right" and S < L):
+        mx = s.max(-1, keepdims=True)  # rows with no visible key: 0, as torch's safe softmax gives
+        s -= np.where(np.isfinite(mx), mx, 0)
+        np.exp(s, out=s)
+        tot = s.sum(-1, keepdims=True)
+        s /= np.where(tot > 0, tot, 1)
+    else:  # every row sees at least one key
+        s -= s.max(-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(-1, keepdims=True)
     return np.matmul(s, v).reshape(q.shape[:-1] + (v.shape[-1],)).astype(q.dtype, copy=False)
 
 

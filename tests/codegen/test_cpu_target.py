@@ -195,3 +195,23 @@ def test_smollm2_quantized_perplexity_matches_the_reference_executor():
         cpu = perplexity(lutc.compile(g, target="cpu", quant=q).executable, ids, 512)
         print(f"W{bits}: reference {ref:.3f}, cpu {cpu:.3f}")
         assert abs(cpu - ref) / ref < 0.01, (bits, ref, cpu)
+
+
+@pytest.mark.parametrize("l, s, align", [(1, 9, "bottom_right"), (6, 6, "top_left"), (4, 11, "bottom_right"),
+                                         (7, 3, "bottom_right"), (5, 8, "top_left")])
+def test_fused_kernels_match_the_reference_ops(l, s, align):
+    from lutc.runtime import fused
+    from lutc.runtime.kernels import sdpa
+
+    rng = np.random.default_rng(l * 31 + s)
+    q = rng.standard_normal((2, 6, l, 8)).astype(np.float32)
+    k, v = rng.standard_normal((2, 2, 2, s, 8)).astype(np.float32)
+    attrs = {"causal": True, "causal_align": align, "scale": 0.4}
+    want = sdpa(q, k, v, causal=True, scale=0.4, align=align)  # rows without a visible key give 0 in both
+    np.testing.assert_allclose(fused.attention(attrs, [q, k, v], None), want, rtol=1e-5, atol=1e-6)
+    x = rng.standard_normal((2, 6, l, 8)).astype(np.float32)
+    cos, sin = rng.standard_normal((2, l, 8)).astype(np.float32)
+    rot = np.concatenate([-x[..., 4:], x[..., :4]], -1)
+    np.testing.assert_allclose(fused.rope({}, [x, cos, sin], None), x * cos + rot * sin, rtol=1e-5, atol=1e-6)
+    g, u = rng.standard_normal((2, 3, l, 5)).astype(np.float32)
+    np.testing.assert_allclose(fused.swiglu({}, [g, u], None), g / (1 + np.exp(-g)) * u, rtol=1e-5, atol=1e-6)
