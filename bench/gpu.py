@@ -280,7 +280,8 @@ def markdown(results, bw, device, check_summary):
              "lutc time = the whole call (fused table build + LUT matmul + split-K reduction when K is split). "
              "`best` = fastest of the M = 1 sweep over K split (chunks of 128 per block) x register cap, "
              "`graph` = the default kernel replayed from a CUDA graph (no launch gaps), `%HBM` = weight bytes "
-             "(planes + scales + zeros) / best time / copy bandwidth.", "", check_summary, "",
+             "(planes + scales + zeros) / best time / copy bandwidth. Ratio columns use the best lutc time (cuBLAS and "
+             "torch int4 are single kernels launched on the stream).", "", check_summary, "",
              "| N x K | M | cuBLAS fp16 µs | torch int4 µs | lutc W4 µs | W4 vs int4 | lutc W2 µs | W2 vs cuBLAS "
              "| W2 %HBM | lutc ternary µs | ternary vs cuBLAS |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -312,14 +313,31 @@ def markdown(results, bw, device, check_summary):
     return "\n".join(lines) + "\n"
 
 
+def profile_target():
+    """A few calls of the default W2 and W4 GEMV kernels at 14336 x 4096 (run under ncu)."""
+    import torch
+
+    x = torch.randn(1, 4096, dtype=torch.float16, device="cuda")
+    for (n, k, name), q in bench_weights():
+        if n == 14336 and name in ("W2", "W4"):
+            f = _kernel(q, "float16", None)
+            for _ in range(3):
+                f(x)
+    torch.cuda.synchronize()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--prepare", action="store_true")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="only run the 14336x4096 W2/W4 GEMV kernels (for ncu)")
     a = ap.parse_args(argv)
     if a.prepare:
         prepare()
+        return 0
+    if a.profile:
+        profile_target()
         return 0
     import torch
 

@@ -1,6 +1,6 @@
 """The CUDA LUT kernels, written as TVMScript (lowered TIR with explicit thread bindings).
 
-One ``main`` PrimFunc holds the launches of one LUT matmul ``y[m, n] = sum_k x[m, k] W[n, k]``:
+One ``main`` PrimFunc, one kernel launch, per LUT matmul ``y[m, n] = sum_k x[m, k] W[n, k]``:
 
 1. ``lut_matmul`` (grid: 128-row blocks x K splits x tiles of MT activation rows, 128 threads). Its prologue
    is the fused ``lut_precompute``: the block builds, in shared memory, the 16-entry signed tables
@@ -13,8 +13,9 @@ One ``main`` PrimFunc holds the launches of one LUT matmul ``y[m, n] = sum_k x[m
    rows (an atomic counter per row block, threadfence reduction; the counter resets itself) sums them and
    casts to the output dtype: one launch per call.
 
-``lut_precompute_func`` is the standalone table builder (tables in global memory, [M, K_pad/4, 16] float32,
-and per-group sums), for consumers that share one activation (Q/K/V); the fused prologue does the same work.
+The table build exists only fused into the matmul (no standalone ``lut_precompute`` kernel yet): a block
+rebuilds the tables of its K range, which costs about 35 instructions per thread and chunk of 128 K against
+about 128 * bits for the lookups.
 """
 from __future__ import annotations
 
