@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -70,7 +69,7 @@ def check_cases():
 
 
 def _kernel(q, ydt, cps, mt=None):
-    from lutc.codegen.cuda.kernel import CudaLutMatmul, tile_rows
+    from lutc.codegen.cuda.kernel import CudaLutMatmul
 
     return CudaLutMatmul(q, out_dtype=ydt, arch=ARCH, sms=SMS, cps=None if cps is None else {mt: cps})
 
