@@ -78,7 +78,7 @@ def lut_matmul_func(p: KernelParams):
     TAB = MT * CPS * 32 * 16         # floats of table in shared memory
     XPN = MT * CPS * XPC
     LOGU = U.bit_length() - 1
-    PRE = max(1, min(CPS, 40 // (B * 4 + 2 * SEGS)))   # chunks whose weights are loaded before the table build
+    PRE = max(1, min(CPS, 72 // (B * 4 + 2 * SEGS)))   # chunks whose weights are loaded before the table build
     XDT, YDT = p.x_dtype, p.y_dtype
     f32 = "float32"
 
@@ -104,7 +104,7 @@ def lut_matmul_func(p: KernelParams):
                         sl = T.alloc_buffer((PRE * SEGS,), f32, scope="local")
                         zl = T.alloc_buffer((PRE * SEGS,), f32, scope="local")
                         yacc = T.alloc_buffer((MT,), f32, scope="local")
-                        acc = T.alloc_buffer((1,), f32, scope="local")
+                        acc = T.alloc_buffer((B,), f32, scope="local")    # one chain per bit plane
                         rs = T.alloc_buffer((1,), f32, scope="local")
                         xsb = T.alloc_buffer((1,), f32, scope="local")
                         racc = T.alloc_buffer((1,), f32, scope="local")
@@ -165,14 +165,17 @@ def lut_matmul_func(p: KernelParams):
                                     sc: T.let = sl[(cc % PRE) * SEGS + sg] * T.float32(0.5)
                                     zf: T.let = zl[(cc % PRE) * SEGS + sg]
                                     for mm in T.unroll(MT):
-                                        acc[0] = T.float32(0)
+                                        for t in T.unroll(B):
+                                            acc[t] = T.float32(0)
                                         for r in T.unroll(SR):
                                             for t in T.unroll(B):
-                                                acc[0] = acc[0] + T.float32(1 << t) * TS[
+                                                acc[t] = acc[t] + TS[
                                                     ((mm * CPS + cc) * 32 + sg * SR + r) * 16
                                                     + T.bitwise_and(T.shift_right(wr[((cc % PRE) * B + t) * 4 + (sg * SR + r) // 8],
                                                                                   4 * ((sg * SR + r) % 8)),
                                                                     15)]
+                                        for t in T.unroll(B - 1):
+                                            acc[0] = acc[0] + T.float32(2 << t) * acc[t + 1]
                                         if HZ:
                                             xsb[0] = XP[(mm * CPS + cc) * XPC + (sg * SR) // U]
                                             for u in T.unroll(SR // U - 1):
