@@ -7,7 +7,7 @@ One ``main`` PrimFunc, one kernel launch, per LUT matmul ``y[m, n] = sum_k x[m, 
    ``T[j][idx] = sum_i (2 bit_i(idx) - 1) x[4j + i]`` (float32) for its K range and MT rows, and the
    per-group activation sums for the zero points (warp shuffles). Then every thread owns one weight row:
    it streams the row's packed bit planes (16-byte loads, coalesced over the warp), looks every 4-bit plane
-   index up in the shared table (``acc += 2^t * T[j][idx]``), and rescales once per K group by s/2 and the
+   index up in the shared table (``acc_t += T[j][idx_t]``, one chain per plane), and rescales once per K group by s/2 and the
    zero point. Weights are read exactly once from HBM; tables are reused by the 128 rows of the block.
    When K is split over blocks, each block writes float32 partials and the last block to finish for its
    rows (an atomic counter per row block, threadfence reduction; the counter resets itself) sums them and
