@@ -157,7 +157,13 @@ def build_library(p: KernelParams) -> Path:
     lib = library_path(p)
     if lib.exists():
         return lib
-    from tvm.runtime import _ffi_api
+    try:
+        from tvm.runtime import _ffi_api
+    except ImportError as e:
+        raise RuntimeError(f"the CUDA kernel library {lib.name} is not in the cache ({lib.parent}) and TVM is not "
+                           "installed here to build it: build it where apache-tvm and nvcc are "
+                           "(CudaLutMatmul.build(m), or python -m lutc.bench.gpu --prepare) and point LUTC_CACHE "
+                           "at the result") from e
 
     exe = _compile_tvm(p)
     source = exe.mod.imports[0].inspect_source()

@@ -112,11 +112,12 @@ class CudaLutMatmul:
         if f is None:
             from .runtime import load_library
 
-            f = self._fns[p] = load_library(str(self.build_params(p)))
+            f = self._fns[p] = load_library(str(self._library(p)))
         return f
 
     @staticmethod
-    def build_params(p: KernelParams):
+    def _library(p: KernelParams):
+        """The cached library for ``p``, built now if missing (needs TVM and nvcc)."""
         from .build import build_library, library_path
 
         lib = library_path(p)
@@ -153,6 +154,8 @@ class CudaLutMatmul:
             hit = self._work[key] = (self._fn(p), part, cnt)
         fn, part, cnt = hit
         w, s, z = self._device_weights()
+        if w.device != x.device:
+            raise ValueError(f"x is on {x.device} but the weights were uploaded to {w.device}")
         if out is None:
             y = torch.empty((m, self.n), dtype=ydt, device=x.device)
         else:
