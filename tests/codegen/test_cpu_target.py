@@ -215,3 +215,18 @@ def test_fused_kernels_match_the_reference_ops(l, s, align):
     np.testing.assert_allclose(fused.rope({}, [x, cos, sin], None), x * cos + rot * sin, rtol=1e-5, atol=1e-6)
     g, u = rng.standard_normal((2, 3, l, 5)).astype(np.float32)
     np.testing.assert_allclose(fused.swiglu({}, [g, u], None), g / (1 + np.exp(-g)) * u, rtol=1e-5, atol=1e-6)
+
+
+def test_import_llama_from_a_checkpoint_directory(tmp_path):
+    model = tiny_llama(seed=3)
+    model.save_pretrained(tmp_path)  # config.json + model.safetensors
+    g = import_llama(tmp_path, kv_cache=False, last_logits=False)
+    ids = torch.randint(0, 97, (2, 6))
+    with torch.no_grad():
+        want = model(ids).logits.numpy()
+    np.testing.assert_allclose(lutc.compile(g, target="cpu")(ids.numpy()), want, rtol=1e-4, atol=1e-4)
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    from lutc.frontend.errors import FrontendError
+
+    with pytest.raises(FrontendError, match="model_type 'gpt2'"):
+        import_llama(tmp_path)
