@@ -52,8 +52,7 @@ class CompiledModel:
         """Greedy decoding from token ids; a model with ``past_*`` inputs decodes one token per call."""
         from ..runtime.generate import generate
 
-        specs = [{"name": n, "dtype": self.graph.node(n).type.dtype.value, "shape": list(self.graph.node(n).type.shape)}
-                 for n in self.graph.inputs]
+        specs = self.graph.input_specs()
         return generate(self.executable, specs, list(self.graph.output_names), prompt_ids, max_new_tokens,
                         self.graph.meta.get("max_positions"), eos_token_id, on_token)
 

@@ -153,6 +153,11 @@ class Graph:
         """(user, input position) for every use of ``ref``, outputs excluded."""
         return [(u, i) for u in self.users(ref.node) for i, r in enumerate(u.inputs) if r == ref]
 
+    def input_specs(self) -> list[dict]:
+        """The inputs as ``{"name", "dtype", "shape"}`` dicts: what the runtime checks inputs against."""
+        return [{"name": n, "dtype": self.node(n).type.dtype.value, "shape": list(self.node(n).type.shape)}
+                for n in self.inputs]
+
     def is_output(self, ref: Ref) -> bool:
         return ref in self.outputs
 

@@ -47,6 +47,7 @@ class Lowering:
     luts: dict[str, dict] = field(default_factory=dict)
     libraries: dict[str, str] = field(default_factory=dict)   # library file name -> path in the kernel cache
     absorbed: set[str] = field(default_factory=set)            # nodes computed inside another node's step
+    norms: dict[str, Node] = field(default_factory=dict)       # precompute -> the RMSNorm fused into its LUT call
 
     def value(self, ref: Ref) -> str:
         return ref.node if ref.index == 0 else f"{ref.node}:{ref.index}"
@@ -128,7 +129,7 @@ def _lut_matmul(low: Lowering, mm: Node) -> list[Step] | None:
     if mm.op is not Op.LUT_MATMUL:
         return None
     pre = low.g.node(mm.inputs[0].node)
-    norm = _fused_norm(low, pre)
+    norm = low.norms.get(pre.name)
     cw = pack_cpu(_quantized_weight(low, mm))
     prologue = {"prologue": "rms_norm", "eps": norm.attrs.get("eps", 1e-6)} if norm is not None else {}
     params = kernel_params(cw, threads_for(cw.nbytes, low.threads), low.isa, **prologue)
@@ -269,7 +270,8 @@ def lower(g: Graph, options: CpuOptions, threads: int, isa: str) -> tuple[Progra
         if node.name in low.absorbed:
             continue
         if node.op is Op.LUT_PRECOMPUTE and (norm := _fused_norm(low, node)) is not None:
-            low.absorbed.add(norm.name)  # the norm runs inside the LUT call after it
+            low.norms[node.name] = norm  # the norm runs inside the LUT call after it
+            low.absorbed.add(norm.name)
         for rule in GROUP_RULES:
             steps = rule(low, node)
             if steps is not None:
@@ -288,7 +290,7 @@ def lower(g: Graph, options: CpuOptions, threads: int, isa: str) -> tuple[Progra
         else:
             steps = _numpy(low, node)
         low.steps.extend(steps)
-    inputs = [{"name": n, "dtype": g.node(n).type.dtype.value, "shape": list(g.node(n).type.shape)} for n in g.inputs]
+    inputs = g.input_specs()
     outputs = [{"name": name, "value": low.value(r)} for name, r in zip(g.output_names, g.outputs)]
     program = Program(inputs, outputs, low.constants, low.steps, low.luts, dict(g.meta))
     return program, low.weights, low.libraries

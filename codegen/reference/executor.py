@@ -12,8 +12,7 @@ from .kernels import KERNELS
 
 def bind_inputs(g: Graph, inputs) -> tuple[list[np.ndarray], dict[str, int]]:
     """Check inputs against the graph's input types and bind its symbolic dims to sizes."""
-    specs = [{"name": n, "dtype": g.node(n).type.dtype.value, "shape": list(g.node(n).type.shape)} for n in g.inputs]
-    return _bind(specs, inputs)
+    return _bind(g.input_specs(), inputs)
 
 
 class Executor:
