@@ -23,9 +23,7 @@ class UnknownTargetError(ValueError):
 
 
 _TARGETS: dict[str, Callable[[], Target]] = {}
-_PLANNED = {
-    "cuda": "LUT kernels through TVM for NVIDIA GPUs (issue #7)",
-}
+_PLANNED: dict[str, str] = {}
 
 
 def register_target(name: str, factory: Callable[[], Target]) -> None:
@@ -69,8 +67,15 @@ def _cpu(**options):
     return CpuTarget(**options)
 
 
+def _cuda(**options):
+    from .cuda.target import CudaTarget
+
+    return CudaTarget(**options)
+
+
 register_target("reference", ReferenceTarget)
 register_target("cpu", _cpu)
+register_target("cuda", _cuda)
 
 
 def _lut_sim() -> Target:

@@ -45,7 +45,7 @@ def generate(run: Callable[[dict], list], input_specs: list[dict], output_names:
     t0 = time.perf_counter()
     for step in range(max_new_tokens):
         outs = run({"input_ids": ids, **pasts})
-        token = int(np.argmax(outs[0][0, -1]))
+        token = int(outs[0][0, -1].argmax())  # numpy, or a device tensor
         t1 = time.perf_counter()
         if step == 0:
             out.prefill_s = t1 - t0

@@ -17,22 +17,43 @@ class LoadedModel:
     def __init__(self, path):
         self.path = Path(path)
         self.manifest = m = read_manifest(self.path)
-        if m.get("target") != "cpu":
-            raise ArtifactError(f"{self.path}: built for target {m.get('target')!r}; this runtime runs 'cpu' artifacts")
-        if not supported(m["isa"]):
-            raise ArtifactError(f"{self.path}: built for the {m['isa']} instruction set, which this CPU lacks: "
-                                "recompile with target_options={'isa': 'avx2'} or 'generic'")
+        self.target = m.get("target")
+        if self.target not in TARGETS:
+            raise ArtifactError(f"{self.path}: built for target {self.target!r}; this runtime runs {sorted(TARGETS)}")
+        self.program = Program.from_json(m["program"])
+        self.interpreter = TARGETS[self.target](self)
+        self._tokenizer = None
+
+    def _weights(self) -> dict[str, np.ndarray]:
         from safetensors.numpy import load_file
 
-        self.weights = load_file(str(self.path / WEIGHTS))
-        self.program = Program.from_json(m["program"])
+        return load_file(str(self.path / WEIGHTS))
+
+    def _cpu(self) -> Interpreter:
+        if not supported(self.manifest["isa"]):
+            raise ArtifactError(f"{self.path}: built for the {self.manifest['isa']} instruction set, which this CPU "
+                                "lacks: recompile with target_options={'isa': 'avx2'} or 'generic'")
+        weights = self._weights()
         tvm_runtime = str(self.path / TVM_RUNTIME)
-        luts = {lid: LutKernel.from_spec(spec, self.weights, self.path / "kernels" / spec["library"], tvm_runtime)
+        luts = {lid: LutKernel.from_spec(spec, weights, self.path / "kernels" / spec["library"], tvm_runtime)
                 for lid, spec in self.program.luts.items()}
         ops = self.program.meta.get("ops_library")
         compiled = CompiledOps(self.path / "kernels" / ops, tvm_runtime).kernels() if ops else {}
-        self.interpreter = Interpreter(self.program, self.weights, luts, compiled)
-        self._tokenizer = None
+        return Interpreter(self.program, weights, luts, compiled)
+
+    def _cuda(self):
+        """Device memory through torch, kernels through the bundled TVM runtime (lib/): needs an NVIDIA GPU."""
+        from .cuda_libs import NoGPUError, gpu_available
+
+        arch = self.manifest["arch"]
+        if not gpu_available():
+            raise NoGPUError(f"{self.path}: this artifact runs on an NVIDIA GPU ({arch}) and no CUDA GPU is present "
+                             "(torch.cuda.is_available() is False); compile for target='cpu' to run here")
+        from .cuda import check_arch, interpreter
+
+        check_arch(arch)
+        libraries = {p.name: str(p) for p in (self.path / "kernels").iterdir()}
+        return interpreter(self.program, self._weights(), libraries, lib_dir=self.path / "lib")
 
     @property
     def input_names(self) -> list[str]:
@@ -71,6 +92,9 @@ class LoadedModel:
 
     def run_dict(self, inputs: dict) -> list[np.ndarray]:
         return self.interpreter(inputs)
+
+
+TARGETS = {"cpu": LoadedModel._cpu, "cuda": LoadedModel._cuda}
 
 
 def load(path) -> LoadedModel:

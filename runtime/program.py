@@ -66,8 +66,24 @@ class Program:
         return free
 
 
-def bind_inputs(specs: list[dict], inputs) -> tuple[list[np.ndarray], dict[str, int]]:
-    """Check inputs against ``specs`` (name, dtype, shape) and bind the symbolic dims to sizes."""
+def ir_dtype(dtype: np.dtype) -> str:
+    """The IR's name of a numpy dtype ("f32", "i64", ...)."""
+    return next((k for k, v in DTYPES.items() if np.dtype(v) == dtype), str(dtype))
+
+
+def numpy_input(x, want: np.dtype, name: str) -> np.ndarray:
+    """An input as a numpy array of dtype ``want`` (a float for a float, an integer for an integer)."""
+    x = _to_numpy(x)
+    if x.dtype != want:
+        if x.dtype.kind == want.kind or (x.dtype.kind in "iu" and want.kind in "iu"):
+            return x.astype(want)
+        raise InputError(f"input {name}: expected {ir_dtype(want)}, got {x.dtype}")
+    return x
+
+
+def bind_inputs(specs: list[dict], inputs, convert: Callable = numpy_input) -> tuple[list, dict[str, int]]:
+    """Check inputs against ``specs`` (name, dtype, shape) and bind the symbolic dims to sizes; each input
+    goes through ``convert(x, numpy dtype, name)`` (to numpy by default; device runtimes move it)."""
     names = [s["name"] for s in specs]
     if isinstance(inputs, Mapping):
         unknown, missing = set(inputs) - set(names), [n for n in names if n not in inputs]
@@ -81,13 +97,7 @@ def bind_inputs(specs: list[dict], inputs) -> tuple[list[np.ndarray], dict[str, 
     arrays = []
     for spec, x in zip(specs, inputs):
         name, shape = spec["name"], spec["shape"]
-        x = _to_numpy(x)
-        want = np.dtype(DTYPES[spec["dtype"]])
-        if x.dtype != want:
-            if x.dtype.kind == want.kind or (x.dtype.kind in "iu" and want.kind in "iu"):
-                x = x.astype(want)
-            else:
-                raise InputError(f"input {name}: expected {spec['dtype']}, got {x.dtype}")
+        x = convert(x, np.dtype(DTYPES[spec["dtype"]]), name)
         if x.ndim != len(shape):
             raise InputError(f"input {name}: expected rank {len(shape)} {shape}, got shape {list(x.shape)}")
         for axis, (d, n) in enumerate(zip(shape, x.shape)):
@@ -130,9 +140,26 @@ class KvCaches:
         # buffer address -> (weak reference to the buffer, positions filled); views keep buffers alive
         self._filled: dict[int, tuple[weakref.ref, int]] = {}
 
+    # array operations, overridden for device arrays (runtime/cuda.py)
+    @staticmethod
+    def _concat(arrays, axis: int):
+        return np.concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def _empty(shape, like: np.ndarray) -> np.ndarray:
+        return np.empty(shape, like.dtype)
+
+    @staticmethod
+    def _address(a: np.ndarray) -> int:
+        return _address(a)
+
+    @staticmethod
+    def _strides(a: np.ndarray) -> tuple:
+        return a.strides
+
     def append(self, past: np.ndarray, new: np.ndarray, axis: int = 2) -> np.ndarray:
         if axis != 2 or past.ndim != 4:
-            return np.concatenate([past, new], axis=axis)
+            return self._concat([past, new], axis)
         p, s = past.shape[2], new.shape[2]
         buf = self._owner(past) if p else None
         if buf is None:
@@ -140,23 +167,24 @@ class KvCaches:
             if p + s > cap:
                 raise ValueError(f"the KV cache holds {cap} positions; this step needs {p + s} "
                                  f"({p} cached + {s} new): shorten the prompt or the generation")
-            buf = np.empty(past.shape[:2] + (cap,) + past.shape[3:], past.dtype)
+            buf = self._empty(tuple(past.shape[:2]) + (cap,) + tuple(past.shape[3:]), past)
             buf[:, :, :p] = past
             self._filled = {a: e for a, e in self._filled.items() if e[0]() is not None}
         elif p + s > buf.shape[2]:
             raise ValueError(f"the KV cache holds {buf.shape[2]} positions; this step needs {p + s} "
                              f"({p} cached + {s} new): shorten the prompt or the generation")
         buf[:, :, p:p + s] = new
-        self._filled[_address(buf)] = (weakref.ref(buf), p + s)
+        self._filled[self._address(buf)] = (weakref.ref(buf), p + s)
         return buf[:, :, :p + s]
 
     def _owner(self, past: np.ndarray) -> np.ndarray | None:
         """The buffer whose filled part ``past`` is, if any."""
-        hit = self._filled.get(_address(past))
+        hit = self._filled.get(self._address(past))
         if hit is None:
             return None
         buf = hit[0]()
-        if buf is None or hit[1] != past.shape[2] or buf.shape[:2] != past.shape[:2] or past.strides != buf.strides:
+        if (buf is None or hit[1] != past.shape[2] or buf.shape[:2] != past.shape[:2]
+                or self._strides(past) != self._strides(buf)):
             return None
         return buf
 
@@ -167,11 +195,14 @@ class Interpreter:
     Values live in numbered slots (a list, not a dict); each step is pre-resolved to its kernel, input
     slots, output slots and the slots freed after it (the program's buffer plan)."""
 
+    kv_caches = KvCaches                  # a device runtime keeps its caches in device memory
+    convert_input = staticmethod(numpy_input)
+
     def __init__(self, program: Program, weights: Mapping[str, np.ndarray], luts: Mapping[str, Callable],
                  compiled: Mapping[str, Callable] | None = None):
         """``compiled``: kernels of the ops library by step kind (they replace the numpy versions)."""
         self.program, self.luts, self.compiled = program, dict(luts), dict(compiled or {})
-        self.kv = KvCaches(program.meta.get("max_positions"))
+        self.kv = self.kv_caches(program.meta.get("max_positions"))
         slot: dict[str, int] = {}
         for s in program.inputs:
             slot[s["name"]] = len(slot)
@@ -185,7 +216,7 @@ class Interpreter:
                 self.init.append(None)
                 self.symbolic.append((slot[vid], np.asarray(c["value"], dtype=object)))
             else:
-                self.init.append(np.asarray(c["value"], dtype=DTYPES[c["dtype"]]))
+                self.init.append(self.constant(np.asarray(c["value"], dtype=DTYPES[c["dtype"]])))
         for step in program.steps:
             for v in step.outputs:
                 slot.setdefault(v, len(slot))
@@ -193,6 +224,9 @@ class Interpreter:
         self.plan = [(self._kernel(st), st, [slot[v] for v in st.inputs], [slot[v] for v in st.outputs],
                       [slot[v] for v in free]) for st, free in zip(program.steps, program.free_lists())]
         self.outputs = [slot[o["value"]] for o in program.outputs]
+
+    def constant(self, value: np.ndarray):
+        return value
 
     def _kernel(self, step: Step) -> Callable:
         if step.kernel == "lut":
@@ -206,7 +240,7 @@ class Interpreter:
         return fn
 
     def __call__(self, inputs) -> list[np.ndarray]:
-        arrays, env = bind_inputs(self.program.inputs, inputs)
+        arrays, env = bind_inputs(self.program.inputs, inputs, self.convert_input)
         regs = list(self.init)
         regs[:len(arrays)] = arrays
 

@@ -165,9 +165,16 @@ def build_library(p: KernelParams) -> Path:
                            "(CudaLutMatmul.build(m), or python -m lutc.bench.gpu --prepare) and point LUTC_CACHE "
                            "at the result") from e
 
-    exe = _compile_tvm(p)
+    return export_fatbin(_compile_tvm(p), p.arch, lib, extra=[f"-maxrregcount={p.maxreg}"] if p.maxreg else ())
+
+
+def export_fatbin(exe, arch: str, lib: Path, extra=()) -> Path:
+    """Export a TVM executable compiled for CUDA as ``lib``, its CUDA module holding the nvcc-built fatbin
+    instead of source; written atomically, with the source kept beside it (``.cu``) for inspection."""
+    from tvm.runtime import _ffi_api
+
     source = exe.mod.imports[0].inspect_source()
-    fatbin = nvcc_compile(source, p.arch, extra=[f"-maxrregcount={p.maxreg}"] if p.maxreg else ())
+    fatbin = nvcc_compile(source, arch, extra=extra)
 
     def pack_imports(mod, is_system_lib, prefix, workspace_dir):
         c = _ffi_api.ModulePackImportsToC(mod, is_system_lib, prefix)
@@ -178,6 +185,26 @@ def build_library(p: KernelParams) -> Path:
 
     part = lib.with_name(f".{lib.stem}.{os.getpid()}.tmp.so")
     exe.mod.export_library(str(part), fpack_imports=pack_imports)
-    lib.with_suffix(".cu").write_text(source)   # kept beside the library for inspection
+    lib.with_suffix(".cu").write_text(source)
     os.replace(part, lib)
     return lib
+
+
+def build_ops_library(ops: dict[str, tuple[str, dict]], arch: str) -> Path:
+    """The library of the non-LUT ops ``ops`` (function name -> (kind, params), see ops.py), cached by content."""
+    h = hashlib.sha256()
+    for f in ("ops.py", "build.py"):
+        h.update((HERE / f).read_bytes())
+    h.update(repr(sorted(ops.items())).encode())
+    h.update(f"{__version__} {arch}".encode())   # as for the LUT libraries: found again without nvcc or TVM
+    lib = cache_dir() / f"ops_cuda_{arch}_{h.hexdigest()[:20]}.so"
+    if lib.exists():
+        return lib
+    try:
+        import tvm  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(f"the CUDA ops library {lib.name} is not in the cache ({lib.parent}) and TVM is not "
+                           "installed here to build it") from e
+    from .ops import op_module
+
+    return export_fatbin(op_module(ops, arch), arch, lib)

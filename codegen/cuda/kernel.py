@@ -60,7 +60,7 @@ class CudaLutMatmul:
     @property
     def arch(self) -> str:
         if self._arch is None:
-            from .runtime import gpu_available
+            from ...runtime.cuda_libs import gpu_available
 
             self._arch = arch_of_device() if gpu_available() else "sm_90a"
         return self._arch
@@ -110,7 +110,7 @@ class CudaLutMatmul:
     def _fn(self, p: KernelParams):
         f = self._fns.get(p)
         if f is None:
-            from .runtime import load_library
+            from ...runtime.cuda_libs import load_library
 
             f = self._fns[p] = load_library(str(self._library(p)))
         return f
@@ -126,7 +126,7 @@ class CudaLutMatmul:
     def __call__(self, x, out=None):
         import torch
 
-        from .runtime import require_gpu
+        from ...runtime.cuda_libs import require_gpu
 
         require_gpu()
         if not isinstance(x, torch.Tensor):

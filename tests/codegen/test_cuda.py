@@ -8,7 +8,7 @@ import pytest
 import lutc
 from lutc.codegen.cuda.build import find_nvcc
 from lutc.codegen.cuda.layout import CHUNK, LAYOUT, ROWS, pack_cuda, unpack_codes
-from lutc.codegen.cuda.runtime import gpu_available
+from lutc.runtime.cuda_libs import gpu_available
 from lutc.codegen.cuda.tir import KernelParams
 from lutc.passes.quantize import LayerQuant
 
@@ -119,7 +119,7 @@ def test_no_gpu_says_so():
         pytest.skip("a GPU is present")
     import torch
 
-    from lutc.codegen.cuda.runtime import NoGPUError
+    from lutc.runtime.cuda_libs import NoGPUError
 
     q = lutc.quantize_weight(RNG.standard_normal((16, 64)), LayerQuant(bits=2, group_size=32))
     f = lutc.kernels.build_lut_matmul(q, target="cuda")

@@ -1,6 +1,6 @@
 """Loading the CUDA kernels without the compiler: libtvm_runtime.so, the CUDA runtime (libcudart) and
-libtvm_runtime_cuda.so (from the apache-tvm wheel, or a folder named by ``LUTC_TVM_LIB_DIR``), then
-``tvm_ffi.load_module``. What is missing is said plainly."""
+libtvm_runtime_cuda.so (from an artifact's ``lib/``, a folder named by ``LUTC_TVM_LIB_DIR``, or the apache-tvm
+wheel), then ``tvm_ffi.load_module``. What is missing is said plainly."""
 from __future__ import annotations
 
 import ctypes
@@ -29,14 +29,22 @@ def require_gpu() -> None:
                          "built, but running them needs an NVIDIA GPU (sm_80 or newer) and torch with CUDA")
 
 
+_ARTIFACT_LIB_DIRS: list[Path] = []   # an artifact's bundled libraries come first
+
+
 def _tvm_lib_dirs() -> list[Path]:
-    dirs = []
+    dirs = list(_ARTIFACT_LIB_DIRS)
     if os.environ.get("LUTC_TVM_LIB_DIR"):
         dirs.append(Path(os.environ["LUTC_TVM_LIB_DIR"]))
     spec = importlib.util.find_spec("tvm")
     if spec is not None and spec.origin is not None:
         dirs.append(Path(spec.origin).parent / "lib")
     return dirs
+
+
+def find_library(name: str) -> str:
+    """The path of TVM runtime library ``name`` (libtvm_runtime.so, libtvm_runtime_cuda.so)."""
+    return _find(name)
 
 
 def _find(name: str) -> str:
@@ -74,21 +82,35 @@ def _load_cudart() -> None:
                        "toolkit")
 
 
-@functools.lru_cache(maxsize=1)
-def ensure_cuda_runtime() -> None:
-    """dlopen (RTLD_GLOBAL) what a TVM-built CUDA library needs at run time."""
-    import tvm_ffi  # noqa: F401  (libtvm_ffi.so first)
+_CUDA_LOADED: list[str] = []
 
-    ctypes.CDLL(_find("libtvm_runtime.so"), mode=ctypes.RTLD_GLOBAL)
+
+def ensure_cuda_runtime(lib_dir: str | Path | None = None) -> None:
+    """dlopen (RTLD_GLOBAL) what a TVM-built CUDA library needs at run time, once per process (``lib_dir``:
+    a folder holding libtvm_runtime.so and libtvm_runtime_cuda.so, e.g. an artifact's ``lib/``)."""
+    if _CUDA_LOADED:
+        return
+    from .tvm_libs import ensure_tvm_runtime
+
+    if lib_dir is not None:
+        _ARTIFACT_LIB_DIRS.insert(0, Path(lib_dir))
+    ensure_tvm_runtime(_find("libtvm_runtime.so"))
     _load_cudart()
-    ctypes.CDLL(_find("libtvm_runtime_cuda.so"), mode=ctypes.RTLD_GLOBAL)
+    path = _find("libtvm_runtime_cuda.so")
+    ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    _CUDA_LOADED.append(path)
 
 
 @functools.lru_cache(maxsize=None)
 def load_library(path: str):
     """The ``main`` function of a CUDA LUT library (see build.py)."""
+    return load_module(path)["main"]
+
+
+def load_module(path: str, lib_dir: str | Path | None = None):
+    """A TVM-built CUDA library (fatbin inside), after the GPU and runtime libraries are checked."""
     require_gpu()
-    ensure_cuda_runtime()
+    ensure_cuda_runtime(lib_dir)
     import tvm_ffi
 
-    return tvm_ffi.load_module(path)["main"]
+    return tvm_ffi.load_module(str(path))

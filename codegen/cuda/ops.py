@@ -1,0 +1,205 @@
+"""The non-LUT ops of an LLM on the GPU: tensor-expression definitions scheduled by TVM's GPU rules
+(``tvm.s_tir.dlight``: RMSNorm, GEMV, reduction, general reduction, then the fallback that always works).
+
+An op is named by its kind and its static sizes (``rms_norm`` over 576 features, ``attention`` with 9/3
+heads of 64, ...); rows, sequence and cache lengths stay symbolic, so one function serves prefill and every
+decode step. :func:`op_functions` turns the ops a program calls into one IRModule, compiled once per model
+(``build.build_module``). Activations are float32 and compact (row-major, no strides).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Callable
+
+ELEMENTWISE_UNARY = {"silu", "neg", "exp", "sqrt", "relu", "tanh", "sigmoid", "gelu", "cast"}
+ELEMENTWISE_BINARY = {"add", "sub", "mul", "div"}
+
+
+def op_name(kind: str, params: dict) -> str:
+    """A readable, unique function name for ``kind`` at ``params`` (the kernel's static sizes)."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{kind}_{digest}"
+
+
+def _var(name: str):
+    from tvm import tirx
+
+    return tirx.Var(name, "int64")
+
+
+def _i64(*sizes):
+    """Static sizes as int64, like the symbolic ones: mixed int32/int64 axes leave casts in the block
+    bindings, which dlight's reduction rules cannot analyse."""
+    from tvm import tirx
+
+    return [tirx.const(v, "int64") for v in sizes] if len(sizes) > 1 else tirx.const(sizes[0], "int64")
+
+
+def _unary(params: dict):
+    from tvm import te, tirx
+
+    n = _var("n")
+    x = te.placeholder((n,), "float32", name="x")
+    op = params["op"]
+
+    def f(v):
+        if op == "silu":
+            return v / (1 + te.exp(-v))
+        if op == "sigmoid":
+            return 1 / (1 + te.exp(-v))
+        if op == "gelu":
+            return 0.5 * v * (1 + te.erf(v * 0.7071067811865476))
+        if op == "relu":
+            return te.max(v, tirx.const(0, "float32"))
+        if op == "cast":
+            return v
+        return {"neg": lambda: -v, "exp": lambda: te.exp(v), "sqrt": lambda: te.sqrt(v),
+                "tanh": lambda: te.tanh(v)}[op]()
+    y = te.compute((n,), lambda i: f(x[i]), name="y")
+    return [x, y]
+
+
+def _binary(params: dict):
+    """``a op b`` over equal shapes (flattened), or ``a[rows, cols] op b[cols]`` (a bias)."""
+    from tvm import te
+
+    fn = {"add": lambda u, v: u + v, "sub": lambda u, v: u - v, "mul": lambda u, v: u * v,
+          "div": lambda u, v: u / v}[params["op"]]
+    if params.get("cols"):
+        c = _i64(params["cols"])
+        n = _var("n")
+        a = te.placeholder((n, c), "float32", name="a")
+        b = te.placeholder((c,), "float32", name="b")
+        return [a, b, te.compute((n, c), lambda i, j: fn(a[i, j], b[j]), name="y")]
+    n = _var("n")
+    a = te.placeholder((n,), "float32", name="a")
+    b = te.placeholder((n,), "float32", name="b")
+    return [a, b, te.compute((n,), lambda i: fn(a[i], b[i]), name="y")]
+
+
+def _swiglu(params: dict):
+    from tvm import te
+
+    n = _var("n")
+    g = te.placeholder((n,), "float32", name="gate")
+    u = te.placeholder((n,), "float32", name="up")
+    return [g, u, te.compute((n,), lambda i: g[i] / (1 + te.exp(-g[i])) * u[i], name="y")]
+
+
+def _rms_norm(params: dict):
+    from tvm import te, tirx
+
+    h, eps = _i64(params["features"]), params["eps"]
+    n = _var("n")
+    x = te.placeholder((n, h), "float32", name="x")
+    w = te.placeholder((h,), "float32", name="w")
+    k = te.reduce_axis((0, h), "k")
+    ss = te.compute((n,), lambda i: te.sum(x[i, k] * x[i, k], axis=k), name="ss")
+    y = te.compute((n, h), lambda i, j: x[i, j] * tirx.rsqrt(ss[i] / h + tirx.const(eps, "float32")) * w[j], name="y")
+    return [x, w, y]
+
+
+def _rope(params: dict):
+    """``x * cos + rotate_half(x) * sin`` for x [rows, seq, d] (rows = batch x heads), cos/sin [seq, d]."""
+    from tvm import te, tirx
+
+    d, half = _i64(params["head_dim"], params["head_dim"] // 2)
+    r, s = _var("r"), _var("s")
+    x = te.placeholder((r, s, d), "float32", name="x")
+    cos = te.placeholder((s, d), "float32", name="cos")
+    sin = te.placeholder((s, d), "float32", name="sin")
+
+    def rot(i, t, j):
+        return tirx.if_then_else(j < half, -x[i, t, tirx.min(j + half, d - 1)], x[i, t, tirx.max(j - half, 0)])
+    y = te.compute((r, s, d), lambda i, t, j: x[i, t, j] * cos[t, j] + rot(i, t, j) * sin[t, j], name="y")
+    return [x, cos, sin, y]
+
+
+def _attention(params: dict):
+    """Scaled dot-product attention, GQA (query head h reads KV head h // (heads / kv_heads)), causal
+    top-left or bottom-right aligned (the queries are the last ``s`` of the ``L`` positions).
+
+    Keys and values are read from their cache buffers [b, kv_heads, capacity, d] (the runtime's in-place KV
+    cache), of which the first ``L`` positions (a scalar argument) are filled: no copy of the cache per step."""
+    from tvm import te, tirx
+
+    hq, hk, d, rep = _i64(params["heads"], params["kv_heads"], params["head_dim"],
+                          params["heads"] // params["kv_heads"])
+    b, s, cap, L = _var("b"), _var("s"), _var("capacity"), _var("L")
+    q = te.placeholder((b, hq, s, d), "float32", name="q")
+    k = te.placeholder((b, hk, cap, d), "float32", name="k")
+    v = te.placeholder((b, hk, cap, d), "float32", name="v")
+    rd = te.reduce_axis((0, d), "rd")
+    scale = tirx.const(params["scale"], "float32")
+    score = te.compute((b, hq, s, L), lambda n, h, i, j: te.sum(q[n, h, i, rd] * k[n, h // rep, j, rd], axis=rd),
+                       name="score")
+    off = (L - s) if params.get("align") == "bottom_right" else tirx.const(0, "int64")
+    if params.get("causal"):
+        ninf = tirx.const(float("-inf"), "float32")
+        masked = te.compute((b, hq, s, L), lambda n, h, i, j: tirx.if_then_else(
+            j <= i + off, score[n, h, i, j] * scale, ninf), name="masked")
+    else:
+        masked = te.compute((b, hq, s, L), lambda n, h, i, j: score[n, h, i, j] * scale, name="masked")
+    rj = te.reduce_axis((0, L), "rj")
+    mx = te.compute((b, hq, s), lambda n, h, i: te.max(masked[n, h, i, rj], axis=rj), name="mx")
+    e = te.compute((b, hq, s, L), lambda n, h, i, j: te.exp(masked[n, h, i, j] - mx[n, h, i]), name="e")
+    rs = te.reduce_axis((0, L), "rs")
+    tot = te.compute((b, hq, s), lambda n, h, i: te.sum(e[n, h, i, rs], axis=rs), name="tot")
+    rv = te.reduce_axis((0, L), "rv")
+    acc = te.compute((b, hq, s, d), lambda n, h, i, c: te.sum(e[n, h, i, rv] * v[n, h // rep, rv, c], axis=rv),
+                     name="acc")
+    out = te.compute((b, hq, s, d), lambda n, h, i, c: acc[n, h, i, c] / tot[n, h, i], name="out")
+    return [q, k, v, L, out]
+
+
+def _embedding(params: dict):
+    from tvm import te
+
+    vocab, h = _i64(params["vocab"], params["features"])
+    n = _var("n")
+    table = te.placeholder((vocab, h), "float32", name="table")
+    ids = te.placeholder((n,), "int64", name="ids")
+    return [table, ids, te.compute((n, h), lambda i, j: table[ids[i], j], name="y")]
+
+
+def _linear(params: dict):
+    """``x @ W.T`` for a float weight (an lm_head left unquantized)."""
+    from tvm import te
+
+    out_f, in_f = _i64(params["out_features"], params["in_features"])
+    n = _var("n")
+    x = te.placeholder((n, in_f), "float32", name="x")
+    w = te.placeholder((out_f, in_f), "float32", name="w")
+    k = te.reduce_axis((0, in_f), "k")
+    return [x, w, te.compute((n, out_f), lambda i, j: te.sum(x[i, k] * w[j, k], axis=k), name="y")]
+
+
+BUILDERS: dict[str, Callable[[dict], list]] = {
+    "unary": _unary, "binary": _binary, "swiglu": _swiglu, "rms_norm": _rms_norm, "rope": _rope,
+    "attention": _attention, "embedding": _embedding, "linear": _linear,
+}
+
+
+def prim_func(kind: str, params: dict, name: str):
+    from tvm import te
+
+    return te.create_prim_func(BUILDERS[kind](params)).with_attr("global_symbol", name)
+
+
+def schedule(mod, target):
+    """dlight's GPU rules, in the order TVM's own default GPU pipeline tries them."""
+    from tvm.s_tir import dlight as dl
+
+    with target:
+        return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(4), dl.gpu.RMSNorm(),
+                                       dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback())(mod)
+
+
+def op_module(ops: dict[str, tuple[str, dict]], arch: str):
+    """The compiled TVM executable holding every op of ``ops`` (function name -> (kind, params))."""
+    import tvm
+
+    target = tvm.target.Target({"kind": "cuda", "arch": arch}, host={"kind": "llvm"})
+    mod = tvm.IRModule({name: prim_func(kind, params, name) for name, (kind, params) in sorted(ops.items())})
+    return tvm.compile(schedule(mod, target), target=target)

@@ -1,0 +1,287 @@
+"""Running a CUDA program (codegen/cuda/lower.py) on an NVIDIA GPU: the CPU's interpreter over device memory.
+
+Device memory is torch CUDA tensors, handed to the TVM-built kernels through DLPack: LUT matmuls call the
+nvcc-built LUT libraries, every other op one function of the model's TVM ops library (codegen/cuda/ops.py).
+Views, slices, splits and KV-cache writes are views and copies of the device tensors, no kernel of their own.
+Outputs stay on the device (torch tensors); the KV cache is kept in place as on the CPU.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .kernels import KERNELS
+from .program import InputError, Interpreter, KvCaches, Program, ir_dtype, numpy_input
+
+ROWS = 128   # weight rows per block of the LUT kernels (codegen/cuda/layout.py)
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+class DeviceKvCaches(KvCaches):
+    """KV caches in device memory, appended in place (see KvCaches)."""
+
+    @staticmethod
+    def _concat(arrays, axis: int):
+        return _torch().cat(arrays, axis)
+
+    @staticmethod
+    def _empty(shape, like):
+        return _torch().empty(shape, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def _address(a) -> int:
+        return a.data_ptr()
+
+    @staticmethod
+    def _strides(a) -> tuple:
+        return tuple(a.stride())
+
+
+def device_input(device) -> Callable:
+    """Input conversion for a device program: numpy arrays and torch tensors, moved to ``device``."""
+    torch = _torch()
+    to_torch = {np.dtype(np.float32): torch.float32, np.dtype(np.int64): torch.int64,
+                np.dtype(np.int32): torch.int32, np.dtype(np.float16): torch.float16}
+
+    def convert(x, want: np.dtype, name: str):
+        if not isinstance(x, torch.Tensor):
+            return torch.from_numpy(np.ascontiguousarray(numpy_input(x, want, name))).to(device)
+        target = to_torch.get(want)
+        if target is None:
+            raise InputError(f"input {name}: {ir_dtype(want)} inputs are not supported on the GPU")
+        if x.dtype != target and x.is_floating_point() != target.is_floating_point:
+            raise InputError(f"input {name}: expected {ir_dtype(want)}, got {x.dtype}")
+        return x.to(device=device, dtype=target)
+    return convert
+
+
+class CudaLut:
+    """One LUT matmul of the program: ``y = x @ W.T`` over the packed device weights, one library per
+    activation-row tile (``mt``: 1 for decode, more for prefill)."""
+
+    def __init__(self, spec: dict, weights: Mapping, load: Callable[[str], Callable]):
+        p = spec["params"]
+        self.n, self.k, self.n_pad = p["n"], p["k"], p["n_pad"]
+        self.tiles = {int(mt): (load(lib), split) for mt, (lib, split) in spec["libraries"].items()}
+        self.w, self.s, self.z = (weights[key] for key in spec["weights"])
+        self._work: dict[int, tuple] = {}
+
+    def _workspace(self, m: int, device):
+        """Per row count: the kernel, its split-K partial sums and completion counters (zeroed once: the
+        kernel resets them)."""
+        if m not in self._work:
+            torch = _torch()
+            mt = 1 if m == 1 else max(self.tiles)
+            fn, split = self.tiles[mt]
+            part = torch.empty((split, m, self.n_pad), dtype=torch.float32, device=device)
+            cnt = torch.zeros((-(-m // mt), self.n_pad // ROWS), dtype=torch.int32, device=device)
+            self._work[m] = (fn, part, cnt)
+        return self._work[m]
+
+    def __call__(self, x):
+        torch = _torch()
+        if x.shape[-1] != self.k:
+            raise ValueError(f"activations must be [..., {self.k}], got shape {list(x.shape)}")
+        lead = tuple(x.shape[:-1])
+        m = x.numel() // self.k
+        y = torch.empty((m, self.n), dtype=torch.float32, device=x.device)
+        if m:
+            fn, part, cnt = self._workspace(m, x.device)
+            fn(x.reshape(m, self.k).to(torch.float32).contiguous(), self.w, self.s, self.z, part, cnt, y)
+        return y.reshape(lead + (self.n,))
+
+
+# ---- the ops library's functions as interpreter kernels: (fn, params) -> kernel(attrs, ins, dim) ----
+
+def _flat(t):
+    return t.contiguous().reshape(-1)
+
+
+def _unary(fn, params):
+    def run(attrs, ins, dim):
+        x = ins[0]
+        y = _torch().empty(x.shape, dtype=x.dtype, device=x.device)
+        fn(_flat(x), y.view(-1))
+        return y
+    return run
+
+
+def _binary(fn, params):
+    cols = params.get("cols")
+
+    def run(attrs, ins, dim):
+        a, b = ins
+        y = _torch().empty(a.shape, dtype=a.dtype, device=a.device)
+        if cols:
+            fn(a.contiguous().reshape(-1, cols), b.contiguous().reshape(cols), y.view(-1, cols))
+        else:
+            fn(_flat(a), _flat(b), y.view(-1))
+        return y
+    return run
+
+
+def _rms_norm(fn, params):
+    h = params["features"]
+
+    def run(attrs, ins, dim):
+        x, w = ins
+        y = _torch().empty(x.shape, dtype=x.dtype, device=x.device)
+        fn(x.contiguous().reshape(-1, h), w.reshape(h), y.view(-1, h))
+        return y
+    return run
+
+
+def _rope(fn, params):
+    d = params["head_dim"]
+
+    def run(attrs, ins, dim):
+        x, cos, sin = ins
+        s = x.shape[-2]
+        y = _torch().empty(x.shape, dtype=x.dtype, device=x.device)
+        fn(x.contiguous().reshape(-1, s, d), cos.contiguous().reshape(s, d), sin.contiguous().reshape(s, d),
+           y.view(-1, s, d))
+        return y
+    return run
+
+
+def _cache_buffer(t):
+    """The cache buffer [b, heads, capacity, d] whose first positions ``t`` is (the runtime's KV caches are
+    views of such buffers), or ``t`` itself when it is compact."""
+    b, h, L, d = t.shape
+    st = t.stride()
+    if t.is_contiguous() or st[3] != 1 or st[2] != d or st[1] % d or st[0] != h * st[1]:
+        return t.contiguous()
+    return t.as_strided((b, h, st[1] // d, d), st)
+
+
+def _attention(fn, params):
+    def run(attrs, ins, dim):
+        q, k, v = ins
+        L = k.shape[2]
+        if v.shape[2] != L:
+            raise ValueError(f"keys hold {L} positions but values {v.shape[2]}")
+        kb, vb = _cache_buffer(k), _cache_buffer(v)
+        if kb.shape[2] != vb.shape[2]:   # the kernel takes one capacity for both
+            kb, vb = k.contiguous(), v.contiguous()
+        y = _torch().empty(q.shape, dtype=q.dtype, device=q.device)
+        fn(q.contiguous(), kb, vb, L, y)
+        return y
+    return run
+
+
+def _embedding(fn, params):
+    h = params["features"]
+
+    def run(attrs, ins, dim):
+        table, ids = ins
+        vocab = table.shape[0]
+        if ids.numel() and (int(ids.max()) >= vocab or int(ids.min()) < 0):
+            raise IndexError(f"gather: token ids must be in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}")
+        y = _torch().empty(tuple(ids.shape) + (h,), dtype=table.dtype, device=table.device)
+        fn(table, _flat(ids), y.view(-1, h))
+        return y
+    return run
+
+
+def _linear(fn, params):
+    n, k = params["out_features"], params["in_features"]
+
+    def run(attrs, ins, dim):
+        x, w = ins
+        y = _torch().empty(tuple(x.shape[:-1]) + (n,), dtype=x.dtype, device=x.device)
+        fn(x.contiguous().reshape(-1, k), w, y.view(-1, n))
+        return y
+    return run
+
+
+CALLS = {"unary": _unary, "binary": _binary, "swiglu": _binary, "rms_norm": _rms_norm, "rope": _rope,
+         "attention": _attention, "embedding": _embedding, "linear": _linear}
+
+
+def _views(attrs, ins, dim):
+    """reshape / transpose / squeeze / unsqueeze chains as torch views (a reshape copies when it must)."""
+    x = ins[0]
+    for spec in attrs["ops"]:
+        op, a = spec["op"], spec["attrs"]
+        if op == "reshape":
+            shape = [dim(d) if isinstance(d, str) else int(d) for d in spec["shape"]]
+            if not a.get("allowzero"):
+                shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+            x = x.reshape(shape)
+        elif op == "transpose":
+            x = x.permute(a.get("perm") or list(reversed(range(x.dim()))))
+        elif op == "squeeze":
+            axes = a.get("axes")
+            x = x.squeeze() if axes is None else x.squeeze(tuple(ax % x.dim() for ax in axes))
+        else:
+            for ax in sorted(ax % (x.dim() + len(a["axes"])) for ax in a["axes"]):
+                x = x.unsqueeze(ax)
+    return x
+
+
+MOVES = {"views": _views, "slice": KERNELS["slice"], "split": KERNELS["split"]}
+
+
+class CudaInterpreter(Interpreter):
+    """Runs a CUDA :class:`Program`: weights are device tensors, ``ops`` the loaded TVM ops library."""
+
+    kv_caches = DeviceKvCaches
+
+    def __init__(self, program: Program, weights: Mapping, luts: Mapping[str, Callable], ops, device):
+        self.ops, self.device = ops, device
+        self.convert_input = device_input(device)
+        super().__init__(program, weights, luts)
+
+    def constant(self, value: np.ndarray):
+        return _torch().from_numpy(np.ascontiguousarray(value)).to(self.device)
+
+    def _kernel(self, step):
+        tvm_op = step.attrs.get("tvm")
+        if tvm_op is not None:
+            return CALLS[tvm_op["kind"]](self.ops[tvm_op["fn"]], tvm_op["params"])
+        if step.kernel in MOVES:
+            return MOVES[step.kernel]
+        if step.kernel in ("lut", "kv_append"):
+            return super()._kernel(step)
+        raise ValueError(f"step {step.name}: {step.kernel!r} has no GPU kernel (artifact from a newer lutc?)")
+
+
+def check_arch(arch: str, device: str = "cuda") -> None:
+    """The kernels of an ``arch`` build run on this GPU: sm_90a only on compute capability 9.0; sm_XY (PTX
+    inside) on X.Y and newer."""
+    from .cuda_libs import NoGPUError
+
+    major, minor = _torch().cuda.get_device_capability(device)
+    want = int(arch[3]), int(arch[4])
+    if (arch.endswith("a") and (major, minor) != want) or (major, minor) < want:
+        raise NoGPUError(f"the kernels were compiled for {arch}, this GPU is sm_{major}{minor}: recompile with "
+                         f"target_options={{'arch': 'sm_{major}{minor}'}}")
+
+
+def upload(weights: Mapping[str, np.ndarray], device) -> dict:
+    torch = _torch()
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in weights.items()}
+
+
+def interpreter(program: Program, weights: Mapping[str, np.ndarray], libraries: Mapping[str, str],
+                lib_dir=None, device: str = "cuda") -> CudaInterpreter:
+    """The interpreter of a CUDA program over its (host) weights and libraries (file name -> path)."""
+    from .cuda_libs import load_module, require_gpu
+
+    require_gpu()
+    dev = upload(weights, device)
+    loaded: dict[str, object] = {}
+
+    def module(name: str):
+        if name not in loaded:
+            loaded[name] = load_module(libraries[name], lib_dir)
+        return loaded[name]
+
+    luts = {lid: CudaLut(spec, dev, lambda lib: module(lib)["main"]) for lid, spec in program.luts.items()}
+    return CudaInterpreter(program, dev, luts, module(program.meta["ops_library"]), device)

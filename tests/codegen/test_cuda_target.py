@@ -1,0 +1,152 @@
+"""Whole models on ``target="cuda"``: lowering, the ops library's source, artifacts, the no-GPU error; and the
+device interpreter's plumbing (views, slices, the in-place KV cache, argument layouts) run on torch CPU
+tensors with numpy-exact stand-ins for the GPU kernels. The kernels themselves run on the GPU machine
+(``python -m lutc.bench.gpu_llm``)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lutc
+from lutc.codegen.cuda.build import find_nvcc
+from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights
+from lutc.runtime.cuda_libs import NoGPUError, gpu_available
+
+needs_nvcc = pytest.mark.skipif(find_nvcc() is None, reason="nvcc (CUDA toolkit) is not installed")
+SPEC = LlamaSpec(vocab_size=96, hidden_size=64, intermediate_size=80, num_layers=2, num_heads=4, num_kv_heads=2,
+                 max_positions=64)
+
+
+def _graph(kv_cache=True):
+    return build_llama(SPEC, random_llama_weights(SPEC, seed=3), kv_cache=kv_cache, last_logits=kv_cache)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    if find_nvcc() is None:
+        pytest.skip("nvcc (CUDA toolkit) is not installed")
+    return lutc.compile(_graph(), target="cuda", quant=lutc.QuantConfig(bits=4, group_size=32, table_dtype="f32"))
+
+
+def test_lowering_covers_the_model(compiled):
+    prog = compiled.executable.program
+    kinds = {s.kernel for s in prog.steps}
+    assert {"lut", "kv_append", "sdpa", "rms_norm", "rope", "swiglu", "views", "gather"} <= kinds
+    tvm_steps = [s for s in prog.steps if "tvm" in s.attrs]
+    assert all(s.kernel not in ("views", "slice", "split", "kv_append", "lut") for s in tvm_steps)
+    assert prog.meta["ops_library"] in compiled.executable.libraries
+    src = open(compiled.executable.libraries[prog.meta["ops_library"]].replace(".so", ".cu")).read()
+    for s in tvm_steps:  # every op-library function the program calls is a kernel in the library
+        assert f"{s.attrs['tvm']['fn']}_kernel" in src
+
+
+def test_unsupported_op_is_named():
+    from lutc.codegen.cuda.lower import CudaOptions, lower
+    from lutc.ir.graph import Graph
+    from lutc.ir.ops import Op
+    from lutc.ir.shapes import build
+    from lutc.ir.types import DType, TensorType
+
+    g = Graph("g")
+    x = g.add_input("x", TensorType(DType.f32, (3, 5)))
+    y = build(g, Op.SOFTMAX, [x.out], {"axis": -1}, name="probs")
+    g.set_outputs([y.out], ["y"])
+    with pytest.raises(NotImplementedError, match="softmax probs has no GPU kernel; the cuda target runs"):
+        lower(g, CudaOptions())
+
+
+@pytest.mark.skipif(gpu_available(), reason="checks the message given without a GPU")
+def test_saved_artifact_refuses_to_load_without_gpu(compiled, tmp_path):
+    path = compiled.save(tmp_path / "art")
+    assert (path / "lib" / "libtvm_runtime_cuda.so").exists()
+    with pytest.raises(NoGPUError, match="no CUDA GPU is present"):
+        lutc.runtime.load(path)
+    with pytest.raises(NoGPUError):
+        compiled(np.zeros((1, 2), np.int64), *[np.zeros((1, 2, 0, 16), np.float32)] * 4)
+
+
+# ---- the device interpreter over torch CPU tensors, GPU kernels replaced by exact stand-ins ----
+
+def _standin(kind, params):
+    """What the ops-library function of ``kind`` computes, on torch tensors, writing its last argument."""
+    def unary(x, y):
+        f = {"silu": torch.nn.functional.silu, "neg": torch.neg}[params["op"]]
+        y.copy_(f(x))
+
+    def binary(a, b, y):
+        y.copy_({"add": torch.add, "mul": torch.mul, "sub": torch.sub, "div": torch.div}[params.get("op", "mul")](a, b)
+                if kind == "binary" else torch.nn.functional.silu(a) * b)
+
+    def rms_norm(x, w, y):
+        y.copy_(x * torch.rsqrt((x * x).mean(-1, keepdim=True) + params["eps"]) * w)
+
+    def rope(x, cos, sin, y):
+        h = x.shape[-1] // 2
+        y.copy_(x * cos + torch.cat([-x[..., h:], x[..., :h]], -1) * sin)
+
+    def attention(q, k, v, L, y):
+        assert k.shape[2] >= L    # the cache buffer itself, filled up to L
+        k, v = k[:, :, :L], v[:, :, :L]
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+        s = q @ k.transpose(-1, -2) * params["scale"]
+        n = q.shape[2]
+        off = L - n if params["align"] == "bottom_right" else 0
+        mask = torch.arange(L)[None, :] <= torch.arange(n)[:, None] + off
+        y.copy_(torch.softmax(s.masked_fill(~mask, float("-inf")), -1) @ v)
+
+    def embedding(table, ids, y):
+        y.copy_(table[ids])
+
+    def linear(x, w, y):
+        y.copy_(x @ w.T)
+    fns = {"unary": unary, "binary": binary, "swiglu": binary, "rms_norm": rms_norm, "rope": rope,
+           "attention": attention, "embedding": embedding, "linear": linear}
+    return fns[kind]
+
+
+class _StandinOps:
+    def __init__(self, program):
+        self.fns = {}
+        for s in program.steps:
+            if "tvm" in s.attrs:
+                t = s.attrs["tvm"]
+                self.fns[t["fn"]] = _standin(t["kind"], t["params"])
+
+    def __getitem__(self, name):
+        return self.fns[name]
+
+
+def _standin_lut(graph, spec):
+    """The LUT call as the float-table kernel computes it: x @ dequantized W.T."""
+    from lutc.codegen.cpu.lower import Lowering, _quantized_weight
+
+    mm = graph.node(spec["node"])
+    w = torch.from_numpy(_quantized_weight(Lowering(graph, None, 1, ""), mm).dequantize().astype(np.float32))
+
+    def run(x):
+        return (x.reshape(-1, w.shape[1]) @ w.T).reshape(tuple(x.shape[:-1]) + (w.shape[0],))
+    return run
+
+
+def test_device_interpreter_plumbing_matches_reference(compiled):
+    from lutc.runtime.cuda import CudaInterpreter, upload
+
+    ex = compiled.executable
+    luts = {lid: _standin_lut(compiled.graph, spec) for lid, spec in ex.program.luts.items()}
+    interp = CudaInterpreter(ex.program, upload(ex.weights, "cpu"), luts, _StandinOps(ex.program), "cpu")
+    ref = lutc.compile(_graph(kv_cache=False), target="reference",
+                       quant=lutc.QuantConfig(bits=4, group_size=32, table_dtype="f32"))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, SPEC.vocab_size, (1, 11))
+    full = ref(ids)
+    names = [o["name"] for o in ex.program.outputs]
+    pasts = {s["name"]: np.zeros((1, 2, 0, 16), np.float32) for s in ex.program.inputs if s["name"] != "input_ids"}
+    # a prompt of 7 tokens, then 4 decode steps fed with the device presents (kept in place)
+    for lo, hi in ((0, 7), (7, 8), (8, 9), (9, 10), (10, 11)):
+        outs = interp({"input_ids": ids[:, lo:hi], **pasts})
+        assert isinstance(outs[0], torch.Tensor)
+        np.testing.assert_allclose(outs[0][0, -1].numpy(), full[0, hi - 1], rtol=1e-4, atol=1e-4)
+        pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+    assert pasts["past_k.0"].shape[2] == 11 and not pasts["past_k.0"].is_contiguous()   # views of the cache
