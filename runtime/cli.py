@@ -171,8 +171,8 @@ def cmd_inspect_artifact(path) -> int:
 
     m = read_manifest(path)
     prog = m["program"]
-    print(f"artifact {path}: lutc {m['lutc_version']} (format {m['format_version']}), target {m['target']}, "
-          f"ISA {m['isa']}, {m['threads']} threads")
+    where = f"ISA {m['isa']}, {m['threads']} threads" if m["target"] == "cpu" else f"arch {m.get('arch')}"
+    print(f"artifact {path}: lutc {m['lutc_version']} (format {m['format_version']}), target {m['target']}, {where}")
     files = m["files"]
     print(f"files: {len(files)}, {sum(f['bytes'] for f in files.values()) / 2**20:.1f} MiB "
           f"(weights {files['weights.safetensors']['bytes'] / 2**20:.1f} MiB)")
@@ -183,6 +183,8 @@ def cmd_inspect_artifact(path) -> int:
     kinds = Counter(s["kernel"] for s in prog["steps"])
     print(f"steps: {len(prog['steps'])} (" + ", ".join(f"{k} {n}" for k, n in kinds.most_common()) + ")")
     print(f"buffer plan: {sum(len(f) for f in prog['free'])} values freed after their last use")
+    if m["target"] == "cuda":
+        return _inspect_cuda(prog)
     configs = Counter(
         (p["n"], p["k"], p["bits"], p["k_pad"] // p["groups"], p["threads"], p.get("prologue", "-"))
         for p in (spec["params"] for spec in prog["luts"].values()))
@@ -191,6 +193,23 @@ def cmd_inspect_artifact(path) -> int:
     print(f"  {'N':>6} {'K':>6} {'bits':>4} {'group':>5} {'threads':>7} {'prologue':>9} {'calls':>5}")
     for (n, k, b, gs, th, pro), c in sorted(configs.items()):
         print(f"  {n:>6} {k:>6} {b:>4} {gs:>5} {th:>7} {pro:>9} {c:>5}")
+    return 0
+
+
+def _inspect_cuda(prog: dict) -> int:
+    from collections import Counter
+
+    configs = Counter((p["n"], p["k"], p["bits"], p["group_size"]) for p in (s["params"] for s in prog["luts"].values()))
+    libs = {lib for s in prog["luts"].values() for lib, _ in s["libraries"].values()}
+    print(f"LUT kernels: {len(prog['luts'])} calls, {len(configs)} configurations ({len(libs)} libraries, "
+          "row tiles 1 and 8):")
+    print(f"  {'N':>6} {'K':>6} {'bits':>4} {'group':>5} {'calls':>5}")
+    for (n, k, b, gs), c in sorted(configs.items()):
+        print(f"  {n:>6} {k:>6} {b:>4} {gs:>5} {c:>5}")
+    fns = Counter((s["attrs"]["tvm"]["kind"], s["attrs"]["tvm"]["fn"]) for s in prog["steps"] if "tvm" in s["attrs"])
+    print(f"ops library {prog['meta']['ops_library']}: {len(fns)} functions, {sum(fns.values())} calls")
+    for (kind, fn), c in sorted(fns.items()):
+        print(f"  {fn:<22} {kind:<10} {c:>5} calls")
     return 0
 
 
