@@ -93,14 +93,32 @@ class CudaLut:
         y = torch.empty((m, self.n), dtype=torch.float32, device=x.device)
         if m:
             fn, part, cnt = self._workspace(m, x.device)
-            fn(x.reshape(m, self.k).to(torch.float32).contiguous(), self.w, self.s, self.z, part, cnt, y)
+            fn(compact(x.to(torch.float32), m, self.k), self.w, self.s, self.z, part, cnt, y)
         return y.reshape(lead + (self.n,))
 
 
 # ---- the ops library's functions as interpreter kernels: (fn, params) -> kernel(attrs, ins, dim) ----
 
+def canonical_strides(shape) -> tuple:
+    out, acc = [], 1
+    for n in reversed(tuple(shape)):
+        out.append(acc)
+        acc *= n
+    return tuple(reversed(out))
+
+
+def compact(t, *shape):
+    """``t`` (reshaped to ``shape``) with row-major strides, size-1 dimensions included: TVM checks every
+    stride of a compact buffer, where torch's ``contiguous()`` may keep odd strides on size-1 dimensions."""
+    if shape:
+        t = t.reshape(shape)
+    if t.stride() == canonical_strides(t.shape):
+        return t
+    return _torch().empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)
+
+
 def _flat(t):
-    return t.contiguous().reshape(-1)
+    return compact(t, -1)
 
 
 def _unary(fn, params):
@@ -119,7 +137,7 @@ def _binary(fn, params):
         a, b = ins
         y = _torch().empty(a.shape, dtype=a.dtype, device=a.device)
         if cols:
-            fn(a.contiguous().reshape(-1, cols), b.contiguous().reshape(cols), y.view(-1, cols))
+            fn(compact(a, -1, cols), compact(b, cols), y.view(-1, cols))
         else:
             fn(_flat(a), _flat(b), y.view(-1))
         return y
@@ -132,7 +150,7 @@ def _rms_norm(fn, params):
     def run(attrs, ins, dim):
         x, w = ins
         y = _torch().empty(x.shape, dtype=x.dtype, device=x.device)
-        fn(x.contiguous().reshape(-1, h), w.reshape(h), y.view(-1, h))
+        fn(compact(x, -1, h), compact(w, h), y.view(-1, h))
         return y
     return run
 
@@ -144,8 +162,7 @@ def _rope(fn, params):
         x, cos, sin = ins
         s = x.shape[-2]
         y = _torch().empty(x.shape, dtype=x.dtype, device=x.device)
-        fn(x.contiguous().reshape(-1, s, d), cos.contiguous().reshape(s, d), sin.contiguous().reshape(s, d),
-           y.view(-1, s, d))
+        fn(compact(x, -1, s, d), compact(cos, s, d), compact(sin, s, d), y.view(-1, s, d))
         return y
     return run
 
@@ -155,9 +172,9 @@ def _cache_buffer(t):
     views of such buffers), or ``t`` itself when it is compact."""
     b, h, L, d = t.shape
     st = t.stride()
-    if t.is_contiguous() or st[3] != 1 or st[2] != d or st[1] % d or st[0] != h * st[1]:
-        return t.contiguous()
-    return t.as_strided((b, h, st[1] // d, d), st)
+    if st[3] != 1 or st[2] != d or st[1] % d or st[1] < L * d or st[0] != h * st[1]:
+        return compact(t)
+    return t.as_strided((b, h, st[1] // d, d), canonical_strides((b, h, st[1] // d, d)))
 
 
 def _attention(fn, params):
@@ -168,9 +185,9 @@ def _attention(fn, params):
             raise ValueError(f"keys hold {L} positions but values {v.shape[2]}")
         kb, vb = _cache_buffer(k), _cache_buffer(v)
         if kb.shape[2] != vb.shape[2]:   # the kernel takes one capacity for both
-            kb, vb = k.contiguous(), v.contiguous()
+            kb, vb = compact(k), compact(v)
         y = _torch().empty(q.shape, dtype=q.dtype, device=q.device)
-        fn(q.contiguous(), kb, vb, L, y)
+        fn(compact(q), kb, vb, L, y)
         return y
     return run
 
@@ -184,7 +201,7 @@ def _embedding(fn, params):
         if ids.numel() and (int(ids.max()) >= vocab or int(ids.min()) < 0):
             raise IndexError(f"gather: token ids must be in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}")
         y = _torch().empty(tuple(ids.shape) + (h,), dtype=table.dtype, device=table.device)
-        fn(table, _flat(ids), y.view(-1, h))
+        fn(compact(table), _flat(ids), y.view(-1, h))
         return y
     return run
 
@@ -195,7 +212,7 @@ def _linear(fn, params):
     def run(attrs, ins, dim):
         x, w = ins
         y = _torch().empty(tuple(x.shape[:-1]) + (n,), dtype=x.dtype, device=x.device)
-        fn(x.contiguous().reshape(-1, k), w, y.view(-1, n))
+        fn(compact(x, -1, k), compact(w), y.view(-1, n))
         return y
     return run
 
