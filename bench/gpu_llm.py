@@ -80,7 +80,7 @@ def check(log) -> bool:
         pasts, worst = _pasts(CHECK), 0.0
         names = list(cm.graph.output_names)
         for lo, hi in [(0, 13)] + [(t, t + 1) for t in range(13, 19)]:
-            outs = cm.run({"input_ids": ids[:, lo:hi], **pasts})
+            outs = cm.executable({"input_ids": ids[:, lo:hi], **pasts})
             got = outs[0][0, -1].float().cpu().numpy()
             want = full[0, hi - 1]
             worst = max(worst, float(np.abs(got - want).max() / np.abs(want).max()))
@@ -89,7 +89,7 @@ def check(log) -> bool:
         ref_tokens = ref.generate(ids[0, :5], max_new_tokens=8).tokens
         art = cm.save(tmp / f"check_{name.split()[0]}")
         fresh = _fresh_process_logits(art, ids[:, :13])
-        first = cm.run({"input_ids": ids[:, :13], **_pasts(CHECK)})[0][0, -1].float().cpu().numpy()
+        first = cm.executable({"input_ids": ids[:, :13], **_pasts(CHECK)})[0][0, -1].float().cpu().numpy()
         same = bool(np.array_equal(fresh, first))
         passed = worst < 1e-4 and tokens == ref_tokens and same
         ok &= passed
@@ -106,7 +106,7 @@ m = r.load(sys.argv[1])
 ids = np.load(sys.argv[2])
 pasts = {s["name"]: np.zeros([1 if d == "batch" else 0 if d == "past" else d for d in s["shape"]], np.float32)
          for s in m.program.inputs if s["name"] != "input_ids"}
-y = m.run({"input_ids": ids, **pasts})[0][0, -1].float().cpu().numpy()
+y = m.run_dict({"input_ids": ids, **pasts})[0][0, -1].float().cpu().numpy()
 bad = [k for k in sys.modules if k == "tvm" or k.startswith(("lutc.passes", "lutc.frontend", "lutc.codegen", "lutc.ir"))]
 assert not bad, bad
 np.save(sys.argv[3], y)

@@ -112,7 +112,7 @@ def compact(t, *shape):
     stride of a compact buffer, where torch's ``contiguous()`` may keep odd strides on size-1 dimensions."""
     if shape:
         t = t.reshape(shape)
-    if t.stride() == canonical_strides(t.shape):
+    if (t.is_contiguous() and 1 not in t.shape) or t.stride() == canonical_strides(t.shape):
         return t
     return _torch().empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)
 
