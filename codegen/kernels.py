@@ -5,9 +5,15 @@ from ..passes.quantize.weight import QuantizedWeight
 
 
 def build_lut_matmul(qweight: QuantizedWeight, m: int | None = None, target: str = "cpu",
-                     threads: int | None = None, isa: str | None = None, **cuda_options):
+                     threads: int | None = None, isa: str | None = None, tune: bool = False,
+                     progress: bool | None = None, **cuda_options):
     """A callable ``y = x @ W.T`` for ``qweight`` (from ``lutc.quantize_weight``). ``m`` is the expected number
-    of rows (a hint: every row count works); ``isa`` forces "avx512", "avx2" or "generic".
+    of rows (a hint: every row count works); ``isa`` forces "avx512", "avx2" or "generic". The table mode is the
+    weight's ``table_dtype`` ("int8": fast, ~1e-2 relative; "f32": the dequantized matmul to fp32 rounding).
+
+    ``tune=True`` (cpu): time schedule candidates for ``m``'s row bucket (every bucket when ``m`` is None) once
+    and cache the choice on disk (``$LUTC_CACHE``, default ~/.cache/lutc); ``progress`` shows a progress bar
+    (default: when stderr is a terminal). Without tuning the schedule is the heuristic default.
 
     ``target="cuda"``: a ``CudaLutMatmul`` over torch CUDA tensors (``cuda_options``: ``out_dtype``
     "float32"/"float16", ``arch`` e.g. "sm_90a"/"sm_80"); it builds without a GPU (``.build(m)``), and
@@ -23,4 +29,4 @@ def build_lut_matmul(qweight: QuantizedWeight, m: int | None = None, target: str
         raise TypeError(f"unexpected options for target='cpu': {sorted(cuda_options)}")
     from .cpu.kernel import LutMatmul
 
-    return LutMatmul(qweight, threads=threads, isa=isa)
+    return LutMatmul(qweight, threads=threads, isa=isa, m=m, tune=tune, progress=progress)

@@ -12,6 +12,7 @@ from .tvm_libs import ensure_tvm_runtime, tvm_ffi
 ALIGN = 64  # TVM assumes 64-byte aligned buffers and emits aligned vector loads
 DIRECT_ROWS = 32  # inputs with more rows than this skip the copy into the aligned buffer when they can
 TILE = 64
+TABLE_DTYPES = {"int8": np.int8, "f32": np.float32}  # params["table"] -> dtype of the tables buffer
 
 
 def aligned_empty(shape, dtype) -> np.ndarray:
@@ -34,11 +35,18 @@ def is_aligned(a: np.ndarray) -> bool:
 
 class LutKernel:
     """``y = x @ W.T`` (after an optional RMSNorm of x) for packed weights ``w, scales, zeros`` in the layout
-    ``x86-g4-n64-v1``; ``params`` are the ones the library was built for (codegen/cpu/build.py)."""
+    ``x86-g4-n64-v1``; ``params`` are the ones the library was built for (codegen/cpu/build.py): int8 or float32
+    tables (``params["table"]``, int8 when absent). ``entry`` "tune" calls the tuning entry point, which takes
+    the schedule knobs of ``self.knobs`` after the buffers (codegen/cpu/tune.py)."""
 
     def __init__(self, library, params: dict, w: np.ndarray, scales: np.ndarray, zeros: np.ndarray,
-                 norm_weight: np.ndarray | None = None, tvm_runtime: str | None = None):
+                 norm_weight: np.ndarray | None = None, tvm_runtime: str | None = None, entry: str = "main"):
         self.library, self.params = str(library), dict(params)
+        table = params.get("table", "int8")
+        if table not in TABLE_DTYPES:
+            raise ValueError(f"LUT kernel tables: expected one of {sorted(TABLE_DTYPES)}, got {table!r}")
+        self.table_dtype = TABLE_DTYPES[table]
+        self.knobs: tuple[int, ...] = ()
         self.n, self.k, self.bits = params["n"], params["k"], params["bits"]
         self.runs, self.groups, self.n_pad = params["runs"], params["groups"], params["n_pad"]
         want = {"w": (self.n_pad // TILE, self.runs, params["pairs"], TILE), "scales": (self.n_pad // TILE, self.groups, TILE)}
@@ -51,7 +59,7 @@ class LutKernel:
         if self.fused_norm != (norm_weight is not None):
             raise ValueError("a library with an rms_norm prologue needs the norm weight, and only such a library")
         self.norm = None if norm_weight is None else aligned_copy(np.asarray(norm_weight, np.float32).reshape(self.k))
-        self._fn = load_library(self.library, tvm_runtime)
+        self._fn = load_library(self.library, tvm_runtime, entry)
         self._dl_weights = [_dl(a) for a in self.weights]
         self._dl_norm = [] if self.norm is None else [_dl(self.norm), _dl(aligned_empty((self.k,), np.float32))]
         self._work: dict[int, tuple] = {}
@@ -78,7 +86,7 @@ class LutKernel:
     def _workspace(self, m: int):
         """Per row count: aligned input/table/output buffers and their DLPack handles, reused across calls."""
         if m not in self._work:
-            bufs = [aligned_empty((m, self.k), np.float32), aligned_empty((m, self.runs, 16), np.int8),
+            bufs = [aligned_empty((m, self.k), np.float32), aligned_empty((m, self.runs, 16), self.table_dtype),
                     aligned_empty((m, self.groups), np.float32), aligned_empty((m, self.groups), np.float32),
                     aligned_empty((m, self.n_pad), np.float32)]
             self._work[m] = (bufs, [_dl(b) for b in bufs])
@@ -103,7 +111,7 @@ class LutKernel:
         else:  # small ones are copied into the aligned buffer: cheaper than a DLPack handle, and always safe
             np.copyto(bufs[0], x2, casting="same_kind")
             xdl = dls[0]
-        self._fn(xdl, *self._dl_norm, dls[1], dls[2], dls[3], *self._dl_weights, dls[4])
+        self._fn(xdl, *self._dl_norm, dls[1], dls[2], dls[3], *self._dl_weights, dls[4], *self.knobs)
         res = bufs[4][:, :self.n]
         if out is None:
             return res.reshape(lead + (self.n,)).copy()
@@ -123,11 +131,11 @@ def _dl(a: np.ndarray):
     return tvm_ffi().from_dlpack(a)
 
 
-def load_library(path, tvm_runtime: str | None = None):
-    """The ``main`` function of a TVM-built library (libtvm_runtime is loaded first, from ``tvm_runtime`` or
+def load_library(path, tvm_runtime: str | None = None, entry: str = "main"):
+    """The ``entry`` function of a TVM-built library (libtvm_runtime is loaded first, from ``tvm_runtime`` or
     the installed wheel)."""
     ensure_tvm_runtime(tvm_runtime)
-    return tvm_ffi().load_module(str(path))["main"]
+    return tvm_ffi().load_module(str(path))[entry]
 
 
 def default_threads() -> int:

@@ -6,13 +6,21 @@ from ...runtime.lut import LutKernel, default_threads
 from .build import build_library
 from .isa import best_isa, supported
 from .layout import TILE, CpuWeight, pack_cpu
+from .schedule import check_schedule, default_schedule
+
+TABLES = ("int8", "f32")
 
 
-def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none", eps: float = 0.0) -> dict:
-    """What a library is built for (and the artifact records): shapes, bits, threads, ISA, prologue."""
+def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none", eps: float = 0.0,
+                  table: str = "int8", schedule: list[dict] | None = None) -> dict:
+    """What a library is built for (and the artifact records): shapes, bits, threads, ISA, table mode ("int8"
+    or "f32"), the schedule per row bucket (schedule.py; default: the heuristic), prologue."""
+    if table not in TABLES:
+        raise ValueError(f"table must be one of {TABLES}, got {table!r}")
     p = {"n": cw.n, "n_pad": cw.tiles * TILE, "k": cw.k, "k_pad": cw.k_pad, "runs": cw.w.shape[1],
          "groups": cw.scales.shape[1], "bits": cw.bits, "pairs": cw.w.shape[2], "threads": threads, "isa": isa,
-         "layout": "x86-g4-n64-v1"}
+         "layout": "x86-g4-n64-v1", "table": table,
+         "schedule": check_schedule(schedule, threads) if schedule else default_schedule(isa, table, threads)}
     if prologue != "none":
         p.update(prologue=prologue, eps=float(eps))
     return p
@@ -31,14 +39,22 @@ def library_params(params: dict) -> dict:
 
 
 class LutMatmul(LutKernel):
-    """``y = x @ W.T`` for a quantized ``W[N, K]``: x is float [..., K] (numpy or torch), y float32 [..., N]."""
+    """``y = x @ W.T`` for a quantized ``W[N, K]``: x is float [..., K] (numpy or torch), y float32 [..., N].
+    The table mode follows the weight's ``table_dtype``; ``tune`` times schedule candidates once (tune.py) for
+    the row bucket of ``m`` (every bucket when ``m`` is None), later calls read the choice from the disk cache."""
 
-    def __init__(self, qweight: QuantizedWeight, threads: int | None = None, isa: str | None = None):
+    def __init__(self, qweight: QuantizedWeight, threads: int | None = None, isa: str | None = None,
+                 m: int | None = None, tune: bool = False, progress: bool | None = None):
         if not isinstance(qweight, QuantizedWeight):
             raise TypeError(f"build_lut_matmul takes a lutc.QuantizedWeight, got {type(qweight).__name__}")
-        if qweight.config.table_dtype != "int8":
-            raise NotImplementedError("the CPU kernels use int8 tables; float tables run on target='reference'")
+        table = qweight.config.table_dtype
+        if table not in TABLES:
+            raise NotImplementedError(f"the CPU kernels have {TABLES} tables, not {table!r}")
         cw = pack_cpu(qweight)
-        params = kernel_params(cw, threads or default_threads(), check_isa(isa))
+        params = kernel_params(cw, threads or default_threads(), check_isa(isa), table=table)
+        if tune:
+            from .tune import tuned_schedule
+
+            params["schedule"] = tuned_schedule(cw, params, m=m, progress=progress)
         super().__init__(build_library(library_params(params)), params, cw.w, cw.scales, cw.zeros)
         self.isa, self.threads = params["isa"], params["threads"]

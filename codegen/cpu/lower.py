@@ -17,7 +17,7 @@ from ...passes.quantize.weight import QuantizedWeight
 from ...runtime.kernels import KERNELS
 from ...runtime.program import Program, Step
 from .build import build_library
-from .kernel import kernel_params, library_params
+from .kernel import TABLES, kernel_params, library_params
 from .layout import pack_cpu
 
 
@@ -33,6 +33,7 @@ class CpuOptions:
     # runtime/fused.py: off by default, as its plain C loops are not faster yet (bench notes in README)
     compiled_ops: bool = False
     progress: bool = False   # a progress bar over the kernel builds
+    tune: bool = False       # time schedule candidates per LUT matmul shape (codegen/cpu/tune.py; cached on disk)
 
 
 @dataclass
@@ -98,9 +99,9 @@ def _input(low: Lowering, node: Node) -> list[Step] | None:
 def _absorbed(low: Lowering, node: Node) -> list[Step] | None:
     """Precomputes (and fused norms) run inside the LUT matmul call that reads them."""
     if node.op is Op.LUT_PRECOMPUTE:
-        if node.attrs["table_dtype"] != "int8":
-            raise NotImplementedError(f"lut_precompute {node.name}: the CPU kernels use int8 tables; "
-                                      f"table_dtype={node.attrs['table_dtype']!r} runs on target='reference'")
+        if node.attrs["table_dtype"] not in TABLES or not node.attrs.get("symmetric_table", True):
+            raise NotImplementedError(f"lut_precompute {node.name}: the CPU kernels build symmetrized {TABLES} "
+                                      f"tables, not table_dtype={node.attrs['table_dtype']!r}")
         return []
     return [] if node.name in low.absorbed else None
 
@@ -132,7 +133,12 @@ def _lut_matmul(low: Lowering, mm: Node) -> list[Step] | None:
     norm = low.norms.get(pre.name)
     cw = pack_cpu(_quantized_weight(low, mm))
     prologue = {"prologue": "rms_norm", "eps": norm.attrs.get("eps", 1e-6)} if norm is not None else {}
-    params = kernel_params(cw, threads_for(cw.nbytes, low.threads), low.isa, **prologue)
+    threads = low.threads if low.options.tune else threads_for(cw.nbytes, low.threads)  # tuned: measured
+    params = kernel_params(cw, threads, low.isa, table=pre.attrs["table_dtype"], **prologue)
+    if low.options.tune:
+        from .tune import tuned_schedule
+
+        params["schedule"] = tuned_schedule(cw, params, progress=low.options.progress)
     lib = build_library(library_params(params))
     lid = f"lut{len(low.luts)}"
     keys = [f"{mm.name}.cpu.{part}" for part in ("w", "scales", "zeros")]

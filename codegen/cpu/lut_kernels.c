@@ -1,6 +1,6 @@
 /* LUT micro-kernels for x86 (AVX-512BW, AVX2) and a portable fallback, one source compiled once per ISA with
  * LUTC_ISA set to 512, 256 or 0; every symbol carries the ISA suffix. TVM-generated code drives them: it
- * loops over rows and splits the N tiles over its thread pool (codegen/cpu/driver.py).
+ * loops over rows and splits the N tiles over its thread pool (codegen/cpu/build.py).
  *
  * Tables (lutc_precompute): for each run of 4 activations, the 16 signed sums T[i] = sum_b (+-x_b) with
  * bit b of i choosing the sign; the 8 entries with i < 8 are computed, the rest mirrored (T[15-i] = -T[i]).
@@ -12,41 +12,7 @@
  * One vpshufb looks up 64 indices; vpmaddubsw with (1, 2) adds the two planes of a row and widens to int16.
  * Scales (f16) and zero points (int8, z' = 2z + 1 - 2^b) per tile, group and row: [tiles][G][64].
  */
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-#if LUTC_ISA > 0
-#include <immintrin.h>
-#endif
-
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#if LUTC_ISA == 512
-#define SYM(name) CAT(name, avx512)
-#elif LUTC_ISA == 256
-#define SYM(name) CAT(name, avx2)
-#else
-#define SYM(name) CAT(name, generic)
-#endif
-
-static float half_to_float(uint16_t h) {
-  uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
-  if (exp == 0) {
-    if (man == 0) {
-      bits = sign;
-    } else {  /* subnormal */
-      float f = ldexpf((float)man, -24);
-      return sign ? -f : f;
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (man << 13);
-  } else {
-    bits = sign | ((exp + 112) << 23) | (man << 13);
-  }
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
+#include "lut_common.h"
 
 /* Vectors of VW floats for the table builder; the generic build uses VW = 1. Rounding is to nearest even, as
  * numpy's (the reference) is, so both produce the same int8 tables. */
@@ -195,7 +161,7 @@ int32_t SYM(lutc_precompute)(const float* x, int64_t k, int64_t k_pad, int64_t g
 }
 
 /* Flush one group: acc (int32 per row) * table scale * s/2 - s/2 * z' * xsum, into out[64]. */
-static void flush_scalar(const int32_t* acc, float ts, float xs, const uint16_t* s, const int8_t* z, float* out) {
+static inline void flush_scalar(const int32_t* acc, float ts, float xs, const uint16_t* s, const int8_t* z, float* out) {
   for (int i = 0; i < 64; ++i) {
     float h = 0.5f * half_to_float(s[i]);
     out[i] += (float)acc[i] * ts * h - h * (float)z[i] * xs;
@@ -203,7 +169,6 @@ static void flush_scalar(const int32_t* acc, float ts, float xs, const uint16_t*
 }
 
 #if LUTC_ISA == 512
-#define PREFETCH_RUNS 32 /* 2 KiB ahead of the 64-byte weight loads (16-64 measured alike) */
 /* R rows (R <= 4) of one 64-row tile: each weight load and nibble split serves all R rows' lookups. */
 static inline __attribute__((always_inline)) void tile_rows(
     const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
@@ -268,21 +233,19 @@ static inline __attribute__((always_inline)) void tile_rows(
   }
 }
 
+/* m rows of one tile, at most `rows` (<= 4) rows per pass over the tile's weights. */
 static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
-                             int64_t groups, int64_t pairs, int64_t bits) {
-  int64_t row = 0;
-  for (; row + 4 <= m; row += 4)
-    tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, y + row * n_pad,
-              n_pad, runs, groups, pairs, bits, 4);
-  switch (m - row) {
-    case 3: tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z,
-                      y + row * n_pad, n_pad, runs, groups, pairs, bits, 3); break;
-    case 2: tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z,
-                      y + row * n_pad, n_pad, runs, groups, pairs, bits, 2); break;
-    case 1: tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z,
-                      y + row * n_pad, n_pad, runs, groups, pairs, bits, 1); break;
-    default: break;
+                             int64_t groups, int64_t pairs, int64_t bits, int64_t rows) {
+  for (int64_t row = 0; row < m;) {
+    const int64_t left = m - row, r = left < rows ? left : rows;
+#define ROWS(R) tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, \
+                          y + row * n_pad, n_pad, runs, groups, pairs, bits, R)
+    if (r >= 4) { ROWS(4); row += 4; }
+    else if (r == 3) { ROWS(3); row += 3; }
+    else if (r == 2) { ROWS(2); row += 2; }
+    else { ROWS(1); row += 1; }
+#undef ROWS
   }
 }
 #elif LUTC_ISA == 256
@@ -355,25 +318,15 @@ static inline void tile_row(const int8_t* tables, const float* tscale, const flo
 #if LUTC_ISA != 512
 static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
-                             int64_t groups, int64_t pairs, int64_t bits) {
+                             int64_t groups, int64_t pairs, int64_t bits, int64_t rows) {
+  (void)rows; /* one row per pass */
   for (int64_t row = 0; row < m; ++row)
     tile_row(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, y + row * n_pad, runs,
              groups, pairs, bits);
 }
 #endif
 
-/* Rows tile0..tile1 of y[m, :] for every m: y[m, t*64 + i]. */
-int32_t SYM(lutc_gemv)(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
-                       const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
-                       int64_t groups, int64_t bits, int64_t tile0, int64_t tile1) {
-  const int64_t pairs = (bits + 1) / 2;
-  if (runs % groups) return -1;
-  for (int64_t t = tile0; t < tile1; ++t) {
-    tile_gemv(tables, tscale, xsum, w + t * runs * pairs * 64, s + t * groups * 64, z + t * groups * 64,
-              y + t * 64, m, n_pad, runs, groups, pairs, bits);
-  }
-  return 0;
-}
+LUTC_GEMV(lutc_gemv, int8_t, tile_gemv)
 
 /* The RMSNorm prologue of a fused "rms_norm -> LUT matmul": out = x / sqrt(mean(x^2) + eps) * w, one row, so the
  * activation is read once, normalized into a small scratch row and turned into tables while it is in L1. */

@@ -1,0 +1,64 @@
+/* Shared by the LUT micro-kernel sources (lut_kernels.c: int8 tables, lut_f32_kernels.c: float tables): the ISA
+ * suffix of every symbol (LUTC_ISA = 512, 256 or 0), f16 scales, and the lookup entry point that walks row blocks
+ * and N tiles for the TVM-generated driver (codegen/cpu/build.py). */
+#ifndef LUTC_COMMON_H
+#define LUTC_COMMON_H
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#if LUTC_ISA > 0
+#include <immintrin.h>
+#endif
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#if LUTC_ISA == 512
+#define SYM(name) CAT(name, avx512)
+#elif LUTC_ISA == 256
+#define SYM(name) CAT(name, avx2)
+#else
+#define SYM(name) CAT(name, generic)
+#endif
+
+#define PREFETCH_RUNS 32 /* 2 KiB ahead of the 64-byte weight loads (16-64 measured alike) */
+
+static inline float half_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  /* subnormal */
+      float f = ldexpf((float)man, -24);
+      return sign ? -f : f;
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+/* The lookup entry point: rows row0..row1 of y[m, :] (in blocks of mblock rows; 0: one block), N tiles
+ * tile0..tile1: y[row, t*64 + i]. TILE(...) computes one tile for a block of rows, at most `rows` rows per pass
+ * over the tile's weights. Schedule knobs (rows, mblock) and ranges come from the driver. */
+#define LUTC_GEMV(NAME, TT, TILE)                                                                                   \
+  int32_t SYM(NAME)(const TT* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s, \
+                    const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, \
+                    int64_t tile0, int64_t tile1, int64_t row0, int64_t row1, int64_t rows, int64_t mblock) {        \
+    const int64_t pairs = (bits + 1) / 2;                                                                           \
+    if (runs % groups || rows < 1 || row0 < 0 || row1 > m) return -1;                                               \
+    if (mblock <= 0) mblock = row1 - row0 > 0 ? row1 - row0 : 1;                                                   \
+    for (int64_t r0 = row0; r0 < row1; r0 += mblock) {                                                              \
+      const int64_t r1 = r0 + mblock < row1 ? r0 + mblock : row1;                                                   \
+      for (int64_t t = tile0; t < tile1; ++t)                                                                       \
+        TILE(tables + r0 * runs * 16, tscale + r0 * groups, xsum + r0 * groups, w + t * runs * pairs * 64,          \
+             s + t * groups * 64, z + t * groups * 64, y + r0 * n_pad + t * 64, r1 - r0, n_pad, runs, groups,      \
+             pairs, bits, rows);                                                                                    \
+    }                                                                                                               \
+    return 0;                                                                                                       \
+  }
+
+#endif

@@ -1,0 +1,174 @@
+"""The measured tuner of the CPU LUT matmul: schedule candidates come from rules (data: each returns the values
+of one knob worth trying, or None when the knob does not apply), are timed once per (N, K, bits, group, row
+bucket, ISA, threads, table mode) through the ``tune`` entry point of one library (the knobs are arguments
+there, so one build serves every candidate), and the fastest is cached on disk as JSON in
+``$LUTC_CACHE/tune`` (default ~/.cache/lutc), keyed by a hash that includes the compilers and kernel sources."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from itertools import product
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ...runtime.lut import LutKernel
+from .build import build_library, cache_dir, source_digest
+from .layout import CpuWeight
+from .schedule import BUCKET_NAMES, BUCKETS, MAX_ROWS, bucket_of, default_knobs
+
+TIMING_ROWS = (1, 4, 16, 64)  # the row count each bucket is timed at
+BUDGET_S = 0.05               # timing per candidate (at least MIN_REPS calls after one warm-up)
+MIN_REPS = 3
+
+
+@dataclass(frozen=True)
+class TuneKey:
+    """What one tuning result is for (with the source digest, the cache key)."""
+    n: int
+    k: int
+    bits: int
+    group: int
+    bucket: str
+    isa: str
+    threads: int
+    table: str
+
+    @property
+    def rows(self) -> int:
+        return TIMING_ROWS[BUCKET_NAMES.index(self.bucket)]
+
+
+def _threads(c: TuneKey):
+    return sorted({1, c.threads, *(t for t in (2, 4, 8, 16, 32) if t < c.threads)})
+
+
+def _split(c: TuneKey):
+    return None if c.rows == 1 or c.threads == 1 else ["n", "m"]
+
+
+def _rows(c: TuneKey):
+    return None if c.rows == 1 or c.isa != "avx512" else [r for r in (1, 2, MAX_ROWS) if r <= c.rows]
+
+
+def _mblock(c: TuneKey):
+    return None if c.rows < 16 else [0, 8, 16]
+
+
+# knob -> rule; a rule returning None leaves the knob at its default
+RULES: dict[str, Callable[[TuneKey], list | None]] = {"threads": _threads, "split": _split, "rows": _rows,
+                                                       "mblock": _mblock}
+
+
+def candidates(c: TuneKey) -> list[dict]:
+    """Every combination of the applicable rules' values, the default first, without duplicates (a split
+    over one thread, or a row block as large as the rows, is the same schedule)."""
+    base = default_knobs(c.isa, c.table, c.threads)
+    values = [(knob, RULES[knob](c) or [base[knob]]) for knob in RULES]
+    out = [base]
+    for combo in product(*(v for _, v in values)):
+        cand = dict(zip((k for k, _ in values), combo))
+        if cand["threads"] == 1:
+            cand["split"] = "n"
+        if cand["mblock"] >= c.rows:
+            cand["mblock"] = 0
+        if cand not in out:
+            out.append(cand)
+    return out
+
+
+def cache_path(key: TuneKey) -> Path:
+    h = hashlib.sha256(json.dumps(asdict(key), sort_keys=True).encode())
+    h.update(source_digest().encode())
+    return cache_dir("tune") / f"{h.hexdigest()[:24]}.json"
+
+
+def _load(key: TuneKey) -> dict | None:
+    """The cached choice, or None when there is none or the file is unreadable or not a tuning result."""
+    try:
+        data = json.loads(cache_path(key).read_text())
+        knobs = data["knobs"]
+        if data["key"] != asdict(key) or set(knobs) != set(RULES) or knobs["split"] not in ("n", "m") \
+                or not all(isinstance(knobs[k], int) for k in ("threads", "rows", "mblock")):
+            return None
+        return knobs
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _save(key: TuneKey, knobs: dict, timings: list) -> None:
+    path = cache_path(key)
+    part = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+    part.write_text(json.dumps({"key": asdict(key), "knobs": knobs, "timings_us": timings}, indent=1))
+    os.replace(part, path)
+
+
+def measure(kernel: LutKernel, x: np.ndarray) -> float:
+    """Median seconds of one call (after a warm-up), over at least MIN_REPS calls or BUDGET_S."""
+    kernel(x)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < MIN_REPS or (time.perf_counter() - start < BUDGET_S and len(times) < 50):
+        t0 = time.perf_counter()
+        kernel(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def tuned_schedule(cw: CpuWeight, params: dict, m: int | None = None, progress: bool | None = None) -> list[dict]:
+    """``params["schedule"]`` with the buckets of ``m`` (every bucket when None) replaced by their measured
+    best, from the disk cache when it has them."""
+    sched = [dict(b) for b in params["schedule"]]
+    keys = {b: TuneKey(params["n"], params["k"], params["bits"], params["k_pad"] // params["groups"],
+                       BUCKET_NAMES[b], params["isa"], params["threads"], params.get("table", "int8"))
+            for b in (range(len(BUCKETS)) if m is None else [bucket_of(m)])}
+    todo = []
+    for b, key in keys.items():
+        hit = _load(key)
+        if hit is None:
+            todo.append(b)
+        else:
+            sched[b] = hit
+    if todo:
+        for b, knobs in _time_buckets(cw, params, {b: keys[b] for b in todo}, progress).items():
+            sched[b] = knobs
+    return sched
+
+
+def _time_buckets(cw: CpuWeight, params: dict, keys: dict[int, TuneKey], progress: bool | None) -> dict[int, dict]:
+    tparams = {k: v for k, v in params.items() if k not in ("n", "layout", "prologue", "eps", "schedule")}
+    lib = build_library(tparams, tune=True)
+    kernel = LutKernel(lib, {**params, "prologue": "none"}, cw.w, cw.scales, cw.zeros, entry="tune")
+    work = [(b, c) for b, key in keys.items() for c in candidates(key)]
+    rng = np.random.default_rng(0)
+    xs = {b: rng.standard_normal((key.rows, params["k"])).astype(np.float32) for b, key in keys.items()}
+    timings: dict[int, list] = {b: [] for b in keys}
+    for b, cand in _progress(work, f"tuning {params['n']}x{params['k']} W{params['bits']}",
+                             sys.stderr.isatty() if progress is None else progress):
+        kernel.knobs = (cand["threads"], int(cand["split"] == "m"), cand["rows"], cand["mblock"])
+        timings[b].append([cand, round(measure(kernel, xs[b]) * 1e6, 2)])
+    best = {}
+    for b, key in keys.items():
+        best[b] = min(timings[b], key=lambda ct: ct[1])[0]
+        _save(key, best[b], timings[b])
+    return best
+
+
+def _progress(items, label: str, enabled: bool):
+    if not enabled:
+        yield from items
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(label, total=len(items))
+        for b, cand in items:
+            bar.update(task, description=f"{label} rows {BUCKET_NAMES[b]}: {cand}")
+            yield b, cand
+            bar.advance(task)
