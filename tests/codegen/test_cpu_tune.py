@@ -1,0 +1,154 @@
+"""The CPU LUT tuner: candidates from rules, the disk cache (round trip without timing, keys, corrupt files),
+schedules checked, and every schedule it can pick computing the same matmul."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import lutc
+from lutc.codegen.cpu import tune
+from lutc.codegen.cpu.build import build_library
+from lutc.codegen.cpu.isa import best_isa
+from lutc.codegen.cpu.kernel import kernel_params, library_params
+from lutc.codegen.cpu.layout import pack_cpu
+from lutc.codegen.cpu.schedule import BUCKET_NAMES, bucket_of, default_schedule
+from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights
+from lutc.passes.quantize import LayerQuant
+from lutc.runtime.lut import LutKernel
+
+RNG = np.random.default_rng(9)
+KEY = tune.TuneKey(n=100, k=300, bits=2, group=64, bucket="33+", isa="avx512", threads=2, table="int8")
+
+
+@pytest.fixture
+def counted(monkeypatch, tmp_path):
+    """A fresh tuning cache (kernel libraries stay in the shared cache), and the candidate timings so far."""
+    def fresh(sub="kernels"):
+        (tmp_path / sub).mkdir(exist_ok=True)
+        return tmp_path / sub
+
+    monkeypatch.setattr(tune, "cache_dir", fresh)
+    monkeypatch.setattr(tune, "BUDGET_S", 0.0)
+    calls = []
+    real = tune.measure
+
+    def measure(kernel, x):
+        calls.append(kernel.knobs)
+        return real(kernel, x)
+
+    monkeypatch.setattr(tune, "measure", measure)
+    return calls
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def weight(table="int8", bits=2):
+    return lutc.quantize_weight(RNG.standard_normal((100, 300)), LayerQuant(bits=bits, group_size=64, table_dtype=table))
+
+
+def test_candidates_come_from_rules():
+    one = tune.candidates(dataclasses.replace(KEY, bucket="1"))
+    assert one[0] == {"threads": 2, "split": "n", "rows": 4, "mblock": 0}  # the heuristic default first
+    assert {c["threads"] for c in one} == {1, 2} and {c["split"] for c in one} == {"n"}  # rows and split: no rule
+    many = tune.candidates(KEY)
+    assert len(many) == len({json.dumps(c, sort_keys=True) for c in many}) > len(one)
+    assert all(c["split"] == "n" for c in many if c["threads"] == 1)  # a split over one thread is no candidate
+    assert {c["rows"] for c in many} == {1, 2, 4} and {c["mblock"] for c in many} == {0, 8, 16}
+    assert {c["rows"] for c in tune.candidates(dataclasses.replace(KEY, isa="avx2"))} == {1}
+
+
+def test_cache_round_trip_times_once(counted):
+    q = weight()
+    first = lutc.kernels.build_lut_matmul(q, m=1, threads=2, tune=True, progress=False)
+    n = len(counted)
+    assert n == len(tune.candidates(dataclasses.replace(KEY, bucket="1", isa=first.isa)))
+    second = lutc.kernels.build_lut_matmul(q, m=1, threads=2, tune=True, progress=False)
+    assert len(counted) == n  # read from the cache: nothing timed
+    assert second.params["schedule"] == first.params["schedule"]
+    assert second.params["schedule"][1:] == default_schedule(first.isa, "int8", 2)[1:]  # other buckets untouched
+    lutc.kernels.build_lut_matmul(q, m=5, threads=2, tune=True, progress=False)
+    assert len(counted) > n  # another row bucket is another key
+
+
+def test_cache_key_changes_with_every_input(monkeypatch, tmp_path):
+    monkeypatch.setenv("LUTC_CACHE", str(tmp_path))
+    base = tune.cache_path(KEY)
+    assert base.parent == tmp_path / "tune"  # $LUTC_CACHE/tune
+    assert tune.cache_path(dataclasses.replace(KEY)) == base
+    changes = dict(n=101, k=304, bits=3, group=32, bucket="9-32", isa="avx2", threads=1, table="f32")
+    paths = {tune.cache_path(dataclasses.replace(KEY, **{f: v})) for f, v in changes.items()}
+    assert len(paths) == len(changes) and base not in paths
+    monkeypatch.setattr(tune, "source_digest", lambda: "another compiler or kernel source")
+    assert tune.cache_path(KEY) != base
+
+
+def test_corrupt_cache_file_is_ignored_and_rewritten(counted):
+    q = weight()
+    kern = lutc.kernels.build_lut_matmul(q, m=1, threads=2, tune=True, progress=False)
+    key = dataclasses.replace(KEY, bucket="1", isa=kern.isa)
+    path = tune.cache_path(key)
+    for junk in ("{not json", json.dumps({"key": dataclasses.asdict(key), "knobs": {"threads": "two"}}), "[]"):
+        path.write_text(junk)
+        before = len(counted)
+        lutc.kernels.build_lut_matmul(q, m=1, threads=2, tune=True, progress=False)
+        assert len(counted) > before  # timed again
+        assert json.loads(path.read_text())["knobs"] in tune.candidates(key)  # and rewritten
+
+
+@pytest.mark.parametrize("table", ["int8", "f32"])
+def test_every_candidate_computes_the_same_matmul(table):
+    """The tuning entry point under every knob combination the rules produce, for every row bucket."""
+    q = weight(table, bits=3)
+    cw = pack_cpu(q)
+    params = kernel_params(cw, 2, best_isa(), table=table)
+    lib = build_library({k: v for k, v in library_params(params).items() if k != "schedule"}, tune=True)
+    kern = LutKernel(lib, params, cw.w, cw.scales, cw.zeros, entry="tune")
+    tol = 2e-2 if table == "int8" else 1e-5  # int8 tables: ~1e-2 (design.md section 2); f32: rounding
+    for m in (1, 3, 20, 37):
+        x = RNG.standard_normal((m, q.k)).astype(np.float32)
+        want = x.astype(np.float64) @ q.dequantize().astype(np.float64).T
+        key = tune.TuneKey(q.n, q.k, 3, 64, BUCKET_NAMES[bucket_of(m)], params["isa"], 2, table)
+        outs = []
+        for c in tune.candidates(dataclasses.replace(key, bucket="33+")):
+            kern.knobs = (c["threads"], int(c["split"] == "m"), c["rows"], c["mblock"])
+            outs.append(kern(x))
+            assert rel(outs[-1], want) < tol, c
+        # same tables, same sums per row: schedules only move work between threads and passes
+        assert max(rel(o, outs[0]) for o in outs) < 1e-6
+
+
+def test_tuned_kernels_are_correct_and_schedules_checked(counted):
+    for table in ("int8", "f32"):
+        q = weight(table, bits=4)
+        kern = lutc.kernels.build_lut_matmul(q, threads=2, tune=True, progress=False)  # every bucket
+        tol = 2e-2 if table == "int8" else 1e-5
+        for m in (1, 6, 30, 40):
+            x = RNG.standard_normal((m, q.k)).astype(np.float32)
+            assert rel(kern(x), x.astype(np.float64) @ q.dequantize().astype(np.float64).T) < tol
+    cw = pack_cpu(q)
+    with pytest.raises(ValueError, match="one knob dict per row bucket"):
+        kernel_params(cw, 2, "generic", schedule=[{"threads": 1}])
+    bad = default_schedule("generic", "int8", 2)
+    bad[0] = dict(bad[0], threads=3)
+    with pytest.raises(ValueError, match="bad schedule knobs"):
+        kernel_params(cw, 2, "generic", schedule=bad)
+    with pytest.raises(ValueError, match="table must be one of"):
+        kernel_params(cw, 2, "generic", table="f16")
+
+
+def test_cpu_option_tune_lowers_with_tuned_schedules(counted):
+    spec = LlamaSpec(vocab_size=50, hidden_size=64, intermediate_size=96, num_layers=1, num_heads=4, num_kv_heads=2,
+                     max_positions=16)
+    g = build_llama(spec, random_llama_weights(spec, seed=2))
+    quant = lutc.QuantConfig(bits=2, group_size=32)
+    ids = np.arange(6)[None] % spec.vocab_size
+    plain = lutc.compile(g, target="cpu", quant=quant, target_options={"threads": 2})
+    tuned = lutc.compile(g, target="cpu", quant=quant, target_options={"threads": 2, "tune": True})
+    assert counted  # candidates were timed
+    shapes = {(s["params"]["n"], s["params"]["k"]) for s in tuned.executable.program.luts.values()}
+    assert len(list(tune.cache_path(tune.TuneKey(1, 1, 2, 32, "1", "generic", 2, "int8")).parent.iterdir())) \
+        == 4 * len(shapes)  # one cached choice per shape and row bucket
+    np.testing.assert_allclose(tuned(ids), plain(ids), rtol=1e-5, atol=1e-5)
