@@ -115,7 +115,8 @@ def cmd_compile(args) -> int:
     graph, tok, gen = _source(args.model, quantize=quant is not None)
     print(f"imported {args.model}: {len(graph)} nodes ({time.perf_counter() - t0:.1f} s)")
     cm = lutc.compile(graph, target=args.target, quant=quant, dump_ir=args.dump_ir, progress=True,
-                      target_options={"progress": True, **({"threads": args.threads} if args.threads else {})})
+                      target_options={"progress": True, **({"threads": args.threads} if args.threads else {}),
+                                      **({"tune": True} if args.tune else {})})
     out = cm.save(args.output, tokenizer=tok, generation=gen)
     print(f"wrote {out} ({_dir_mib(out):.1f} MiB) in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -236,6 +237,7 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="rtn", choices=["rtn", "clip"])
     p.add_argument("--quantize-head", action="store_true", help="also quantize the lm_head (tied: a packed copy)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--tune", action="store_true", help="time LUT kernel schedules per shape (cached in ~/.cache/lutc)")
     p.add_argument("--dump-ir", default=None, metavar="DIR")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(fn=cmd_compile)
