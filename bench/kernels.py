@@ -1,6 +1,12 @@
 """LUT matmul kernels against their peers, side by side in one process, interleaved, cold weights.
 
     python -m lutc.bench.kernels [--shapes 4096x4096,...] [--m 1,8,32,128] [--threads 1,2] [--bits 2,3,4,ternary]
+                                 [--f32-bits 2,4] [--tune both|on|off] [--quick]
+
+lutc rows: int8 tables (``lutc W2``), float tables (``lutc W2 f32``, bits from ``--f32-bits``) and, with
+``--tune both`` (the default), the tuned schedule next to the heuristic one (``lutc W2 tuned``; tuning happens
+at build time for the cell's row bucket and is cached in ~/.cache/lutc/tune). ``--quick`` is a smoke run
+(one small shape, few rounds, results named ``kernels_quick``): its timings mean nothing.
 
 Peers: torch fp32 ``F.linear``, onnxruntime ``MatMulNBits`` 4- and 2-bit (accuracy_level 4; 2-bit also with
 ``mlas.use_lut_gemm=1``). Each method owns enough copies of its weights to cover ``--cold-mb`` (more than the
@@ -95,16 +101,27 @@ def copies_for(nbytes: int, cold_mb: int) -> int:
     return max(1, -(-(cold_mb << 20) // max(nbytes, 1)))
 
 
-def lutc_method(w, bits, group, x, threads, cold_mb):
+def lutc_method(w, bits, group, x, threads, cold_mb, table="int8", tune=False):
     import lutc
 
-    q = lutc.quantize_weight(w, lutc.QuantConfig(bits=bits, group_size=group))
-    k = lutc.kernels.build_lut_matmul(q, threads=threads)
+    q = lutc.quantize_weight(w, lutc.QuantConfig(bits=bits, group_size=group, table_dtype=table))
+    k = lutc.kernels.build_lut_matmul(q, m=x.shape[0], threads=threads, tune=tune)
     ks = [k] + [k.clone() for _ in range(copies_for(k.weight_bytes, cold_mb) - 1)]
     out = np.empty((x.shape[0], w.shape[0]), np.float32)
     err = rel_err(k(x), x.astype(np.float64) @ q.dequantize().T)
-    name = f"lutc W{'t' if bits == 'ternary' else bits}"
+    name = lutc_name(bits, table, tune)
     return Method(name, k.weight_bytes, [lambda k=k: k(x, out=out) for k in ks]), err
+
+
+def lutc_name(bits, table="int8", tune=False) -> str:
+    return f"lutc W{'t' if bits == 'ternary' else bits}" + (" f32" if table == "f32" else "") + (" tuned" if tune else "")
+
+
+def lutc_variants(args) -> list[tuple]:
+    """(bits, table, tune) of every lutc row: int8 tables (heuristic and/or tuned), then float tables."""
+    tunes = {"off": (False,), "on": (True,), "both": (False, True)}[args.tune]
+    out = [(b, "int8", t) for b in args.bits for t in tunes]
+    return out + [(b, "f32", t) for b in args.f32_bits for t in tunes]
 
 
 def torch_method(w, x, threads, cold_mb):
@@ -168,9 +185,9 @@ def run_cell(shape, m, threads, args, rng) -> list[dict]:
     w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
     x = rng.standard_normal((m, k)).astype(np.float32)
     methods, errs = [torch_method(w, x, threads, args.cold_mb)], {}
-    for bits in args.bits:
-        meth, errs[f"lutc W{'t' if bits == 'ternary' else bits}"] = lutc_method(
-            w, "ternary" if bits == "ternary" else int(bits), args.group, x, threads, args.cold_mb)
+    for bits, table, tune in lutc_variants(args):
+        meth, errs[lutc_name(bits, table, tune)] = lutc_method(
+            w, "ternary" if bits == "ternary" else int(bits), args.group, x, threads, args.cold_mb, table, tune)
         methods.append(meth)
     for bits, lut in ((4, False), (2, False), (2, True)):
         try:
@@ -200,8 +217,9 @@ def report(rows, bw, args) -> str:
              ", ".join(f"{t} thread{'s' if t > 1 else ''}: {v:.1f} GB/s" for t, v in bw.items()),
              f"Cold weights: each method rotates over >= {args.cold_mb} MiB of weight copies. Medians of "
              f"{args.rounds} interleaved rounds. Group size {args.group}. `% roof` = (weight bytes / time) / read BW.",
-             "", "| N | K | M | thr | method | µs | p10–p90 | GB/s | % roof | vs torch | vs best ort ≤2-bit | vs ort W4 | err |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "`vs untuned`: a tuned row's speed-up over the heuristic schedule of the same kernel.",
+             "", "| N | K | M | thr | method | µs | p10–p90 | GB/s | % roof | vs torch | vs best ort ≤2-bit | vs ort W4 "
+             "| vs untuned | err |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     cells = {}
     for r in rows:
         cells.setdefault((r["N"], r["K"], r["M"], r["threads"]), []).append(r)
@@ -213,7 +231,7 @@ def report(rows, bw, args) -> str:
             err = "-" if r["err"] is None else f"{r['err']:.1e}"
             lines.append(f"| {n} | {k} | {m} | {t} | {r['method']} | {r['us']:.0f} | {r['p10_us']:.0f}–{r['p90_us']:.0f} "
                          f"| {r['GBps']:.1f} | {100 * r['GBps'] / bw[t]:.0f}% | {vs(by.get('torch fp32'))} | "
-                         f"{vs(ort2)} | {vs(by.get('ort W4'))} | {err} |")
+                         f"{vs(ort2)} | {vs(by.get('ort W4'))} | {vs(by.get(r['method'][:-len(' tuned')]) if r['method'].endswith(' tuned') else None)} | {err} |")
     return "\n".join(lines) + "\n"
 
 
@@ -245,7 +263,10 @@ def main(argv=None) -> None:
     ap.add_argument("--shapes", default="4096x4096,11008x4096,4096x11008,14336x4096")
     ap.add_argument("--m", default="1,8,32,128")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--bits", default="2,3,4,ternary")
+    ap.add_argument("--bits", default="2,3,4,ternary", help="lutc int8-table rows")
+    ap.add_argument("--f32-bits", default="2,4", help="lutc float-table rows ('' for none)")
+    ap.add_argument("--tune", default="both", choices=["off", "on", "both"], help="lutc schedules: heuristic, tuned, both")
+    ap.add_argument("--quick", action="store_true", help="smoke run: one small shape, 2 rounds (timings mean nothing)")
     ap.add_argument("--group", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--cold-mb", type=int, default=256)
@@ -253,12 +274,17 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--name", default="kernels")
     args = ap.parse_args(argv)
-    args.bits = args.bits.split(",")
+    if args.quick:
+        args.shapes, args.m, args.threads, args.rounds, args.cold_mb, args.settle = "512x512", "1,8", "1", 2, 8, 0.0
+        args.name = "kernels_quick" if args.name == "kernels" else args.name
+    args.bits = [b for b in args.bits.split(",") if b]
+    args.f32_bits = [b for b in args.f32_bits.split(",") if b]
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bw = {t: read_bandwidth(t) for t in threads}
+    mib = 64 if args.quick else 512
+    bw = {t: read_bandwidth(t, mib) for t in threads}
     print("read bandwidth:", {t: f"{v:.1f} GB/s" for t, v in bw.items()})
     rng = np.random.default_rng(0)
     rows = []
@@ -269,7 +295,7 @@ def main(argv=None) -> None:
                 rows += cell
                 print(f"{shape} M={m} threads={t}: " + ", ".join(f"{r['method']} {r['us']:.0f}us" for r in cell))
                 (out / f"{args.name}.json").write_text(json.dumps({"bandwidth": bw, "rows": rows}, indent=1))
-        bw.update({t: max(bw[t], read_bandwidth(t)) for t in threads})  # re-probed between shapes: best seen
+        bw.update({t: max(bw[t], read_bandwidth(t, mib)) for t in threads})  # re-probed between shapes: best seen
     (out / f"{args.name}.md").write_text(report(rows, bw, args))
     plot(rows, out / f"{args.name}.png")
     print(report(rows, bw, args))
