@@ -65,7 +65,7 @@ def test_f32_tables_with_fused_rms_norm(isa, bits):
         assert rel(kern(x), exact(q, normed)) < TOL
 
 
-def test_tiny_llama_f32_tables_cpu_matches_reference():
+def test_tiny_llama_f32_tables_cpu_matches_reference(tmp_path):
     spec = LlamaSpec(vocab_size=101, hidden_size=72, intermediate_size=104, num_layers=2, num_heads=6,
                      num_kv_heads=2, max_positions=40)
     g = build_llama(spec, random_llama_weights(spec, seed=3), kv_cache=True)
@@ -82,3 +82,6 @@ def test_tiny_llama_f32_tables_cpu_matches_reference():
         cpu = cm.run(input_ids=ids, **pasts)
         for a, b in zip(ref, cpu):  # float tables on both sides: fp32 rounding only, through two layers
             assert rel(b, a) < 1e-4
+    loaded = lutc.runtime.load(cm.save(tmp_path / "f32"))  # the artifact records the table mode
+    for a, b in zip(cpu, loaded.run(input_ids=ids, **pasts)):
+        np.testing.assert_array_equal(b, a)
