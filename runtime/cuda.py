@@ -12,7 +12,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .kernels import KERNELS
-from .program import InputError, Interpreter, KvCaches, Program, ir_dtype, numpy_input
+from .kernels import DTYPES
+from .program import InputError, Interpreter, KvCaches, Program, numpy_input
 
 ROWS = 128   # weight rows per block of the LUT kernels (codegen/cuda/layout.py)
 
@@ -49,14 +50,14 @@ def device_input(device) -> Callable:
     to_torch = {np.dtype(np.float32): torch.float32, np.dtype(np.int64): torch.int64,
                 np.dtype(np.int32): torch.int32, np.dtype(np.float16): torch.float16}
 
-    def convert(x, want: np.dtype, name: str):
+    def convert(x, dtype: str, name: str):
         if not isinstance(x, torch.Tensor):
-            return torch.from_numpy(np.ascontiguousarray(numpy_input(x, want, name))).to(device)
-        target = to_torch.get(want)
+            return torch.from_numpy(np.ascontiguousarray(numpy_input(x, dtype, name))).to(device)
+        target = to_torch.get(np.dtype(DTYPES[dtype]))
         if target is None:
-            raise InputError(f"input {name}: {ir_dtype(want)} inputs are not supported on the GPU")
+            raise InputError(f"input {name}: {dtype} inputs are not supported on the GPU")
         if x.dtype != target and x.is_floating_point() != target.is_floating_point:
-            raise InputError(f"input {name}: expected {ir_dtype(want)}, got {x.dtype}")
+            raise InputError(f"input {name}: expected {dtype}, got {x.dtype}")
         return x.to(device=device, dtype=target)
     return convert
 

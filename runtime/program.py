@@ -66,24 +66,20 @@ class Program:
         return free
 
 
-def ir_dtype(dtype: np.dtype) -> str:
-    """The IR's name of a numpy dtype ("f32", "i64", ...)."""
-    return next((k for k, v in DTYPES.items() if np.dtype(v) == dtype), str(dtype))
-
-
-def numpy_input(x, want: np.dtype, name: str) -> np.ndarray:
-    """An input as a numpy array of dtype ``want`` (a float for a float, an integer for an integer)."""
+def numpy_input(x, dtype: str, name: str) -> np.ndarray:
+    """An input as a numpy array of the IR dtype ``dtype`` (a float for a float, an integer for an integer)."""
+    want = np.dtype(DTYPES[dtype])
     x = _to_numpy(x)
     if x.dtype != want:
         if x.dtype.kind == want.kind or (x.dtype.kind in "iu" and want.kind in "iu"):
             return x.astype(want)
-        raise InputError(f"input {name}: expected {ir_dtype(want)}, got {x.dtype}")
+        raise InputError(f"input {name}: expected {dtype}, got {x.dtype}")
     return x
 
 
 def bind_inputs(specs: list[dict], inputs, convert: Callable = numpy_input) -> tuple[list, dict[str, int]]:
     """Check inputs against ``specs`` (name, dtype, shape) and bind the symbolic dims to sizes; each input
-    goes through ``convert(x, numpy dtype, name)`` (to numpy by default; device runtimes move it)."""
+    goes through ``convert(x, IR dtype name, name)`` (to numpy by default; device runtimes move it)."""
     names = [s["name"] for s in specs]
     if isinstance(inputs, Mapping):
         unknown, missing = set(inputs) - set(names), [n for n in names if n not in inputs]
@@ -97,7 +93,7 @@ def bind_inputs(specs: list[dict], inputs, convert: Callable = numpy_input) -> t
     arrays = []
     for spec, x in zip(specs, inputs):
         name, shape = spec["name"], spec["shape"]
-        x = convert(x, np.dtype(DTYPES[spec["dtype"]]), name)
+        x = convert(x, spec["dtype"], name)
         if x.ndim != len(shape):
             raise InputError(f"input {name}: expected rank {len(shape)} {shape}, got shape {list(x.shape)}")
         for axis, (d, n) in enumerate(zip(shape, x.shape)):

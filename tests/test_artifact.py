@@ -111,7 +111,7 @@ def test_refuses_truncated_and_missing_files(saved, tmp_path):
     (lambda m: m.update(format_version=99), "format version 99"),
     (lambda m: m.update(lutc_version="9.0.0"), "built by lutc 9.0.0"),
     (lambda m: m.update(isa="avx1024"), "unknown ISA|lacks"),
-    (lambda m: m.update(target="cuda"), "built for target 'cuda'"),
+    (lambda m: m.update(target="tpu"), "built for target 'tpu'"),
     (lambda m: m.update(format="something"), "not a lutc artifact"),
 ])
 def test_refuses_mismatched_manifests(saved, tmp_path, edit, message):
