@@ -96,6 +96,11 @@ def _input(low: Lowering, node: Node) -> list[Step] | None:
     return [] if node.op is Op.INPUT else None
 
 
+def _absorbed_node(low: Lowering, node: Node) -> list[Step] | None:
+    """A node computed inside another node's step (a fused group's inner node, a fused norm)."""
+    return [] if node.name in low.absorbed else None
+
+
 def _absorbed(low: Lowering, node: Node) -> list[Step] | None:
     """Precomputes (and fused norms) run inside the LUT matmul call that reads them."""
     if node.op is Op.LUT_PRECOMPUTE:
@@ -103,7 +108,7 @@ def _absorbed(low: Lowering, node: Node) -> list[Step] | None:
             raise NotImplementedError(f"lut_precompute {node.name}: the CPU kernels build symmetrized {TABLES} "
                                       f"tables, not table_dtype={node.attrs['table_dtype']!r}")
         return []
-    return [] if node.name in low.absorbed else None
+    return _absorbed_node(low, node)
 
 
 def _fused_norm(low: Lowering, pre: Node) -> Node | None:
@@ -267,36 +272,48 @@ GROUP_RULES: tuple[Rule, ...] = (_rope, _swiglu, _views)
 RULES: tuple[Rule, ...] = (_input, _const, _absorbed, _lut_matmul, _kv_append, _attention)
 
 
-def lower(g: Graph, options: CpuOptions, threads: int, isa: str) -> tuple[Program, dict, dict]:
-    """The program, the arrays it reads (by key) and the libraries it calls (file name -> path)."""
-    low = Lowering(g, options, threads, isa)
+def _claim_norm(low: Lowering, node: Node) -> None:
+    """An RMSNorm read only by this precompute runs inside the LUT call after it."""
+    if node.op is Op.LUT_PRECOMPUTE and (norm := _fused_norm(low, node)) is not None:
+        low.norms[node.name] = norm
+        low.absorbed.add(norm.name)
+
+
+def apply_rules(low: Lowering, group_rules, rules, fallback: Rule, label: str, claim=None) -> Program:
+    """Group rules first (root-first, so the outermost match wins; ``claim`` sees each node before them),
+    then each remaining node's first applicable rule, else ``fallback``: the program over ``low``'s state."""
+    g = low.g
     nodes = g.nodes()
     planned: dict[str, list[Step]] = {}
     for node in reversed(nodes):
         if node.name in low.absorbed:
             continue
-        if node.op is Op.LUT_PRECOMPUTE and (norm := _fused_norm(low, node)) is not None:
-            low.norms[node.name] = norm  # the norm runs inside the LUT call after it
-            low.absorbed.add(norm.name)
-        for rule in GROUP_RULES:
+        if claim is not None:
+            claim(low, node)
+        for rule in group_rules:
             steps = rule(low, node)
             if steps is not None:
                 planned[node.name] = steps
                 break
     from ...passes.quantize.calibrate import progress
 
-    for node in progress(nodes, "building kernels", options.progress):
+    for node in progress(nodes, label, low.options.progress):
         if node.name in planned:
             low.steps.extend(planned[node.name])
             continue
-        for rule in RULES:
+        for rule in rules:
             steps = rule(low, node)
             if steps is not None:
                 break
         else:
-            steps = _numpy(low, node)
+            steps = fallback(low, node)
         low.steps.extend(steps)
-    inputs = g.input_specs()
     outputs = [{"name": name, "value": low.value(r)} for name, r in zip(g.output_names, g.outputs)]
-    program = Program(inputs, outputs, low.constants, low.steps, low.luts, dict(g.meta))
+    return Program(g.input_specs(), outputs, low.constants, low.steps, low.luts, dict(g.meta))
+
+
+def lower(g: Graph, options: CpuOptions, threads: int, isa: str) -> tuple[Program, dict, dict]:
+    """The program, the arrays it reads (by key) and the libraries it calls (file name -> path)."""
+    low = Lowering(g, options, threads, isa)
+    program = apply_rules(low, GROUP_RULES, RULES, _numpy, "building kernels", claim=_claim_norm)
     return program, low.weights, low.libraries

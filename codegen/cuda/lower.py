@@ -11,8 +11,9 @@ import numpy as np
 from ...ir.graph import Graph, Node
 from ...ir.ops import Op
 from ...runtime.program import Program, Step
-from ..cpu.lower import (GROUP_RULES, Lowering, Rule, _const, _input, _kv_append, _numpy, _quantized_weight)
-from .build import build_library, build_ops_library
+from ..cpu.lower import (GROUP_RULES, Lowering, Rule, _absorbed_node, _const, _input, _kv_append, _numpy,
+                         _quantized_weight, apply_rules)
+from .build import build_library
 from .kernel import CudaLutMatmul
 from .ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, op_name
 
@@ -148,42 +149,29 @@ def _group_step(low: CudaLowering, steps: list[Step]) -> list[Step]:
     return steps
 
 
-RULES: tuple[Rule, ...] = (_input, _const, _precompute, _lut_matmul, _kv_append, _attention, _rms_norm,
+RULES: tuple[Rule, ...] = (_absorbed_node, _input, _const, _precompute, _lut_matmul, _kv_append, _attention, _rms_norm,
                            _elementwise, _embedding, _linear, _data_movement)
 SUPPORTED = sorted({"lut_matmul", "concat (KV cache)", "sdpa", "rms_norm", "gather (embedding)", "linear",
                     "slice", "split", "reshape", "transpose", "squeeze", "unsqueeze", "rope", "swiglu"}
                    | ELEMENTWISE_UNARY | ELEMENTWISE_BINARY)
 
 
+def _unsupported(low: CudaLowering, node: Node) -> list[Step]:
+    raise NotImplementedError(f"{node.op.value} {node.name} has no GPU kernel; the cuda target runs: "
+                              f"{', '.join(SUPPORTED)}")
+
+
+def _with_function(rule: Rule) -> Rule:
+    """A CPU group rule whose step runs as an ops-library function on the GPU."""
+    def apply(low: CudaLowering, node: Node) -> list[Step] | None:
+        steps = rule(low, node)
+        return None if steps is None else _group_step(low, steps)
+    return apply
+
+
 def lower(g: Graph, options: CudaOptions) -> tuple[Program, dict, dict, dict]:
     """The program, its arrays (by key), the LUT libraries it calls and the ops library's functions."""
     low = CudaLowering(g, options, 1, options.arch)
-    nodes = g.nodes()
-    planned: dict[str, list[Step]] = {}
-    for node in reversed(nodes):
-        if node.name in low.absorbed:
-            continue
-        for rule in GROUP_RULES:
-            steps = rule(low, node)
-            if steps is not None:
-                planned[node.name] = _group_step(low, steps)
-                break
-    from ...passes.quantize.calibrate import progress
-
-    for node in progress(nodes, "building CUDA kernels", options.progress):
-        if node.name in planned:
-            low.steps.extend(planned[node.name])
-            continue
-        if node.name in low.absorbed:
-            continue
-        for rule in RULES:
-            steps = rule(low, node)
-            if steps is not None:
-                low.steps.extend(steps)
-                break
-        else:
-            raise NotImplementedError(f"{node.op.value} {node.name} has no GPU kernel; the cuda target runs: "
-                                      f"{', '.join(SUPPORTED)}")
-    outputs = [{"name": name, "value": low.value(r)} for name, r in zip(g.output_names, g.outputs)]
-    program = Program(g.input_specs(), outputs, low.constants, low.steps, low.luts, dict(g.meta))
+    program = apply_rules(low, [_with_function(r) for r in GROUP_RULES], RULES, _unsupported,
+                          "building CUDA kernels")
     return program, low.weights, low.libraries, low.ops
