@@ -67,6 +67,7 @@ def check(log) -> bool:
     import tempfile
 
     import lutc
+    from lutc.runtime.cuda import interpreter
 
     tmp = Path(tempfile.mkdtemp(prefix="lutc_gpu_llm_"))
     ok = True
@@ -77,26 +78,35 @@ def check(log) -> bool:
         g = build_llama(CHECK, random_llama_weights(CHECK, seed=0))
         ref = lutc.compile(g, target="reference", quant=lutc.QuantConfig(**q, table_dtype="f32", exclude=[]))
         full = ref(ids)
-        pasts, worst = _pasts(CHECK), 0.0
         names = list(cm.graph.output_names)
+        ex = cm.executable
+        eager = interpreter(ex.program, ex.weights, ex.libraries, graphs=False)
+        worst, gap = 0.0, 0.0
+        pasts, eager_pasts = _pasts(CHECK), _pasts(CHECK)
         for lo, hi in [(0, 13)] + [(t, t + 1) for t in range(13, 19)]:
-            outs = cm.executable({"input_ids": ids[:, lo:hi], **pasts})
+            outs = ex({"input_ids": ids[:, lo:hi], **pasts})   # decode steps from CUDA graphs after the first
             got = outs[0][0, -1].float().cpu().numpy()
             want = full[0, hi - 1]
             worst = max(worst, float(np.abs(got - want).max() / np.abs(want).max()))
             pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+            e_outs = eager({"input_ids": ids[:, lo:hi], **eager_pasts})
+            gap = max(gap, float((e_outs[0][0, -1] - outs[0][0, -1]).abs().max()))
+            eager_pasts = {n.replace("present_", "past_"): v for n, v in zip(names, e_outs) if n.startswith("present_")}
+        graphs = ex.interpreter.graphs
+        replayed = graphs.replays > 0 and graphs.blocker is None
         tokens = cm.generate(ids[0, :5], max_new_tokens=8).tokens
         ref_tokens = ref.generate(ids[0, :5], max_new_tokens=8).tokens
         art = cm.save(tmp / f"check_{name.split()[0]}")
         fresh = _fresh_process_logits(art, ids[:, :13])
         first = cm.executable({"input_ids": ids[:, :13], **_pasts(CHECK)})[0][0, -1].float().cpu().numpy()
         same = bool(np.array_equal(fresh, first))
-        passed = worst < 1e-4 and tokens == ref_tokens and same
+        passed = worst < 1e-4 and tokens == ref_tokens and same and replayed
         ok &= passed
         print(f"{'PASS' if passed else 'FAIL'} {name}: max rel logit error over prefill + 6 decode steps "
-              f"{worst:.2e} (bound 1e-4); greedy tokens {'equal' if tokens == ref_tokens else 'DIFFER'} "
-              f"{tokens}; artifact in a fresh process: {'identical' if same else 'DIFFERENT'} logits", file=log,
-              flush=True)
+              f"{worst:.2e} (bound 1e-4); CUDA graphs: {graphs.replays} decode steps replayed "
+              f"({graphs.blocker or 'no blocker'}), max |graph - eager| logit {gap:.1e}; greedy tokens "
+              f"{'equal' if tokens == ref_tokens else 'DIFFER'} {tokens}; artifact in a fresh process: "
+              f"{'identical' if same else 'DIFFERENT'} logits", file=log, flush=True)
     return ok
 
 
@@ -173,6 +183,9 @@ MODELS = {"smollm2": (SMOLLM2, "SmolLM2-135M shape"), "7b": (STACK_7B, "7B-shape
 def timings(models=tuple(MODELS), rounds: int = 3, prompt_len: int = 128, new: int = 32) -> dict:
     import torch
 
+    from lutc.runtime.cuda import interpreter
+    from lutc.runtime.generate import generate
+
     bw = _copy_bandwidth()
     res = {"device": torch.cuda.get_device_name(), "copy_GBps": bw / 1e9, "models": {}}
     rng = np.random.default_rng(2)
@@ -182,8 +195,12 @@ def timings(models=tuple(MODELS), rounds: int = 3, prompt_len: int = 128, new: i
         packed = {}
         for name, q in SPEED_QUANTS.items():
             cm = _compile(spec, q)
-            packed[name] = sum(a.nbytes for k, a in cm.executable.weights.items() if ".cuda." in k)
+            ex = cm.executable
+            packed[name] = sum(a.nbytes for k, a in ex.weights.items() if ".cuda." in k)
             engines[f"lutc {name}"] = (lambda cm=cm: cm.generate(prompt, max_new_tokens=new).decode_tokens_per_s)
+            eager = interpreter(ex.program, ex.weights, ex.libraries, graphs=False)
+            engines[f"lutc {name} no graphs"] = (lambda f=eager, p=ex.program, o=list(cm.graph.output_names): generate(
+                f, p.inputs, o, prompt, new, p.meta.get("max_positions")).decode_tokens_per_s)
         runs: dict[str, list[float]] = {n: [] for n in engines}
         for _ in range(rounds + 1):   # the first round warms up (kernel loads, allocator)
             for n, f in engines.items():
@@ -203,7 +220,7 @@ def markdown(res: dict) -> str:
                   "| engine | decode tok/s | vs torch fp16 | LUT weights MiB | weight-read roofline tok/s | % of roofline |",
                   "|---|---:|---:|---:|---:|---:|"]
         for n, v in m["tok_s"].items():
-            q = n.split()[-1]
+            q = n.split()[1] if n.startswith("lutc") else ""
             if q in m["packed_bytes"]:
                 mib, roof = m["packed_bytes"][q] / 2**20, m["roofline_tok_s"][q]
                 lines.append(f"| {n} | {v:.1f} | {v / base:.2f}x | {mib:.1f} | {roof:.0f} | {100 * v / roof:.1f}% |")

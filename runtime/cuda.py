@@ -13,7 +13,7 @@ import numpy as np
 
 from .kernels import KERNELS
 from .kernels import DTYPES
-from .program import InputError, Interpreter, KvCaches, Program, numpy_input
+from .program import InputError, Interpreter, KvCaches, Program, bind_inputs, numpy_input
 
 ROWS = 128   # weight rows per block of the LUT kernels (codegen/cuda/layout.py)
 
@@ -122,7 +122,7 @@ def _flat(t):
     return compact(t, -1)
 
 
-def _unary(fn, params):
+def _unary(fn, params, scalars):
     def run(attrs, ins, dim):
         x = ins[0]
         y = _torch().empty(x.shape, dtype=x.dtype, device=x.device)
@@ -131,7 +131,7 @@ def _unary(fn, params):
     return run
 
 
-def _binary(fn, params):
+def _binary(fn, params, scalars):
     cols = params.get("cols")
 
     def run(attrs, ins, dim):
@@ -145,7 +145,7 @@ def _binary(fn, params):
     return run
 
 
-def _rms_norm(fn, params):
+def _rms_norm(fn, params, scalars):
     h = params["features"]
 
     def run(attrs, ins, dim):
@@ -156,7 +156,7 @@ def _rms_norm(fn, params):
     return run
 
 
-def _rope(fn, params):
+def _rope(fn, params, scalars):
     d = params["head_dim"]
 
     def run(attrs, ins, dim):
@@ -178,7 +178,9 @@ def _cache_buffer(t):
     return t.as_strided((b, h, st[1] // d, d), canonical_strides((b, h, st[1] // d, d)))
 
 
-def _attention(fn, params):
+def _attention(fn, params, scalars):
+    """Over the ``L`` positions of the keys; the filled ones are all of them, or ``scalars.n_valid`` (a device
+    value) in a decode graph, where the keys span a bucket of the cache (runtime/cuda_graphs.py)."""
     def run(attrs, ins, dim):
         q, k, v = ins
         L = k.shape[2]
@@ -188,18 +190,18 @@ def _attention(fn, params):
         if kb.shape[2] != vb.shape[2]:   # the kernel takes one capacity for both
             kb, vb = compact(k), compact(v)
         y = _torch().empty(q.shape, dtype=q.dtype, device=q.device)
-        fn(compact(q), kb, vb, L, y)
+        fn(compact(q), kb, vb, L, scalars.n_valid if scalars.graphing else scalars.const(L), y)
         return y
     return run
 
 
-def _embedding(fn, params):
+def _embedding(fn, params, scalars):
     h = params["features"]
 
     def run(attrs, ins, dim):
         table, ids = ins
         vocab = table.shape[0]
-        if ids.numel() and (int(ids.max()) >= vocab or int(ids.min()) < 0):
+        if ids.numel() and not scalars.graphing and (int(ids.max()) >= vocab or int(ids.min()) < 0):
             raise IndexError(f"gather: token ids must be in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}")
         y = _torch().empty(tuple(ids.shape) + (h,), dtype=table.dtype, device=table.device)
         fn(compact(table), _flat(ids), y.view(-1, h))
@@ -207,7 +209,7 @@ def _embedding(fn, params):
     return run
 
 
-def _linear(fn, params):
+def _linear(fn, params, scalars):
     n, k = params["out_features"], params["in_features"]
 
     def run(attrs, ins, dim):
@@ -246,15 +248,46 @@ def _views(attrs, ins, dim):
 MOVES = {"views": _views, "slice": KERNELS["slice"], "split": KERNELS["split"]}
 
 
+class DeviceScalars:
+    """Small integer tensors the kernels read on the device: constants (cached), and while a decode graph is
+    captured (``graphing``) the cache position every replay sets and the filled length derived from it."""
+
+    def __init__(self, device):
+        torch = _torch()
+        self.device, self._consts = device, {}
+        self.position = torch.zeros(1, dtype=torch.int64, device=device)   # cached positions before the step
+        self.n_valid = torch.zeros(1, dtype=torch.int64, device=device)    # ... and after it
+        self.graphing = False
+        self.span = 0
+
+    def const(self, v: int):
+        if v not in self._consts:
+            if len(self._consts) > 256:
+                self._consts.clear()
+            self._consts[v] = _torch().full((1,), v, dtype=_torch().int64, device=self.device)
+        return self._consts[v]
+
+
 class CudaInterpreter(Interpreter):
     """Runs a CUDA :class:`Program`: weights are device tensors, ``ops`` the loaded TVM ops library."""
 
     kv_caches = DeviceKvCaches
 
-    def __init__(self, program: Program, weights: Mapping, luts: Mapping[str, Callable], ops, device):
+    def __init__(self, program: Program, weights: Mapping, luts: Mapping[str, Callable], ops, device,
+                 graphs: bool = False):
+        """``graphs``: replay decode steps from CUDA graphs (runtime/cuda_graphs.py)."""
+        from .cuda_graphs import DecodeGraphs
+
         self.ops, self.device = ops, device
         self.convert_input = device_input(device)
+        self.scalars = DeviceScalars(device)
         super().__init__(program, weights, luts)
+        self.graphs = DecodeGraphs(self) if graphs else None
+
+    def __call__(self, inputs) -> list:
+        arrays, env = bind_inputs(self.program.inputs, inputs, self.convert_input)
+        outs = self.graphs.run(arrays, env) if self.graphs is not None else None
+        return outs if outs is not None else self.execute(self.plan, arrays, env)
 
     def constant(self, value: np.ndarray):
         return _torch().from_numpy(np.ascontiguousarray(value)).to(self.device)
@@ -262,7 +295,7 @@ class CudaInterpreter(Interpreter):
     def _kernel(self, step):
         tvm_op = step.attrs.get("tvm")
         if tvm_op is not None:
-            return CALLS[tvm_op["kind"]](self.ops[tvm_op["fn"]], tvm_op["params"])
+            return CALLS[tvm_op["kind"]](self.ops[tvm_op["fn"]], tvm_op["params"], self.scalars)
         if step.kernel in MOVES:
             return MOVES[step.kernel]
         if step.kernel in ("lut", "kv_append"):
@@ -288,8 +321,9 @@ def upload(weights: Mapping[str, np.ndarray], device) -> dict:
 
 
 def interpreter(program: Program, weights: Mapping[str, np.ndarray], libraries: Mapping[str, str],
-                lib_dir=None, device: str = "cuda") -> CudaInterpreter:
-    """The interpreter of a CUDA program over its (host) weights and libraries (file name -> path)."""
+                lib_dir=None, device: str = "cuda", graphs: bool = True) -> CudaInterpreter:
+    """The interpreter of a CUDA program over its (host) weights and libraries (file name -> path);
+    ``graphs``: replay decode steps from CUDA graphs."""
     from .cuda_libs import load_module, require_gpu
 
     require_gpu()
@@ -302,4 +336,4 @@ def interpreter(program: Program, weights: Mapping[str, np.ndarray], libraries: 
         return loaded[name]
 
     luts = {lid: CudaLut(spec, dev, lambda lib: module(lib)["main"]) for lid, spec in program.luts.items()}
-    return CudaInterpreter(program, dev, luts, module(program.meta["ops_library"]), device)
+    return CudaInterpreter(program, dev, luts, module(program.meta["ops_library"]), device, graphs)

@@ -14,8 +14,8 @@ from .program import Interpreter, Program
 
 
 class LoadedModel:
-    def __init__(self, path):
-        self.path = Path(path)
+    def __init__(self, path, cuda_graphs: bool = True):
+        self.path, self.cuda_graphs = Path(path), cuda_graphs
         self.manifest = m = read_manifest(self.path)
         self.target = m.get("target")
         if self.target not in TARGETS:
@@ -53,7 +53,7 @@ class LoadedModel:
 
         check_arch(arch)
         libraries = {p.name: str(p) for p in (self.path / "kernels").iterdir()}
-        return interpreter(self.program, self._weights(), libraries, lib_dir=self.path / "lib")
+        return interpreter(self.program, self._weights(), libraries, lib_dir=self.path / "lib", graphs=self.cuda_graphs)
 
     @property
     def input_names(self) -> list[str]:
@@ -97,6 +97,8 @@ class LoadedModel:
 TARGETS = {"cpu": LoadedModel._cpu, "cuda": LoadedModel._cuda}
 
 
-def load(path) -> LoadedModel:
-    """Load a saved artifact (``CompiledModel.save``) for running; refuses corrupt or mismatched ones."""
-    return LoadedModel(path)
+def load(path, cuda_graphs: bool = True) -> LoadedModel:
+    """Load a saved artifact (``CompiledModel.save``) for running; refuses corrupt or mismatched ones.
+    ``cuda_graphs``: a cuda artifact replays its decode steps from CUDA graphs (off: every kernel launched
+    from Python, e.g. to profile them)."""
+    return LoadedModel(path, cuda_graphs)

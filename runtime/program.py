@@ -133,6 +133,7 @@ class KvCaches:
 
     def __init__(self, capacity: int | None):
         self.capacity = capacity
+        self.appended = 0   # positions the last append added
         # buffer address -> (weak reference to the buffer, positions filled); views keep buffers alive
         self._filled: dict[int, tuple[weakref.ref, int]] = {}
 
@@ -157,7 +158,7 @@ class KvCaches:
         if axis != 2 or past.ndim != 4:
             return self._concat([past, new], axis)
         p, s = past.shape[2], new.shape[2]
-        buf = self._owner(past) if p else None
+        buf = self.owner(past) if p else None
         if buf is None:
             cap = self.capacity or p + s
             if p + s > cap:
@@ -170,10 +171,15 @@ class KvCaches:
             raise ValueError(f"the KV cache holds {buf.shape[2]} positions; this step needs {p + s} "
                              f"({p} cached + {s} new): shorten the prompt or the generation")
         buf[:, :, p:p + s] = new
-        self._filled[self._address(buf)] = (weakref.ref(buf), p + s)
+        self.mark_filled(buf, p + s)
+        self.appended = s
         return buf[:, :, :p + s]
 
-    def _owner(self, past: np.ndarray) -> np.ndarray | None:
+    def mark_filled(self, buf, n: int) -> None:
+        """``buf``'s first ``n`` positions are filled; its view of them is the next step's past."""
+        self._filled[self._address(buf)] = (weakref.ref(buf), n)
+
+    def owner(self, past: np.ndarray) -> np.ndarray | None:
         """The buffer whose filled part ``past`` is, if any."""
         hit = self._filled.get(self._address(past))
         if hit is None:
@@ -237,6 +243,10 @@ class Interpreter:
 
     def __call__(self, inputs) -> list[np.ndarray]:
         arrays, env = bind_inputs(self.program.inputs, inputs, self.convert_input)
+        return self.execute(self.plan, arrays, env)
+
+    def execute(self, plan: list, arrays: list, env: dict[str, int]) -> list:
+        """Run ``plan`` (``self.plan`` or a variant of it) over bound inputs and their symbol sizes."""
         regs = list(self.init)
         regs[:len(arrays)] = arrays
 
@@ -245,7 +255,7 @@ class Interpreter:
 
         for i, c in self.symbolic:
             regs[i] = np.asarray([dim(x) for x in c.reshape(-1).tolist()], np.int64).reshape(c.shape)
-        for fn, step, ins, outs, free in self.plan:
+        for fn, step, ins, outs, free in plan:
             try:
                 out = fn(step.attrs, [regs[j] for j in ins], dim)
             except (ValueError, TypeError, IndexError) as e:

@@ -22,9 +22,11 @@ ROW_TILES = (1, 8)    # activation rows per block: 1 (decode GEMV) and 8 (prefil
 
 @dataclass(frozen=True)
 class CudaOptions:
-    """``arch``: the GPU the kernels are compiled for ("sm_90a": H100/H200, "sm_80": A100, ...)."""
+    """``arch``: the GPU the kernels are compiled for ("sm_90a": H100/H200, "sm_80": A100, ...); ``graphs``:
+    replay decode steps from CUDA graphs when the compiled model runs (runtime/cuda_graphs.py)."""
     arch: str = "sm_90a"
     progress: bool = False
+    graphs: bool = True
 
 
 @dataclass

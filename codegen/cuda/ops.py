@@ -121,7 +121,9 @@ def _attention(params: dict):
     top-left or bottom-right aligned (the queries are the last ``s`` of the ``L`` positions).
 
     Keys and values are read from their cache buffers [b, kv_heads, capacity, d] (the runtime's in-place KV
-    cache), of which the first ``L`` positions (a scalar argument) are filled: no copy of the cache per step."""
+    cache): no copy of the cache per step. The kernel spans the first ``L`` positions (a scalar argument) and
+    masks those from ``n_valid[0]`` on (a device value): a decode step replayed from a CUDA graph spans a
+    fixed bucket of positions while the filled length, read on the device, grows (runtime/cuda_graphs.py)."""
     from tvm import te, tirx
 
     hq, hk, d, rep = _i64(params["heads"], params["kv_heads"], params["head_dim"],
@@ -132,25 +134,27 @@ def _attention(params: dict):
     v = te.placeholder((b, hk, cap, d), "float32", name="v")
     rd = te.reduce_axis((0, d), "rd")
     scale = tirx.const(params["scale"], "float32")
+    n_valid = te.placeholder((1,), "int64", name="n_valid")
     score = te.compute((b, hq, s, L), lambda n, h, i, j: te.sum(q[n, h, i, rd] * k[n, h // rep, j, rd], axis=rd),
                        name="score")
-    off = (L - s) if params.get("align") == "bottom_right" else tirx.const(0, "int64")
-    if params.get("causal"):
-        ninf = tirx.const(float("-inf"), "float32")
-        masked = te.compute((b, hq, s, L), lambda n, h, i, j: tirx.if_then_else(
-            j <= i + off, score[n, h, i, j] * scale, ninf), name="masked")
-    else:
-        masked = te.compute((b, hq, s, L), lambda n, h, i, j: score[n, h, i, j] * scale, name="masked")
+    off = (n_valid[0] - s) if params.get("align") == "bottom_right" else tirx.const(0, "int64")
+
+    def valid(i, j):
+        return tirx.all(j < n_valid[0], j <= i + off) if params.get("causal") else j < n_valid[0]
+    ninf = tirx.const(float("-inf"), "float32")
+    masked = te.compute((b, hq, s, L), lambda n, h, i, j: tirx.if_then_else(
+        valid(i, j), score[n, h, i, j] * scale, ninf), name="masked")
     rj = te.reduce_axis((0, L), "rj")
     mx = te.compute((b, hq, s), lambda n, h, i: te.max(masked[n, h, i, rj], axis=rj), name="mx")
     e = te.compute((b, hq, s, L), lambda n, h, i, j: te.exp(masked[n, h, i, j] - mx[n, h, i]), name="e")
     rs = te.reduce_axis((0, L), "rs")
     tot = te.compute((b, hq, s), lambda n, h, i: te.sum(e[n, h, i, rs], axis=rs), name="tot")
     rv = te.reduce_axis((0, L), "rv")
-    acc = te.compute((b, hq, s, d), lambda n, h, i, c: te.sum(e[n, h, i, rv] * v[n, h // rep, rv, c], axis=rv),
-                     name="acc")
+    zero = tirx.const(0, "float32")   # positions past n_valid hold anything (NaN too): 0 * NaN is NaN
+    acc = te.compute((b, hq, s, d), lambda n, h, i, c: te.sum(
+        tirx.if_then_else(rv < n_valid[0], e[n, h, i, rv] * v[n, h // rep, rv, c], zero), axis=rv), name="acc")
     out = te.compute((b, hq, s, d), lambda n, h, i, c: acc[n, h, i, c] / tot[n, h, i], name="out")
-    return [q, k, v, L, out]
+    return [q, k, v, L, n_valid, out]
 
 
 def _embedding(params: dict):

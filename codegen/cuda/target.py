@@ -21,8 +21,9 @@ CUDA_RUNTIME = "lib/libtvm_runtime_cuda.so"
 class CudaExecutable:
     """A lowered CUDA program with its arrays and libraries; ``__call__(inputs)`` -> device tensors."""
 
-    def __init__(self, program: Program, weights: dict[str, np.ndarray], libraries: dict[str, str]):
-        self.program, self.weights, self.libraries = program, weights, libraries
+    def __init__(self, program: Program, weights: dict[str, np.ndarray], libraries: dict[str, str],
+                 graphs: bool = True):
+        self.program, self.weights, self.libraries, self.graphs = program, weights, libraries, graphs
         self._interpreter = None
 
     @property
@@ -31,7 +32,7 @@ class CudaExecutable:
         if self._interpreter is None:
             from ...runtime.cuda import interpreter
 
-            self._interpreter = interpreter(self.program, self.weights, self.libraries)
+            self._interpreter = interpreter(self.program, self.weights, self.libraries, graphs=self.graphs)
         return self._interpreter
 
     def __call__(self, inputs) -> list:
@@ -67,4 +68,4 @@ class CudaTarget:
         lib = build_ops_library(ops, self.options.arch)
         libraries[lib.name] = str(lib)
         program.meta.update(target="cuda", arch=self.options.arch, ops_library=lib.name)
-        return CudaExecutable(program, weights, libraries)
+        return CudaExecutable(program, weights, libraries, self.options.graphs)

@@ -86,15 +86,17 @@ def _standin(kind, params):
         h = x.shape[-1] // 2
         y.copy_(x * cos + torch.cat([-x[..., h:], x[..., :h]], -1) * sin)
 
-    def attention(q, k, v, L, y):
-        assert k.shape[2] >= L    # the cache buffer itself, filled up to L
-        k, v = k[:, :, :L], v[:, :, :L]
+    def attention(q, k, v, L, n_valid, y):
+        assert k.shape[2] >= L    # the cache buffer itself, spanned up to L, filled up to n_valid
+        nv = int(n_valid[0])
+        assert nv <= L
+        k, v = k[:, :, :L], v[:, :, :L].masked_fill(torch.arange(L)[:, None] >= nv, 0)   # unfilled: anything
         rep = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
         s = q @ k.transpose(-1, -2) * params["scale"]
         n = q.shape[2]
-        off = L - n if params["align"] == "bottom_right" else 0
-        mask = torch.arange(L)[None, :] <= torch.arange(n)[:, None] + off
+        off = nv - n if params["align"] == "bottom_right" else 0
+        mask = (torch.arange(L)[None, :] <= torch.arange(n)[:, None] + off) & (torch.arange(L)[None, :] < nv)
         y.copy_(torch.softmax(s.masked_fill(~mask, float("-inf")), -1) @ v)
 
     def embedding(table, ids, y):
@@ -158,3 +160,62 @@ def test_device_interpreter_plumbing_matches_reference(compiled):
         np.testing.assert_allclose(outs[0][0, -1].numpy(), full[0, hi - 1], rtol=1e-4, atol=1e-4)
         pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
     assert pasts["past_k.0"].shape[2] == 11 and not pasts["past_k.0"].is_contiguous()   # views of the cache
+
+
+def test_decode_graph_variant_matches_reference(compiled):
+    """What a decode graph records (the position read on the device, attention over a bucket of the cache,
+    the RoPE tables gathered), run without capturing: the same logits as the reference, presents as views."""
+    from lutc.runtime.cuda import CudaInterpreter, upload
+    from lutc.runtime.cuda_graphs import DecodeGraphs, analyse
+
+    ex = compiled.executable
+    assert analyse(ex.program).blocker is None
+    luts = {lid: _standin_lut(compiled.graph, spec) for lid, spec in ex.program.luts.items()}
+    interp = CudaInterpreter(ex.program, upload(ex.weights, "cpu"), luts, _StandinOps(ex.program), "cpu")
+    graphs = DecodeGraphs(interp)
+    ref = lutc.compile(_graph(kv_cache=False), target="reference",
+                       quant=lutc.QuantConfig(bits=4, group_size=32, table_dtype="f32"))
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, SPEC.vocab_size, (1, 9))
+    full = ref(ids)
+    names = [o["name"] for o in ex.program.outputs]
+    pasts = {s["name"]: np.zeros((1, 2, 0, 16), np.float32) for s in ex.program.inputs if s["name"] != "input_ids"}
+    outs = interp({"input_ids": ids[:, :6], **pasts})     # prefill: eager, allocates the caches
+    for pos in range(6, 9):
+        pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+        arrays, env = lutc.runtime.program.bind_inputs(ex.program.inputs, {"input_ids": ids[:, pos:pos + 1], **pasts},
+                                                       interp.convert_input)
+        assert env["past"] == pos
+        bufs = {slot: interp.kv.owner(arrays[slot]) for slot in graphs.site.pasts.values()}
+        interp.scalars.position.fill_(pos)
+        traced, limit = graphs.trace(arrays, env, span=32, s=1)
+        assert limit == SPEC.max_positions - 1
+        assert traced[names.index("present_k.0")].shape[2] == 32   # the bucket, masked by n_valid
+        outs = graphs.finish(traced, pos, 1, bufs)
+        np.testing.assert_allclose(outs[0][0, -1].numpy(), full[0, pos], rtol=1e-4, atol=1e-4)
+        assert outs[names.index("present_v.1")].shape[2] == pos + 1
+    # the eager interpreter goes on from the presents the graph variant handed out
+    pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+    more = rng.integers(0, SPEC.vocab_size, (1, 1))
+    eager = interp({"input_ids": more, **pasts})
+    assert eager[names.index("present_k.1")].shape[2] == 10
+    want = ref(np.concatenate([ids, more], 1))
+    np.testing.assert_allclose(eager[0][0, -1].numpy(), want[0, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_decode_graph_blockers():
+    from lutc.runtime.cuda_graphs import analyse
+    from lutc.runtime.program import Program, Step
+
+    inputs = [{"name": "ids", "dtype": "i64", "shape": ["batch", "seq"]},
+              {"name": "past_k", "dtype": "f32", "shape": ["batch", 2, "past", 8]}]
+    outputs = [{"name": "logits", "value": "y"}, {"name": "present_k", "value": "pk"}]
+
+    def program(*steps):
+        return Program(inputs, outputs, {}, [Step("kv_append", ["past_k", "k"], ["pk"], {"axis": 2}, "pk"), *steps])
+    assert analyse(Program(inputs[:1], outputs[:1], {}, [])).blocker == "the program has no KV cache"
+    assert "reads a KV cache" in analyse(program(Step("mul", ["pk", "pk"], ["y"], {}, "m"))).blocker
+    assert "depends on the cache length" in analyse(program(
+        Step("views", ["k"], ["y"], {"ops": [{"op": "reshape", "shape": ["past+seq", 8], "attrs": {}}]}, "v"))).blocker
+    ok = analyse(program(Step("slice", ["t"], ["y"], {"starts": ["past"], "ends": ["past+seq"], "axes": [0]}, "s")))
+    assert ok.blocker is None and ok.symbol == "past" and ok.pasts == {1: 1}
