@@ -287,7 +287,11 @@ class CudaInterpreter(Interpreter):
     def __call__(self, inputs) -> list:
         arrays, env = bind_inputs(self.program.inputs, inputs, self.convert_input)
         outs = self.graphs.run(arrays, env) if self.graphs is not None else None
-        return outs if outs is not None else self.execute(self.plan, arrays, env)
+        if outs is not None:
+            return outs
+        if self.graphs is not None:
+            self.graphs.forget()
+        return self.execute(self.plan, arrays, env)
 
     def constant(self, value: np.ndarray):
         return _torch().from_numpy(np.ascontiguousarray(value)).to(self.device)

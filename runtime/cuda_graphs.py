@@ -5,9 +5,14 @@ A decode step calls the same kernels with the same buffers every token, except w
 enters: the KV appends (written at it), the RoPE table slices (read at it) and attention (over the filled
 positions). In a graph those read the position from device memory (``DeviceScalars.position``, set before
 each replay): the appends write with ``index_copy_``, the slices gather, and attention spans a fixed bucket
-of the cache (a power of two) and masks the positions not filled yet (``n_valid``). One graph per bucket,
-captured the second time a step of the same shapes comes (prompts of one-off lengths run eagerly), replayed
-after.
+of the cache (a power of two) and masks the positions not filled yet (``n_valid``). A graph per bucket, captured the second time a step of
+the same shapes comes (prompts of one-off lengths run eagerly), replayed after.
+
+One graph lives at a time: TVM's workspace pool (the ops library's scratch buffers) frees and reallocates a
+page when a call needs a bigger one, so any eager step or the warm-up of a new capture may move the scratch
+an older graph baked in. Positions only grow within a generation, so the older bucket is not needed again;
+before a capture, the step runs once uncaptured at the bucket's size, which sizes the pool (no allocation
+inside the capture).
 
 Only steps over the runtime's in-place caches (the pasts are the filled views ``KvCaches`` handed out) are
 replayed; anything else runs eagerly, as does a program where the position enters another op (the reason is
@@ -158,9 +163,13 @@ class DecodeGraphs:
         self.plan = [(graph_kernels.get(st.kernel, fn), st, ins, outs, free)
                      for fn, st, ins, outs, free in interp.plan]
         self.appended: dict[tuple, int] = {}       # shapes key -> positions a step adds (from its eager run)
-        self.graphs: dict[tuple, Captured] = {}
+        self.current: tuple[tuple, Captured] | None = None   # (shapes key, span) and its graph
         self.pool = None
-        self.replays = 0
+        self.replays = self.captures = 0
+
+    def forget(self) -> None:
+        """Drop the graph (an eager step may have moved the scratch buffers it uses)."""
+        self.current = None
 
     def run(self, arrays: list, env: dict[str, int]) -> list | None:
         """The step's outputs from a graph, or None when it runs eagerly."""
@@ -173,8 +182,8 @@ class DecodeGraphs:
         key = (tuple(sorted((k, v) for k, v in env.items() if k != self.site.symbol)),
                tuple(b.data_ptr() for b in bufs.values()))
         if key not in self.appended:   # the first step of these shapes over these caches runs eagerly
-            self.graphs = {k: g for k, g in self.graphs.items() if k[0][1] == key[1]}   # older caches: done
-            self.appended = {k: s for k, s in self.appended.items() if k[1] == key[1]}
+            self.appended = {k: s for k, s in self.appended.items() if k[1] == key[1]}   # older caches: done
+            self.forget()
             outs = self.interp.execute(self.interp.plan, arrays, env)
             self.appended[key] = kv.appended
             return outs
@@ -183,10 +192,16 @@ class DecodeGraphs:
         if p + s > capacity:
             return None
         span = min(capacity, max(MIN_SPAN, 1 << (p + s - 1).bit_length()))
-        captured = self.graphs.get((key, span))
-        if captured is None:
-            captured = self.graphs[(key, span)] = self._capture(arrays, env, span, s)
-        if captured is None or p + s - 1 > captured.limit or not self._ids_in_range(arrays):
+        if not self._ids_in_range(arrays):
+            return None
+        if self.current is None or self.current[0] != (key, span):
+            self.current = None
+            captured = self._capture(arrays, env, span, p, s)
+            if captured is None:
+                return None
+            self.current = ((key, span), captured)
+        captured = self.current[1]
+        if p + s - 1 > captured.limit:
             return None
         return self._replay(captured, arrays, p, s, bufs)
 
@@ -211,7 +226,7 @@ class DecodeGraphs:
         self.interp.kv.appended = s
         return outs
 
-    def _capture(self, arrays: list, env: dict[str, int], span: int, s: int) -> Captured | None:
+    def _capture(self, arrays: list, env: dict[str, int], span: int, p: int, s: int) -> Captured | None:
         import tvm_ffi
 
         torch = _torch()
@@ -220,8 +235,10 @@ class DecodeGraphs:
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        torch.cuda.synchronize()
         try:
+            self.interp.scalars.position.fill_(p)
+            self.trace(static, env, span, s)   # warm-up at the bucket's size (the replay redoes this step)
+            torch.cuda.synchronize()
             with tvm_ffi.use_torch_stream(torch.cuda.graph(graph, pool=self.pool, capture_error_mode="relaxed")):
                 outs, limit = self.trace(static, env, span, s)
         except GraphUnsupported as e:
@@ -231,6 +248,7 @@ class DecodeGraphs:
             self.blocker = f"capturing the decode step failed: {e}"
             warnings.warn(f"CUDA graphs are off for this model: {self.blocker}", RuntimeWarning, stacklevel=3)
             return None
+        self.captures += 1
         return Captured(graph, static, outs, limit)
 
     def _replay(self, c: Captured, arrays: list, p: int, s: int, bufs: dict) -> list:
