@@ -46,7 +46,31 @@ def _compile(spec: LlamaSpec, quant: dict, table_dtype: str = "int8", target: st
     return lutc.compile(g, target=target, quant=lutc.QuantConfig(**quant, table_dtype=table_dtype, exclude=[]))
 
 
+ATTENTION_CASES = [   # (params, batch, query rows s, span L, filled n_valid, capacity)
+    (dict(heads=9, kv_heads=3, head_dim=64, causal=True, align="bottom_right"), 1, 1, 300, 300, 320),
+    (dict(heads=9, kv_heads=3, head_dim=64, causal=True, align="bottom_right"), 2, 1, 256, 131, 256),
+    (dict(heads=9, kv_heads=3, head_dim=64, causal=True, align="bottom_right"), 1, 13, 13, 13, 64),
+    (dict(heads=9, kv_heads=3, head_dim=64, causal=True, align="bottom_right"), 1, 5, 133, 133, 140),
+    (dict(heads=4, kv_heads=4, head_dim=80, causal=True, align="top_left"), 1, 7, 7, 7, 7),
+    (dict(heads=8, kv_heads=2, head_dim=128, causal=False, align="top_left"), 1, 3, 200, 150, 210),
+    (dict(heads=2, kv_heads=1, head_dim=256, causal=True, align="bottom_right"), 1, 1, 129, 1, 129),
+]
+
+
+def _attention_ops() -> dict:
+    from lutc.codegen.cuda.ops import op_name
+
+    ops = {}
+    for p, *_ in ATTENTION_CASES:
+        p = dict(p, scale=p["head_dim"] ** -0.5)
+        ops[op_name("attention", p)] = ("attention", p)
+    return ops
+
+
 def prepare() -> None:
+    from lutc.codegen.cuda.build import build_ops_library
+
+    print("attention kernels", build_ops_library(_attention_ops(), "sm_90a"), flush=True)
     for name, q in CHECK_QUANTS.items():
         print("check model", name, flush=True)
         _compile(CHECK, q, "f32")
@@ -57,6 +81,54 @@ def prepare() -> None:
 
 
 # ---- checks ----
+
+def _attention_reference(q, k, v, p, L, nv):
+    """float64 numpy: softmax over the keys each query row may see (a prefix of the cache)."""
+    b, hq, s, d = q.shape
+    rep = hq // p["kv_heads"]
+    out = np.zeros(q.shape)
+    for n in range(b):
+        for h in range(hq):
+            for i in range(s):
+                bound = (i + nv - s + 1 if p["align"] == "bottom_right" else i + 1) if p["causal"] else nv
+                kmax = max(0, min(nv, bound, L))
+                sc = k[n, h // rep, :kmax] @ q[n, h, i] * p["head_dim"] ** -0.5
+                w = np.exp(sc - sc.max())
+                out[n, h, i] = w @ v[n, h // rep, :kmax] / w.sum()
+    return out
+
+
+def check_attention(log) -> bool:
+    """The attention kernel on awkward shapes, unfilled cache positions holding NaN, vs float64 numpy."""
+    import torch
+
+    from lutc.codegen.cuda.build import build_ops_library
+    from lutc.runtime.cuda_libs import load_module
+
+    ops = _attention_ops()
+    mod = load_module(str(build_ops_library(ops, "sm_90a")))
+    names = {json.dumps(p, sort_keys=True): name for name, (_, p) in ops.items()}
+    rng = np.random.default_rng(5)
+    ok = True
+    for p, b, s, L, nv, cap in ATTENTION_CASES:
+        p = dict(p, scale=p["head_dim"] ** -0.5)
+        fn = mod[names[json.dumps(p, sort_keys=True)]]
+        q = rng.standard_normal((b, p["heads"], s, p["head_dim"])).astype(np.float32)
+        k = rng.standard_normal((b, p["kv_heads"], cap, p["head_dim"])).astype(np.float32)
+        v = rng.standard_normal(k.shape).astype(np.float32)
+        k[:, :, nv:], v[:, :, nv:] = np.nan, np.nan    # never read
+        dev = [torch.from_numpy(a).cuda() for a in (q, k, v)]
+        y = torch.empty_like(dev[0])
+        fn(*dev, L, torch.tensor([nv], dtype=torch.int64, device="cuda"), y)
+        want = _attention_reference(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), p, L, nv)
+        err = float(np.abs(y.cpu().numpy() - want).max() / np.abs(want).max())
+        passed = err < 1e-5
+        ok &= passed
+        print(f"{'PASS' if passed else 'FAIL'} attention heads {p['heads']}/{p['kv_heads']} d {p['head_dim']} "
+              f"{'causal ' + p['align'] if p['causal'] else 'full'}: batch {b}, {s} queries, span {L}, {nv} filled of "
+              f"{cap}: max rel error {err:.1e} (bound 1e-5)", file=log, flush=True)
+    return ok
+
 
 def _pasts(spec: LlamaSpec) -> dict:
     return {f"past_{kv}.{i}": np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), np.float32)
@@ -245,7 +317,7 @@ def main(argv=None) -> int:
     ok = True
     with open(args.out / "gpu_llm_check.log", "w") as log:
         try:
-            ok = args.skip_checks or check(log)
+            ok = args.skip_checks or (check_attention(log) & check(log))
         except Exception:   # still time the models: a failed check is reported, not hidden
             import traceback
 

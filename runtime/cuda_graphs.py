@@ -25,8 +25,10 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
+from typing import Mapping
+
 from . import dims
-from .program import Program
+from .program import Program, bind_inputs
 
 MIN_SPAN = 64   # the smallest bucket of cache positions a graph's attention spans
 
@@ -146,6 +148,14 @@ def _shifted_slice(interp, symbol: str):
 
 
 @dataclass
+class _Last:
+    presents: dict[int, object]   # input slot -> the present it handed out (the next step's past)
+    key: tuple
+    bufs: dict
+    env: dict
+
+
+@dataclass
 class Captured:
     graph: object
     static: list          # the graph's inputs (copied into before a replay)
@@ -166,10 +176,11 @@ class DecodeGraphs:
         self.current: tuple[tuple, Captured] | None = None   # (shapes key, span) and its graph
         self.pool = None
         self.replays = self.captures = 0
+        self._last: _Last | None = None   # the last replayed step, which the next one may continue
 
     def forget(self) -> None:
         """Drop the graph (an eager step may have moved the scratch buffers it uses)."""
-        self.current = None
+        self.current = self._last = None
 
     def run(self, arrays: list, env: dict[str, int]) -> list | None:
         """The step's outputs from a graph, or None when it runs eagerly."""
@@ -181,6 +192,36 @@ class DecodeGraphs:
             return None
         key = (tuple(sorted((k, v) for k, v in env.items() if k != self.site.symbol)),
                tuple(b.data_ptr() for b in bufs.values()))
+        return self._step(arrays, env, key, bufs)
+
+    def run_again(self, inputs) -> list | None:
+        """The step after a replayed one, when its pasts are the presents that step handed out (the same
+        objects): only the other inputs (token ids) are bound and checked, the cache state is known."""
+        last, specs = self._last, self.interp.program.inputs
+        if last is None or self.blocker:
+            return None
+        if isinstance(inputs, Mapping):
+            if len(inputs) != len(specs) or any(s["name"] not in inputs for s in specs):
+                return None
+            values = [inputs[s["name"]] for s in specs]
+        else:
+            values = list(inputs)
+        if len(values) != len(specs) or any(values[i] is not t for i, t in last.presents.items()):
+            return None
+        others = [i for i in range(len(specs)) if i not in last.presents]
+        bound, env_others = bind_inputs([specs[i] for i in others], [values[i] for i in others],
+                                        self.interp.convert_input)
+        symbol = self.site.symbol
+        env = dict(last.env, **{symbol: last.env[symbol] + self.appended[last.key]})
+        if any(env.get(k) != v for k, v in env_others.items()):
+            return None
+        for i, a in zip(others, bound):
+            values[i] = a
+        return self._step(values, env, last.key, last.bufs)
+
+    def _step(self, arrays: list, env: dict[str, int], key: tuple, bufs: dict) -> list | None:
+        kv = self.interp.kv
+        self._last = None
         if key not in self.appended:   # the first step of these shapes over these caches runs eagerly
             self.appended = {k: s for k, s in self.appended.items() if k[1] == key[1]}   # older caches: done
             self.forget()
@@ -203,7 +244,7 @@ class DecodeGraphs:
         captured = self.current[1]
         if p + s - 1 > captured.limit:
             return None
-        return self._replay(captured, arrays, p, s, bufs)
+        return self._replay(captured, arrays, env, key, p, s, bufs)
 
     def trace(self, arrays: list, env: dict[str, int], span: int, s: int) -> tuple[list, float]:
         """Run the graph variant of the plan (what a capture records) for a step adding ``s`` positions: the
@@ -227,20 +268,12 @@ class DecodeGraphs:
         return outs
 
     def _capture(self, arrays: list, env: dict[str, int], span: int, p: int, s: int) -> Captured | None:
-        import tvm_ffi
-
-        torch = _torch()
         pasts = set(self.site.pasts.values())
         static = [a if i in pasts else a.clone() for i, a in enumerate(arrays)]
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
         try:
             self.interp.scalars.position.fill_(p)
             self.trace(static, env, span, s)   # warm-up at the bucket's size (the replay redoes this step)
-            torch.cuda.synchronize()
-            with tvm_ffi.use_torch_stream(torch.cuda.graph(graph, pool=self.pool, capture_error_mode="relaxed")):
-                outs, limit = self.trace(static, env, span, s)
+            graph, outs, limit = self.record(static, env, span, s)
         except GraphUnsupported as e:
             self.blocker = str(e)
             return None
@@ -251,7 +284,20 @@ class DecodeGraphs:
         self.captures += 1
         return Captured(graph, static, outs, limit)
 
-    def _replay(self, c: Captured, arrays: list, p: int, s: int, bufs: dict) -> list:
+    def record(self, static: list, env: dict[str, int], span: int, s: int) -> tuple[object, list, float]:
+        """Capture the traced step into a CUDA graph (TVM's kernels launched on the capturing stream)."""
+        import tvm_ffi
+
+        torch = _torch()
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        with tvm_ffi.use_torch_stream(torch.cuda.graph(graph, pool=self.pool, capture_error_mode="relaxed")):
+            outs, limit = self.trace(static, env, span, s)
+        return graph, outs, limit
+
+    def _replay(self, c: Captured, arrays: list, env: dict, key: tuple, p: int, s: int, bufs: dict) -> list:
         pasts = set(self.site.pasts.values())
         for i, a in enumerate(arrays):
             if i not in pasts:
@@ -259,8 +305,9 @@ class DecodeGraphs:
         self.interp.scalars.position.fill_(p)
         c.graph.replay()
         self.replays += 1
-        outs = [o.clone() if j not in self.site.pasts else o for j, o in enumerate(c.outputs)]
-        return self.finish(outs, p, s, bufs)
+        outs = self.finish([o.clone() if j not in self.site.pasts else o for j, o in enumerate(c.outputs)], p, s, bufs)
+        self._last = _Last({slot: outs[j] for j, slot in self.site.pasts.items()}, key, bufs, env)
+        return outs
 
     def _ids_in_range(self, arrays: list) -> bool:
         """Token ids are checked before a replay (the graph's gather cannot raise)."""

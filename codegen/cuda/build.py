@@ -193,7 +193,7 @@ def export_fatbin(exe, arch: str, lib: Path, extra=()) -> Path:
 def build_ops_library(ops: dict[str, tuple[str, dict]], arch: str) -> Path:
     """The library of the non-LUT ops ``ops`` (function name -> (kind, params), see ops.py), cached by content."""
     h = hashlib.sha256()
-    for f in ("ops.py", "build.py"):
+    for f in ("ops.py", "attention.py", "build.py"):
         h.update((HERE / f).read_bytes())
     h.update(repr(sorted(ops.items())).encode())
     h.update(f"{__version__} {arch}".encode())   # as for the LUT libraries: found again without nvcc or TVM

@@ -186,8 +186,14 @@ BUILDERS: dict[str, Callable[[dict], list]] = {
 
 
 def prim_func(kind: str, params: dict, name: str):
+    """The op's PrimFunc: hand-scheduled TVMScript where dlight's rules fall short (attention), else the
+    tensor expression, scheduled by dlight."""
     from tvm import te
 
+    from .attention import attention_func
+
+    if kind == "attention":
+        return attention_func(params).with_attr("global_symbol", name)
     return te.create_prim_func(BUILDERS[kind](params)).with_attr("global_symbol", name)
 
 

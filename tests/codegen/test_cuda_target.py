@@ -219,3 +219,70 @@ def test_decode_graph_blockers():
         Step("views", ["k"], ["y"], {"ops": [{"op": "reshape", "shape": ["past+seq", 8], "attrs": {}}]}, "v"))).blocker
     ok = analyse(program(Step("slice", ["t"], ["y"], {"starts": ["past"], "ends": ["past+seq"], "axes": [0]}, "s")))
     assert ok.blocker is None and ok.symbol == "past" and ok.pasts == {1: 1}
+
+
+class _ReplayOnCpu:
+    """Stands in for a CUDA graph on the CPU: a replay re-runs the traced step into the captured outputs."""
+
+    def __init__(self, graphs, static, env, span, s):
+        self.graphs, self.args = graphs, (static, env, span, s)
+        self.outs, self.limit = graphs.trace(*self.args)
+
+    def replay(self):
+        kv = self.graphs.interp.kv
+        for slot in self.graphs.site.pasts.values():   # a real graph does not look the cache buffers up again
+            past = self.args[0][slot]
+            kv.mark_filled(past._base, past.shape[2])
+        for mine, new in zip(self.outs, self.graphs.trace(*self.args)[0]):
+            if mine.data_ptr() != new.data_ptr():
+                mine.copy_(new)
+
+
+def test_decode_graphs_generate_like_the_eager_interpreter(compiled, monkeypatch):
+    """The whole graph path (first decode step eager, capture, replays, the fast path for presents passed
+    back, fallbacks) with the capture emulated on the CPU: same tokens and logits as without graphs."""
+    from lutc.runtime.cuda import CudaInterpreter, upload
+    from lutc.runtime.cuda_graphs import DecodeGraphs
+    from lutc.runtime.generate import generate
+
+    def record(self, static, env, span, s):
+        g = _ReplayOnCpu(self, static, env, span, s)
+        return g, g.outs, g.limit
+    monkeypatch.setattr(DecodeGraphs, "record", record)
+    ex = compiled.executable
+    luts = {lid: _standin_lut(compiled.graph, spec) for lid, spec in ex.program.luts.items()}
+    weights = upload(ex.weights, "cpu")
+    graphed = CudaInterpreter(ex.program, weights, luts, _StandinOps(ex.program), "cpu", graphs=True)
+    eager = CudaInterpreter(ex.program, weights, luts, _StandinOps(ex.program), "cpu", graphs=False)
+    names = [o["name"] for o in ex.program.outputs]
+    logits = {}
+
+    def recording(interp, tag):
+        def run(inputs):
+            outs = interp(inputs)
+            logits.setdefault(tag, []).append(outs[0][0, -1].clone())
+            return outs
+        return run
+    prompt = [5, 17, 3, 88, 41]
+    a = generate(recording(graphed, "g"), ex.program.inputs, names, prompt, 12, SPEC.max_positions)
+    b = generate(recording(eager, "e"), ex.program.inputs, names, prompt, 12, SPEC.max_positions)
+    assert a.tokens == b.tokens
+    for x, y in zip(logits["g"], logits["e"]):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+    g = graphed.graphs
+    assert g.blocker is None and g.captures == 1 and g.replays == 10   # steps 2..11 of 12 (1: prefill, 2: eager)
+    # a second generation makes new caches: eager first decode step, then a new capture
+    generate(graphed, ex.program.inputs, names, prompt[:3], 4, SPEC.max_positions)
+    assert g.captures == 2 and g.replays == 12
+    # passing an older present back (a branch) runs eagerly and copies the cache: no graph step is wrong
+    pasts = {s["name"]: np.zeros((1, 2, 0, 16), np.float32) for s in ex.program.inputs if s["name"] != "input_ids"}
+    outs = graphed({"input_ids": np.asarray([prompt]), **pasts})
+    first = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+    for _ in range(3):
+        outs = graphed({"input_ids": np.asarray([[7]]), **{n.replace("present_", "past_"): v for n, v in zip(names, outs)
+                                                          if n.startswith("present_")}})
+    branch = graphed({"input_ids": np.asarray([[9]]), **first})
+    ref = eager({"input_ids": np.asarray([prompt]), **pasts})
+    ref_first = {n.replace("present_", "past_"): v for n, v in zip(names, ref) if n.startswith("present_")}
+    want = eager({"input_ids": np.asarray([[9]]), **ref_first})
+    torch.testing.assert_close(branch[0], want[0], rtol=1e-5, atol=1e-5)
