@@ -64,6 +64,9 @@ def _attention_ops() -> dict:
     for p, *_ in ATTENTION_CASES:
         p = dict(p, scale=p["head_dim"] ** -0.5)
         ops[op_name("attention", p)] = ("attention", p)
+    for threads in (128, 256):   # block sizes compared by gpu_profile --attention (default: 512)
+        p = dict(ATTENTION_CASES[0][0], scale=0.125, threads=threads)
+        ops[op_name("attention", p)] = ("attention", p)
     return ops
 
 

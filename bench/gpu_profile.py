@@ -29,6 +29,47 @@ def _median_ms(fn, n: int = 30) -> float:
     return statistics.median(out)
 
 
+def attention_scaling() -> None:
+    """Device time of the attention kernel alone (SmolLM2's heads), decode (s = 1) and prefill, over L."""
+    import torch
+    import tvm_ffi
+
+    from lutc.codegen.cuda.attention import THREADS
+    from lutc.codegen.cuda.build import build_ops_library
+    from lutc.runtime.cuda_libs import load_module
+
+    from .gpu_llm import _attention_ops
+
+    ops = _attention_ops()
+    mod = load_module(str(build_ops_library(ops, "sm_90a")))
+    cap = 2048
+    k = torch.randn(1, 3, cap, 64, device="cuda")
+    v = torch.randn_like(k)
+    for name, (_, p) in ops.items():
+        if p["heads"] != 9:
+            continue
+        fn = mod[name]
+        for s, lengths in ((1, (1, 64, 128, 256, 512, 1024, 2048)), (128, (128,))):
+            q = torch.randn(1, 9, s, 64, device="cuda")
+            y = torch.empty_like(q)
+            for L in lengths:
+                nv = torch.tensor([L], dtype=torch.int64, device="cuda")
+                g = torch.cuda.CUDAGraph()   # 20 calls in a graph: device time without the host's launch gaps
+                with tvm_ffi.use_torch_stream(torch.cuda.graph(g)):
+                    for _ in range(20):
+                        fn(q, k, v, L, nv, y)
+                times = []
+                for _ in range(10):
+                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a.record()
+                    g.replay()
+                    b.record()
+                    b.synchronize()
+                    times.append(a.elapsed_time(b) * 1e3 / 20)
+                print(f"attention 9/3 heads d 64, {p.get('threads', THREADS)} threads, {s} queries, L {L}: "
+                      f"{statistics.median(times):.1f} us", flush=True)
+
+
 def main(argv=None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -39,7 +80,11 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="smollm2", choices=sorted(MODELS))
     ap.add_argument("--quant", default="W2", choices=sorted(SPEED_QUANTS))
     ap.add_argument("--prompt", type=int, default=128)
+    ap.add_argument("--attention", action="store_true", help="only time the attention kernel over cache lengths")
     args = ap.parse_args(argv)
+    if args.attention:
+        attention_scaling()
+        return 0
     spec, label = MODELS[args.model]
     cm = _compile(spec, SPEED_QUANTS[args.quant])
     ex = cm.executable

@@ -2,7 +2,7 @@
 ``ops._attention`` left to dlight's general rules took ~0.3 ms per layer of a decode step (four kernels with
 global intermediates over every cache position), more than all LUT matmuls of the step together.
 
-One block of ``THREADS`` threads per query row (batch x head x query position). The keys this row may see
+One block of ``THREADS`` (512) threads per query row (batch x head x query position). The keys this row may see
 are a prefix of the cache, ``kmax`` = min(filled positions ``n_valid[0]``, the causal bound, the span ``L``),
 taken in chunks of ``THREADS`` with an online softmax (flash-decoding without the split): each thread scores
 one key against the query (in shared memory), block max and sum by warp shuffles, the running output
@@ -12,12 +12,18 @@ Masked positions are never read, so unfilled cache memory (anything, NaN include
 """
 from __future__ import annotations
 
-THREADS = 128
-WARPS = THREADS // 32
+# Threads per block unless params["threads"] says otherwise (a multiple of 32 up to 1024). Measured on an
+# H200, 9/3 heads of 64 (bench/gpu_profile.py --attention): decode (1 query) over 256 keys 25.5 / 11.5 /
+# 7.0 us with 128 / 256 / 512 threads, over 2048 keys 192 / 81 / 41 us; prefill 128 x 128 22.5 / 18.0 /
+# 22.3 us. Decode steps dominate generation: 512.
+THREADS = 512
 
 
 def attention_func(params: dict):
     from tvm.script import tirx as T
+
+    THREADS = params.get("threads", globals()["THREADS"])
+    WARPS = THREADS // 32
 
     HQ, HK, D = params["heads"], params["kv_heads"], params["head_dim"]
     REP = HQ // HK
@@ -31,9 +37,9 @@ def attention_func(params: dict):
     NEG_INF = float("-inf")
 
     @T.prim_func
-    def main(q: T.handle, k: T.handle, v: T.handle, L: T.int64, n_valid: T.handle, o: T.handle):
+    def main(q: T.handle, k: T.handle, v: T.handle, L: T.int32, n_valid: T.handle, o: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        b, s, cap = T.int64(), T.int64(), T.int64()
+        b, s, cap = T.int32(), T.int32(), T.int32()   # 32-bit index math: a third of the instructions
         Q = T.match_buffer(q, (b, HQ, s, D), f32)
         K = T.match_buffer(k, (b, HK, cap, D), f32)
         V = T.match_buffer(v, (b, HK, cap, D), f32)
@@ -51,21 +57,22 @@ def attention_func(params: dict):
                 acc = T.alloc_buffer((DPT,), f32, scope="local")
                 part = T.alloc_buffer((1,), f32, scope="local")
                 dots = T.alloc_buffer((U,), f32, scope="local")
+                kvec = T.alloc_buffer((U,), f32, scope="local")
                 pv = T.alloc_buffer((NU,), f32, scope="local")
                 comb = T.alloc_buffer((G * D,), f32, scope="shared")
-                kb = T.alloc_buffer((1,), "int64", scope="local")
+                kb = T.alloc_buffer((1,), "int32", scope="local")
                 n: T.let = T.truncdiv(row, HQ * s)    # all non-negative: plain division, no floor fix-ups
                 h: T.let = T.truncmod(T.truncdiv(row, s), HQ)
                 i: T.let = T.truncmod(row, s)
                 kv: T.let = T.truncdiv(h, REP)
-                nv: T.let = NV[0]
+                nv: T.let = T.Cast("int32", NV[0])
                 kb[0] = nv
                 if CAUSAL:
                     if BOTTOM:
                         kb[0] = T.min(nv, i + nv - s + 1)
                     else:
                         kb[0] = T.min(nv, i + 1)
-                kmax: T.let = T.max(T.min(kb[0], L), T.int64(0))
+                kmax: T.let = T.max(T.min(kb[0], L), 0)
                 for u in T.unroll(DPT):
                     if t + u * THREADS < D:
                         qs[t + u * THREADS] = Q[n, h, i, t + u * THREADS] * T.float32(SCALE)
@@ -79,9 +86,13 @@ def attention_func(params: dict):
                     if j < kmax:
                         for r in T.unroll(U):
                             dots[r] = T.float32(0)
-                        for e in T.unroll(D // U):   # every load of the row issued up front
+                        for e in T.unroll(D // U):   # the row in 16-byte loads, all issued up front
+                            if U == 4:
+                                kvec[T.Ramp(0, 1, 4)] = K[n, kv, j, T.Ramp(e * 4, 1, 4)]
+                            else:
+                                kvec[0] = K[n, kv, j, e]
                             for r in T.unroll(U):
-                                dots[r] = dots[r] + qs[e * U + r] * K[n, kv, j, e * U + r]
+                                dots[r] = dots[r] + qs[e * U + r] * kvec[r]
                         sc[0] = dots[0]
                         for r in T.unroll(U - 1):
                             sc[0] = sc[0] + dots[r + 1]
@@ -114,7 +125,7 @@ def attention_func(params: dict):
                         part[0] = part[0] + red[w + 1]
                     lsum[0] = lsum[0] * alpha + part[0]
                     m[0] = m_new
-                    n_keys: T.let = T.min(kmax - c * THREADS, T.int64(THREADS))
+                    n_keys: T.let = T.min(kmax - c * THREADS, THREADS)
                     # output columns: thread t takes column t % D of the keys t // D, t // D + G, ...
                     # (NU independent partial sums: NU value loads in flight per thread)
                     for u in T.unroll(DPT):
@@ -123,11 +134,11 @@ def attention_func(params: dict):
                             for r in T.unroll(NU):
                                 pv[r] = T.float32(0)
                             for jj in T.serial(T.truncdiv(mine + NU - 1, NU)):
-                                for r in T.unroll(NU):
-                                    if jj * NU + r < mine:
-                                        key: T.let = T.truncdiv(t, D) + (jj * NU + r) * G
-                                        pv[r] = pv[r] + ps[key] * V[n, kv, c * THREADS + key,
-                                                                    T.truncmod(t, D) + u * THREADS]
+                                for r in T.unroll(NU):   # branch-free, so the NU loads issue back to back:
+                                    # past the last key, re-read a filled row and weigh it 0 (never NaN)
+                                    key: T.let = T.min(T.truncdiv(t, D) + (jj * NU + r) * G, n_keys - 1)
+                                    wt: T.let = T.if_then_else(jj * NU + r < mine, ps[key], T.float32(0))
+                                    pv[r] = pv[r] + wt * V[n, kv, c * THREADS + key, T.truncmod(t, D) + u * THREADS]
                             for r in T.unroll(NU - 1):
                                 pv[0] = pv[0] + pv[r + 1]
                             acc[u] = acc[u] * alpha + pv[0]
