@@ -286,3 +286,24 @@ def test_decode_graphs_generate_like_the_eager_interpreter(compiled, monkeypatch
     ref_first = {n.replace("present_", "past_"): v for n, v in zip(names, ref) if n.startswith("present_")}
     want = eager({"input_ids": np.asarray([[9]]), **ref_first})
     torch.testing.assert_close(branch[0], want[0], rtol=1e-5, atol=1e-5)
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+@pytest.mark.parametrize("head_dim", [64, 80, 256])
+def test_attention_kernel_source_and_ptx(arch, head_dim):
+    """The hand-scheduled attention kernel compiles for both architectures, as one launch with the intended
+    structure (the numbers are checked on the GPU: python -m lutc.bench.gpu_llm)."""
+    from lutc.codegen.cuda.attention import THREADS
+    from lutc.codegen.cuda.build import nvcc_compile
+    from lutc.codegen.cuda.ops import op_module
+
+    p = {"heads": 8, "kv_heads": 2, "head_dim": head_dim, "scale": head_dim ** -0.5, "causal": True,
+         "align": "bottom_right"}
+    src = op_module({"attn": ("attention", p)}, arch).mod.imports[0].inspect_source()
+    assert src.count("__global__ void") == 2   # declaration + definition of a single kernel
+    assert f"__launch_bounds__({THREADS})" in src and "__shfl_xor_sync" in src and "expf" in src
+    assert ("*(float4*)(K_ptr" in src) == (head_dim % 4 == 0)   # 16-byte key loads
+    assert "int64_t" not in src.split("attn_kernel(")[1].split(")")[0].replace("int64_t* __restrict__ NV_ptr", "")
+    ptx = nvcc_compile(src, arch, "ptx").decode()
+    assert f".target {arch}" in ptx and "shfl.sync.bfly" in ptx and "bar.sync" in ptx
