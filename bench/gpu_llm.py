@@ -229,11 +229,17 @@ def _torch_decode(model, prompt, new: int) -> float:
         out = model(ids, use_cache=True)
         tok = int(out.logits[0, -1].argmax())
         torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        steps = []
         for _ in range(new - 1):
+            t0 = time.perf_counter()
             out = model(torch.tensor([[tok]], device="cuda"), past_key_values=out.past_key_values, use_cache=True)
             tok = int(out.logits[0, -1].argmax())
-        return (new - 1) / (time.perf_counter() - t0)
+            steps.append(time.perf_counter() - t0)
+        return (new - 1) / sum(steps), 1 / statistics.median(steps)
+
+
+def _rates(gen) -> tuple[float, float]:
+    return gen.decode_tokens_per_s, gen.steady_tokens_per_s
 
 
 def _copy_bandwidth() -> float:
@@ -272,35 +278,46 @@ def timings(models=tuple(MODELS), rounds: int = 3, prompt_len: int = 128, new: i
             cm = _compile(spec, q)
             ex = cm.executable
             packed[name] = sum(a.nbytes for k, a in ex.weights.items() if ".cuda." in k)
-            engines[f"lutc {name}"] = (lambda cm=cm: cm.generate(prompt, max_new_tokens=new).decode_tokens_per_s)
+            engines[f"lutc {name}"] = (lambda cm=cm: _rates(cm.generate(prompt, max_new_tokens=new)))
             eager = interpreter(ex.program, ex.weights, ex.libraries, graphs=False)
-            engines[f"lutc {name} no graphs"] = (lambda f=eager, p=ex.program, o=list(cm.graph.output_names): generate(
-                f, p.inputs, o, prompt, new, p.meta.get("max_positions")).decode_tokens_per_s)
-        runs: dict[str, list[float]] = {n: [] for n in engines}
+            engines[f"lutc {name} no graphs"] = (lambda f=eager, p=ex.program, o=list(cm.graph.output_names): _rates(
+                generate(f, p.inputs, o, prompt, new, p.meta.get("max_positions"))))
+        runs: dict[str, list] = {n: [] for n in engines}
         for _ in range(rounds + 1):   # the first round warms up (kernel loads, allocator)
             for n, f in engines.items():
                 runs[n].append(f())
-        rows = {n: statistics.median(v[1:]) for n, v in runs.items()}
-        res["models"][label] = {"tok_s": rows, "runs": runs, "packed_bytes": packed,
+        rows = {n: statistics.median(r[0] for r in v[1:]) for n, v in runs.items()}
+        steady = {n: statistics.median(r[1] for r in v[1:]) for n, v in runs.items()}
+        res["models"][label] = {"tok_s": rows, "steady_tok_s": steady, "runs": runs, "packed_bytes": packed,
                                 "roofline_tok_s": {n: bw / b for n, b in packed.items()}}
         torch.cuda.empty_cache()
     return res
+
+
+def _fmt(v: float, spec: str, unit: str = "") -> str:
+    return "n/a" if v != v else format(v, spec) + unit
 
 
 def markdown(res: dict) -> str:
     lines = [f"Device: {res['device']}; device-to-device copy {res['copy_GBps']:.0f} GB/s.", ""]
     for label, m in res["models"].items():
         base = m["tok_s"]["torch fp16 eager"]
-        lines += [f"**{label}** (decode tokens/s, 32 tokens after a 128-token prompt, median of 3)", "",
-                  "| engine | decode tok/s | vs torch fp16 | LUT weights MiB | weight-read roofline tok/s | % of roofline |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        steady = m.get("steady_tok_s", {})
+        sbase = steady.get("torch fp16 eager", float("nan"))
+        lines += [f"**{label}** (decode tokens/s over 32 tokens after a 128-token prompt, and of the median "
+                  "step (steady: without a graph's capture and first calls); medians of 3)", "",
+                  "| engine | decode tok/s | vs torch fp16 | steady tok/s | vs torch fp16 | LUT weights MiB | "
+                  "weight-read roofline tok/s | % of roofline (steady) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for n, v in m["tok_s"].items():
             q = n.split()[1] if n.startswith("lutc") else ""
+            st = steady.get(n, float("nan"))
+            row = f"| {n} | {v:.1f} | {v / base:.2f}x | {_fmt(st, '.1f')} | {_fmt(st / sbase, '.2f', 'x')} |"
             if q in m["packed_bytes"]:
                 mib, roof = m["packed_bytes"][q] / 2**20, m["roofline_tok_s"][q]
-                lines.append(f"| {n} | {v:.1f} | {v / base:.2f}x | {mib:.1f} | {roof:.0f} | {100 * v / roof:.1f}% |")
+                lines.append(f"{row} {mib:.1f} | {roof:.0f} | {_fmt(100 * st / roof, '.1f', '%')} |")
             else:
-                lines.append(f"| {n} | {v:.1f} | 1.00x | | | |")
+                lines.append(f"{row} | | |")
         lines.append("")
     return "\n".join(lines)
 

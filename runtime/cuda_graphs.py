@@ -174,7 +174,6 @@ class DecodeGraphs:
                      for fn, st, ins, outs, free in interp.plan]
         self.appended: dict[tuple, int] = {}       # shapes key -> positions a step adds (from its eager run)
         self.current: tuple[tuple, Captured] | None = None   # (shapes key, span) and its graph
-        self.pool = None
         self.replays = self.captures = 0
         self._last: _Last | None = None   # the last replayed step, which the next one may continue
 
@@ -289,12 +288,20 @@ class DecodeGraphs:
         import tvm_ffi
 
         torch = _torch()
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        torch.cuda.synchronize()
-        with tvm_ffi.use_torch_stream(torch.cuda.graph(graph, pool=self.pool, capture_error_mode="relaxed")):
-            outs, limit = self.trace(static, env, span, s)
+        # capture_begin/end on a side stream rather than torch.cuda.graph(), which also runs gc.collect()
+        # and empties the allocator's cache at every capture (tens of ms in a 32-token generation). Each
+        # graph gets a memory pool of its own: a pool shared with a dropped graph trips the allocator
+        # ("use_count > 0") unless the cache is emptied first.
+        side, main = torch.cuda.Stream(), torch.cuda.current_stream()
+        side.wait_stream(main)
+        with torch.cuda.stream(side), tvm_ffi.use_torch_stream():
+            graph.capture_begin(capture_error_mode="relaxed")
+            try:
+                outs, limit = self.trace(static, env, span, s)
+            finally:
+                graph.capture_end()
+        main.wait_stream(side)
         return graph, outs, limit
 
     def _replay(self, c: Captured, arrays: list, env: dict, key: tuple, p: int, s: int, bufs: dict) -> list:

@@ -16,6 +16,12 @@ class Generation:
     tokens: list[int] = field(default_factory=list)
     prefill_s: float = 0.0
     decode_s: float = 0.0
+    step_s: list[float] = field(default_factory=list)   # each decode step's time
+
+    @property
+    def steady_tokens_per_s(self) -> float:
+        """Decode tokens/s of the median step: without one-off costs (a CUDA graph's capture, first calls)."""
+        return 1.0 / float(np.median(self.step_s)) if self.step_s else float("nan")
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -51,6 +57,7 @@ def generate(run: Callable[[dict], list], input_specs: list[dict], output_names:
             out.prefill_s = t1 - t0
         else:
             out.decode_s += t1 - t0
+            out.step_s.append(t1 - t0)
         t0 = t1
         out.tokens.append(token)
         if on_token is not None:
