@@ -29,13 +29,14 @@ def counted(monkeypatch, tmp_path):
         return tmp_path / sub
 
     monkeypatch.setattr(tune, "cache_dir", fresh)
-    monkeypatch.setattr(tune, "BUDGET_S", 0.0)
+    monkeypatch.setattr(tune, "ROUNDS", 2)
+    monkeypatch.setattr(tune, "FLUSH_MB", 1)
     calls = []
     real = tune.measure
 
-    def measure(kernel, x):
+    def measure(kernel, x, flush=None):
         calls.append(kernel.knobs)
-        return real(kernel, x)
+        return real(kernel, x, flush)
 
     monkeypatch.setattr(tune, "measure", measure)
     return calls
@@ -64,13 +65,20 @@ def test_cache_round_trip_times_once(counted):
     q = weight()
     first = lutc.kernels.build_lut_matmul(q, m=1, threads=2, tune=True, progress=False)
     n = len(counted)
-    assert n == len(tune.candidates(dataclasses.replace(KEY, bucket="1", isa=first.isa)))
+    assert n == tune.ROUNDS * len(tune.candidates(dataclasses.replace(KEY, bucket="1", isa=first.isa)))
     second = lutc.kernels.build_lut_matmul(q, m=1, threads=2, tune=True, progress=False)
     assert len(counted) == n  # read from the cache: nothing timed
     assert second.params["schedule"] == first.params["schedule"]
     assert second.params["schedule"][1:] == default_schedule(first.isa, "int8", 2)[1:]  # other buckets untouched
     lutc.kernels.build_lut_matmul(q, m=5, threads=2, tune=True, progress=False)
     assert len(counted) > n  # another row bucket is another key
+
+
+def test_choice_keeps_the_default_unless_clearly_faster():
+    a, b, c = {"threads": 2}, {"threads": 1}, {"threads": 4}
+    assert tune.choose([[a, 100.0], [b, 97.0], [c, 99.0]]) == a   # within the margin: noise
+    assert tune.choose([[a, 100.0], [b, 90.0], [c, 94.0]]) == b
+    assert tune.choose([[a, 100.0], [b, 120.0]]) == a
 
 
 def test_cache_key_changes_with_every_input(monkeypatch, tmp_path):
