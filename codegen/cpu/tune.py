@@ -7,7 +7,7 @@ there, so one build serves every candidate), and the choice is cached on disk as
 Samples are single calls on cold weights (a 64 MB read before each), in interleaved rounds, medians compared;
 the heuristic default stays unless a candidate is 5% faster. (Timing each candidate in one block on hot
 weights, as the first version did, picked schedules up to 2x slower than the default on this shared 2-core
-machine: bench/results/kernels_tuned_gemv.md.)"""
+machine: bench/results/kernels_tuned_gemv_old_tuner.md.)"""
 from __future__ import annotations
 
 import hashlib
