@@ -140,49 +140,61 @@ def _standin_lut(graph, spec):
     return run
 
 
-def test_device_interpreter_plumbing_matches_reference(compiled):
+def _standin_interpreter(compiled, graphs=False):
+    """The device interpreter on torch CPU tensors with the stand-in kernels."""
     from lutc.runtime.cuda import CudaInterpreter, upload
 
     ex = compiled.executable
     luts = {lid: _standin_lut(compiled.graph, spec) for lid, spec in ex.program.luts.items()}
-    interp = CudaInterpreter(ex.program, upload(ex.weights, "cpu"), luts, _StandinOps(ex.program), "cpu")
-    ref = lutc.compile(_graph(kv_cache=False), target="reference",
-                       quant=lutc.QuantConfig(bits=4, group_size=32, table_dtype="f32"))
+    return CudaInterpreter(ex.program, upload(ex.weights, "cpu"), luts, _StandinOps(ex.program), "cpu", graphs)
+
+
+def _reference():
+    return lutc.compile(_graph(kv_cache=False), target="reference",
+                        quant=lutc.QuantConfig(bits=4, group_size=32, table_dtype="f32"))
+
+
+def _empty_pasts(program) -> dict:
+    return {s["name"]: np.zeros((1, 2, 0, 16), np.float32) for s in program.inputs if s["name"] != "input_ids"}
+
+
+def _pasts_from(names, outs) -> dict:
+    return {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+
+
+def test_device_interpreter_plumbing_matches_reference(compiled):
+    ex = compiled.executable
+    interp, ref = _standin_interpreter(compiled), _reference()
     rng = np.random.default_rng(0)
     ids = rng.integers(0, SPEC.vocab_size, (1, 11))
     full = ref(ids)
     names = [o["name"] for o in ex.program.outputs]
-    pasts = {s["name"]: np.zeros((1, 2, 0, 16), np.float32) for s in ex.program.inputs if s["name"] != "input_ids"}
+    pasts = _empty_pasts(ex.program)
     # a prompt of 7 tokens, then 4 decode steps fed with the device presents (kept in place)
     for lo, hi in ((0, 7), (7, 8), (8, 9), (9, 10), (10, 11)):
         outs = interp({"input_ids": ids[:, lo:hi], **pasts})
         assert isinstance(outs[0], torch.Tensor)
         np.testing.assert_allclose(outs[0][0, -1].numpy(), full[0, hi - 1], rtol=1e-4, atol=1e-4)
-        pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+        pasts = _pasts_from(names, outs)
     assert pasts["past_k.0"].shape[2] == 11 and not pasts["past_k.0"].is_contiguous()   # views of the cache
 
 
 def test_decode_graph_variant_matches_reference(compiled):
     """What a decode graph records (the position read on the device, attention over a bucket of the cache,
     the RoPE tables gathered), run without capturing: the same logits as the reference, presents as views."""
-    from lutc.runtime.cuda import CudaInterpreter, upload
     from lutc.runtime.cuda_graphs import DecodeGraphs, analyse
 
     ex = compiled.executable
     assert analyse(ex.program).blocker is None
-    luts = {lid: _standin_lut(compiled.graph, spec) for lid, spec in ex.program.luts.items()}
-    interp = CudaInterpreter(ex.program, upload(ex.weights, "cpu"), luts, _StandinOps(ex.program), "cpu")
+    interp, ref = _standin_interpreter(compiled), _reference()
     graphs = DecodeGraphs(interp)
-    ref = lutc.compile(_graph(kv_cache=False), target="reference",
-                       quant=lutc.QuantConfig(bits=4, group_size=32, table_dtype="f32"))
     rng = np.random.default_rng(1)
     ids = rng.integers(0, SPEC.vocab_size, (1, 9))
     full = ref(ids)
     names = [o["name"] for o in ex.program.outputs]
-    pasts = {s["name"]: np.zeros((1, 2, 0, 16), np.float32) for s in ex.program.inputs if s["name"] != "input_ids"}
-    outs = interp({"input_ids": ids[:, :6], **pasts})     # prefill: eager, allocates the caches
+    outs = interp({"input_ids": ids[:, :6], **_empty_pasts(ex.program)})     # prefill: eager, allocates the caches
     for pos in range(6, 9):
-        pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+        pasts = _pasts_from(names, outs)
         arrays, env = lutc.runtime.program.bind_inputs(ex.program.inputs, {"input_ids": ids[:, pos:pos + 1], **pasts},
                                                        interp.convert_input)
         assert env["past"] == pos
@@ -195,7 +207,7 @@ def test_decode_graph_variant_matches_reference(compiled):
         np.testing.assert_allclose(outs[0][0, -1].numpy(), full[0, pos], rtol=1e-4, atol=1e-4)
         assert outs[names.index("present_v.1")].shape[2] == pos + 1
     # the eager interpreter goes on from the presents the graph variant handed out
-    pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+    pasts = _pasts_from(names, outs)
     more = rng.integers(0, SPEC.vocab_size, (1, 1))
     eager = interp({"input_ids": more, **pasts})
     assert eager[names.index("present_k.1")].shape[2] == 10
@@ -241,7 +253,6 @@ class _ReplayOnCpu:
 def test_decode_graphs_generate_like_the_eager_interpreter(compiled, monkeypatch):
     """The whole graph path (first decode step eager, capture, replays, the fast path for presents passed
     back, fallbacks) with the capture emulated on the CPU: same tokens and logits as without graphs."""
-    from lutc.runtime.cuda import CudaInterpreter, upload
     from lutc.runtime.cuda_graphs import DecodeGraphs
     from lutc.runtime.generate import generate
 
@@ -250,10 +261,7 @@ def test_decode_graphs_generate_like_the_eager_interpreter(compiled, monkeypatch
         return g, g.outs, g.limit
     monkeypatch.setattr(DecodeGraphs, "record", record)
     ex = compiled.executable
-    luts = {lid: _standin_lut(compiled.graph, spec) for lid, spec in ex.program.luts.items()}
-    weights = upload(ex.weights, "cpu")
-    graphed = CudaInterpreter(ex.program, weights, luts, _StandinOps(ex.program), "cpu", graphs=True)
-    eager = CudaInterpreter(ex.program, weights, luts, _StandinOps(ex.program), "cpu", graphs=False)
+    graphed, eager = _standin_interpreter(compiled, graphs=True), _standin_interpreter(compiled)
     names = [o["name"] for o in ex.program.outputs]
     logits = {}
 
@@ -275,16 +283,13 @@ def test_decode_graphs_generate_like_the_eager_interpreter(compiled, monkeypatch
     generate(graphed, ex.program.inputs, names, prompt[:3], 4, SPEC.max_positions)
     assert g.captures == 2 and g.replays == 12
     # passing an older present back (a branch) runs eagerly and copies the cache: no graph step is wrong
-    pasts = {s["name"]: np.zeros((1, 2, 0, 16), np.float32) for s in ex.program.inputs if s["name"] != "input_ids"}
+    pasts = _empty_pasts(ex.program)
     outs = graphed({"input_ids": np.asarray([prompt]), **pasts})
-    first = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+    first = _pasts_from(names, outs)
     for _ in range(3):
-        outs = graphed({"input_ids": np.asarray([[7]]), **{n.replace("present_", "past_"): v for n, v in zip(names, outs)
-                                                          if n.startswith("present_")}})
+        outs = graphed({"input_ids": np.asarray([[7]]), **_pasts_from(names, outs)})
     branch = graphed({"input_ids": np.asarray([[9]]), **first})
-    ref = eager({"input_ids": np.asarray([prompt]), **pasts})
-    ref_first = {n.replace("present_", "past_"): v for n, v in zip(names, ref) if n.startswith("present_")}
-    want = eager({"input_ids": np.asarray([[9]]), **ref_first})
+    want = eager({"input_ids": np.asarray([[9]]), **_pasts_from(names, eager({"input_ids": np.asarray([prompt]), **pasts}))})
     torch.testing.assert_close(branch[0], want[0], rtol=1e-5, atol=1e-5)
 
 
