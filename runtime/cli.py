@@ -133,7 +133,7 @@ def cmd_run(args) -> int:
 
     from . import load
 
-    m = load(args.artifact)
+    m = load(args.artifact, cuda_graphs=not args.no_cuda_graphs)
     gen = m.manifest.get("generation", {})
     tok = m.tokenizer
     if args.ids:
@@ -161,7 +161,8 @@ def cmd_run(args) -> int:
     out = m.generate(np.asarray(prompt), args.max_new_tokens, eos_token_id=eos, on_token=stream)
     print()
     print(f"prefill: {len(out.prompt)} tokens, {out.prefill_tokens_per_s:.1f} tokens/s | decode: "
-          f"{len(out.tokens) - 1} tokens, {out.decode_tokens_per_s:.1f} tokens/s", file=sys.stderr)
+          f"{len(out.tokens) - 1} tokens, {out.decode_tokens_per_s:.1f} tokens/s "
+          f"(median step: {out.steady_tokens_per_s:.1f} tokens/s)", file=sys.stderr)
     return 0
 
 
@@ -248,6 +249,8 @@ def main(argv=None) -> int:
     p.add_argument("--raw", action="store_true", help="do not wrap the prompt in the model's chat template")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--ignore-eos", action="store_true")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="cuda artifacts: launch every kernel from Python instead of replaying decode steps")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("bench", help="SmolLM2 decode/prefill against torch and onnxruntime (bench/llm.py)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for bench/llm.py")

@@ -77,6 +77,18 @@ def test_loaded_model_generates_like_the_compiled_one(saved):
         rt.generate("hello", 2)
 
 
+def test_cli_run_streams_tokens_and_reports_speed(saved):
+    cm, path = saved
+    out = subprocess.run([sys.executable, "-m", "lutc.runtime.cli", "run", str(path), "--ids", "3,1,4,1,5",
+                          "--max-new-tokens", "6", "--ignore-eos"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert [int(t) for t in out.stdout.split()] == cm.generate([3, 1, 4, 1, 5], 6).tokens
+    assert "decode: 5 tokens" in out.stderr and "median step:" in out.stderr
+    bad = subprocess.run([sys.executable, "-m", "lutc.runtime.cli", "run", str(path)], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode != 0 and "no tokenizer: pass --ids" in bad.stderr
+
+
 def _copy(path, tmp_path) -> Path:
     import shutil
 
