@@ -162,6 +162,9 @@ def _rope(fn, params, scalars):
     def run(attrs, ins, dim):
         x, cos, sin = ins
         s = x.shape[-2]
+        if cos.shape[-2] != s or sin.shape[-2] != s:   # a window sliced past the end of the tables
+            raise ValueError(f"the RoPE tables cover {cos.shape[-2]} of this step's {s} positions: the sequence "
+                             "runs past the model's context")
         y = _torch().empty(x.shape, dtype=x.dtype, device=x.device)
         fn(compact(x, -1, s, d), compact(cos, s, d), compact(sin, s, d), y.view(-1, s, d))
         return y

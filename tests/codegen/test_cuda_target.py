@@ -312,3 +312,32 @@ def test_attention_kernel_source_and_ptx(arch, head_dim):
     assert "int64_t" not in src.split("attn_kernel(")[1].split(")")[0].replace("int64_t* __restrict__ NV_ptr", "")
     ptx = nvcc_compile(src, arch, "ptx").decode()
     assert f".target {arch}" in ptx and "shfl.sync.bfly" in ptx and "bar.sync" in ptx
+
+
+def test_decode_graphs_at_the_cache_limit_and_with_a_batch(compiled, monkeypatch):
+    """Replays up to the last cache position, then the same clear error as without graphs; batch 2 works."""
+    from lutc.runtime.cuda_graphs import DecodeGraphs
+
+    def record(self, static, env, span, s):
+        g = _ReplayOnCpu(self, static, env, span, s)
+        return g, g.outs, g.limit
+    monkeypatch.setattr(DecodeGraphs, "record", record)
+    ex = compiled.executable
+    names = [o["name"] for o in ex.program.outputs]
+    graphed, eager = _standin_interpreter(compiled, graphs=True), _standin_interpreter(compiled)
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, SPEC.vocab_size, (2, SPEC.max_positions))
+    pasts = {k: np.zeros((2,) + v.shape[1:], np.float32) for k, v in _empty_pasts(ex.program).items()}
+    outs = graphed({"input_ids": ids[:, :50], **pasts})
+    want = eager({"input_ids": ids[:, :50], **pasts})
+    assert graphed.graphs.site.ids   # the embedded token ids are an input: checked on the host before a replay
+    for pos in range(50, SPEC.max_positions):
+        if pos == 55:   # an out-of-range id: no replay, the eager step's clear error, the caches untouched
+            with pytest.raises(IndexError, match="token ids must be in"):
+                graphed({"input_ids": np.full((2, 1), SPEC.vocab_size), **_pasts_from(names, outs)})
+        outs = graphed({"input_ids": ids[:, pos:pos + 1], **_pasts_from(names, outs)})
+        want = eager({"input_ids": ids[:, pos:pos + 1], **_pasts_from(names, want)})
+        torch.testing.assert_close(outs[0], want[0], rtol=1e-5, atol=1e-5)
+    assert graphed.graphs.replays >= SPEC.max_positions - 53 and outs[1].shape[2] == SPEC.max_positions
+    with pytest.raises(ValueError, match="runs past the model's context"):   # the RoPE window comes first
+        graphed({"input_ids": ids[:, :1], **_pasts_from(names, outs)})
