@@ -279,9 +279,10 @@ def test_decode_graphs_generate_like_the_eager_interpreter(compiled, monkeypatch
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
     g = graphed.graphs
     assert g.blocker is None and g.captures == 1 and g.replays == 10   # steps 2..11 of 12 (1: prefill, 2: eager)
-    # a second generation makes new caches: eager first decode step, then a new capture
+    # a second generation makes new caches and a new capture (its first decode step runs eagerly, unless the
+    # allocator put the new caches where the old ones were: then the shapes key is known and it replays)
     generate(graphed, ex.program.inputs, names, prompt[:3], 4, SPEC.max_positions)
-    assert g.captures == 2 and g.replays == 12
+    assert g.captures == 2 and g.replays in (12, 13)
     # passing an older present back (a branch) runs eagerly and copies the cache: no graph step is wrong
     pasts = _empty_pasts(ex.program)
     outs = graphed({"input_ids": np.asarray([prompt]), **pasts})
