@@ -59,7 +59,14 @@ def test_unsupported_op_is_named():
 
 @pytest.mark.skipif(gpu_available(), reason="checks the message given without a GPU")
 def test_saved_artifact_refuses_to_load_without_gpu(compiled, tmp_path):
+    import subprocess
+    import sys
+
     path = compiled.save(tmp_path / "art")
+    out = subprocess.run([sys.executable, "-m", "lutc.runtime.cli", "inspect", str(path)], capture_output=True,
+                         text=True, timeout=300)   # inspecting needs no GPU
+    assert out.returncode == 0, out.stderr
+    assert "target cuda, arch sm_90a" in out.stdout and "decode steps: replayed from CUDA graphs" in out.stdout
     assert (path / "lib" / "libtvm_runtime_cuda.so").exists()
     with pytest.raises(NoGPUError, match="no CUDA GPU is present"):
         lutc.runtime.load(path)
