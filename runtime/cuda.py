@@ -7,6 +7,7 @@ Outputs stay on the device (torch tensors); the KV cache is kept in place as on 
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Mapping
 
 import numpy as np
@@ -260,8 +261,10 @@ class DeviceScalars:
         self.device, self._consts = device, {}
         self.position = torch.zeros(1, dtype=torch.int64, device=device)   # cached positions before the step
         self.n_valid = torch.zeros(1, dtype=torch.int64, device=device)    # ... and after it
+        # set by DecodeGraphs.trace while a graph's step runs: the bucket of cache positions attention spans,
+        # the symbol sizes of the traced step, the last position every RoPE table gather covers
         self.graphing = False
-        self.span = 0
+        self.span, self.env, self.limit = 0, {}, math.inf
 
     def const(self, v: int):
         if v not in self._consts:

@@ -5,8 +5,9 @@ A decode step calls the same kernels with the same buffers every token, except w
 enters: the KV appends (written at it), the RoPE table slices (read at it) and attention (over the filled
 positions). In a graph those read the position from device memory (``DeviceScalars.position``, set before
 each replay): the appends write with ``index_copy_``, the slices gather, and attention spans a fixed bucket
-of the cache (a power of two) and masks the positions not filled yet (``n_valid``). A graph per bucket, captured the second time a step of
-the same shapes comes (prompts of one-off lengths run eagerly), replayed after.
+of the cache (a power of two) and masks the positions not filled yet (``n_valid``). A graph per bucket,
+captured the second time a step of the same shapes comes (prompts of one-off lengths run eagerly), replayed
+after.
 
 One graph lives at a time: TVM's workspace pool (the ops library's scratch buffers) frees and reallocates a
 page when a call needs a bigger one, so any eager step or the warm-up of a new capture may move the scratch
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from . import dims
+from .kernels import KERNELS
 from .program import Program, bind_inputs
 
 MIN_SPAN = 64   # the smallest bucket of cache positions a graph's attention spans
@@ -131,19 +133,21 @@ def _shifted_slice(interp, symbol: str):
         steps = attrs.get("steps") or [1] * len(axes)
         p = sc.env[symbol]
         later = dict(sc.env, **{symbol: p + 1})
+        fixed = {"axes": [], "starts": [], "ends": [], "steps": []}   # axes the position does not move
         for ax, start, end, step in zip(axes, attrs["starts"], attrs["ends"], steps):
+            if not _mentions([start, end], frozenset([symbol])):
+                for k, v in zip(fixed, (ax, start, end, step)):
+                    fixed[k].append(v)
+                continue
             ax %= x.ndim
             s0, e0 = dim(start), dim(end)
             s1, e1 = (dims.evaluate(v, later) if isinstance(v, str) else int(v) for v in (start, end))
-            if (s0, e0) == (s1, e1):
-                x = x.narrow(ax, s0, e0 - s0)
-                continue
             if step != 1 or s1 - s0 != 1 or e1 - e0 != 1 or not 0 <= s0 <= e0 <= x.shape[ax]:
                 raise GraphUnsupported(f"slice [{start}, {end}) does not move with {symbol}")
             n, shift = e0 - s0, s0 - p
             sc.limit = min(sc.limit, x.shape[ax] - n - shift)   # the last position the table covers
             x = x.index_select(ax, sc.position + _torch().arange(shift, shift + n, device=x.device))
-        return x
+        return KERNELS["slice"](fixed, [x], dim) if fixed["axes"] else x
     return run
 
 
@@ -169,9 +173,14 @@ class DecodeGraphs:
     def __init__(self, interp):
         self.interp, self.site = interp, analyse(interp.program)
         self.blocker = self.site.blocker
-        graph_kernels = {"kv_append": _append(interp), "slice": _shifted_slice(interp, self.site.symbol)}
-        self.plan = [(graph_kernels.get(st.kernel, fn), st, ins, outs, free)
-                     for fn, st, ins, outs, free in interp.plan]
+        append, shifted = _append(interp), _shifted_slice(interp, self.site.symbol)
+        symbols = frozenset([self.site.symbol])
+
+        def kernel(fn, step):   # the steps the position enters; the others run as in the eager plan
+            if step.kernel == "kv_append":
+                return append
+            return shifted if step.kernel == "slice" and _mentions(step.attrs, symbols) else fn
+        self.plan = [(kernel(fn, st), st, ins, outs, free) for fn, st, ins, outs, free in interp.plan]
         self.appended: dict[tuple, int] = {}       # shapes key -> positions a step adds (from its eager run)
         self.current: tuple[tuple, Captured] | None = None   # (shapes key, span) and its graph
         self.replays = self.captures = 0

@@ -1,6 +1,12 @@
-"""GQA attention as one hand-scheduled CUDA kernel (TVMScript with thread bindings): the tensor expression of
-``ops._attention`` left to dlight's general rules took ~0.3 ms per layer of a decode step (four kernels with
+"""GQA attention as one hand-scheduled CUDA kernel (TVMScript with thread bindings): the tensor expression
+this replaced, left to dlight's general rules, took ~0.3 ms per layer of a decode step (four kernels with
 global intermediates over every cache position), more than all LUT matmuls of the step together.
+
+Arguments ``(q [b, heads, s, d], k, v [b, kv_heads, capacity, d], L, n_valid [1] int64, out)``: keys and values
+are read from the runtime's in-place cache buffers (no copy per step); query head h reads KV head
+h // (heads / kv_heads); causal top-left or bottom-right aligned (the queries are the last ``s`` of the filled
+positions). A decode step replayed from a CUDA graph spans a fixed bucket ``L`` of the cache while the filled
+length ``n_valid``, read on the device, grows (runtime/cuda_graphs.py).
 
 One block of ``THREADS`` (512) threads per query row (batch x head x query position). The keys this row may see
 are a prefix of the cache, ``kmax`` = min(filled positions ``n_valid[0]``, the causal bound, the span ``L``),

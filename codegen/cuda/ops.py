@@ -1,5 +1,6 @@
 """The non-LUT ops of an LLM on the GPU: tensor-expression definitions scheduled by TVM's GPU rules
-(``tvm.s_tir.dlight``: RMSNorm, GEMV, reduction, general reduction, then the fallback that always works).
+(``tvm.s_tir.dlight``: RMSNorm, GEMV, reduction, general reduction, then the fallback that always works),
+and attention, hand-scheduled in TVMScript (attention.py).
 
 An op is named by its kind and its static sizes (``rms_norm`` over 576 features, ``attention`` with 9/3
 heads of 64, ...); rows, sequence and cache lengths stay symbolic, so one function serves prefill and every
@@ -116,47 +117,6 @@ def _rope(params: dict):
     return [x, cos, sin, y]
 
 
-def _attention(params: dict):
-    """Scaled dot-product attention, GQA (query head h reads KV head h // (heads / kv_heads)), causal
-    top-left or bottom-right aligned (the queries are the last ``s`` of the ``L`` positions).
-
-    Keys and values are read from their cache buffers [b, kv_heads, capacity, d] (the runtime's in-place KV
-    cache): no copy of the cache per step. The kernel spans the first ``L`` positions (a scalar argument) and
-    masks those from ``n_valid[0]`` on (a device value): a decode step replayed from a CUDA graph spans a
-    fixed bucket of positions while the filled length, read on the device, grows (runtime/cuda_graphs.py)."""
-    from tvm import te, tirx
-
-    hq, hk, d, rep = _i64(params["heads"], params["kv_heads"], params["head_dim"],
-                          params["heads"] // params["kv_heads"])
-    b, s, cap, L = _var("b"), _var("s"), _var("capacity"), _var("L")
-    q = te.placeholder((b, hq, s, d), "float32", name="q")
-    k = te.placeholder((b, hk, cap, d), "float32", name="k")
-    v = te.placeholder((b, hk, cap, d), "float32", name="v")
-    rd = te.reduce_axis((0, d), "rd")
-    scale = tirx.const(params["scale"], "float32")
-    n_valid = te.placeholder((1,), "int64", name="n_valid")
-    score = te.compute((b, hq, s, L), lambda n, h, i, j: te.sum(q[n, h, i, rd] * k[n, h // rep, j, rd], axis=rd),
-                       name="score")
-    off = (n_valid[0] - s) if params.get("align") == "bottom_right" else tirx.const(0, "int64")
-
-    def valid(i, j):
-        return tirx.all(j < n_valid[0], j <= i + off) if params.get("causal") else j < n_valid[0]
-    ninf = tirx.const(float("-inf"), "float32")
-    masked = te.compute((b, hq, s, L), lambda n, h, i, j: tirx.if_then_else(
-        valid(i, j), score[n, h, i, j] * scale, ninf), name="masked")
-    rj = te.reduce_axis((0, L), "rj")
-    mx = te.compute((b, hq, s), lambda n, h, i: te.max(masked[n, h, i, rj], axis=rj), name="mx")
-    e = te.compute((b, hq, s, L), lambda n, h, i, j: te.exp(masked[n, h, i, j] - mx[n, h, i]), name="e")
-    rs = te.reduce_axis((0, L), "rs")
-    tot = te.compute((b, hq, s), lambda n, h, i: te.sum(e[n, h, i, rs], axis=rs), name="tot")
-    rv = te.reduce_axis((0, L), "rv")
-    zero = tirx.const(0, "float32")   # positions past n_valid hold anything (NaN too): 0 * NaN is NaN
-    acc = te.compute((b, hq, s, d), lambda n, h, i, c: te.sum(
-        tirx.if_then_else(rv < n_valid[0], e[n, h, i, rv] * v[n, h // rep, rv, c], zero), axis=rv), name="acc")
-    out = te.compute((b, hq, s, d), lambda n, h, i, c: acc[n, h, i, c] / tot[n, h, i], name="out")
-    return [q, k, v, L, n_valid, out]
-
-
 def _embedding(params: dict):
     from tvm import te
 
@@ -181,7 +141,7 @@ def _linear(params: dict):
 
 BUILDERS: dict[str, Callable[[dict], list]] = {
     "unary": _unary, "binary": _binary, "swiglu": _swiglu, "rms_norm": _rms_norm, "rope": _rope,
-    "attention": _attention, "embedding": _embedding, "linear": _linear,
+    "embedding": _embedding, "linear": _linear,
 }
 
 
@@ -192,8 +152,9 @@ def prim_func(kind: str, params: dict, name: str):
 
     from .attention import attention_func
 
-    if kind == "attention":
-        return attention_func(params).with_attr("global_symbol", name)
+    scripted = {"attention": attention_func}
+    if kind in scripted:
+        return scripted[kind](params).with_attr("global_symbol", name)
     return te.create_prim_func(BUILDERS[kind](params)).with_attr("global_symbol", name)
 
 

@@ -349,3 +349,30 @@ def test_decode_graphs_at_the_cache_limit_and_with_a_batch(compiled, monkeypatch
     assert graphed.graphs.replays >= SPEC.max_positions - 53 and outs[1].shape[2] == SPEC.max_positions
     with pytest.raises(ValueError, match="runs past the model's context"):   # the RoPE window comes first
         graphed({"input_ids": ids[:, :1], **_pasts_from(names, outs)})
+
+
+def test_graph_slice_gathers_the_moving_axis_and_slices_the_others_as_eager():
+    """In a decode graph a window that moves with the position is a gather at the device position; axes it
+    does not move keep the eager slice's semantics (negative starts, ends past the dim)."""
+    from types import SimpleNamespace
+
+    from lutc.runtime import dims
+    from lutc.runtime.cuda import DeviceScalars
+    from lutc.runtime.cuda_graphs import GraphUnsupported, _shifted_slice
+    from lutc.runtime.kernels import KERNELS
+
+    sc = DeviceScalars("cpu")
+    env = {"past": 5, "seq": 2}
+    sc.env, sc.limit = env, float("inf")
+    sc.position.fill_(5)
+    run = _shifted_slice(SimpleNamespace(scalars=sc), "past")
+    x = torch.arange(100 * 6, dtype=torch.float32).reshape(100, 6)
+    attrs = {"starts": ["past", -4], "ends": ["past+seq", 2 ** 63 - 1], "axes": [0, 1]}
+    dim = lambda d: dims.evaluate(d, env) if isinstance(d, str) else int(d)   # noqa: E731
+    got = run(attrs, [x], dim)
+    torch.testing.assert_close(got, KERNELS["slice"](attrs, [x], dim))
+    assert sc.limit == 100 - 2   # a window of 2 fits up to position 98
+    sc.position.fill_(40)        # a replay reads the position on the device
+    torch.testing.assert_close(run(attrs, [x], dim), x[40:42, 2:])
+    with pytest.raises(GraphUnsupported, match="does not move with past"):
+        run({"starts": ["2*past"], "ends": ["2*past+1"], "axes": [0]}, [x], dim)
