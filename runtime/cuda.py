@@ -26,7 +26,10 @@ def _torch():
 
 
 class DeviceKvCaches(KvCaches):
-    """KV caches in device memory, appended in place (see KvCaches)."""
+    """KV caches in device memory, appended in place (see KvCaches); the whole capacity at once (no growth):
+    a replayed decode graph writes to the addresses it was captured with."""
+
+    grow = False
 
     @staticmethod
     def _concat(arrays, axis: int):

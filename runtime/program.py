@@ -129,7 +129,15 @@ class KvCaches:
     the first append allocates a buffer for ``capacity`` positions and returns a view of its filled part.
     When the next step's ``past`` is exactly that view (the filled part of a known buffer), the new positions
     are written after it, in place. Any other ``past`` (a user's array, or an older view after a branch) is
-    copied into a fresh buffer, so no view a caller holds is ever overwritten."""
+    copied into a fresh buffer, so no view a caller holds is ever overwritten.
+
+    ``grow``: buffers start at twice the positions they first hold (at least ``MIN_POSITIONS``) and double,
+    copied, when full, up to ``capacity`` — a model's whole context (SmolLM2: 8192 positions, 6 MiB per cache)
+    allocated at once costs page faults and resident memory on every prompt. Device caches take the whole
+    capacity at once: replayed CUDA graphs hold their addresses."""
+
+    grow = True
+    MIN_POSITIONS = 256
 
     def __init__(self, capacity: int | None):
         self.capacity = capacity
@@ -158,22 +166,26 @@ class KvCaches:
         if axis != 2 or past.ndim != 4:
             return self._concat([past, new], axis)
         p, s = past.shape[2], new.shape[2]
-        buf = self.owner(past) if p else None
-        if buf is None:
-            cap = self.capacity or p + s
-            if p + s > cap:
-                raise ValueError(f"the KV cache holds {cap} positions; this step needs {p + s} "
-                                 f"({p} cached + {s} new): shorten the prompt or the generation")
-            buf = self._empty(tuple(past.shape[:2]) + (cap,) + tuple(past.shape[3:]), past)
-            buf[:, :, :p] = past
-            self._filled = {a: e for a, e in self._filled.items() if e[0]() is not None}
-        elif p + s > buf.shape[2]:
-            raise ValueError(f"the KV cache holds {buf.shape[2]} positions; this step needs {p + s} "
+        if self.capacity is not None and p + s > self.capacity:
+            raise ValueError(f"the KV cache holds {self.capacity} positions; this step needs {p + s} "
                              f"({p} cached + {s} new): shorten the prompt or the generation")
+        buf = self.owner(past) if p else None
+        if buf is None or p + s > buf.shape[2]:
+            buf = self._allocate(past if buf is None else buf[:, :, :p], p + s)
         buf[:, :, p:p + s] = new
         self.mark_filled(buf, p + s)
         self.appended = s
         return buf[:, :, :p + s]
+
+    def _allocate(self, past, need: int):
+        """A fresh buffer for ``need`` positions (more when growing), holding ``past`` at its start."""
+        cap = self.capacity or need
+        if self.grow:
+            cap = min(cap, max(self.MIN_POSITIONS, 2 * need))
+        buf = self._empty(tuple(past.shape[:2]) + (cap,) + tuple(past.shape[3:]), past)
+        buf[:, :, :past.shape[2]] = past
+        self._filled = {a: e for a, e in self._filled.items() if e[0]() is not None}
+        return buf
 
     def mark_filled(self, buf, n: int) -> None:
         """``buf``'s first ``n`` positions are filled; its view of them is the next step's past."""

@@ -101,6 +101,22 @@ def test_kv_caches_unit():
         kv.append(c, np.ones((1, 2, 3, 3), np.float32))
 
 
+def test_kv_caches_grow_by_doubling_up_to_capacity():
+    kv = KvCaches(capacity=20)
+    kv.MIN_POSITIONS = 4
+    views = [kv.append(np.zeros((1, 2, 0, 3), np.float32), np.zeros((1, 2, 3, 3), np.float32))]
+    for t in range(3, 20):
+        views.append(kv.append(views[-1], np.full((1, 2, 1, 3), t, np.float32)))
+    bases = [v.base if v.base is not None else v for v in views]
+    sizes = sorted({b.shape[2] for b in bases})
+    assert sizes == [6, 14, 20]                     # 2 x 3, then 2 x 7, then the capacity
+    assert np.shares_memory(views[0], views[2]) and not np.shares_memory(views[3], views[4])
+    np.testing.assert_array_equal(views[-1][0, 1, :, 0], [0, 0, 0] + list(range(3, 20)))
+    np.testing.assert_array_equal(views[3][0, 0, :, 0], [0, 0, 0, 3, 4, 5])  # an older view is never moved
+    with pytest.raises(ValueError, match="holds 20 positions"):
+        kv.append(views[-1], np.ones((1, 2, 2, 3), np.float32))
+
+
 def test_wrong_inputs_are_clear_errors(kv_graph):
     cm = lutc.compile(kv_graph, target="cpu", quant=Q2)
     with pytest.raises(InputError, match="missing"):
