@@ -68,13 +68,15 @@ def device_input(device) -> Callable:
 
 class CudaLut:
     """One LUT matmul of the program: ``y = x @ W.T`` over the packed device weights, one library per
-    activation-row tile (``mt``: 1 for decode, more for prefill)."""
+    activation-row tile (``mt``: 1 for decode, more for prefill). A spec with ``residual`` has the residual
+    add fused (``y = x @ W.T + r``); the others get a one-element dummy as the kernel's ``r``."""
 
     def __init__(self, spec: dict, weights: Mapping, load: Callable[[str], Callable]):
         p = spec["params"]
         self.n, self.k, self.n_pad = p["n"], p["k"], p["n_pad"]
         self.tiles = {int(mt): (load(lib), split) for mt, (lib, split) in spec["libraries"].items()}
         self.w, self.s, self.z = (weights[key] for key in spec["weights"])
+        self.residual = bool(spec.get("residual"))
         self._work: dict[int, tuple] = {}
 
     def _workspace(self, m: int, device):
@@ -86,19 +88,25 @@ class CudaLut:
             fn, split = self.tiles[mt]
             part = torch.empty((split, m, self.n_pad), dtype=torch.float32, device=device)
             cnt = torch.zeros((-(-m // mt), self.n_pad // ROWS), dtype=torch.int32, device=device)
-            self._work[m] = (fn, part, cnt)
+            dummy = torch.zeros(1, dtype=torch.float32, device=device)
+            self._work[m] = (fn, part, cnt, dummy)
         return self._work[m]
 
-    def __call__(self, x):
+    def __call__(self, x, r=None):
         torch = _torch()
         if x.shape[-1] != self.k:
             raise ValueError(f"activations must be [..., {self.k}], got shape {list(x.shape)}")
+        if (r is not None) != self.residual:
+            raise ValueError("this LUT call " + ("adds a residual: pass it" if self.residual else "takes no residual"))
         lead = tuple(x.shape[:-1])
         m = x.numel() // self.k
+        if r is not None and tuple(r.shape) != lead + (self.n,):
+            raise ValueError(f"the residual must be {list(lead + (self.n,))}, got {list(r.shape)}")
         y = torch.empty((m, self.n), dtype=torch.float32, device=x.device)
         if m:
-            fn, part, cnt = self._workspace(m, x.device)
-            fn(compact(x.to(torch.float32), m, self.k), self.w, self.s, self.z, part, cnt, y)
+            fn, part, cnt, dummy = self._workspace(m, x.device)
+            rr = dummy if r is None else compact(r.to(torch.float32), m, self.n)
+            fn(compact(x.to(torch.float32), m, self.k), self.w, self.s, self.z, part, cnt, y, rr)
         return y.reshape(lead + (self.n,))
 
 
@@ -315,7 +323,10 @@ class CudaInterpreter(Interpreter):
             return CALLS[tvm_op["kind"]](self.ops[tvm_op["fn"]], tvm_op["params"], self.scalars)
         if step.kernel in MOVES:
             return MOVES[step.kernel]
-        if step.kernel in ("lut", "kv_append"):
+        if step.kernel == "lut":   # x, and the residual when the add is fused
+            lut = self.luts[step.attrs["lut"]]
+            return lambda attrs, ins, dim: lut(*ins)
+        if step.kernel == "kv_append":
             return super()._kernel(step)
         raise ValueError(f"step {step.name}: {step.kernel!r} has no GPU kernel (artifact from a newer lutc?)")
 

@@ -65,7 +65,7 @@ class CudaLutMatmul:
             self._arch = arch_of_device() if gpu_available() else "sm_90a"
         return self._arch
 
-    def params(self, m: int, x_dtype: str = "float16") -> KernelParams:
+    def params(self, m: int, x_dtype: str = "float16", residual: bool = False) -> KernelParams:
         if x_dtype not in X_DTYPES:
             raise TypeError(f"the CUDA LUT matmul takes float16 or float32 activations, got {x_dtype}")
         mt = tile_rows(m)
@@ -74,13 +74,13 @@ class CudaLutMatmul:
         return KernelParams(n=cw.n, n_pad=cw.n_pad, k=cw.k, chunks=cw.chunks, bits=cw.bits,
                             group_size=cw.group_size, groups=cw.groups, has_zero=cw.zeros is not None, mt=mt,
                             cps=min(cps, cw.chunks), x_dtype=x_dtype, y_dtype=self.out_dtype, arch=self.arch,
-                            maxreg=self._maxreg.get(mt, 0))
+                            maxreg=self._maxreg.get(mt, 0), residual=residual)
 
-    def build(self, m: int = 1, x_dtype: str = "float16"):
+    def build(self, m: int = 1, x_dtype: str = "float16", residual: bool = False):
         """Compile (TVM + nvcc, cached) the library for ``m`` rows; returns its path."""
         from .build import build_library
 
-        return build_library(self.params(m, x_dtype))
+        return build_library(self.params(m, x_dtype, residual))
 
     # ---- running ----
     @property
@@ -123,7 +123,8 @@ class CudaLutMatmul:
         lib = library_path(p)
         return lib if lib.exists() else build_library(p)
 
-    def __call__(self, x, out=None):
+    def __call__(self, x, out=None, residual=None):
+        """``x @ W.T`` (``+ residual``: a float32 tensor [..., N] added in the kernel's epilogue)."""
         import torch
 
         from ...runtime.cuda_libs import require_gpu
@@ -144,15 +145,24 @@ class CudaLutMatmul:
         if m == 0:
             return torch.zeros(lead + (self.n,), dtype=ydt, device=x.device)
         x2 = x.reshape(m, self.k).contiguous()
-        key = (m, xdt, tuple(sorted(self._cps.items())), tuple(sorted(self._maxreg.items())))
+        if residual is not None:
+            if (not isinstance(residual, torch.Tensor) or residual.dtype != torch.float32
+                    or residual.device != x.device or residual.numel() != m * self.n):
+                raise ValueError(f"residual must be a float32 tensor of {m * self.n} elements on {x.device}")
+            r = residual.reshape(m, self.n).contiguous()
+        res = residual is not None
+        key = (m, xdt, res, tuple(sorted(self._cps.items())), tuple(sorted(self._maxreg.items())))
         hit = self._work.get(key)
         if hit is None:   # per row count: the kernel, its partial-sum workspace
-            p = self.params(m, xdt)
+            p = self.params(m, xdt, res)
             part = torch.empty((p.split, m, self.cw.n_pad), dtype=torch.float32, device=x.device)
             # split-K completion counters, one per (row tile, row block); the kernel resets them to zero
             cnt = torch.zeros((-(-m // p.mt), self.cw.n_pad // ROWS), dtype=torch.int32, device=x.device)
-            hit = self._work[key] = (self._fn(p), part, cnt)
-        fn, part, cnt = hit
+            dummy = torch.zeros(1, dtype=torch.float32, device=x.device)   # the r argument without a residual
+            hit = self._work[key] = (self._fn(p), part, cnt, dummy)
+        fn, part, cnt, dummy = hit
+        if not res:
+            r = dummy
         w, s, z = self._device_weights()
         if w.device != x.device:
             raise ValueError(f"x is on {x.device} but the weights were uploaded to {w.device}")
@@ -164,13 +174,13 @@ class CudaLutMatmul:
             y = out.view(m, self.n)
         if _DIRECT_TORCH[0]:
             try:
-                fn(x2, w, s, z, part, cnt, y)
+                fn(x2, w, s, z, part, cnt, y, r)
             except TypeError:   # an FFI without torch.Tensor arguments: go through DLPack
                 _DIRECT_TORCH[0] = False
         if not _DIRECT_TORCH[0]:
             import tvm_ffi
 
-            fn(*(tvm_ffi.from_dlpack(t) for t in (x2, w, s, z, part, cnt, y)))
+            fn(*(tvm_ffi.from_dlpack(t) for t in (x2, w, s, z, part, cnt, y, r)))
         return y.reshape(lead + (self.n,)) if out is None else out
 
 

@@ -23,15 +23,19 @@ ROW_TILES = (1, 8)    # activation rows per block: 1 (decode GEMV) and 8 (prefil
 @dataclass(frozen=True)
 class CudaOptions:
     """``arch``: the GPU the kernels are compiled for ("sm_90a": H100/H200, "sm_80": A100, ...); ``graphs``:
-    replay decode steps from CUDA graphs when the compiled model runs (runtime/cuda_graphs.py)."""
+    replay decode steps from CUDA graphs when the compiled model runs (runtime/cuda_graphs.py);
+    ``fuse_residual``: a residual add after a LUT matmul runs in the LUT kernel's epilogue."""
     arch: str = "sm_90a"
     progress: bool = False
     graphs: bool = True
+    fuse_residual: bool = True
 
 
 @dataclass
 class CudaLowering(Lowering):
     ops: dict[str, tuple[str, dict]] = field(default_factory=dict)   # ops library: function -> (kind, params)
+    positions: dict[str, int] = field(default_factory=dict)          # node -> index in the graph's order
+    fused_adds: set[str] = field(default_factory=set)                # adds computed by an earlier LUT step
 
     def function(self, kind: str, params: dict) -> dict:
         """The ops-library function for ``kind`` at ``params`` (added to the library), as a step attribute."""
@@ -46,10 +50,37 @@ class CudaLowering(Lowering):
     def shape(self, ref) -> tuple:
         return tuple(self.g.type_of(ref).shape)
 
+    def position(self, name: str) -> int:
+        if not self.positions:
+            self.positions.update((n.name, i) for i, n in enumerate(self.g.nodes()))
+        return self.positions[name]
+
 
 def _precompute(low: CudaLowering, node: Node) -> list[Step] | None:
     """The LUT kernels build their tables from the activations themselves (in shared memory)."""
     return [] if node.op is Op.LUT_PRECOMPUTE else None
+
+
+def _residual_add(low: CudaLowering, mm: Node):
+    """(add, residual): the float32 add that is the only reader of this matmul's output, when its other
+    operand has the same shape and is computed before the matmul (a decoder layer's residual connection)."""
+    if not low.options.fuse_residual or mm.attrs.get("has_bias"):
+        return None
+    add = low.only_user(mm)
+    if add is None or add.op is not Op.ADD or len(add.inputs) != 2 or add.name in low.absorbed:
+        return None
+    others = [r for r in add.inputs if r != mm.out]
+    if len(others) != 1:
+        return None
+    (other,) = others
+    f32 = all(low.g.type_of(r).dtype.value == "f32" for r in (other, mm.out, add.out))
+    if not f32 or low.shape(other) != low.shape(mm.out):
+        return None
+    if other.node in low.fused_adds:   # the previous residual: its LUT step ran already
+        return add, other
+    if other.node in low.absorbed or low.position(other.node) > low.position(mm.name):
+        return None   # computed inside a group step, or later than the matmul
+    return add, other
 
 
 def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
@@ -57,9 +88,10 @@ def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
         return None
     lut = CudaLutMatmul(_quantized_weight(low, mm), out_dtype="float32", arch=low.options.arch)
     cw = lut.cw
+    residual = _residual_add(low, mm)
     libraries = {}
     for mt in ROW_TILES:
-        p = lut.params(mt, "float32")
+        p = lut.params(mt, "float32", residual=residual is not None)
         lib = build_library(p)
         low.libraries[lib.name] = str(lib)
         libraries[str(mt)] = [lib.name, p.split]
@@ -71,6 +103,12 @@ def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
                      "params": {"n": cw.n, "k": cw.k, "n_pad": cw.n_pad, "bits": cw.bits,
                                 "group_size": cw.group_size}}
     x = low.value(low.g.node(mm.inputs[0].node).inputs[0])   # the precompute's input: tables built inside
+    if residual is not None:
+        add, other = residual
+        low.absorbed.add(add.name)
+        low.fused_adds.add(add.name)
+        low.luts[lid]["residual"] = True
+        return [Step("lut", [x, low.value(other)], [low.value(add.out)], {"lut": lid}, mm.name)]
     out = low.value(mm.out)
     if not mm.attrs.get("has_bias"):
         return [Step("lut", [x], [out], {"lut": lid}, mm.name)]

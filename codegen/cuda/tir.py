@@ -11,7 +11,8 @@ One ``main`` PrimFunc, one kernel launch, per LUT matmul ``y[m, n] = sum_k x[m, 
    zero point. Weights are read exactly once from HBM; tables are reused by the 128 rows of the block.
    When K is split over blocks, each block writes float32 partials and the last block to finish for its
    rows (an atomic counter per row block, threadfence reduction; the counter resets itself) sums them and
-   casts to the output dtype: one launch per call.
+   casts to the output dtype: one launch per call. With ``residual``, the output adds ``r[m, n]`` (a decoder
+   layer's residual connection: one launch less per projection that feeds it).
 
 The table build exists only fused into the matmul (no standalone ``lut_precompute`` kernel yet): a block
 rebuilds the tables of its K range, which costs about 35 instructions per thread and chunk of 128 K against
@@ -42,6 +43,7 @@ class KernelParams:
     y_dtype: str = "float32"
     arch: str = "sm_90a"
     maxreg: int = 0     # nvcc -maxrregcount (0: nvcc's choice); fewer registers, more resident warps
+    residual: bool = False  # y = x @ W.T + r (r float32 [m, N], the fused residual add); else r is a [1] dummy
 
     @property
     def split(self) -> int:
@@ -80,10 +82,12 @@ def lut_matmul_func(p: KernelParams):
     LOGU = U.bit_length() - 1
     PRE = max(1, min(CPS, 72 // (B * 4 + 2 * SEGS)))   # chunks whose weights are loaded before the table build
     XDT, YDT = p.x_dtype, p.y_dtype
+    RES = p.residual
     f32 = "float32"
 
     @T.prim_func
-    def main(x: T.handle, w: T.handle, s: T.handle, z: T.handle, part: T.handle, cnt: T.handle, y: T.handle):
+    def main(x: T.handle, w: T.handle, s: T.handle, z: T.handle, part: T.handle, cnt: T.handle, y: T.handle,
+             r: T.handle):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         m = T.int32()
         X = T.match_buffer(x, (m, K), XDT)
@@ -93,6 +97,7 @@ def lut_matmul_func(p: KernelParams):
         P = T.match_buffer(part, (SPLIT, m, NP), f32)
         CNT = T.match_buffer(cnt, ((m + MT - 1) // MT, NB), "int32")
         Y = T.match_buffer(y, (m, N), YDT)
+        R = T.match_buffer(r, (m, N) if RES else (1,), f32)
         for bz in T.thread_binding((m + MT - 1) // MT, thread="blockIdx.z"):
             for by in T.thread_binding(SPLIT, thread="blockIdx.y"):
                 for bx in T.thread_binding(NB, thread="blockIdx.x"):
@@ -187,7 +192,10 @@ def lut_matmul_func(p: KernelParams):
                             if bz * MT + mm < m:
                                 if DIRECT:
                                     if n < N:
-                                        Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm])
+                                        if RES:
+                                            Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm] + R[bz * MT + mm, n])
+                                        else:
+                                            Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm])
                                 else:
                                     P[by, bz * MT + mm, n] = yacc[mm]
                         if not DIRECT:
@@ -208,6 +216,8 @@ def lut_matmul_func(p: KernelParams):
                                         for sp in T.unroll(SPLIT):
                                             racc[0] = racc[0] + T.call_extern(
                                                 f32, "__ldcg", T.address_of(P[sp, bz * MT + mm, n]))
+                                        if RES:
+                                            racc[0] = racc[0] + R[bz * MT + mm, n]
                                         Y[bz * MT + mm, n] = T.Cast(YDT, racc[0])
                                 if tid == 0:
                                     CNT[bz, bx] = 0

@@ -82,6 +82,9 @@ def test_generated_cuda_source_structure():
     assert "& 15)]" in src                                 # table lookups indexed by 4-bit plane indices
     direct = cuda_source(_params("sm_90a", cps=8, has_zero=False, mt=1, y_dtype="float16"))
     assert "__shfl_xor_sync" not in direct and "atomicAdd" not in direct and "Y_ptr[" in direct
+    assert "R_ptr[" not in src and "R_ptr[" not in direct            # no residual: r is an unread dummy
+    for kw in ({}, {"cps": 8}):                                      # split-K and direct epilogues add r
+        assert "R_ptr[" in cuda_source(_params("sm_90a", residual=True, **kw))
 
 
 @needs_nvcc
@@ -139,6 +142,22 @@ def test_kernel_matches_float64(bits, n, k, group, m):
     ref = x.double().cpu().numpy() @ q.dequantize().astype(np.float64).T
     assert y.shape == (m, n) and y.dtype == torch.float32
     assert np.abs(y.double().cpu().numpy() - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+@needs_gpu
+@pytest.mark.parametrize("n, k, m", [(100, 300, 1), (130, 1000, 17), (4100, 576, 1)])
+def test_residual_epilogue_matches_float64(n, k, m):
+    import torch
+
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=2, group_size=64))
+    x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+    r = torch.randn(m, n, dtype=torch.float32, device="cuda")
+    f = lutc.kernels.build_lut_matmul(q, target="cuda")
+    y = f(x, residual=r)
+    ref = x.double().cpu().numpy() @ q.dequantize().astype(np.float64).T + r.double().cpu().numpy()
+    assert np.abs(y.double().cpu().numpy() - ref).max() <= 1e-4 * np.abs(ref).max()
+    with pytest.raises(ValueError, match="residual must be a float32 tensor"):
+        f(x, residual=r.half())
 
 
 @needs_nvcc

@@ -42,6 +42,20 @@ def test_lowering_covers_the_model(compiled):
         assert f"{s.attrs['tvm']['fn']}_kernel" in src
 
 
+def test_residual_adds_run_in_the_lut_epilogue(compiled):
+    """o_proj and down_proj feed the residual adds: those adds run inside their LUT calls; q/k/v, gate/up
+    and the lm_head have no add after them."""
+    prog = compiled.executable.program
+    luts = [s for s in prog.steps if s.kernel == "lut"]
+    fused = [s for s in luts if len(s.inputs) == 2]
+    assert len(fused) == 2 * SPEC.num_layers and all(prog.luts[s.attrs["lut"]].get("residual") for s in fused)
+    assert not any(s.kernel == "add" for s in prog.steps)   # the model's only adds were the residual ones
+    unfused = lutc.compile(_graph(), target="cuda", quant=lutc.QuantConfig(bits=4, group_size=32, table_dtype="f32"),
+                           target_options={"fuse_residual": False}).executable.program
+    assert sum(s.kernel == "add" for s in unfused.steps) == 2 * SPEC.num_layers
+    assert all(len(s.inputs) == 1 for s in unfused.steps if s.kernel == "lut")
+
+
 def test_unsupported_op_is_named():
     from lutc.codegen.cuda.lower import CudaOptions, lower
     from lutc.ir.graph import Graph
@@ -141,9 +155,10 @@ def _standin_lut(graph, spec):
     mm = graph.node(spec["node"])
     w = torch.from_numpy(_quantized_weight(Lowering(graph, None, 1, ""), mm).dequantize().astype(np.float32))
 
-    def run(x):
-        assert x.dtype == torch.float32
-        return (x.reshape(-1, w.shape[1]) @ w.T).reshape(tuple(x.shape[:-1]) + (w.shape[0],))
+    def run(x, r=None):
+        assert x.dtype == torch.float32 and (r is not None) == bool(spec.get("residual"))
+        y = (x.reshape(-1, w.shape[1]) @ w.T).reshape(tuple(x.shape[:-1]) + (w.shape[0],))
+        return y if r is None else y + r
     return run
 
 
