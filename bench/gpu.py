@@ -6,8 +6,9 @@
                                             # checks, then timings; writes DIR/gpu_check.log, gpu.json, gpu.md
 
 Checks: random awkward shapes, bits 1-4 and ternary, group sizes 32..256 and per row, symmetric and not,
-M = 1, 3, 17, 128, float16/float32 activations, float32/float16 output, K split over blocks or not (ragged
-too), against ``x @ W_deq.T`` in float64 (x as the kernel sees it, rounded to float16).
+M = 1, 3, 17, 128, float16/float32 activations, float32/float16 output (float32 also with the fused residual
+add), K split over blocks or not (ragged too), against ``x @ W_deq.T`` (+ r) in float64 (x as the kernel sees
+it, rounded to float16).
 Timings: CUDA events, medians; every method rotates through enough weight copies (> 4x the L2) that
 each call reads its weights from HBM; the queue is pre-filled (``torch.cuda._sleep``) so CPU launch cost does
 not show up as GPU idle time inside a measurement. HBM bandwidth = device-to-device copy (read + write bytes).
@@ -86,8 +87,9 @@ def prepare():
     t0 = time.time()
     count = 0
     for q, m, xdt, ydt, cps, _ in check_cases():
-        _kernel(q, ydt, cps, tile_rows(m)).build(m, xdt)
-        count += 1
+        for residual in (False, True) if ydt == "float32" else (False,):
+            _kernel(q, ydt, cps, tile_rows(m)).build(m, xdt, residual)
+            count += 1
     for (n, k, name), q in bench_weights():
         for m in MS:
             _kernel(q, "float16", None).build(m, "float16")
@@ -116,18 +118,21 @@ def run_checks(log):
         xt = torch.from_numpy(x).to("cuda", dtype=getattr(torch, xdt))
         ref = xt.double().cpu().numpy() @ q.dequantize().astype(np.float64).T
         f = _kernel(q, ydt, cps, tile_rows(m))
-        y = f(xt).double().cpu().numpy()
-        p = f.params(m, xdt)
-        err = float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-30))
-        tol = 2e-3 if ydt == "float16" else 1e-4
-        ok = bool(err <= tol) and y.shape == ref.shape
-        failures += not ok
-        total += 1
-        key = f"bits={q.config.bits}"
-        worst[key] = max(worst.get(key, 0), err)
-        log(f"{'ok  ' if ok else 'FAIL'} N={q.n:5d} K={q.k:5d} group={q.config.group_size} sym={q.zeros is None} "
-            f"bits={q.config.bits!s:7s} M={m:3d} x={xdt} y={ydt} mt={p.mt} chunks/block={p.cps} split={p.split} "
-            f"max|err|/max|ref|={err:.2e} (tol {tol:.0e})")
+        for residual in (False, True) if ydt == "float32" else (False,):
+            r = rng.standard_normal((m, q.n)).astype(np.float32) if residual else None
+            y = f(xt, residual=None if r is None else torch.from_numpy(r).cuda()).double().cpu().numpy()
+            want = ref if r is None else ref + r
+            p = f.params(m, xdt, residual)
+            err = float(np.abs(y - want).max() / max(np.abs(want).max(), 1e-30))
+            tol = 2e-3 if ydt == "float16" else 1e-4
+            ok = bool(err <= tol) and y.shape == want.shape
+            failures += not ok
+            total += 1
+            key = f"bits={q.config.bits}"
+            worst[key] = max(worst.get(key, 0), err)
+            log(f"{'ok  ' if ok else 'FAIL'} N={q.n:5d} K={q.k:5d} group={q.config.group_size} sym={q.zeros is None} "
+                f"bits={q.config.bits!s:7s} M={m:3d} x={xdt} y={ydt} mt={p.mt} chunks/block={p.cps} split={p.split} "
+                f"residual={residual} max|err|/max|ref|={err:.2e} (tol {tol:.0e})")
     log(f"{total - failures}/{total} checks passed; worst relative error per bits: "
         + ", ".join(f"{k}: {v:.1e}" for k, v in worst.items()))
     return failures
