@@ -71,7 +71,14 @@ class CudaLut:
     activation-row tile (``mt``: 1 for decode, more for prefill). A spec with ``residual`` has the residual
     add fused (``y = x @ W.T + r``); the others get a one-element dummy as the kernel's ``r``."""
 
+    KERNEL_ARGS = 8   # x, w, s, z, partials, counters, y, r (the residual argument came in lutc 2026-11-28)
+
     def __init__(self, spec: dict, weights: Mapping, load: Callable[[str], Callable]):
+        if spec.get("kernel_args") != self.KERNEL_ARGS:
+            from .artifact import ArtifactError
+
+            raise ArtifactError(f"LUT call {spec.get('node')}: its kernels take {spec.get('kernel_args', 7)} "
+                                f"arguments, this runtime passes {self.KERNEL_ARGS}: recompile the model")
         p = spec["params"]
         self.n, self.k, self.n_pad = p["n"], p["k"], p["n_pad"]
         self.tiles = {int(mt): (load(lib), split) for mt, (lib, split) in spec["libraries"].items()}

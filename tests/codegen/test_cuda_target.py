@@ -56,6 +56,16 @@ def test_residual_adds_run_in_the_lut_epilogue(compiled):
     assert all(len(s.inputs) == 1 for s in unfused.steps if s.kernel == "lut")
 
 
+def test_lut_specs_from_before_the_residual_argument_are_refused(compiled):
+    from lutc.runtime.artifact import ArtifactError
+    from lutc.runtime.cuda import CudaLut
+
+    spec = dict(next(iter(compiled.executable.program.luts.values())))
+    del spec["kernel_args"]
+    with pytest.raises(ArtifactError, match="take 7 arguments, this runtime passes 8: recompile"):
+        CudaLut(spec, {}, lambda lib: None)
+
+
 def test_unsupported_op_is_named():
     from lutc.codegen.cuda.lower import CudaOptions, lower
     from lutc.ir.graph import Graph
