@@ -237,7 +237,8 @@ def report(rows, bw, args) -> str:
     lines = ["# LUT matmul kernels vs peers", "",
              f"Read-bandwidth roofline (best streaming read, measured in this run): " +
              ", ".join(f"{t} thread{'s' if t > 1 else ''}: {v:.1f} GB/s" for t, v in bw.items()),
-             f"Cold weights: each method rotates over >= {args.cold_mb} MiB of weight copies. Medians of "
+             f"Cold weights: each method rotates over >= {args.cold_mb} MiB of weight copies (onnxruntime's "
+             "differ in their first bytes: it shares equal initializers). Medians of "
              f"{args.rounds} interleaved rounds. Group size {args.group}. `% roof` = (weight bytes / time) / read BW.",
              "`vs untuned`: a tuned row's speed-up over the heuristic schedule of the same kernel.",
              "", "| N | K | M | thr | method | µs | p10–p90 | GB/s | % roof | vs torch | vs best ort ≤2-bit | vs ort W4 "
