@@ -179,9 +179,11 @@ class KvCaches:
 
     def _allocate(self, past, need: int):
         """A fresh buffer for ``need`` positions (more when growing), holding ``past`` at its start."""
-        cap = self.capacity or need
-        if self.grow:
-            cap = min(cap, max(self.MIN_POSITIONS, 2 * need))
+        cap = need
+        if self.grow:   # without a capacity too: headroom, so a decode step does not copy the whole cache
+            cap = max(self.MIN_POSITIONS, 2 * need)
+        if self.capacity is not None:
+            cap = self.capacity if not self.grow else min(cap, self.capacity)
         buf = self._empty(tuple(past.shape[:2]) + (cap,) + tuple(past.shape[3:]), past)
         buf[:, :, :past.shape[2]] = past
         self._filled = {a: e for a, e in self._filled.items() if e[0]() is not None}
