@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 
 SHAPES = [(4096, 4096), (11008, 4096), (14336, 4096)]
-MS = [1, 16, 128]
+MS = [1, 4, 16, 128]
 METHODS = {"W4": dict(bits=4, group_size=128), "W2": dict(bits=2, group_size=128),
            "ternary": dict(bits="ternary", group_size=128)}
-GEMV_CPS = [1, 2, 4, 8]        # chunks per block swept for M = 1 (the default is chosen by a heuristic)
-GEMV_MAXREG = [0, 64]          # nvcc -maxrregcount swept for M = 1 (0: nvcc's choice)
+GEMV_CPS = [1, 2, 4, 8]        # chunks per block swept for M = 1 with --sweep (the default: a heuristic)
+GEMV_MAXREG = [0, 64]          # nvcc -maxrregcount swept for M = 1 with --sweep (0: nvcc's choice)
+MMA_CPS = [2, 4, 8, 32]        # chunks per block of the tensor-core kernel swept for W2 at M > 1
 SMS = 132                      # H100 SXM / H200
 ARCH = "sm_90a"
 
@@ -69,10 +70,20 @@ def check_cases():
                 yield q, m, xdt, ydt, cps, seed
 
 
-def _kernel(q, ydt, cps, mt=None):
+def _kernel(q, ydt, cps=None, m=1, kind=None):
+    """The kernel for ``q`` (``cps``: chunks per block of the kernel that ``m`` rows use; ``kind``: forced)."""
     from lutc.codegen.cuda.kernel import CudaLutMatmul
 
-    return CudaLutMatmul(q, out_dtype=ydt, arch=ARCH, sms=SMS, cps=None if cps is None else {mt: cps})
+    f = CudaLutMatmul(q, out_dtype=ydt, arch=ARCH, sms=SMS, kind=kind)
+    if cps is not None:
+        f._cps = {f.plan(m)[1]: cps}
+    return f
+
+
+def _tolerance(f, m, ydt):
+    """float16 output: 2e-3 (its rounding). float32 output: 1e-4 for the LUT kernel (float32 tables), 2e-3 for
+    the tensor-core kernel (weights dequantized to float16: each rounded by up to 2^-11 relative)."""
+    return 2e-3 if ydt == "float16" or f.plan(m)[0] == "mma" else 1e-4
 
 
 def bench_weights():
@@ -81,20 +92,25 @@ def bench_weights():
             yield (n, k, name), _quant(n, k, cfg["group_size"], False, cfg["bits"], 1234)
 
 
-def prepare():
-    from lutc.codegen.cuda.kernel import tile_rows
-
+def prepare(sweep=False):
     t0 = time.time()
     count = 0
     for q, m, xdt, ydt, cps, _ in check_cases():
         for residual in (False, True) if ydt == "float32" else (False,):
-            _kernel(q, ydt, cps, tile_rows(m)).build(m, xdt, residual)
+            _kernel(q, ydt, cps, m).build(m, xdt, residual)
             count += 1
     for (n, k, name), q in bench_weights():
         for m in MS:
             _kernel(q, "float16", None).build(m, "float16")
             count += 1
-        for cps in GEMV_CPS:
+            if m > 1:   # the LUT kernel at M > 1: what the tensor-core kernel replaced
+                _kernel(q, "float16", kind="lut").build(m, "float16")
+                count += 1
+            if m > 1 and name == "W2":
+                for cps in MMA_CPS:
+                    _kernel(q, "float16", cps, m).build(m, "float16")
+                    count += 1
+        for cps in GEMV_CPS if sweep else ():
             for mr in GEMV_MAXREG:
                 k_ = _kernel(q, "float16", cps, 1)
                 k_._maxreg = {1: mr} if mr else {}
@@ -109,29 +125,27 @@ def prepare():
 def run_checks(log):
     import torch
 
-    from lutc.codegen.cuda.kernel import tile_rows
-
     worst, failures, total = {}, 0, 0
     for q, m, xdt, ydt, cps, seed in check_cases():
         rng = np.random.default_rng(seed + 1000)
         x = rng.standard_normal((m, q.k)).astype(np.float32)
         xt = torch.from_numpy(x).to("cuda", dtype=getattr(torch, xdt))
         ref = xt.double().cpu().numpy() @ q.dequantize().astype(np.float64).T
-        f = _kernel(q, ydt, cps, tile_rows(m))
+        f = _kernel(q, ydt, cps, m)
         for residual in (False, True) if ydt == "float32" else (False,):
             r = rng.standard_normal((m, q.n)).astype(np.float32) if residual else None
             y = f(xt, residual=None if r is None else torch.from_numpy(r).cuda()).double().cpu().numpy()
             want = ref if r is None else ref + r
             p = f.params(m, xdt, residual)
             err = float(np.abs(y - want).max() / max(np.abs(want).max(), 1e-30))
-            tol = 2e-3 if ydt == "float16" else 1e-4
+            tol = _tolerance(f, m, ydt)
             ok = bool(err <= tol) and y.shape == want.shape
             failures += not ok
             total += 1
             key = f"bits={q.config.bits}"
             worst[key] = max(worst.get(key, 0), err)
             log(f"{'ok  ' if ok else 'FAIL'} N={q.n:5d} K={q.k:5d} group={q.config.group_size} sym={q.zeros is None} "
-                f"bits={q.config.bits!s:7s} M={m:3d} x={xdt} y={ydt} mt={p.mt} chunks/block={p.cps} split={p.split} "
+                f"bits={q.config.bits!s:7s} M={m:3d} x={xdt} y={ydt} kernel={p.kind} mt={p.mt} chunks/block={p.cps} split={p.split} "
                 f"residual={residual} max|err|/max|ref|={err:.2e} (tol {tol:.0e})")
     log(f"{total - failures}/{total} checks passed; worst relative error per bits: "
         + ", ".join(f"{k}: {v:.1e}" for k, v in worst.items()))
@@ -209,7 +223,7 @@ def int4_peer(n, k, group=128):
         return None, f"{type(e).__name__}: {e}"[:300]
 
 
-def run_bench(log, bw):
+def run_bench(log, bw, sweep=False):
     import torch
     import torch.nn.functional as F
 
@@ -245,18 +259,36 @@ def run_bench(log, bw):
                 row[f"lutc_{name}_us"] = _timer([lambda f=f: f(x16) for f in fs])
                 row[f"lutc_{name}_bytes"] = fs[0].weight_bytes
                 row[f"lutc_{name}_cps"] = fs[0].params(m).cps
-                if m == 1:  # sweep the K split of the GEMV
-                    sweep = {}
+                row[f"lutc_{name}_kernel"] = fs[0].plan(m)[0]
+                if m > 1:   # the LUT kernel at this M (before the tensor-core kernel)
+                    for f in fs:
+                        f._kind = "lut"
+                    row[f"lutc_{name}_lut_us"] = _timer([lambda f=f: f(x16) for f in fs])
+                    for f in fs:
+                        f._kind = None
+                if m > 1 and name == "W2":
+                    mt = fs[0].plan(m)[1]
+                    sweep_ = {}
+                    for cps in MMA_CPS:
+                        for f in fs:
+                            f._cps = {mt: cps}
+                        sweep_[str(cps)] = _timer([lambda f=f: f(x16) for f in fs])
+                    for f in fs:
+                        f._cps = {}
+                    row[f"lutc_{name}_sweep_us"] = sweep_
+                if m == 1 and sweep:  # sweep the K split of the GEMV
+                    gemv = {}
                     for cps in GEMV_CPS:
                         for mr in GEMV_MAXREG:
                             if cps > fs[0].cw.chunks:
                                 continue
                             for f in fs:
                                 f._cps, f._maxreg = {1: cps}, ({1: mr} if mr else {})
-                            sweep[f"{cps}" + (f"/r{mr}" if mr else "")] = _timer([lambda f=f: f(x16) for f in fs])
+                            gemv[f"{cps}" + (f"/r{mr}" if mr else "")] = _timer([lambda f=f: f(x16) for f in fs])
                     for f in fs:
                         f._cps, f._maxreg = {}, {}
-                    row[f"lutc_{name}_sweep_us"] = sweep
+                    row[f"lutc_{name}_sweep_us"] = gemv
+                if m == 1:
                     try:  # the decode step as a CUDA graph (one graph per weight copy): no launch gaps
                         row[f"lutc_{name}_graph_us"] = _timer(_graphs(fs, x16))
                     except Exception as e:  # noqa: BLE001
@@ -267,9 +299,12 @@ def run_bench(log, bw):
                 msg += f", torch int4 {row['torch_int4_us']:.1f} us"
             for name in lut:
                 msg += f", lutc {name} {row[f'lutc_{name}_us']:.1f} us"
+                if f"lutc_{name}_lut_us" in row:
+                    msg += f" (LUT kernel {row[f'lutc_{name}_lut_us']:.1f})"
+                if f"lutc_{name}_sweep_us" in row:
+                    msg += f" (sweep {', '.join(f'{c}:{t:.1f}' for c, t in row[f'lutc_{name}_sweep_us'].items())})"
                 if m == 1:
-                    msg += f" (sweep {', '.join(f'{c}:{t:.1f}' for c, t in row[f'lutc_{name}_sweep_us'].items())}"
-                    msg += f"; graph {row.get(f'lutc_{name}_graph_us', float('nan')):.1f})"
+                    msg += f" (graph {row.get(f'lutc_{name}_graph_us', float('nan')):.1f})"
             log(msg)
         del fp16_copies, lut
         torch.cuda.empty_cache()
@@ -282,7 +317,9 @@ def markdown(results, bw, device, check_summary):
              "CUDA-event medians, cold weights (each method rotates through > 200 MB of weight copies), "
              "activations float16, lutc output float16, group size 128 (W4/W2 asymmetric rtn, ternary absmean). "
              "lutc time = the whole call (fused table build + LUT matmul + split-K reduction when K is split). "
-             "`best` = fastest of the M = 1 sweep over K split (chunks of 128 per block) x register cap, "
+             "M = 1 runs the LUT kernel (table lookups); M > 1 the tensor-core kernel (weights dequantized to "
+             "float16 in registers, `mma.sync`), with the LUT kernel's time beside it (`LUT kernel`). "
+             "`best` = fastest of a sweep over K split (chunks of 128 per block; at M = 1 x register cap), "
              "`graph` = the default kernel replayed from a CUDA graph (no launch gaps), `%HBM` = weight bytes "
              "(planes + scales + zeros) / best time / copy bandwidth. Ratio columns use the best lutc time (cuBLAS and "
              "torch int4 are single kernels launched on the stream).", "", check_summary, "",
@@ -296,6 +333,8 @@ def markdown(results, bw, device, check_summary):
             gr = r.get(f"lutc_{name}_graph_us")
             text = f"{us:.1f}"
             best = us
+            if r.get(f"lutc_{name}_lut_us"):
+                text += f" (LUT kernel {r[f'lutc_{name}_lut_us']:.1f})"
             if gr:
                 text += f" (graph {gr:.1f})"
                 best = min(best, gr)
@@ -335,10 +374,12 @@ def main(argv=None):
     ap.add_argument("--prepare", action="store_true")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="also sweep the GEMV's K split and register cap "
+                    "(M = 1); pass it to --prepare as well")
     ap.add_argument("--profile", action="store_true", help="only run the 14336x4096 W2/W4 GEMV kernels (for ncu)")
     a = ap.parse_args(argv)
     if a.prepare:
-        prepare()
+        prepare(a.sweep)
         return 0
     if a.profile:
         profile_target()
@@ -362,7 +403,7 @@ def main(argv=None):
         return 1 if failures else 0
     bw = hbm_bandwidth()
     log(f"device-to-device copy: {bw:.0f} GB/s")
-    results = run_bench(log, bw)
+    results = run_bench(log, bw, a.sweep)
     (out / "gpu.json").write_text(json.dumps({"device": device, "copy_gbps": bw, "results": results}, indent=1))
     (out / "gpu.md").write_text(markdown(results, bw, device, "Correctness: " + summary))
     return 1 if failures else 0

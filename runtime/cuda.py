@@ -66,6 +66,15 @@ def device_input(device) -> Callable:
     return convert
 
 
+def tile_for(m: int, tiles) -> int:
+    """The row tile whose library runs ``m`` rows: 1 for one row, else the smallest larger tile that holds
+    them all (or the largest)."""
+    if m == 1:
+        return 1
+    bigger = [t for t in tiles if t > 1 and t >= m]
+    return min(bigger) if bigger else max(tiles)
+
+
 class CudaLut:
     """One LUT matmul of the program: ``y = x @ W.T`` over the packed device weights, one library per
     activation-row tile (``mt``: 1 for decode, more for prefill). A spec with ``residual`` has the residual
@@ -91,7 +100,7 @@ class CudaLut:
         kernel resets them)."""
         if m not in self._work:
             torch = _torch()
-            mt = 1 if m == 1 else max(self.tiles)
+            mt = tile_for(m, self.tiles)
             fn, split = self.tiles[mt]
             part = torch.empty((split, m, self.n_pad), dtype=torch.float32, device=device)
             cnt = torch.zeros((-(-m // mt), self.n_pad // ROWS), dtype=torch.int32, device=device)

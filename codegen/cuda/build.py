@@ -59,7 +59,7 @@ def nvcc_version() -> str:
 
 def key(p: KernelParams) -> str:
     h = hashlib.sha256()
-    for f in ("tir.py", "build.py", "layout.py"):
+    for f in ("tir.py", "mma.py", "build.py", "layout.py"):
         h.update((HERE / f).read_bytes())
     h.update(repr(sorted(p.as_dict().items())).encode())
     h.update(__version__.encode())
@@ -78,10 +78,14 @@ def cuda_source(p: KernelParams) -> str:
 def _compile_tvm(p: KernelParams):
     import tvm
 
+    from .mma import mma_matmul_func
     from .tir import lut_matmul_func
 
+    funcs = {"lut": lut_matmul_func, "mma": mma_matmul_func}
+    if p.kind not in funcs:
+        raise ValueError(f"unknown CUDA LUT kernel kind {p.kind!r}; known: {sorted(funcs)}")
     target = tvm.target.Target({"kind": "cuda", "arch": p.arch}, host={"kind": "llvm"})
-    return tvm.compile(tvm.IRModule({"main": lut_matmul_func(p)}), target=target)
+    return tvm.compile(tvm.IRModule({"main": funcs[p.kind](p)}), target=target)
 
 
 def nvcc_compile(source: str, arch: str, fmt: str = "fatbin", extra=()) -> bytes:
@@ -173,8 +177,10 @@ def export_fatbin(exe, arch: str, lib: Path, extra=()) -> Path:
     instead of source; written atomically, with the source kept beside it (``.cu``) for inspection."""
     from tvm.runtime import _ffi_api
 
+    from .mma import PRELUDE
+
     source = exe.mod.imports[0].inspect_source()
-    fatbin = nvcc_compile(source, arch, extra=extra)
+    fatbin = nvcc_compile(PRELUDE + source, arch, extra=extra)   # the helpers TVM's call_pure_extern names
 
     def pack_imports(mod, is_system_lib, prefix, workspace_dir):
         c = _ffi_api.ModulePackImportsToC(mod, is_system_lib, prefix)
@@ -185,7 +191,7 @@ def export_fatbin(exe, arch: str, lib: Path, extra=()) -> Path:
 
     part = lib.with_name(f".{lib.stem}.{os.getpid()}.tmp.so")
     exe.mod.export_library(str(part), fpack_imports=pack_imports)
-    lib.with_suffix(".cu").write_text(source)
+    lib.with_suffix(".cu").write_text(PRELUDE + source)
     os.replace(part, lib)
     return lib
 

@@ -3,6 +3,7 @@ weights and workspaces, builds (here, with nvcc) or finds the cached kernel libr
 from __future__ import annotations
 
 from ...passes.quantize.weight import QuantizedWeight
+from . import mma
 from .layout import ROWS, pack_cuda
 from .tir import KernelParams, choose_cps
 
@@ -20,11 +21,22 @@ def arch_of_device(device=None) -> str:
 
 
 def tile_rows(m: int) -> int:
-    """Activation rows per block for ``m`` rows: 1 (GEMV), 2, 4 or 8."""
+    """Activation rows per block of the LUT kernel for ``m`` rows: 1 (GEMV), 2, 4 or 8."""
     mt = 1
     while mt < min(m, MAX_MT):
         mt *= 2
     return mt
+
+
+KINDS = ("lut", "mma")
+MMA_MIN_M = 2   # from this many activation rows on, the tensor-core kernel (where it takes the grouping)
+
+
+def kernel_kind(m: int, group_size: int, groups: int) -> str:
+    """The kernel rule for ``m`` rows: table lookups for one row (the GEMV reads each weight once and its
+    lookups cost less than dequantizing), the tensor-core kernel for more, the LUT kernel where the
+    tensor-core kernel does not take the grouping (groups of 8 or 16)."""
+    return "mma" if m >= MMA_MIN_M and mma.supports(group_size, groups) else "lut"
 
 
 class CudaLutMatmul:
@@ -39,7 +51,8 @@ class CudaLutMatmul:
     table_dtype = "f32"
 
     def __init__(self, qweight: QuantizedWeight, out_dtype: str = "float32", arch: str | None = None,
-                 sms: int | None = None, cps: dict | None = None, maxreg: dict | None = None):
+                 sms: int | None = None, cps: dict | None = None, maxreg: dict | None = None,
+                 kind: str | None = None):
         if not isinstance(qweight, QuantizedWeight):
             raise TypeError(f"build_lut_matmul takes a lutc.QuantizedWeight, got {type(qweight).__name__}")
         if out_dtype not in Y_DTYPES:
@@ -52,6 +65,12 @@ class CudaLutMatmul:
         self._sms = sms
         self._cps = dict(cps or {})          # {mt: chunks per block}: overrides (benchmark sweeps)
         self._maxreg = dict(maxreg or {})    # {mt: nvcc -maxrregcount}: overrides (benchmark sweeps)
+        if kind not in (None, *KINDS):
+            raise ValueError(f"kind must be one of {KINDS} (or None: chosen by row count), got {kind!r}")
+        if kind == "mma" and not mma.supports(self.cw.group_size, self.cw.groups):
+            raise NotImplementedError(f"the tensor-core kernel needs groups of a multiple of 32 (or one per row), "
+                                      f"got {self.cw.group_size}")
+        self._kind = kind                    # None: kernel_kind(m, ...); "lut"/"mma": forced (benchmarks)
         self._dev = None                     # device tensors, uploaded on first call
         self._fns: dict = {}
         self._work: dict = {}
@@ -65,16 +84,24 @@ class CudaLutMatmul:
             self._arch = arch_of_device() if gpu_available() else "sm_90a"
         return self._arch
 
+    def plan(self, m: int) -> tuple[str, int]:
+        """(kernel kind, activation rows per block) for ``m`` rows."""
+        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups)
+        return kind, (mma.mma_tile(m) if kind == "mma" else tile_rows(m))
+
     def params(self, m: int, x_dtype: str = "float16", residual: bool = False) -> KernelParams:
         if x_dtype not in X_DTYPES:
             raise TypeError(f"the CUDA LUT matmul takes float16 or float32 activations, got {x_dtype}")
-        mt = tile_rows(m)
         cw = self.cw
-        cps = self._cps.get(mt) or choose_cps(cw.chunks, cw.n_pad, mt, sms=self._sms or 132)
+        kind, mt = self.plan(m)
+        if kind == "mma":
+            cps = self._cps.get(mt) or mma.choose_split(cw.chunks, cw.n_pad, m, mt, sms=self._sms or 132)
+        else:
+            cps = self._cps.get(mt) or choose_cps(cw.chunks, cw.n_pad, mt, sms=self._sms or 132)
         return KernelParams(n=cw.n, n_pad=cw.n_pad, k=cw.k, chunks=cw.chunks, bits=cw.bits,
                             group_size=cw.group_size, groups=cw.groups, has_zero=cw.zeros is not None, mt=mt,
                             cps=min(cps, cw.chunks), x_dtype=x_dtype, y_dtype=self.out_dtype, arch=self.arch,
-                            maxreg=self._maxreg.get(mt, 0), residual=residual)
+                            maxreg=self._maxreg.get(mt, 0), residual=residual, kind=kind)
 
     def build(self, m: int = 1, x_dtype: str = "float16", residual: bool = False):
         """Compile (TVM + nvcc, cached) the library for ``m`` rows; returns its path."""

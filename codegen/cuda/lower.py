@@ -17,7 +17,8 @@ from .build import build_library
 from .kernel import CudaLutMatmul
 from .ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, op_name
 
-ROW_TILES = (1, 8)    # activation rows per block: 1 (decode GEMV) and 8 (prefill); a library each
+ROW_TILES = (1, 16, 64)   # row counts a library is built for: 1 (decode GEMV, LUT kernel), 16 and 64 (prefill:
+                          # the tensor-core kernel's tiles, or the LUT kernel's 8-row tile where it cannot)
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,11 @@ def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
     cw = lut.cw
     residual = _residual_add(low, mm)
     libraries = {}
-    for mt in ROW_TILES:
-        p = lut.params(mt, "float32", residual=residual is not None)
+    for m in ROW_TILES:
+        p = lut.params(m, "float32", residual=residual is not None)
         lib = build_library(p)
         low.libraries[lib.name] = str(lib)
-        libraries[str(mt)] = [lib.name, p.split]
+        libraries[str(p.mt)] = [lib.name, p.split]   # keyed by the kernel's row tile: the runtime sizes by it
     lid = f"lut{len(low.luts)}"
     keys = [f"{mm.name}.cuda.{part}" for part in ("w", "scales", "zeros")]
     zeros = cw.zeros if cw.zeros is not None else np.zeros((cw.groups, cw.n_pad), np.int8)

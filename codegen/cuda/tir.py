@@ -44,6 +44,7 @@ class KernelParams:
     arch: str = "sm_90a"
     maxreg: int = 0     # nvcc -maxrregcount (0: nvcc's choice); fewer registers, more resident warps
     residual: bool = False  # y = x @ W.T + r (r float32 [m, N], the fused residual add); else r is a [1] dummy
+    kind: str = "lut"   # "lut": table lookups on CUDA cores (this file); "mma": dequantize + tensor cores (mma.py)
 
     @property
     def split(self) -> int:

@@ -138,10 +138,11 @@ def test_kernel_matches_float64(bits, n, k, group, m):
 
     q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group))
     x = torch.randn(m, k, dtype=torch.float16, device="cuda")
-    y = lutc.kernels.build_lut_matmul(q, target="cuda")(x)
+    f = lutc.kernels.build_lut_matmul(q, target="cuda", kind="lut")
+    y = f(x)
     ref = x.double().cpu().numpy() @ q.dequantize().astype(np.float64).T
     assert y.shape == (m, n) and y.dtype == torch.float32
-    assert np.abs(y.double().cpu().numpy() - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert np.abs(y.double().cpu().numpy() - ref).max() <= 1e-4 * np.abs(ref).max()   # float32 tables
 
 
 @needs_gpu
@@ -155,7 +156,8 @@ def test_residual_epilogue_matches_float64(n, k, m):
     f = lutc.kernels.build_lut_matmul(q, target="cuda")
     y = f(x, residual=r)
     ref = x.double().cpu().numpy() @ q.dequantize().astype(np.float64).T + r.double().cpu().numpy()
-    assert np.abs(y.double().cpu().numpy() - ref).max() <= 1e-4 * np.abs(ref).max()
+    tol = 1e-4 if f.plan(m)[0] == "lut" else 2e-3   # the tensor-core kernel: float16 weights
+    assert np.abs(y.double().cpu().numpy() - ref).max() <= tol * np.abs(ref).max()
     with pytest.raises(ValueError, match="residual must be a float32 tensor"):
         f(x, residual=r.half())
 
@@ -173,3 +175,114 @@ def test_exported_library_exports_the_import_blob(tmp_path, monkeypatch):
     lib = lutc.kernels.build_lut_matmul(q, target="cuda", arch="sm_90a").build(m=1)
     syms = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True).stdout
     assert " __tvm_ffi__library_bin" in syms
+
+
+# ---- the tensor-core kernel (codegen/cuda/mma.py) ----
+
+def mma_dequant(cw):
+    """numpy model of the tensor-core kernel's weight path, lane by lane: the 32-bit plane words shifted by the
+    lane's pair index, plane bits moved into the mantissa of half2 ``1024 + 2q``, then ``hsub2`` with
+    ``1024 + 2z`` and ``hmul2`` with ``s/2`` in float16; placed at the K positions the kernel pairs them with
+    (slot pair j of step st holds K = 32 (st // 2) + 8 (st % 2) + j and 16 more). Returns float16 [N, K_pad]."""
+    from lutc.codegen.cuda.mma import CHUNK as C_
+
+    nb, npad = cw.bits, cw.n_pad
+    cb = (1 << nb) - 1
+    zp = np.zeros((cw.groups, npad)) if cw.zeros is None else cw.zeros.astype(np.float64)
+    out = np.zeros((npad, cw.k_pad), np.float16)
+    for c in range(cw.chunks):
+        for st in range(C_ // 16):
+            wi = st // 2
+            grp = min((c * C_ + wi * 32) // cw.group_size, cw.groups - 1)
+            kz = (1024 + zp[grp] + cb).astype(np.float16)
+            s2 = (cw.scales[grp].astype(np.float32) * 0.5).astype(np.float16)
+            for tig in range(4):
+                for jj in range(2):
+                    cbit = (st % 2) * 8 + jj * 4
+                    v = np.full(npad, 0x64006400, np.uint32)
+                    for t in range(nb):
+                        u = cw.w[c, t, :, wi] >> np.uint32(tig)
+                        v |= ((u >> np.uint32(cbit)) & np.uint32(0x10001)) << np.uint32(t + 1)
+                    halves = v.view(np.uint16).reshape(npad, 2).view(np.float16)   # little endian: lo, hi
+                    a = ((halves - kz[:, None]) * s2[:, None]).astype(np.float16)
+                    k0 = c * C_ + wi * 32 + (st % 2) * 8 + tig + jj * 4
+                    out[:, k0], out[:, k0 + 16] = a[:, 0], a[:, 1]
+    return out[:cw.n]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, "ternary"])
+@pytest.mark.parametrize("n, k, group, sym", [(100, 300, 64, False), (130, 1000, 128, True), (65, 257, 32, False),
+                                              (64, 512, 256, False), (33, 200, None, False)])
+def test_mma_dequantization_covers_every_weight_once(bits, n, k, group, sym):
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group,
+                                                                    symmetric=sym and bits != "ternary"))
+    cw = pack_cuda(q)
+    got = mma_dequant(cw)[:, :q.k].astype(np.float64)
+    want = q.dequantize().astype(np.float64)
+    # each weight s (q - z) rounded once to float16 (the scales are float16 already)
+    assert np.abs(got - want).max() <= 2.0 ** -11 * np.abs(want).max()
+    x = RNG.standard_normal((5, k)).astype(np.float16).astype(np.float64)
+    ref = x @ want.T
+    assert np.abs(x @ got.T - ref).max() <= 2e-3 * np.abs(ref).max()
+
+
+def test_kernel_choice_by_rows_and_grouping():
+    from lutc.codegen.cuda.kernel import CudaLutMatmul
+    from lutc.runtime.cuda import tile_for
+
+    q = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=64))
+    f = CudaLutMatmul(q, arch="sm_90a")
+    assert f.plan(1) == ("lut", 1) and f.plan(2) == ("mma", 16) and f.plan(17) == ("mma", 32)
+    assert f.plan(500) == ("mma", 64) and f.params(500).kind == "mma"
+    assert CudaLutMatmul(q, arch="sm_90a", kind="lut").plan(17) == ("lut", 8)
+    q8 = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=8))
+    assert CudaLutMatmul(q8, arch="sm_90a").plan(17) == ("lut", 8)   # pairs (p, p+16) straddle groups of 8
+    with pytest.raises(NotImplementedError, match="multiple of 32"):
+        CudaLutMatmul(q8, kind="mma")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        CudaLutMatmul(q, kind="wmma")
+    assert [tile_for(m, {1: 0, 16: 0, 64: 0}) for m in (1, 2, 16, 17, 64, 300)] == [1, 16, 16, 64, 64, 64]
+    assert [tile_for(m, {1: 0, 8: 0}) for m in (1, 5, 300)] == [1, 8, 8]   # artifacts of the LUT kernel only
+
+
+def test_mma_cuda_source_structure():
+    from lutc.codegen.cuda.build import cuda_source
+
+    src = cuda_source(_params("sm_90a", kind="mma", mt=32, cps=3))
+    assert src.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 4 * 2   # steps x n8 x A tiles
+    assert src.count("lutc_dq_h2(") == 8 * 2 * 2 * 2          # steps x A tiles x pairs x row halves
+    import re
+
+    staged = int(re.search(r"__shared__ alignas\(64\) int XS_ptr\[(\d+)\]", src).group(1))
+    assert 31 * 68 + 64 <= staged <= 32 * 68                  # 32 rows x 68 words of half2 pairs (last pad cut)
+    assert "atomicAdd" in src and "R_ptr[" not in src
+    assert "R_ptr[" in cuda_source(_params("sm_90a", kind="mma", mt=16, cps=8, residual=True))
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_nvcc_compiles_the_tensor_core_kernel(arch):
+    from lutc.codegen.cuda.build import cuda_source, nvcc_compile
+    from lutc.codegen.cuda.mma import PRELUDE
+
+    ptx = nvcc_compile(PRELUDE + cuda_source(_params(arch, kind="mma", mt=64, bits=4)), arch, "ptx").decode()
+    assert ptx.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 8 * 2
+    assert "sub.f16x2" in ptx or "sub.rn.f16x2" in ptx
+    assert "mul.f16x2" in ptx or "mul.rn.f16x2" in ptx
+
+
+@needs_gpu
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, "ternary"])
+@pytest.mark.parametrize("n, k, group, m, xdt", [(100, 300, 64, 2, "float16"), (130, 1000, 128, 17, "float32"),
+                                                 (65, 257, 32, 70, "float16"), (300, 600, None, 33, "float16")])
+def test_tensor_core_kernel_matches_float64(bits, n, k, group, m, xdt):
+    import torch
+
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group))
+    x = torch.randn(m, k, dtype=getattr(torch, xdt), device="cuda")
+    f = lutc.kernels.build_lut_matmul(q, target="cuda")
+    assert f.plan(m)[0] == "mma"
+    y = f(x)
+    ref = x.half().double().cpu().numpy() @ q.dequantize().astype(np.float64).T
+    assert y.shape == (m, n) and y.dtype == torch.float32
+    assert np.abs(y.double().cpu().numpy() - ref).max() <= 2e-3 * np.abs(ref).max()

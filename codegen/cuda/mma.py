@@ -1,0 +1,217 @@
+"""The tensor-core kernel for LUT matmuls with several activation rows (prefill, batched decode), as TVMScript.
+
+Same weights (layout ``cuda-g4-c128-v1``), same arguments and split-K protocol as the LUT kernel (tir.py);
+where the LUT kernel's lookups grow with M on CUDA cores, this one dequantizes each weight once to float16 in
+registers and multiplies on the tensor cores (``mma.sync.m16n8k16``, float32 accumulation):
+``Y^T[N, M] = W[N, K] . X^T[K, M]`` with the weights as the A operand (16 rows per mma) and the activations
+as B (8 rows per mma), so a block of 4 warps covers 128 weight rows (a warp: 2 A tiles of 16) and MT
+activation rows.
+
+The dequantization costs two 32-bit ops per bit plane per two weights because K is permuted inside every
+32-K word: fragment slot pair j of a k16 step holds K positions (p, p + 16), p = 8 (step % 2) + j, so that
+after a per-thread shift by the lane's pair index both plane bits of a pair sit at bit ``c`` and ``c + 16``
+and move, masked, to the float16 mantissa bits of a half2 ``1024 + 2q`` (``0x6400`` exponent trick). One
+``hsub2`` with ``1024 + 2z`` and one ``hmul2`` with ``s / 2`` give the weights ``s (q - z)``. The
+activations are staged in shared memory in the same permuted order (one chunk of 128 K at a time, rows
+padded to 68 words: conflict-free fragment loads).
+
+Numerics: weights and activations are float16 on the tensor cores (as in cuBLAS fp16 and torch's int4
+matmul); the dequantized weight ``s (q - z)`` is rounded once to float16 (relative 2^-11), the products are
+exact in float32 and summed in float32.
+"""
+from __future__ import annotations
+
+from .layout import CHUNK, ROWS
+from .tir import THREADS, KernelParams
+
+RSW = CHUNK // 2 + 4       # 32-bit words per staged activation row: 64 + 4 of padding (bank-conflict free)
+MMA_TILES = (16, 32, 64)   # activation rows per block
+
+PRELUDE = r"""
+#include <cuda_fp16.h>
+// lutc tensor-core helpers (codegen/cuda/mma.py): half2 values travel as 32-bit ints through TIR
+__device__ __forceinline__ int lutc_h2(float a) {
+  half2 h = __float2half2_rn(a); return *reinterpret_cast<int*>(&h);
+}
+__device__ __forceinline__ int lutc_pack_h2(float lo, float hi) {
+  half2 h = __floats2half2_rn(lo, hi); return *reinterpret_cast<int*>(&h);
+}
+__device__ __forceinline__ int lutc_dq_h2(int v, int kz, int s) {
+  half2 r = __hmul2(__hsub2(*reinterpret_cast<half2*>(&v), *reinterpret_cast<half2*>(&kz)),
+                    *reinterpret_cast<half2*>(&s));
+  return *reinterpret_cast<int*>(&r);
+}
+"""
+
+
+def supports(group_size: int, groups: int) -> bool:
+    """Whether the tensor-core kernel takes this grouping: a pair (p, p + 16) must share its scale."""
+    return groups == 1 or group_size % 32 == 0
+
+
+def mma_tile(m: int) -> int:
+    """Activation rows per block for ``m`` rows."""
+    return next((t for t in MMA_TILES if m <= t), MMA_TILES[-1])
+
+
+def choose_split(chunks: int, n_pad: int, m: int, mt: int, sms: int = 132, waves: int = 4) -> int:
+    """Chunks per block: K split until the grid fills the GPU ``waves`` times over."""
+    blocks = (n_pad // ROWS) * -(-m // mt)
+    split = max(1, min(chunks, -(-sms * waves // blocks)))
+    return -(-chunks // split)
+
+
+def mma_matmul_func(p: KernelParams):
+    from tvm.script import tirx as T
+
+    N, NP, K, C, B, GS, G, MT, CPS = p.n, p.n_pad, p.k, p.chunks, p.bits, p.group_size, p.groups, p.mt, p.cps
+    SPLIT = p.split
+    NB = NP // ROWS
+    RAGGED = C % CPS != 0
+    DIRECT = SPLIT == 1
+    HZ = p.has_zero
+    RES = p.residual
+    NT = MT // 8                         # mma n8 tiles of activation rows
+    WG = 1 if GS >= CHUNK or G == 1 else CHUNK // GS   # scale segments per chunk (one per 32/64 K)
+    PAIRS = MT * (CHUNK // 2) // THREADS  # staged activation pairs per thread and chunk
+    CB = (1 << B) - 1
+    XDT, YDT = p.x_dtype, p.y_dtype
+    f32 = "float32"
+
+    def plane_bits(u, t, cbit):
+        """Bits ``cbit`` and ``cbit + 16`` of ``u`` moved to the mantissa bits ``t + 1`` and ``t + 17`` (the
+        shift folds to one direction once the unrolled loops make ``cbit`` and ``t`` constants)."""
+        sh = cbit - (t + 1)
+        moved = T.Select(sh >= 0, T.shift_right(u, T.max(sh, 0)), T.shift_left(u, T.max(-sh, 0)))
+        return T.bitwise_and(moved, T.shift_left(T.int32(0x10001), t + 1))
+
+    @T.prim_func
+    def main(x: T.handle, w: T.handle, s: T.handle, z: T.handle, part: T.handle, cnt: T.handle, y: T.handle,
+             r: T.handle):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        m = T.int32()
+        X = T.match_buffer(x, (m, K), XDT)
+        W = T.match_buffer(w, (C, B, NP, 4), "int32")
+        S = T.match_buffer(s, (G, NP), "float16")
+        Z = T.match_buffer(z, (G, NP), "int8")
+        P = T.match_buffer(part, (SPLIT, m, NP), f32)
+        CNT = T.match_buffer(cnt, ((m + MT - 1) // MT, NB), "int32")
+        Y = T.match_buffer(y, (m, N), YDT)
+        R = T.match_buffer(r, (m, N) if RES else (1,), f32)
+        for bz in T.thread_binding((m + MT - 1) // MT, thread="blockIdx.z"):
+            for by in T.thread_binding(SPLIT, thread="blockIdx.y"):
+                for bx in T.thread_binding(NB, thread="blockIdx.x"):
+                    for tid in T.thread_binding(THREADS, thread="threadIdx.x"):
+                        XS = T.alloc_buffer((MT * RSW,), "int32", scope="shared")
+                        wr = T.alloc_buffer((4 * B * 4,), "int32", scope="local")   # [row slot, plane, word]
+                        kz = T.alloc_buffer((4 * WG,), "int32", scope="local")      # half2 1024 + 2z
+                        sc = T.alloc_buffer((4 * WG,), "int32", scope="local")      # half2 s / 2
+                        af = T.alloc_buffer((8,), "int32", scope="local")           # A fragments, 2 tiles
+                        bf = T.alloc_buffer((2,), "int32", scope="local")
+                        acc = T.alloc_buffer((2 * NT * 4,), f32, scope="local")
+                        vv = T.alloc_buffer((1,), "int32", scope="local")
+                        racc = T.alloc_buffer((1,), f32, scope="local")
+                        last = T.alloc_buffer((1,), "int32", scope="shared")
+                        lastl = T.alloc_buffer((1,), "int32", scope="local")
+                        lane: T.let = tid % 32
+                        g: T.let = lane // 4
+                        tig: T.let = lane % 4
+                        n0: T.let = bx * ROWS + (tid // 32) * 32 + g    # row slot rs: n0 + 8 rs
+                        for i in T.unroll(2 * NT * 4):
+                            acc[i] = T.float32(0)
+                        for cc in T.serial(CPS):
+                            c: T.let = by * CPS + cc
+                            if not RAGGED or c < C:
+                                # this chunk's weights (4 rows x planes, 16 bytes each), pre-shifted by the
+                                # lane's pair index, and its scales; issued before the staging barrier
+                                for rs in T.unroll(4):
+                                    for t in T.unroll(B):
+                                        wr[T.Ramp((rs * B + t) * 4, 1, 4)] = W[c, t, n0 + 8 * rs, T.Ramp(0, 1, 4)]
+                                    for sg in T.unroll(WG):
+                                        sc[rs * WG + sg] = T.call_pure_extern(
+                                            "int32", "lutc_h2",
+                                            T.Cast(f32, S[(c * CHUNK + sg * (CHUNK // WG)) // GS, n0 + 8 * rs])
+                                            * T.float32(0.5))
+                                        if HZ:
+                                            kz[rs * WG + sg] = T.call_pure_extern(
+                                                "int32", "lutc_h2",
+                                                T.Cast(f32, Z[(c * CHUNK + sg * (CHUNK // WG)) // GS, n0 + 8 * rs])
+                                                + T.float32(1024 + CB))
+                                        else:
+                                            kz[rs * WG + sg] = T.call_pure_extern("int32", "lutc_h2",
+                                                                                  T.float32(1024 + CB))
+                                for i in T.unroll(4 * B * 4):
+                                    wr[i] = T.shift_right(wr[i], tig)
+                                # stage the chunk's activations, K permuted to (p, p + 16) pairs, as half2
+                                T.tvm_storage_sync("shared")
+                                for e in T.unroll(PAIRS):
+                                    row: T.let = (e * THREADS + tid) // (CHUNK // 2)
+                                    wd: T.let = (e * THREADS + tid) % (CHUNK // 2)
+                                    kk: T.let = c * CHUNK + (wd // 16) * 32 + wd % 16
+                                    XS[row * RSW + wd] = T.call_pure_extern(
+                                        "int32", "lutc_pack_h2",
+                                        T.if_then_else(bz * MT + row < m and kk < K,
+                                                       T.Cast(f32, X[bz * MT + row, kk]), T.float32(0)),
+                                        T.if_then_else(bz * MT + row < m and kk + 16 < K,
+                                                       T.Cast(f32, X[bz * MT + row, kk + 16]), T.float32(0)))
+                                T.tvm_storage_sync("shared")
+                                for st in T.unroll(CHUNK // 16):   # k16 steps: word st // 2, half st % 2
+                                    for a in T.unroll(2):
+                                        for jj in T.unroll(2):
+                                            for hr in T.unroll(2):
+                                                rs2: T.let = a * 2 + hr
+                                                vv[0] = T.int32(0x64006400)
+                                                for t in T.unroll(B):
+                                                    vv[0] = vv[0] | plane_bits(wr[(rs2 * B + t) * 4 + st // 2], t,
+                                                                               (st % 2) * 8 + jj * 4)
+                                                af[a * 4 + jj * 2 + hr] = T.call_pure_extern(
+                                                    "int32", "lutc_dq_h2", vv[0], kz[rs2 * WG + (st // 2) * WG // 4],
+                                                    sc[rs2 * WG + (st // 2) * WG // 4])
+                                    for j8 in T.unroll(NT):
+                                        bf[0] = XS[(j8 * 8 + g) * RSW + (st // 2) * 16 + (st % 2) * 8 + tig]
+                                        bf[1] = XS[(j8 * 8 + g) * RSW + (st // 2) * 16 + (st % 2) * 8 + tig + 4]
+                                        for a in T.unroll(2):
+                                            T.ptx_legacy.mma("m16n8k16", "row", "col", "fp16", "fp16", "fp32",
+                                                             af.data, a * 4, bf.data, 0, acc.data,
+                                                             (a * NT + j8) * 4, False, dtype=f32)
+                        # accumulator i of tile (a, j8): weight row n0 + 16 a + 8 (i // 2), activation row
+                        # j8 * 8 + 2 tig + i % 2
+                        for a in T.unroll(2):
+                            for j8 in T.unroll(NT):
+                                for i in T.unroll(4):
+                                    tok: T.let = bz * MT + j8 * 8 + tig * 2 + i % 2
+                                    nn: T.let = n0 + 16 * a + 8 * (i // 2)
+                                    if tok < m:
+                                        if DIRECT:
+                                            if nn < N:
+                                                if RES:
+                                                    Y[tok, nn] = T.Cast(YDT, acc[(a * NT + j8) * 4 + i] + R[tok, nn])
+                                                else:
+                                                    Y[tok, nn] = T.Cast(YDT, acc[(a * NT + j8) * 4 + i])
+                                        else:
+                                            P[by, tok, nn] = acc[(a * NT + j8) * 4 + i]
+                        if not DIRECT:
+                            # split-K reduction by the last block to finish (as in the LUT kernel)
+                            T.evaluate(T.call_extern("void", "__threadfence"))
+                            T.tvm_storage_sync("shared")
+                            if tid == 0:
+                                last[0] = T.Cast("int32", T.call_extern(
+                                    "int32", "atomicAdd", T.address_of(CNT[bz, bx]), 1) == SPLIT - 1)
+                            T.tvm_storage_sync("shared")
+                            lastl[0] = last[0]
+                            if lastl[0] == 1:
+                                T.evaluate(T.call_extern("void", "__threadfence"))
+                                nr: T.let = bx * ROWS + tid
+                                for mm in T.serial(MT):
+                                    if bz * MT + mm < m and nr < N:
+                                        racc[0] = T.float32(0)
+                                        for sp in T.unroll(SPLIT):
+                                            racc[0] = racc[0] + T.call_extern(
+                                                f32, "__ldcg", T.address_of(P[sp, bz * MT + mm, nr]))
+                                        if RES:
+                                            racc[0] = racc[0] + R[bz * MT + mm, nr]
+                                        Y[bz * MT + mm, nr] = T.Cast(YDT, racc[0])
+                                if tid == 0:
+                                    CNT[bz, bx] = 0
+
+    return main
