@@ -127,7 +127,8 @@ def _quantized_weight(low: Lowering, mm: Node) -> QuantizedWeight:
     arrays = [low.g.const_value(r) for r in mm.inputs[3:]]
     packed, scales = arrays[0], arrays[1]
     zeros = arrays[2] if a.get("zero_point") else None
-    cfg = LayerQuant(bits="ternary" if a.get("ternary") else a["bits"], group_size=a["group_size"])
+    cfg = LayerQuant(bits="ternary" if a.get("ternary") else a["bits"], group_size=a["group_size"],
+                     table_dtype=a.get("table_dtype", "int8"))
     return QuantizedWeight(unpack(packed), scales, zeros, cfg, a["k"])
 
 

@@ -32,20 +32,22 @@ KINDS = ("lut", "mma")
 MMA_MIN_M = 2   # from this many activation rows on, the tensor-core kernel (where it takes the grouping)
 
 
-def kernel_kind(m: int, group_size: int, groups: int) -> str:
+def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False) -> str:
     """The kernel rule for ``m`` rows: table lookups for one row (the GEMV reads each weight once and its
     lookups cost less than dequantizing), the tensor-core kernel for more, the LUT kernel where the
-    tensor-core kernel does not take the grouping (groups of 8 or 16)."""
-    return "mma" if m >= MMA_MIN_M and mma.supports(group_size, groups) else "lut"
+    tensor-core kernel does not take the grouping (groups of 8 or 16) or where float tables were asked for
+    (``exact``: the dequantized matmul to float32 rounding, where the tensor cores round weights to float16)."""
+    return "mma" if m >= MMA_MIN_M and not exact and mma.supports(group_size, groups) else "lut"
 
 
 class CudaLutMatmul:
     """``y = x @ W.T`` for a quantized ``W[N, K]`` on an NVIDIA GPU.
 
     x: torch CUDA tensor [..., K], float16 (or float32); y: [..., N] in ``out_dtype`` (float32 or float16).
-    The tables are float32 (built from the activations inside the kernel), so the result equals the
-    dequantized matmul to float32 rounding, whatever ``qweight.config.table_dtype`` says (int8 tables are a
-    CPU-kernel choice; on the GPU float32 tables in shared memory cost the same lookups).
+    One activation row runs the LUT kernel, whose tables are float32 (built from the activations inside the
+    kernel): the dequantized matmul to float32 rounding. More rows run the tensor-core kernel (weights and
+    activations rounded to float16, float32 sums: ~1e-3 relative) unless ``qweight.config.table_dtype`` is
+    "f32" (exact: the LUT kernel for every row count) or the grouping is finer than 32 (``kind`` forces one).
     """
 
     table_dtype = "f32"
@@ -71,6 +73,7 @@ class CudaLutMatmul:
             raise NotImplementedError(f"the tensor-core kernel needs groups of a multiple of 32 (or one per row), "
                                       f"got {self.cw.group_size}")
         self._kind = kind                    # None: kernel_kind(m, ...); "lut"/"mma": forced (benchmarks)
+        self.exact = getattr(qweight.config, "table_dtype", "int8") == "f32"
         self._dev = None                     # device tensors, uploaded on first call
         self._fns: dict = {}
         self._work: dict = {}
@@ -86,7 +89,7 @@ class CudaLutMatmul:
 
     def plan(self, m: int) -> tuple[str, int]:
         """(kernel kind, activation rows per block) for ``m`` rows."""
-        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups)
+        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact)
         return kind, (mma.mma_tile(m) if kind == "mma" else tile_rows(m))
 
     def params(self, m: int, x_dtype: str = "float16", residual: bool = False) -> KernelParams:
@@ -178,7 +181,7 @@ class CudaLutMatmul:
                 raise ValueError(f"residual must be a float32 tensor of {m * self.n} elements on {x.device}")
             r = residual.reshape(m, self.n).contiguous()
         res = residual is not None
-        key = (m, xdt, res, tuple(sorted(self._cps.items())), tuple(sorted(self._maxreg.items())))
+        key = (m, xdt, res, self._kind, tuple(sorted(self._cps.items())), tuple(sorted(self._maxreg.items())))
         hit = self._work.get(key)
         if hit is None:   # per row count: the kernel, its partial-sum workspace
             p = self.params(m, xdt, res)

@@ -7,13 +7,14 @@ registers and multiplies on the tensor cores (``mma.sync.m16n8k16``, float32 acc
 as B (8 rows per mma), so a block of 4 warps covers 128 weight rows (a warp: 2 A tiles of 16) and MT
 activation rows.
 
-The dequantization costs two 32-bit ops per bit plane per two weights because K is permuted inside every
-32-K word: fragment slot pair j of a k16 step holds K positions (p, p + 16), p = 8 (step % 2) + j, so that
-after a per-thread shift by the lane's pair index both plane bits of a pair sit at bit ``c`` and ``c + 16``
-and move, masked, to the float16 mantissa bits of a half2 ``1024 + 2q`` (``0x6400`` exponent trick). One
-``hsub2`` with ``1024 + 2z`` and one ``hmul2`` with ``s / 2`` give the weights ``s (q - z)``. The
-activations are staged in shared memory in the same permuted order (one chunk of 128 K at a time, rows
-padded to 68 words: conflict-free fragment loads).
+The k16 steps take a chunk's K positions in the order of the weight words: at step ``st`` the lane with quad
+index ``q`` holds, in its two slot pairs ``jj``, the K positions ``32 q + 2 st + jj`` and 16 more, i.e. bits
+``2 st + jj`` and ``2 st + jj + 16`` of word ``q`` of each plane. So a lane loads one 32-bit word per row and
+plane per chunk, and two 32-bit ops per plane move the two bits, masked, into the float16 mantissas of a half2
+``1024 + 2q`` (``0x6400`` exponent trick); one ``hsub2`` with ``1024 + 2z`` and one ``hmul2`` with ``s / 2``
+give the weights ``s (q - z)``. The activations are staged in shared memory in the same order, as half2 pairs
+(word ``q``'s pair ``p`` at ``17 q + p``, rows of 68 words: conflict-free fragment loads). The next chunk's
+weights, scales and activations are loaded while the current one is multiplied.
 
 Numerics: weights and activations are float16 on the tensor cores (as in cuBLAS fp16 and torch's int4
 matmul); the dequantized weight ``s (q - z)`` is rounded once to float16 (relative 2^-11), the products are
@@ -25,7 +26,7 @@ from .layout import CHUNK, ROWS
 from .tir import THREADS, KernelParams
 
 RSW = CHUNK // 2 + 4       # 32-bit words per staged activation row: 64 + 4 of padding (bank-conflict free)
-MMA_TILES = (16, 32, 64)   # activation rows per block
+MMA_TILES = (16, 32)       # activation rows per block (64 would hold ~220 registers: activations in flight)
 
 PRELUDE = r"""
 #include <cuda_fp16.h>
@@ -72,8 +73,8 @@ def mma_matmul_func(p: KernelParams):
     HZ = p.has_zero
     RES = p.residual
     NT = MT // 8                         # mma n8 tiles of activation rows
-    WG = 1 if GS >= CHUNK or G == 1 else CHUNK // GS   # scale segments per chunk (one per 32/64 K)
     PAIRS = MT * (CHUNK // 2) // THREADS  # staged activation pairs per thread and chunk
+    RU = 8                               # rows reduced together in the split-K epilogue
     CB = (1 << B) - 1
     XDT, YDT = p.x_dtype, p.y_dtype
     f32 = "float32"
@@ -84,6 +85,23 @@ def mma_matmul_func(p: KernelParams):
         sh = cbit - (t + 1)
         moved = T.Select(sh >= 0, T.shift_right(u, T.max(sh, 0)), T.shift_left(u, T.max(-sh, 0)))
         return T.bitwise_and(moved, T.shift_left(T.int32(0x10001), t + 1))
+
+    @T.macro
+    def fetch(c, X, W, S, Z, wn, sn, zn, xn, n0, bz, tid, tig, m):
+        """Issue the loads of chunk ``c``: the lane's word of 4 rows x planes, its scales and zero points, and
+        this thread's activation pairs; consumed one chunk later (registers in flight)."""
+        for rs in T.unroll(4):
+            for t in T.unroll(B):
+                wn[rs * B + t] = W[c, t, n0 + 8 * rs, tig]
+            sn[rs] = T.Cast(f32, S[(c * CHUNK + tig * 32) // GS, n0 + 8 * rs])
+            if HZ:
+                zn[rs] = T.Cast(f32, Z[(c * CHUNK + tig * 32) // GS, n0 + 8 * rs])
+        for e in T.unroll(PAIRS):
+            row: T.let = bz * MT + (e * THREADS + tid) // (CHUNK // 2)
+            wd: T.let = (e * THREADS + tid) % (CHUNK // 2)
+            kk: T.let = c * CHUNK + (wd // 16) * 32 + wd % 16
+            xn[2 * e] = T.if_then_else(row < m and kk < K, T.Cast(f32, X[row, kk]), T.float32(0))
+            xn[2 * e + 1] = T.if_then_else(row < m and kk + 16 < K, T.Cast(f32, X[row, kk + 16]), T.float32(0))
 
     @T.prim_func
     def main(x: T.handle, w: T.handle, s: T.handle, z: T.handle, part: T.handle, cnt: T.handle, y: T.handle,
@@ -103,14 +121,18 @@ def mma_matmul_func(p: KernelParams):
                 for bx in T.thread_binding(NB, thread="blockIdx.x"):
                     for tid in T.thread_binding(THREADS, thread="threadIdx.x"):
                         XS = T.alloc_buffer((MT * RSW,), "int32", scope="shared")
-                        wr = T.alloc_buffer((4 * B * 4,), "int32", scope="local")   # [row slot, plane, word]
-                        kz = T.alloc_buffer((4 * WG,), "int32", scope="local")      # half2 1024 + 2z
-                        sc = T.alloc_buffer((4 * WG,), "int32", scope="local")      # half2 s / 2
+                        wn = T.alloc_buffer((4 * B,), "int32", scope="local")       # next chunk, in flight
+                        sn = T.alloc_buffer((4,), f32, scope="local")
+                        zn = T.alloc_buffer((4,), f32, scope="local")
+                        xn = T.alloc_buffer((2 * PAIRS,), f32, scope="local")
+                        wr = T.alloc_buffer((4 * B,), "int32", scope="local")       # [row slot, plane]
+                        kz = T.alloc_buffer((4,), "int32", scope="local")           # half2 1024 + 2z
+                        sc = T.alloc_buffer((4,), "int32", scope="local")           # half2 s / 2
                         af = T.alloc_buffer((8,), "int32", scope="local")           # A fragments, 2 tiles
                         bf = T.alloc_buffer((2,), "int32", scope="local")
                         acc = T.alloc_buffer((2 * NT * 4,), f32, scope="local")
                         vv = T.alloc_buffer((1,), "int32", scope="local")
-                        racc = T.alloc_buffer((1,), f32, scope="local")
+                        red = T.alloc_buffer((RU,), f32, scope="local")
                         last = T.alloc_buffer((1,), "int32", scope="shared")
                         lastl = T.alloc_buffer((1,), "int32", scope="local")
                         lane: T.let = tid % 32
@@ -119,57 +141,40 @@ def mma_matmul_func(p: KernelParams):
                         n0: T.let = bx * ROWS + (tid // 32) * 32 + g    # row slot rs: n0 + 8 rs
                         for i in T.unroll(2 * NT * 4):
                             acc[i] = T.float32(0)
+                        for i in T.unroll(4):
+                            zn[i] = T.float32(0)
+                        fetch(by * CPS, X, W, S, Z, wn, sn, zn, xn, n0, bz, tid, tig, m)
                         for cc in T.serial(CPS):
                             c: T.let = by * CPS + cc
                             if not RAGGED or c < C:
-                                # this chunk's weights (4 rows x planes, 16 bytes each), pre-shifted by the
-                                # lane's pair index, and its scales; issued before the staging barrier
-                                for rs in T.unroll(4):
-                                    for t in T.unroll(B):
-                                        wr[T.Ramp((rs * B + t) * 4, 1, 4)] = W[c, t, n0 + 8 * rs, T.Ramp(0, 1, 4)]
-                                    for sg in T.unroll(WG):
-                                        sc[rs * WG + sg] = T.call_pure_extern(
-                                            "int32", "lutc_h2",
-                                            T.Cast(f32, S[(c * CHUNK + sg * (CHUNK // WG)) // GS, n0 + 8 * rs])
-                                            * T.float32(0.5))
-                                        if HZ:
-                                            kz[rs * WG + sg] = T.call_pure_extern(
-                                                "int32", "lutc_h2",
-                                                T.Cast(f32, Z[(c * CHUNK + sg * (CHUNK // WG)) // GS, n0 + 8 * rs])
-                                                + T.float32(1024 + CB))
-                                        else:
-                                            kz[rs * WG + sg] = T.call_pure_extern("int32", "lutc_h2",
-                                                                                  T.float32(1024 + CB))
-                                for i in T.unroll(4 * B * 4):
-                                    wr[i] = T.shift_right(wr[i], tig)
-                                # stage the chunk's activations, K permuted to (p, p + 16) pairs, as half2
+                                # take chunk c out of flight: scales as half2, activations as half2 pairs
+                                # (p, p + 16) of word q at q * 17 + p in shared memory
+                                for i in T.unroll(4 * B):
+                                    wr[i] = wn[i]
+                                for i in T.unroll(4):
+                                    sc[i] = T.call_pure_extern("int32", "lutc_h2", sn[i] * T.float32(0.5))
+                                    kz[i] = T.call_pure_extern("int32", "lutc_h2", zn[i] + T.float32(1024 + CB))
                                 T.tvm_storage_sync("shared")
                                 for e in T.unroll(PAIRS):
-                                    row: T.let = (e * THREADS + tid) // (CHUNK // 2)
-                                    wd: T.let = (e * THREADS + tid) % (CHUNK // 2)
-                                    kk: T.let = c * CHUNK + (wd // 16) * 32 + wd % 16
-                                    XS[row * RSW + wd] = T.call_pure_extern(
-                                        "int32", "lutc_pack_h2",
-                                        T.if_then_else(bz * MT + row < m and kk < K,
-                                                       T.Cast(f32, X[bz * MT + row, kk]), T.float32(0)),
-                                        T.if_then_else(bz * MT + row < m and kk + 16 < K,
-                                                       T.Cast(f32, X[bz * MT + row, kk + 16]), T.float32(0)))
+                                    XS[((e * THREADS + tid) // (CHUNK // 2)) * RSW
+                                       + ((e * THREADS + tid) % (CHUNK // 2)) // 16 * 17 + (e * THREADS + tid) % 16] = (
+                                        T.call_pure_extern("int32", "lutc_pack_h2", xn[2 * e], xn[2 * e + 1]))
                                 T.tvm_storage_sync("shared")
-                                for st in T.unroll(CHUNK // 16):   # k16 steps: word st // 2, half st % 2
+                                if cc + 1 < CPS and (not RAGGED or c + 1 < C):
+                                    fetch(c + 1, X, W, S, Z, wn, sn, zn, xn, n0, bz, tid, tig, m)
+                                for st in T.unroll(CHUNK // 16):   # k16 steps: bits 2 st + jj (+ 16) of each word
                                     for a in T.unroll(2):
                                         for jj in T.unroll(2):
                                             for hr in T.unroll(2):
                                                 rs2: T.let = a * 2 + hr
                                                 vv[0] = T.int32(0x64006400)
                                                 for t in T.unroll(B):
-                                                    vv[0] = vv[0] | plane_bits(wr[(rs2 * B + t) * 4 + st // 2], t,
-                                                                               (st % 2) * 8 + jj * 4)
+                                                    vv[0] = vv[0] | plane_bits(wr[rs2 * B + t], t, 2 * st + jj)
                                                 af[a * 4 + jj * 2 + hr] = T.call_pure_extern(
-                                                    "int32", "lutc_dq_h2", vv[0], kz[rs2 * WG + (st // 2) * WG // 4],
-                                                    sc[rs2 * WG + (st // 2) * WG // 4])
+                                                    "int32", "lutc_dq_h2", vv[0], kz[rs2], sc[rs2])
                                     for j8 in T.unroll(NT):
-                                        bf[0] = XS[(j8 * 8 + g) * RSW + (st // 2) * 16 + (st % 2) * 8 + tig]
-                                        bf[1] = XS[(j8 * 8 + g) * RSW + (st // 2) * 16 + (st % 2) * 8 + tig + 4]
+                                        bf[0] = XS[(j8 * 8 + g) * RSW + tig * 17 + 2 * st]
+                                        bf[1] = XS[(j8 * 8 + g) * RSW + tig * 17 + 2 * st + 1]
                                         for a in T.unroll(2):
                                             T.ptx_legacy.mma("m16n8k16", "row", "col", "fp16", "fp16", "fp32",
                                                              af.data, a * 4, bf.data, 0, acc.data,
@@ -191,7 +196,8 @@ def mma_matmul_func(p: KernelParams):
                                         else:
                                             P[by, tok, nn] = acc[(a * NT + j8) * 4 + i]
                         if not DIRECT:
-                            # split-K reduction by the last block to finish (as in the LUT kernel)
+                            # split-K reduction by the last block to finish (as in the LUT kernel); RU rows
+                            # at a time, so that their partial-sum loads are in flight together
                             T.evaluate(T.call_extern("void", "__threadfence"))
                             T.tvm_storage_sync("shared")
                             if tid == 0:
@@ -202,15 +208,21 @@ def mma_matmul_func(p: KernelParams):
                             if lastl[0] == 1:
                                 T.evaluate(T.call_extern("void", "__threadfence"))
                                 nr: T.let = bx * ROWS + tid
-                                for mm in T.serial(MT):
-                                    if bz * MT + mm < m and nr < N:
-                                        racc[0] = T.float32(0)
-                                        for sp in T.unroll(SPLIT):
-                                            racc[0] = racc[0] + T.call_extern(
-                                                f32, "__ldcg", T.address_of(P[sp, bz * MT + mm, nr]))
-                                        if RES:
-                                            racc[0] = racc[0] + R[bz * MT + mm, nr]
-                                        Y[bz * MT + mm, nr] = T.Cast(YDT, racc[0])
+                                for mo in T.serial(MT // RU):
+                                    for u in T.unroll(RU):
+                                        red[u] = T.float32(0)
+                                    for sp in T.unroll(SPLIT):
+                                        for u in T.unroll(RU):
+                                            if bz * MT + mo * RU + u < m:
+                                                red[u] = red[u] + T.call_extern(
+                                                    f32, "__ldcg", T.address_of(P[sp, bz * MT + mo * RU + u, nr]))
+                                    for u in T.unroll(RU):
+                                        if bz * MT + mo * RU + u < m and nr < N:
+                                            if RES:
+                                                Y[bz * MT + mo * RU + u, nr] = T.Cast(
+                                                    YDT, red[u] + R[bz * MT + mo * RU + u, nr])
+                                            else:
+                                                Y[bz * MT + mo * RU + u, nr] = T.Cast(YDT, red[u])
                                 if tid == 0:
                                     CNT[bz, bx] = 0
 

@@ -180,10 +180,10 @@ def test_exported_library_exports_the_import_blob(tmp_path, monkeypatch):
 # ---- the tensor-core kernel (codegen/cuda/mma.py) ----
 
 def mma_dequant(cw):
-    """numpy model of the tensor-core kernel's weight path, lane by lane: the 32-bit plane words shifted by the
-    lane's pair index, plane bits moved into the mantissa of half2 ``1024 + 2q``, then ``hsub2`` with
-    ``1024 + 2z`` and ``hmul2`` with ``s/2`` in float16; placed at the K positions the kernel pairs them with
-    (slot pair j of step st holds K = 32 (st // 2) + 8 (st % 2) + j and 16 more). Returns float16 [N, K_pad]."""
+    """numpy model of the tensor-core kernel's weight path, lane by lane: the lane with quad index q reads word q
+    of each plane; at step st its slot pair jj takes bits 2 st + jj and 16 more into the mantissas of half2
+    ``1024 + 2q``, then ``hsub2`` with ``1024 + 2z`` and ``hmul2`` with ``s/2`` in float16; placed at the K
+    positions the kernel pairs them with (32 q + 2 st + jj and 16 more). Returns float16 [N, K_pad]."""
     from lutc.codegen.cuda.mma import CHUNK as C_
 
     nb, npad = cw.bits, cw.n_pad
@@ -191,21 +191,19 @@ def mma_dequant(cw):
     zp = np.zeros((cw.groups, npad)) if cw.zeros is None else cw.zeros.astype(np.float64)
     out = np.zeros((npad, cw.k_pad), np.float16)
     for c in range(cw.chunks):
-        for st in range(C_ // 16):
-            wi = st // 2
-            grp = min((c * C_ + wi * 32) // cw.group_size, cw.groups - 1)
+        for q in range(4):
+            grp = (c * C_ + q * 32) // cw.group_size
             kz = (1024 + zp[grp] + cb).astype(np.float16)
             s2 = (cw.scales[grp].astype(np.float32) * 0.5).astype(np.float16)
-            for tig in range(4):
+            for st in range(C_ // 16):
                 for jj in range(2):
-                    cbit = (st % 2) * 8 + jj * 4
+                    bit = 2 * st + jj
                     v = np.full(npad, 0x64006400, np.uint32)
                     for t in range(nb):
-                        u = cw.w[c, t, :, wi] >> np.uint32(tig)
-                        v |= ((u >> np.uint32(cbit)) & np.uint32(0x10001)) << np.uint32(t + 1)
+                        v |= ((cw.w[c, t, :, q] >> np.uint32(bit)) & np.uint32(0x10001)) << np.uint32(t + 1)
                     halves = v.view(np.uint16).reshape(npad, 2).view(np.float16)   # little endian: lo, hi
                     a = ((halves - kz[:, None]) * s2[:, None]).astype(np.float16)
-                    k0 = c * C_ + wi * 32 + (st % 2) * 8 + tig + jj * 4
+                    k0 = c * C_ + q * 32 + bit
                     out[:, k0], out[:, k0 + 16] = a[:, 0], a[:, 1]
     return out[:cw.n]
 
@@ -233,15 +231,17 @@ def test_kernel_choice_by_rows_and_grouping():
     q = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=64))
     f = CudaLutMatmul(q, arch="sm_90a")
     assert f.plan(1) == ("lut", 1) and f.plan(2) == ("mma", 16) and f.plan(17) == ("mma", 32)
-    assert f.plan(500) == ("mma", 64) and f.params(500).kind == "mma"
+    assert f.plan(500) == ("mma", 32) and f.params(500).kind == "mma"
     assert CudaLutMatmul(q, arch="sm_90a", kind="lut").plan(17) == ("lut", 8)
+    exact = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=64, table_dtype="f32"))
+    assert CudaLutMatmul(exact, arch="sm_90a").plan(17) == ("lut", 8)   # float tables asked for: no float16
     q8 = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=8))
     assert CudaLutMatmul(q8, arch="sm_90a").plan(17) == ("lut", 8)   # pairs (p, p+16) straddle groups of 8
     with pytest.raises(NotImplementedError, match="multiple of 32"):
         CudaLutMatmul(q8, kind="mma")
     with pytest.raises(ValueError, match="kind must be one of"):
         CudaLutMatmul(q, kind="wmma")
-    assert [tile_for(m, {1: 0, 16: 0, 64: 0}) for m in (1, 2, 16, 17, 64, 300)] == [1, 16, 16, 64, 64, 64]
+    assert [tile_for(m, {1: 0, 16: 0, 32: 0}) for m in (1, 2, 16, 17, 32, 300)] == [1, 16, 16, 32, 32, 32]
     assert [tile_for(m, {1: 0, 8: 0}) for m in (1, 5, 300)] == [1, 8, 8]   # artifacts of the LUT kernel only
 
 
@@ -254,7 +254,7 @@ def test_mma_cuda_source_structure():
     import re
 
     staged = int(re.search(r"__shared__ alignas\(64\) int XS_ptr\[(\d+)\]", src).group(1))
-    assert 31 * 68 + 64 <= staged <= 32 * 68                  # 32 rows x 68 words of half2 pairs (last pad cut)
+    assert 31 * 68 + 3 * 17 + 16 == staged                     # 32 rows x 68 words of half2 pairs (tail pad cut)
     assert "atomicAdd" in src and "R_ptr[" not in src
     assert "R_ptr[" in cuda_source(_params("sm_90a", kind="mma", mt=16, cps=8, residual=True))
 
@@ -265,8 +265,8 @@ def test_nvcc_compiles_the_tensor_core_kernel(arch):
     from lutc.codegen.cuda.build import cuda_source, nvcc_compile
     from lutc.codegen.cuda.mma import PRELUDE
 
-    ptx = nvcc_compile(PRELUDE + cuda_source(_params(arch, kind="mma", mt=64, bits=4)), arch, "ptx").decode()
-    assert ptx.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 8 * 2
+    ptx = nvcc_compile(PRELUDE + cuda_source(_params(arch, kind="mma", mt=32, bits=4)), arch, "ptx").decode()
+    assert ptx.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 4 * 2
     assert "sub.f16x2" in ptx or "sub.rn.f16x2" in ptx
     assert "mul.f16x2" in ptx or "mul.rn.f16x2" in ptx
 
