@@ -40,7 +40,8 @@ CHECK_QUANTS = {"W2 g64 asym": dict(bits=2, group_size=64), "W4 g32 sym": dict(b
 # float tables: the LUT kernels for every row count, the dequantized matmul to float32 rounding; int8 tables
 # (the default): prefill on the tensor cores, weights and activations rounded to float16
 CHECK_BOUND = {"f32": 1e-4, "int8": 5e-3}
-SPEED_QUANTS = {"W2": dict(bits=2, group_size=128), "W4": dict(bits=4, group_size=128)}
+SPEED_QUANTS = {"W2": dict(bits=2, group_size=128), "W4": dict(bits=4, group_size=128),
+                "W2-f32tables": dict(bits=2, group_size=128, table_dtype="f32")}   # prefill on the LUT kernel
 
 
 def _compile(spec: LlamaSpec, quant: dict, table_dtype: str = "int8", target: str = "cuda"):
@@ -233,20 +234,21 @@ def _torch_decode(model, prompt, new: int) -> float:
 
     with torch.no_grad():
         ids = torch.tensor([prompt], device="cuda")
+        t0 = time.perf_counter()
         out = model(ids, use_cache=True)
         tok = int(out.logits[0, -1].argmax())
-        torch.cuda.synchronize()
+        prefill = len(prompt) / (time.perf_counter() - t0)
         steps = []
         for _ in range(new - 1):
             t0 = time.perf_counter()
             out = model(torch.tensor([[tok]], device="cuda"), past_key_values=out.past_key_values, use_cache=True)
             tok = int(out.logits[0, -1].argmax())
             steps.append(time.perf_counter() - t0)
-        return (new - 1) / sum(steps), 1 / statistics.median(steps)
+        return (new - 1) / sum(steps), 1 / statistics.median(steps), prefill
 
 
-def _rates(gen) -> tuple[float, float]:
-    return gen.decode_tokens_per_s, gen.steady_tokens_per_s
+def _rates(gen) -> tuple[float, float, float]:
+    return gen.decode_tokens_per_s, gen.steady_tokens_per_s, gen.prefill_tokens_per_s
 
 
 def _copy_bandwidth() -> float:
@@ -295,7 +297,9 @@ def timings(models=tuple(MODELS), rounds: int = 3, prompt_len: int = 128, new: i
                 runs[n].append(f())
         rows = {n: statistics.median(r[0] for r in v[1:]) for n, v in runs.items()}
         steady = {n: statistics.median(r[1] for r in v[1:]) for n, v in runs.items()}
-        res["models"][label] = {"tok_s": rows, "steady_tok_s": steady, "runs": runs, "packed_bytes": packed,
+        prefill = {n: statistics.median(r[2] for r in v[1:]) for n, v in runs.items()}
+        res["models"][label] = {"tok_s": rows, "steady_tok_s": steady, "prefill_tok_s": prefill, "runs": runs,
+                                "packed_bytes": packed,
                                 "roofline_tok_s": {n: bw / b for n, b in packed.items()}}
         torch.cuda.empty_cache()
     return res
@@ -311,20 +315,24 @@ def markdown(res: dict) -> str:
         base = m["tok_s"]["torch fp16 eager"]
         steady = m.get("steady_tok_s", {})
         sbase = steady.get("torch fp16 eager", float("nan"))
+        prefill = m.get("prefill_tok_s", {})
+        pbase = prefill.get("torch fp16 eager", float("nan"))
         lines += [f"**{label}** (decode tokens/s over 32 tokens after a 128-token prompt, and of the median "
                   "step (steady: without a graph's capture and first calls); medians of 3)", "",
                   "| engine | decode tok/s | vs torch fp16 | steady tok/s | vs torch fp16 | LUT weights MiB | "
-                  "weight-read roofline tok/s | % of roofline (steady) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "weight-read roofline tok/s | % of roofline (steady) | prefill tok/s (128 tokens) | vs torch fp16 |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for n, v in m["tok_s"].items():
             q = n.split()[1] if n.startswith("lutc") else ""
             st = steady.get(n, float("nan"))
+            pf = prefill.get(n, float("nan"))
+            tail = f" {_fmt(pf, '.0f')} | {_fmt(pf / pbase, '.2f', 'x')} |"
             row = f"| {n} | {v:.1f} | {v / base:.2f}x | {_fmt(st, '.1f')} | {_fmt(st / sbase, '.2f', 'x')} |"
             if q in m["packed_bytes"]:
                 mib, roof = m["packed_bytes"][q] / 2**20, m["roofline_tok_s"][q]
-                lines.append(f"{row} {mib:.1f} | {roof:.0f} | {_fmt(100 * st / roof, '.1f', '%')} |")
+                lines.append(f"{row} {mib:.1f} | {roof:.0f} | {_fmt(100 * st / roof, '.1f', '%')} |{tail}")
             else:
-                lines.append(f"{row} | | |")
+                lines.append(f"{row} | | |{tail}")
         lines.append("")
     return "\n".join(lines)
 

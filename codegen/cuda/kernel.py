@@ -29,7 +29,8 @@ def tile_rows(m: int) -> int:
 
 
 KINDS = ("lut", "mma")
-MMA_MIN_M = 2   # from this many activation rows on, the tensor-core kernel (where it takes the grouping)
+MMA_MIN_M = 4   # from this many activation rows on, the tensor-core kernel (where it takes the grouping): on an
+                # H200 at M = 4 it matched or beat the LUT kernel (16-25 us vs 16-30), whose cost grows with M
 
 
 def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False) -> str:
@@ -98,7 +99,7 @@ class CudaLutMatmul:
         cw = self.cw
         kind, mt = self.plan(m)
         if kind == "mma":
-            cps = self._cps.get(mt) or mma.choose_split(cw.chunks, cw.n_pad, m, mt, sms=self._sms or 132)
+            cps = self._cps.get(mt) or mma.choose_split(cw.chunks, cw.n_pad, m, mt)
         else:
             cps = self._cps.get(mt) or choose_cps(cw.chunks, cw.n_pad, mt, sms=self._sms or 132)
         return KernelParams(n=cw.n, n_pad=cw.n_pad, k=cw.k, chunks=cw.chunks, bits=cw.bits,
