@@ -45,10 +45,11 @@ class CudaLutMatmul:
     """``y = x @ W.T`` for a quantized ``W[N, K]`` on an NVIDIA GPU.
 
     x: torch CUDA tensor [..., K], float16 (or float32); y: [..., N] in ``out_dtype`` (float32 or float16).
-    One activation row runs the LUT kernel, whose tables are float32 (built from the activations inside the
-    kernel): the dequantized matmul to float32 rounding. More rows run the tensor-core kernel (weights and
-    activations rounded to float16, float32 sums: ~1e-3 relative) unless ``qweight.config.table_dtype`` is
-    "f32" (exact: the LUT kernel for every row count) or the grouping is finer than 32 (``kind`` forces one).
+    Up to three activation rows run the LUT kernel, whose tables are float32 (built from the activations inside
+    the kernel): the dequantized matmul to float32 rounding. Four or more rows run the tensor-core kernel
+    (weights and activations rounded to float16, float32 sums: ~1e-3 relative) unless
+    ``qweight.config.table_dtype`` is "f32" (exact: the LUT kernel for every row count) or the grouping is finer
+    than 32 (``kind`` forces one).
     """
 
     table_dtype = "f32"
@@ -99,7 +100,7 @@ class CudaLutMatmul:
         cw = self.cw
         kind, mt = self.plan(m)
         if kind == "mma":
-            cps = self._cps.get(mt) or mma.choose_split(cw.chunks, cw.n_pad, m, mt)
+            cps = self._cps.get(mt) or mma.choose_split(cw.chunks, m, mt)
         else:
             cps = self._cps.get(mt) or choose_cps(cw.chunks, cw.n_pad, mt, sms=self._sms or 132)
         return KernelParams(n=cw.n, n_pad=cw.n_pad, k=cw.k, chunks=cw.chunks, bits=cw.bits,

@@ -7,18 +7,19 @@ registers and multiplies on the tensor cores (``mma.sync.m16n8k16``, float32 acc
 as B (8 rows per mma), so a block of 4 warps covers 128 weight rows (a warp: 2 A tiles of 16) and MT
 activation rows.
 
-The k16 steps take a chunk's K positions in the order of the weight words: at step ``st`` the lane with quad
-index ``q`` holds, in its two slot pairs ``jj``, the K positions ``32 q + 2 st + jj`` and 16 more, i.e. bits
-``2 st + jj`` and ``2 st + jj + 16`` of word ``q`` of each plane. So a lane loads one 32-bit word per row and
-plane per chunk, and two 32-bit ops per plane move the two bits, masked, into the float16 mantissas of a half2
+The k16 steps take a chunk's K positions in the order of the weight words: at step ``st`` the lane with index
+``i`` in its quad holds, in its two slot pairs ``jj``, the K positions ``32 i + 2 st + jj`` and 16 more, i.e.
+bits ``2 st + jj`` and ``2 st + jj + 16`` of word ``i`` of each plane. So a lane loads one 32-bit word per row
+and plane per chunk, and two 32-bit ops per plane move the two bits, masked, into the float16 mantissas of a half2
 ``1024 + 2q`` (``0x6400`` exponent trick); one ``hsub2`` with ``1024 + 2z`` and one ``hmul2`` with ``s / 2``
 give the weights ``s (q - z)``. The activations are staged in shared memory in the same order, as half2 pairs
-(word ``q``'s pair ``p`` at ``17 q + p``, rows of 68 words: conflict-free fragment loads). The next chunk's
+(word ``i``'s pair ``p`` at ``17 i + p``, rows of 68 words: conflict-free fragment loads). The next chunk's
 weights, scales and activations are loaded while the current one is multiplied.
 
 Numerics: weights and activations are float16 on the tensor cores (as in cuBLAS fp16 and torch's int4
 matmul); the dequantized weight ``s (q - z)`` is rounded once to float16 (relative 2^-11), the products are
-exact in float32 and summed in float32.
+exact in float32 and summed in float32. Activations beyond the float16 range (|x| > 65504) would overflow:
+weights quantized with ``table_dtype="f32"`` keep the float32 LUT kernel for every row count.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ __device__ __forceinline__ int lutc_dq_h2(int v, int kz, int s) {
 
 
 def supports(group_size: int, groups: int) -> bool:
-    """Whether the tensor-core kernel takes this grouping: a pair (p, p + 16) must share its scale."""
+    """Whether the tensor-core kernel takes this grouping: each lane's 32-K word must lie in one group."""
     return groups == 1 or group_size % 32 == 0
 
 
@@ -55,7 +56,7 @@ def mma_tile(m: int) -> int:
     return next((t for t in MMA_TILES if m <= t), MMA_TILES[-1])
 
 
-def choose_split(chunks: int, n_pad: int, m: int, mt: int) -> int:
+def choose_split(chunks: int, m: int, mt: int) -> int:
     """Chunks per block (K split = chunks / this): 4 for one activation-row tile, 8 for more. Measured on an
     H200 over 2/4/8/32 chunks per block at N = 4096/11008/14336, K = 4096, M = 4/16/128: within 8% of the best
     everywhere; how many waves the grid makes mattered less than the depth of each block's chunk pipeline."""
