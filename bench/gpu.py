@@ -92,19 +92,24 @@ def bench_weights():
             yield (n, k, name), _quant(n, k, cfg["group_size"], False, cfg["bits"], 1234)
 
 
-def prepare(sweep=False):
+def prepare(sweep=False, bench=True):
     t0 = time.time()
     count = 0
     for q, m, xdt, ydt, cps, _ in check_cases():
         for residual in (False, True) if ydt == "float32" else (False,):
             _kernel(q, ydt, cps, m).build(m, xdt, residual)
             count += 1
-    for (n, k, name), q in bench_weights():
+    for (n, k, name), q in bench_weights() if bench else ():
         for m in MS:
             _kernel(q, "float16", None).build(m, "float16")
             count += 1
             if m > 1:   # the LUT kernel at M > 1: what the tensor-core kernel replaced
                 _kernel(q, "float16", kind="lut").build(m, "float16")
+                count += 1
+            if m >= 64:   # the other tile of M > 32 beside the default (64 rows for 3-4 planes, 32 for 1-2)
+                k_ = _kernel(q, "float16")
+                k_._mma_tile = 96 - k_.plan(m)[1]
+                k_.build(m, "float16")
                 count += 1
             if m > 1 and name == "W2":
                 for cps in MMA_CPS:
@@ -266,6 +271,14 @@ def run_bench(log, bw, sweep=False):
                     row[f"lutc_{name}_lut_us"] = _timer([lambda f=f: f(x16) for f in fs])
                     for f in fs:
                         f._kind = None
+                if m >= 64:
+                    other = 96 - fs[0].plan(m)[1]
+                    for f in fs:
+                        f._mma_tile = other
+                    row[f"lutc_{name}_other_tile"] = other
+                    row[f"lutc_{name}_other_tile_us"] = _timer([lambda f=f: f(x16) for f in fs])
+                    for f in fs:
+                        f._mma_tile = None
                 if m > 1 and name == "W2":
                     mt = fs[0].plan(m)[1]
                     sweep_ = {}
@@ -301,6 +314,8 @@ def run_bench(log, bw, sweep=False):
                 msg += f", lutc {name} {row[f'lutc_{name}_us']:.1f} us"
                 if f"lutc_{name}_lut_us" in row:
                     msg += f" (LUT kernel {row[f'lutc_{name}_lut_us']:.1f})"
+                if f"lutc_{name}_other_tile_us" in row:
+                    msg += f" ({row[f'lutc_{name}_other_tile']}-row tile {row[f'lutc_{name}_other_tile_us']:.1f})"
                 if f"lutc_{name}_sweep_us" in row:
                     msg += f" (sweep {', '.join(f'{c}:{t:.1f}' for c, t in row[f'lutc_{name}_sweep_us'].items())})"
                 if m == 1:
@@ -318,7 +333,9 @@ def markdown(results, bw, device, check_summary):
              "activations float16, lutc output float16, group size 128 (W4/W2 asymmetric rtn, ternary absmean). "
              "lutc time = the whole call (fused table build + LUT matmul + split-K reduction when K is split). "
              "M = 1 runs the LUT kernel (table lookups); M > 1 the tensor-core kernel (weights dequantized to "
-             "float16 in registers, `mma.sync`), with the LUT kernel's time beside it (`LUT kernel`). "
+             "float16 in registers, `mma.sync`), with the LUT kernel's time beside it (`LUT kernel`) and at M = 128 "
+             "the tensor-core kernel with its other activation tile (default: 64 rows for W4, 32 for W2 and "
+             "ternary). "
              "`best` = fastest of a sweep over K split (chunks of 128 per block; at M = 1 x register cap), "
              "`graph` = the default kernel replayed from a CUDA graph (no launch gaps), `%HBM` = weight bytes "
              "(planes + scales + zeros) / best time / copy bandwidth. Ratio columns use the best lutc time (cuBLAS and "
@@ -335,6 +352,8 @@ def markdown(results, bw, device, check_summary):
             best = us
             if r.get(f"lutc_{name}_lut_us"):
                 text += f" (LUT kernel {r[f'lutc_{name}_lut_us']:.1f})"
+            if r.get(f"lutc_{name}_other_tile_us"):
+                text += f" ({r[f'lutc_{name}_other_tile']}-row tile {r[f'lutc_{name}_other_tile_us']:.1f})"
             if gr:
                 text += f" (graph {gr:.1f})"
                 best = min(best, gr)
@@ -379,7 +398,7 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true", help="only run the 14336x4096 W2/W4 GEMV kernels (for ncu)")
     a = ap.parse_args(argv)
     if a.prepare:
-        prepare(a.sweep)
+        prepare(a.sweep, bench=not a.no_bench)
         return 0
     if a.profile:
         profile_target()

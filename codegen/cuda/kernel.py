@@ -75,6 +75,7 @@ class CudaLutMatmul:
             raise NotImplementedError(f"the tensor-core kernel needs groups of a multiple of 32 (or one per row), "
                                       f"got {self.cw.group_size}")
         self._kind = kind                    # None: kernel_kind(m, ...); "lut"/"mma": forced (benchmarks)
+        self._mma_tile = None                # rows per block of the tensor-core kernel: forced (benchmarks)
         self.exact = getattr(qweight.config, "table_dtype", "int8") == "f32"
         self._dev = None                     # device tensors, uploaded on first call
         self._fns: dict = {}
@@ -92,7 +93,9 @@ class CudaLutMatmul:
     def plan(self, m: int) -> tuple[str, int]:
         """(kernel kind, activation rows per block) for ``m`` rows."""
         kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact)
-        return kind, (mma.mma_tile(m) if kind == "mma" else tile_rows(m))
+        if kind == "mma":
+            return kind, self._mma_tile or mma.mma_tile(m, self.cw.bits)
+        return kind, tile_rows(m)
 
     def params(self, m: int, x_dtype: str = "float16", residual: bool = False) -> KernelParams:
         if x_dtype not in X_DTYPES:
@@ -183,7 +186,7 @@ class CudaLutMatmul:
                 raise ValueError(f"residual must be a float32 tensor of {m * self.n} elements on {x.device}")
             r = residual.reshape(m, self.n).contiguous()
         res = residual is not None
-        key = (m, xdt, res, self._kind, tuple(sorted(self._cps.items())), tuple(sorted(self._maxreg.items())))
+        key = (m, xdt, res, self._kind, self._mma_tile, tuple(sorted(self._cps.items())), tuple(sorted(self._maxreg.items())))
         hit = self._work.get(key)
         if hit is None:   # per row count: the kernel, its partial-sum workspace
             p = self.params(m, xdt, res)

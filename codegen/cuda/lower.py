@@ -17,7 +17,7 @@ from .build import build_library
 from .kernel import CudaLutMatmul
 from .ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, op_name
 
-ROW_TILES = (1, 16, 32)   # row counts a library is built for: 1 (decode GEMV, LUT kernel), 16 and 32 (prefill:
+ROW_TILES = (1, 16, 64)   # row counts a library is built for: 1 (decode GEMV, LUT kernel), 16 and 64 (prefill:
                           # the tensor-core kernel's tiles, or the LUT kernel's 8-row tile where it cannot)
 
 

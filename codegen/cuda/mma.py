@@ -14,7 +14,8 @@ and plane per chunk, and two 32-bit ops per plane move the two bits, masked, int
 ``1024 + 2q`` (``0x6400`` exponent trick); one ``hsub2`` with ``1024 + 2z`` and one ``hmul2`` with ``s / 2``
 give the weights ``s (q - z)``. The activations are staged in shared memory in the same order, as half2 pairs
 (word ``i``'s pair ``p`` at ``17 i + p``, rows of 68 words: conflict-free fragment loads). The next chunk's
-weights, scales and activations are loaded while the current one is multiplied.
+weights and scales (and, for tiles of up to 32 rows, activations) are loaded while the current one is
+multiplied.
 
 Numerics: weights and activations are float16 on the tensor cores (as in cuBLAS fp16 and torch's int4
 matmul); the dequantized weight ``s (q - z)`` is rounded once to float16 (relative 2^-11), the products are
@@ -24,10 +25,12 @@ weights quantized with ``table_dtype="f32"`` keep the float32 LUT kernel for eve
 from __future__ import annotations
 
 from .layout import CHUNK, ROWS
-from .tir import THREADS, KernelParams
+from .tir import THREADS, KernelParams, last_block_macro
 
 RSW = CHUNK // 2 + 4       # 32-bit words per staged activation row: 64 + 4 of padding (bank-conflict free)
-MMA_TILES = (16, 32)       # activation rows per block (64 would hold ~220 registers: activations in flight)
+MMA_TILES = (16, 32, 64)   # activation rows per block
+PREFETCH_X_MAX = 32        # tiles up to this many rows keep the next chunk's activations in flight (registers:
+                           # 64 rows would hold 206-255 and spill); larger tiles load them at staging time
 
 PRELUDE = r"""
 #include <cuda_fp16.h>
@@ -51,8 +54,12 @@ def supports(group_size: int, groups: int) -> bool:
     return groups == 1 or group_size % 32 == 0
 
 
-def mma_tile(m: int) -> int:
-    """Activation rows per block for ``m`` rows."""
+def mma_tile(m: int, bits: int) -> int:
+    """Activation rows per block for ``m`` rows of ``bits``-plane weights. Past 32 rows, 3-4 planes take the
+    64-row tile (half the dequantization per row: at M = 128 on an H200 W4 ran 13-23% faster than with 32-row
+    tiles) and 1-2 planes keep the 32-row one, whose activations stay in flight (W2: 4-9% faster)."""
+    if m > 32 and bits <= 2:
+        return 32
     return next((t for t in MMA_TILES if m <= t), MMA_TILES[-1])
 
 
@@ -76,9 +83,11 @@ def mma_matmul_func(p: KernelParams):
     NT = MT // 8                         # mma n8 tiles of activation rows
     PAIRS = MT * (CHUNK // 2) // THREADS  # staged activation pairs per thread and chunk
     RU = 8                               # rows reduced together in the split-K epilogue
+    PFX = MT <= PREFETCH_X_MAX
     CB = (1 << B) - 1
     XDT, YDT = p.x_dtype, p.y_dtype
     f32 = "float32"
+    last_block = last_block_macro()
 
     def plane_bits(u, t, cbit):
         """Bits ``cbit`` and ``cbit + 16`` of ``u`` moved to the mantissa bits ``t + 1`` and ``t + 17`` (the
@@ -88,15 +97,19 @@ def mma_matmul_func(p: KernelParams):
         return T.bitwise_and(moved, T.shift_left(T.int32(0x10001), t + 1))
 
     @T.macro
-    def fetch(c, X, W, S, Z, wn, sn, zn, xn, n0, bz, tid, tig, m):
-        """Issue the loads of chunk ``c``: the lane's word of 4 rows x planes, its scales and zero points, and
-        this thread's activation pairs; consumed one chunk later (registers in flight)."""
+    def fetch_w(c, W, S, Z, wn, sn, zn, n0, tig):
+        """Issue the loads of chunk ``c``'s weights (the lane's word of 4 rows x planes), scales and zero
+        points; consumed one chunk later (registers in flight)."""
         for rs in T.unroll(4):
             for t in T.unroll(B):
                 wn[rs * B + t] = W[c, t, n0 + 8 * rs, tig]
             sn[rs] = T.Cast(f32, S[(c * CHUNK + tig * 32) // GS, n0 + 8 * rs])
             if HZ:
                 zn[rs] = T.Cast(f32, Z[(c * CHUNK + tig * 32) // GS, n0 + 8 * rs])
+
+    @T.macro
+    def fetch_x(c, X, xn, bz, tid, m):
+        """Issue the loads of this thread's activation pairs of chunk ``c``."""
         for e in T.unroll(PAIRS):
             row: T.let = bz * MT + (e * THREADS + tid) // (CHUNK // 2)
             wd: T.let = (e * THREADS + tid) % (CHUNK // 2)
@@ -144,25 +157,31 @@ def mma_matmul_func(p: KernelParams):
                             acc[i] = T.float32(0)
                         for i in T.unroll(4):
                             zn[i] = T.float32(0)
-                        fetch(by * CPS, X, W, S, Z, wn, sn, zn, xn, n0, bz, tid, tig, m)
+                        fetch_w(by * CPS, W, S, Z, wn, sn, zn, n0, tig)
+                        if PFX:
+                            fetch_x(by * CPS, X, xn, bz, tid, m)
                         for cc in T.serial(CPS):
                             c: T.let = by * CPS + cc
                             if not RAGGED or c < C:
                                 # take chunk c out of flight: scales as half2, activations as half2 pairs
-                                # (p, p + 16) of word q at q * 17 + p in shared memory
+                                # (p, p + 16) of word i at 17 i + p in shared memory
                                 for i in T.unroll(4 * B):
                                     wr[i] = wn[i]
                                 for i in T.unroll(4):
                                     sc[i] = T.call_pure_extern("int32", "lutc_h2", sn[i] * T.float32(0.5))
                                     kz[i] = T.call_pure_extern("int32", "lutc_h2", zn[i] + T.float32(1024 + CB))
                                 T.tvm_storage_sync("shared")
+                                if not PFX:
+                                    fetch_x(c, X, xn, bz, tid, m)
                                 for e in T.unroll(PAIRS):
                                     XS[((e * THREADS + tid) // (CHUNK // 2)) * RSW
                                        + ((e * THREADS + tid) % (CHUNK // 2)) // 16 * 17 + (e * THREADS + tid) % 16] = (
                                         T.call_pure_extern("int32", "lutc_pack_h2", xn[2 * e], xn[2 * e + 1]))
                                 T.tvm_storage_sync("shared")
                                 if cc + 1 < CPS and (not RAGGED or c + 1 < C):
-                                    fetch(c + 1, X, W, S, Z, wn, sn, zn, xn, n0, bz, tid, tig, m)
+                                    fetch_w(c + 1, W, S, Z, wn, sn, zn, n0, tig)
+                                    if PFX:
+                                        fetch_x(c + 1, X, xn, bz, tid, m)
                                 for st in T.unroll(CHUNK // 16):   # k16 steps: bits 2 st + jj (+ 16) of each word
                                     for a in T.unroll(2):
                                         for jj in T.unroll(2):
@@ -199,13 +218,7 @@ def mma_matmul_func(p: KernelParams):
                         if not DIRECT:
                             # split-K reduction by the last block to finish (as in the LUT kernel); RU rows
                             # at a time, so that their partial-sum loads are in flight together
-                            T.evaluate(T.call_extern("void", "__threadfence"))
-                            T.tvm_storage_sync("shared")
-                            if tid == 0:
-                                last[0] = T.Cast("int32", T.call_extern(
-                                    "int32", "atomicAdd", T.address_of(CNT[bz, bx]), 1) == SPLIT - 1)
-                            T.tvm_storage_sync("shared")
-                            lastl[0] = last[0]
+                            last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
                             if lastl[0] == 1:
                                 T.evaluate(T.call_extern("void", "__threadfence"))
                                 nr: T.let = bx * ROWS + tid

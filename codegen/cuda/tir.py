@@ -64,6 +64,25 @@ def choose_cps(chunks: int, n_pad: int, mt: int, sms: int = 132, waves: int = 6)
     return max(1, min(cps, cap))
 
 
+def last_block_macro():
+    """TVMScript macro for the split-K handoff: once a block's partials are written, ``lastl[0]`` is 1 in the
+    block that finished its (row tile, row block) last, which then reduces (fence, count, then fence again
+    before reading the others' partials). Shared by the LUT and the tensor-core kernels."""
+    from tvm.script import tirx as T
+
+    @T.macro
+    def last_block(CNT, bz, bx, tid, last, lastl, split):
+        T.evaluate(T.call_extern("void", "__threadfence"))
+        T.tvm_storage_sync("shared")
+        if tid == 0:
+            last[0] = T.Cast("int32", T.call_extern(
+                "int32", "atomicAdd", T.address_of(CNT[bz, bx]), 1) == split - 1)
+        T.tvm_storage_sync("shared")
+        lastl[0] = last[0]
+
+    return last_block
+
+
 def lut_matmul_func(p: KernelParams):
     from tvm.script import tirx as T
 
@@ -85,6 +104,7 @@ def lut_matmul_func(p: KernelParams):
     XDT, YDT = p.x_dtype, p.y_dtype
     RES = p.residual
     f32 = "float32"
+    last_block = last_block_macro()
 
     @T.prim_func
     def main(x: T.handle, w: T.handle, s: T.handle, z: T.handle, part: T.handle, cnt: T.handle, y: T.handle,
@@ -202,13 +222,7 @@ def lut_matmul_func(p: KernelParams):
                         if not DIRECT:
                             # ---- split-K reduction by the last block of each (row block, row tile) to finish
                             # (threadfence reduction; the counter resets itself for the next call) ----
-                            T.evaluate(T.call_extern("void", "__threadfence"))
-                            T.tvm_storage_sync("shared")
-                            if tid == 0:
-                                last[0] = T.Cast("int32", T.call_extern(
-                                    "int32", "atomicAdd", T.address_of(CNT[bz, bx]), 1) == SPLIT - 1)
-                            T.tvm_storage_sync("shared")
-                            lastl[0] = last[0]
+                            last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
                             if lastl[0] == 1:
                                 T.evaluate(T.call_extern("void", "__threadfence"))
                                 for mm in T.unroll(MT):

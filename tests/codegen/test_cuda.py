@@ -232,7 +232,9 @@ def test_kernel_choice_by_rows_and_grouping():
     f = CudaLutMatmul(q, arch="sm_90a")
     assert f.plan(1) == ("lut", 1) and f.plan(3) == ("lut", 4) and f.plan(4) == ("mma", 16)
     assert f.plan(17) == ("mma", 32)
-    assert f.plan(500) == ("mma", 32) and f.params(500).kind == "mma"
+    assert f.plan(33) == ("mma", 32) and f.plan(500) == ("mma", 32) and f.params(500).kind == "mma"
+    q4 = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=4, group_size=64))
+    assert CudaLutMatmul(q4, arch="sm_90a").plan(33) == ("mma", 64)   # 4 planes: the 64-row tile
     assert CudaLutMatmul(q, arch="sm_90a", kind="lut").plan(17) == ("lut", 8)
     exact = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=64, table_dtype="f32"))
     assert CudaLutMatmul(exact, arch="sm_90a").plan(17) == ("lut", 8)   # float tables asked for: no float16
@@ -275,7 +277,7 @@ def test_nvcc_compiles_the_tensor_core_kernel(arch):
 @needs_gpu
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, "ternary"])
 @pytest.mark.parametrize("n, k, group, m, xdt", [(100, 300, 64, 4, "float16"), (130, 1000, 128, 17, "float32"),
-                                                 (65, 257, 32, 70, "float16"), (300, 600, None, 33, "float16")])
+                                                 (65, 257, 32, 70, "float16"), (300, 600, None, 33, "float32")])
 def test_tensor_core_kernel_matches_float64(bits, n, k, group, m, xdt):
     import torch
 
