@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import filecmp
 import functools
 import os
 import importlib.util
@@ -15,7 +16,9 @@ _LOADED: list[str] = []
 def ensure_tvm_runtime(path: str | None = None) -> str:
     """dlopen libtvm_runtime.so with RTLD_GLOBAL (from ``path``, else from the installed apache-tvm wheel),
     once per process: a second copy from another path would register TVM's global functions twice (abort),
-    so once one is loaded (an artifact's, or the wheel's), every later caller shares it.
+    so once one is loaded (an artifact's, or the wheel's), every later caller shares it. An artifact's copy
+    that is byte for byte the installed wheel's is loaded from the wheel, so that a session may import the
+    compiler after running an artifact (it would otherwise bring the wheel's copy as a second one).
 
     TVM sizes its thread pool once, from TVM_NUM_THREADS, else from the cores it counts as "big" (one on
     the 2-vCPU development machines, so a 2-task parallel loop ran on one thread): unless the user chose,
@@ -25,14 +28,27 @@ def ensure_tvm_runtime(path: str | None = None) -> str:
     tvm_ffi()  # loads libtvm_ffi.so (RTLD_GLOBAL), which libtvm_runtime.so links against
     os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                                  else os.cpu_count() or 1))
+    wheel = _wheel_runtime()
     if path is None:
-        spec = importlib.util.find_spec("tvm")
-        if spec is None or spec.origin is None:
+        if wheel is None:
             raise RuntimeError("libtvm_runtime.so not found: install apache-tvm or pass the library's path")
-        path = str(Path(spec.origin).parent / "lib" / "libtvm_runtime.so")
+        path = str(wheel)
+    elif wheel is not None and filecmp.cmp(path, wheel, shallow=False):
+        # the same library as the installed compiler's: load that one, so that importing the compiler
+        # later in this process (libtvm_compiler.so needs it) does not bring a second copy
+        path = str(wheel)
     ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     _LOADED.append(path)
     return path
+
+
+def _wheel_runtime() -> Path | None:
+    """The installed apache-tvm wheel's libtvm_runtime.so (found without importing tvm), or None."""
+    spec = importlib.util.find_spec("tvm")
+    if spec is None or spec.origin is None:
+        return None
+    lib = Path(spec.origin).parent / "lib" / "libtvm_runtime.so"
+    return lib if lib.exists() else None
 
 
 @functools.lru_cache(maxsize=1)

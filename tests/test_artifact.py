@@ -165,3 +165,26 @@ def test_reference_target_cannot_save(tmp_path):
     g = build_llama(SPEC, random_llama_weights(SPEC))
     with pytest.raises(NotImplementedError, match="target='cpu'"):
         lutc.compile(g).save(tmp_path / "x")
+
+
+def test_compiler_can_be_imported_after_an_artifact_ran(saved):
+    """A session that runs an artifact (its bundled libtvm_runtime) and then compiles: TVM's runtime must be
+    loaded once, or its global functions register twice and the process aborts."""
+    _, path = saved
+    code = f"""
+import numpy as np
+import lutc.runtime
+m = lutc.runtime.load({str(path)!r})
+pasts = {{f"past_{{k}}.{{i}}": np.zeros((1, 2, 0, 16), np.float32) for i in range(2) for k in "kv"}}
+m.run(input_ids=np.array([[1, 2]]), **pasts)
+import tvm, lutc
+from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights
+spec = LlamaSpec(vocab_size=50, hidden_size=32, intermediate_size=48, num_layers=1, num_heads=2, num_kv_heads=1,
+                 max_positions=16)
+cm = lutc.compile(build_llama(spec, random_llama_weights(spec, seed=1)), target="cpu",
+                  quant=lutc.QuantConfig(bits=2, group_size=32, exclude=()))
+print("COMPILED", cm(np.array([[3, 4]]))[0].shape)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "COMPILED" in r.stdout

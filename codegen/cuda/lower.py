@@ -90,17 +90,18 @@ def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
     lut = CudaLutMatmul(_quantized_weight(low, mm), out_dtype="float32", arch=low.options.arch)
     cw = lut.cw
     residual = _residual_add(low, mm)
-    libraries = {}
+    libraries, kernels = {}, {}
     for m in ROW_TILES:
         p = lut.params(m, "float32", residual=residual is not None)
         lib = build_library(p)
         low.libraries[lib.name] = str(lib)
         libraries[str(p.mt)] = [lib.name, p.split]   # keyed by the kernel's row tile: the runtime sizes by it
+        kernels[str(p.mt)] = p.kind                  # "lut" or "mma" (for lutc inspect)
     lid = f"lut{len(low.luts)}"
     keys = [f"{mm.name}.cuda.{part}" for part in ("w", "scales", "zeros")]
     zeros = cw.zeros if cw.zeros is not None else np.zeros((cw.groups, cw.n_pad), np.int8)
     low.weights.update(zip(keys, (cw.w.view(np.int32), cw.scales, zeros)))
-    low.luts[lid] = {"libraries": libraries, "weights": keys, "node": mm.name, "layout": cw.layout, "kernel_args": 8,
+    low.luts[lid] = {"libraries": libraries, "kernels": kernels, "weights": keys, "node": mm.name, "layout": cw.layout, "kernel_args": 8,
                      "params": {"n": cw.n, "k": cw.k, "n_pad": cw.n_pad, "bits": cw.bits,
                                 "group_size": cw.group_size}}
     x = low.value(low.g.node(mm.inputs[0].node).inputs[0])   # the precompute's input: tables built inside

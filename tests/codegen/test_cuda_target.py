@@ -30,6 +30,18 @@ def compiled():
     return lutc.compile(_graph(), target="cuda", quant=lutc.QuantConfig(bits=4, group_size=32, table_dtype="f32"))
 
 
+def test_prefill_tiles_run_on_the_tensor_cores_with_int8_tables():
+    if find_nvcc() is None:
+        pytest.skip("nvcc (CUDA toolkit) is not installed")
+    from lutc.runtime.cuda import tile_for
+
+    cm = lutc.compile(_graph(), target="cuda", quant=lutc.QuantConfig(bits=4, group_size=32))
+    for spec in cm.executable.program.luts.values():
+        assert spec["kernels"] == {"1": "lut", "16": "mma", "64": "mma"}   # 4 planes: 64-row tiles past 32
+        tiles = {int(t) for t in spec["libraries"]}
+        assert [tile_for(m, tiles) for m in (1, 13, 16, 17, 200)] == [1, 16, 16, 64, 64]
+
+
 def test_lowering_covers_the_model(compiled):
     prog = compiled.executable.program
     kinds = {s.kernel for s in prog.steps}
@@ -91,6 +103,7 @@ def test_saved_artifact_refuses_to_load_without_gpu(compiled, tmp_path):
                          text=True, timeout=300)   # inspecting needs no GPU
     assert out.returncode == 0, out.stderr
     assert "target cuda, arch sm_90a" in out.stdout and "decode steps: replayed from CUDA graphs" in out.stdout
+    assert "1:lut 8:lut" in out.stdout   # float tables: the LUT kernel for every row tile
     assert (path / "lib" / "libtvm_runtime_cuda.so").exists()
     with pytest.raises(NoGPUError, match="no CUDA GPU is present"):
         lutc.runtime.load(path)
