@@ -169,10 +169,12 @@ static inline void flush_scalar(const int32_t* acc, float ts, float xs, const ui
 }
 
 #if LUTC_ISA == 512
-/* R rows (R <= 4) of one 64-row tile: each weight load and nibble split serves all R rows' lookups. */
+/* R rows (R <= 4) of one 64-row tile with P pairs of bit planes (P <= 2: at most 4 planes): each weight load
+ * and nibble split serves all R rows' lookups, and a run's P pairs (adjacent 64-byte lines) are read
+ * together, so the weights stream strictly in order. */
 static inline __attribute__((always_inline)) void tile_rows(
     const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
-    const int8_t* z, float* y, int64_t n_pad, int64_t runs, int64_t groups, int64_t pairs, int64_t bits, const int R) {
+    const int8_t* z, float* y, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, const int R, const int P) {
   const int64_t rpg = runs / groups;
   const __m512i lowmask = _mm512_set1_epi8(0x0F);
   const __m512i c_full = _mm512_set1_epi16(0x0201);  /* bytes (1, 2): plane 2p + 2 * plane 2p+1 */
@@ -186,35 +188,43 @@ static inline __attribute__((always_inline)) void tile_rows(
       h[q] = _mm512_mul_ps(half, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + g * 64 + q * 16))));
       hz[q] = _mm512_mul_ps(h[q], _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(z + g * 64 + q * 16)))));
     }
-    for (int64_t p = 0; p < pairs; ++p) {
-      const __m512i c = p == pairs - 1 ? c_last : c_full;
-      __m512i lo16[4], hi16[4];
+    __m512i lo16[2][4], hi16[2][4];
+#pragma GCC unroll 2
+    for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
-      for (int row = 0; row < R; ++row) lo16[row] = hi16[row] = _mm512_setzero_si512();
-      const uint8_t* wp = w + ((g * rpg) * pairs + p) * 64;
-      for (int64_t r = 0; r < rpg; ++r) {
+      for (int row = 0; row < R; ++row) lo16[p][row] = hi16[p][row] = _mm512_setzero_si512();
+    const uint8_t* wp = w + (g * rpg) * P * 64;
+    for (int64_t r = 0; r < rpg; ++r) {
+      __m512i tab[4];
+#pragma GCC unroll 4
+      for (int row = 0; row < R; ++row)
+        tab[row] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)(tables + (row * runs + g * rpg + r) * 16)));
+#pragma GCC unroll 2
+      for (int p = 0; p < P; ++p) {
         /* weights stream from DRAM once: ask for them PREFETCH_RUNS runs ahead */
-        _mm_prefetch((const char*)(wp + (r + PREFETCH_RUNS) * pairs * 64), _MM_HINT_T0);
-        const __m512i wv = _mm512_loadu_si512((const void*)(wp + r * pairs * 64));
+        _mm_prefetch((const char*)(wp + ((r + PREFETCH_RUNS) * P + p) * 64), _MM_HINT_T0);
+        const __m512i c = p == P - 1 ? c_last : c_full;
+        const __m512i wv = _mm512_loadu_si512((const void*)(wp + (r * P + p) * 64));
         const __m512i il = _mm512_and_si512(wv, lowmask);
         const __m512i ih = _mm512_and_si512(_mm512_srli_epi16(wv, 4), lowmask);
 #pragma GCC unroll 4
         for (int row = 0; row < R; ++row) {
-          const __m512i tab = _mm512_broadcast_i32x4(
-              _mm_loadu_si128((const __m128i*)(tables + (row * runs + g * rpg + r) * 16)));
-          lo16[row] = _mm512_add_epi16(lo16[row], _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab, il)));
-          hi16[row] = _mm512_add_epi16(hi16[row], _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab, ih)));
+          lo16[p][row] = _mm512_add_epi16(lo16[p][row], _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab[row], il)));
+          hi16[p][row] = _mm512_add_epi16(hi16[p][row], _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab[row], ih)));
         }
       }
-      /* int16 sums of this pair -> float, weighted 4^p, times table scale and s/2 */
+    }
+    /* int16 sums of each pair -> float, weighted 4^p, times table scale and s/2 */
+#pragma GCC unroll 2
+    for (int p = 0; p < P; ++p) {
       const float wgt = (float)(1 << (2 * p));
 #pragma GCC unroll 4
       for (int row = 0; row < R; ++row) {
         const __m512 ts = _mm512_set1_ps(tscale[row * groups + g] * wgt);
-        const __m512i parts[4] = {_mm512_cvtepi16_epi32(_mm512_castsi512_si256(lo16[row])),
-                                  _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(lo16[row], 1)),
-                                  _mm512_cvtepi16_epi32(_mm512_castsi512_si256(hi16[row])),
-                                  _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(hi16[row], 1))};
+        const __m512i parts[4] = {_mm512_cvtepi16_epi32(_mm512_castsi512_si256(lo16[p][row])),
+                                  _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(lo16[p][row], 1)),
+                                  _mm512_cvtepi16_epi32(_mm512_castsi512_si256(hi16[p][row])),
+                                  _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(hi16[p][row], 1))};
         for (int q = 0; q < 4; ++q) {
           float* out = y + row * n_pad + q * 16;
           const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(parts[q]), ts);
@@ -239,8 +249,10 @@ static inline void tile_gemv(const int8_t* tables, const float* tscale, const fl
                              int64_t groups, int64_t pairs, int64_t bits, int64_t rows) {
   for (int64_t row = 0; row < m;) {
     const int64_t left = m - row, r = left < rows ? left : rows;
-#define ROWS(R) tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, \
-                          y + row * n_pad, n_pad, runs, groups, pairs, bits, R)
+#define ROWS(R) (pairs == 1 ? tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, \
+                                        y + row * n_pad, n_pad, runs, groups, bits, R, 1)                               \
+                            : tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, \
+                                        y + row * n_pad, n_pad, runs, groups, bits, R, 2))
     if (r >= 4) { ROWS(4); row += 4; }
     else if (r == 3) { ROWS(3); row += 3; }
     else if (r == 2) { ROWS(2); row += 2; }
