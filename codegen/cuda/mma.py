@@ -25,7 +25,7 @@ weights quantized with ``table_dtype="f32"`` keep the float32 LUT kernel for eve
 from __future__ import annotations
 
 from .layout import CHUNK, ROWS
-from .tir import THREADS, KernelParams, last_block_macro
+from .tir import THREADS, KernelParams, kernel_func, last_block_macro
 
 RSW = CHUNK // 2 + 4       # 32-bit words per staged activation row: 64 + 4 of padding (bank-conflict free)
 MMA_TILES = (16, 32, 64)   # activation rows per block
@@ -73,9 +73,13 @@ def choose_split(chunks: int, m: int, mt: int) -> int:
 def mma_matmul_func(p: KernelParams):
     from tvm.script import tirx as T
 
-    N, NP, K, C, B, GS, G, MT, CPS = p.n, p.n_pad, p.k, p.chunks, p.bits, p.group_size, p.groups, p.mt, p.cps
+    if p.mt not in MMA_TILES:
+        raise ValueError(f"the tensor-core kernel takes activation tiles of {MMA_TILES} rows, got {p.mt}")
+    if not supports(p.group_size, p.groups):
+        raise ValueError(f"the tensor-core kernel needs groups of a multiple of 32 (or one per row), got {p.group_size}")
+
+    N, K, C, B, GS, MT, CPS = p.n, p.k, p.chunks, p.bits, p.group_size, p.mt, p.cps
     SPLIT = p.split
-    NB = NP // ROWS
     RAGGED = C % CPS != 0
     DIRECT = SPLIT == 1
     HZ = p.has_zero
@@ -85,7 +89,7 @@ def mma_matmul_func(p: KernelParams):
     RU = 8                               # rows reduced together in the split-K epilogue
     PFX = MT <= PREFETCH_X_MAX
     CB = (1 << B) - 1
-    XDT, YDT = p.x_dtype, p.y_dtype
+    YDT = p.y_dtype
     f32 = "float32"
     last_block = last_block_macro()
 
@@ -117,127 +121,112 @@ def mma_matmul_func(p: KernelParams):
             xn[2 * e] = T.if_then_else(row < m and kk < K, T.Cast(f32, X[row, kk]), T.float32(0))
             xn[2 * e + 1] = T.if_then_else(row < m and kk + 16 < K, T.Cast(f32, X[row, kk + 16]), T.float32(0))
 
-    @T.prim_func
-    def main(x: T.handle, w: T.handle, s: T.handle, z: T.handle, part: T.handle, cnt: T.handle, y: T.handle,
-             r: T.handle):
-        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-        m = T.int32()
-        X = T.match_buffer(x, (m, K), XDT)
-        W = T.match_buffer(w, (C, B, NP, 4), "int32")
-        S = T.match_buffer(s, (G, NP), "float16")
-        Z = T.match_buffer(z, (G, NP), "int8")
-        P = T.match_buffer(part, (SPLIT, m, NP), f32)
-        CNT = T.match_buffer(cnt, ((m + MT - 1) // MT, NB), "int32")
-        Y = T.match_buffer(y, (m, N), YDT)
-        R = T.match_buffer(r, (m, N) if RES else (1,), f32)
-        for bz in T.thread_binding((m + MT - 1) // MT, thread="blockIdx.z"):
-            for by in T.thread_binding(SPLIT, thread="blockIdx.y"):
-                for bx in T.thread_binding(NB, thread="blockIdx.x"):
-                    for tid in T.thread_binding(THREADS, thread="threadIdx.x"):
-                        XS = T.alloc_buffer((MT * RSW,), "int32", scope="shared")
-                        wn = T.alloc_buffer((4 * B,), "int32", scope="local")       # next chunk, in flight
-                        sn = T.alloc_buffer((4,), f32, scope="local")
-                        zn = T.alloc_buffer((4,), f32, scope="local")
-                        xn = T.alloc_buffer((2 * PAIRS,), f32, scope="local")
-                        wr = T.alloc_buffer((4 * B,), "int32", scope="local")       # [row slot, plane]
-                        kz = T.alloc_buffer((4,), "int32", scope="local")           # half2 1024 + 2z
-                        sc = T.alloc_buffer((4,), "int32", scope="local")           # half2 s / 2
-                        af = T.alloc_buffer((8,), "int32", scope="local")           # A fragments, 2 tiles
-                        bf = T.alloc_buffer((2,), "int32", scope="local")
-                        acc = T.alloc_buffer((2 * NT * 4,), f32, scope="local")
-                        vv = T.alloc_buffer((1,), "int32", scope="local")
-                        red = T.alloc_buffer((RU,), f32, scope="local")
-                        last = T.alloc_buffer((1,), "int32", scope="shared")
-                        lastl = T.alloc_buffer((1,), "int32", scope="local")
-                        lane: T.let = tid % 32
-                        g: T.let = lane // 4
-                        tig: T.let = lane % 4
-                        n0: T.let = bx * ROWS + (tid // 32) * 32 + g    # row slot rs: n0 + 8 rs
-                        for i in T.unroll(2 * NT * 4):
-                            acc[i] = T.float32(0)
-                        for i in T.unroll(4):
-                            zn[i] = T.float32(0)
-                        fetch_w(by * CPS, W, S, Z, wn, sn, zn, n0, tig)
-                        if PFX:
-                            fetch_x(by * CPS, X, xn, bz, tid, m)
-                        for cc in T.serial(CPS):
-                            c: T.let = by * CPS + cc
-                            if not RAGGED or c < C:
-                                # take chunk c out of flight: scales as half2, activations as half2 pairs
-                                # (p, p + 16) of word i at 17 i + p in shared memory
-                                for i in T.unroll(4 * B):
-                                    wr[i] = wn[i]
-                                for i in T.unroll(4):
-                                    sc[i] = T.call_pure_extern("int32", "lutc_h2", sn[i] * T.float32(0.5))
-                                    kz[i] = T.call_pure_extern("int32", "lutc_h2", zn[i] + T.float32(1024 + CB))
-                                T.tvm_storage_sync("shared")
-                                if not PFX:
-                                    fetch_x(c, X, xn, bz, tid, m)
-                                for e in T.unroll(PAIRS):
-                                    XS[((e * THREADS + tid) // (CHUNK // 2)) * RSW
-                                       + ((e * THREADS + tid) % (CHUNK // 2)) // 16 * 17 + (e * THREADS + tid) % 16] = (
-                                        T.call_pure_extern("int32", "lutc_pack_h2", xn[2 * e], xn[2 * e + 1]))
-                                T.tvm_storage_sync("shared")
-                                if cc + 1 < CPS and (not RAGGED or c + 1 < C):
-                                    fetch_w(c + 1, W, S, Z, wn, sn, zn, n0, tig)
-                                    if PFX:
-                                        fetch_x(c + 1, X, xn, bz, tid, m)
-                                for st in T.unroll(CHUNK // 16):   # k16 steps: bits 2 st + jj (+ 16) of each word
-                                    for a in T.unroll(2):
-                                        for jj in T.unroll(2):
-                                            for hr in T.unroll(2):
-                                                rs2: T.let = a * 2 + hr
-                                                vv[0] = T.int32(0x64006400)
-                                                for t in T.unroll(B):
-                                                    vv[0] = vv[0] | plane_bits(wr[rs2 * B + t], t, 2 * st + jj)
-                                                af[a * 4 + jj * 2 + hr] = T.call_pure_extern(
-                                                    "int32", "lutc_dq_h2", vv[0], kz[rs2], sc[rs2])
-                                    for j8 in T.unroll(NT):
-                                        bf[0] = XS[(j8 * 8 + g) * RSW + tig * 17 + 2 * st]
-                                        bf[1] = XS[(j8 * 8 + g) * RSW + tig * 17 + 2 * st + 1]
-                                        for a in T.unroll(2):
-                                            T.ptx_legacy.mma("m16n8k16", "row", "col", "fp16", "fp16", "fp32",
-                                                             af.data, a * 4, bf.data, 0, acc.data,
-                                                             (a * NT + j8) * 4, False, dtype=f32)
-                        # accumulator i of tile (a, j8): weight row n0 + 16 a + 8 (i // 2), activation row
-                        # j8 * 8 + 2 tig + i % 2
+    @T.macro
+    def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
+        XS = T.alloc_buffer((MT * RSW,), "int32", scope="shared")
+        wn = T.alloc_buffer((4 * B,), "int32", scope="local")       # next chunk, in flight
+        sn = T.alloc_buffer((4,), f32, scope="local")
+        zn = T.alloc_buffer((4,), f32, scope="local")
+        xn = T.alloc_buffer((2 * PAIRS,), f32, scope="local")
+        wr = T.alloc_buffer((4 * B,), "int32", scope="local")       # [row slot, plane]
+        kz = T.alloc_buffer((4,), "int32", scope="local")           # half2 1024 + 2z
+        sc = T.alloc_buffer((4,), "int32", scope="local")           # half2 s / 2
+        af = T.alloc_buffer((8,), "int32", scope="local")           # A fragments, 2 tiles
+        bf = T.alloc_buffer((2,), "int32", scope="local")
+        acc = T.alloc_buffer((2 * NT * 4,), f32, scope="local")
+        vv = T.alloc_buffer((1,), "int32", scope="local")
+        red = T.alloc_buffer((RU,), f32, scope="local")
+        last = T.alloc_buffer((1,), "int32", scope="shared")
+        lastl = T.alloc_buffer((1,), "int32", scope="local")
+        lane: T.let = tid % 32
+        g: T.let = lane // 4
+        tig: T.let = lane % 4
+        n0: T.let = bx * ROWS + (tid // 32) * 32 + g    # row slot rs: n0 + 8 rs
+        for i in T.unroll(2 * NT * 4):
+            acc[i] = T.float32(0)
+        for i in T.unroll(4):
+            zn[i] = T.float32(0)
+        fetch_w(by * CPS, W, S, Z, wn, sn, zn, n0, tig)
+        if PFX:
+            fetch_x(by * CPS, X, xn, bz, tid, m)
+        for cc in T.serial(CPS):
+            c: T.let = by * CPS + cc
+            if not RAGGED or c < C:
+                # take chunk c out of flight: scales as half2, activations as half2 pairs
+                # (p, p + 16) of word i at 17 i + p in shared memory
+                for i in T.unroll(4 * B):
+                    wr[i] = wn[i]
+                for i in T.unroll(4):
+                    sc[i] = T.call_pure_extern("int32", "lutc_h2", sn[i] * T.float32(0.5))
+                    kz[i] = T.call_pure_extern("int32", "lutc_h2", zn[i] + T.float32(1024 + CB))
+                T.tvm_storage_sync("shared")
+                if not PFX:
+                    fetch_x(c, X, xn, bz, tid, m)
+                for e in T.unroll(PAIRS):
+                    XS[((e * THREADS + tid) // (CHUNK // 2)) * RSW
+                       + ((e * THREADS + tid) % (CHUNK // 2)) // 16 * 17 + (e * THREADS + tid) % 16] = (
+                        T.call_pure_extern("int32", "lutc_pack_h2", xn[2 * e], xn[2 * e + 1]))
+                T.tvm_storage_sync("shared")
+                if cc + 1 < CPS and (not RAGGED or c + 1 < C):
+                    fetch_w(c + 1, W, S, Z, wn, sn, zn, n0, tig)
+                    if PFX:
+                        fetch_x(c + 1, X, xn, bz, tid, m)
+                for st in T.unroll(CHUNK // 16):   # k16 steps: bits 2 st + jj (+ 16) of each word
+                    for a in T.unroll(2):
+                        for jj in T.unroll(2):
+                            for hr in T.unroll(2):
+                                rs2: T.let = a * 2 + hr
+                                vv[0] = T.int32(0x64006400)
+                                for t in T.unroll(B):
+                                    vv[0] = vv[0] | plane_bits(wr[rs2 * B + t], t, 2 * st + jj)
+                                af[a * 4 + jj * 2 + hr] = T.call_pure_extern(
+                                    "int32", "lutc_dq_h2", vv[0], kz[rs2], sc[rs2])
+                    for j8 in T.unroll(NT):
+                        bf[0] = XS[(j8 * 8 + g) * RSW + tig * 17 + 2 * st]
+                        bf[1] = XS[(j8 * 8 + g) * RSW + tig * 17 + 2 * st + 1]
                         for a in T.unroll(2):
-                            for j8 in T.unroll(NT):
-                                for i in T.unroll(4):
-                                    tok: T.let = bz * MT + j8 * 8 + tig * 2 + i % 2
-                                    nn: T.let = n0 + 16 * a + 8 * (i // 2)
-                                    if tok < m:
-                                        if DIRECT:
-                                            if nn < N:
-                                                if RES:
-                                                    Y[tok, nn] = T.Cast(YDT, acc[(a * NT + j8) * 4 + i] + R[tok, nn])
-                                                else:
-                                                    Y[tok, nn] = T.Cast(YDT, acc[(a * NT + j8) * 4 + i])
-                                        else:
-                                            P[by, tok, nn] = acc[(a * NT + j8) * 4 + i]
-                        if not DIRECT:
-                            # split-K reduction by the last block to finish (as in the LUT kernel); RU rows
-                            # at a time, so that their partial-sum loads are in flight together
-                            last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
-                            if lastl[0] == 1:
-                                T.evaluate(T.call_extern("void", "__threadfence"))
-                                nr: T.let = bx * ROWS + tid
-                                for mo in T.serial(MT // RU):
-                                    for u in T.unroll(RU):
-                                        red[u] = T.float32(0)
-                                    for sp in T.unroll(SPLIT):
-                                        for u in T.unroll(RU):
-                                            if bz * MT + mo * RU + u < m:
-                                                red[u] = red[u] + T.call_extern(
-                                                    f32, "__ldcg", T.address_of(P[sp, bz * MT + mo * RU + u, nr]))
-                                    for u in T.unroll(RU):
-                                        if bz * MT + mo * RU + u < m and nr < N:
-                                            if RES:
-                                                Y[bz * MT + mo * RU + u, nr] = T.Cast(
-                                                    YDT, red[u] + R[bz * MT + mo * RU + u, nr])
-                                            else:
-                                                Y[bz * MT + mo * RU + u, nr] = T.Cast(YDT, red[u])
-                                if tid == 0:
-                                    CNT[bz, bx] = 0
+                            T.ptx_legacy.mma("m16n8k16", "row", "col", "fp16", "fp16", "fp32",
+                                             af.data, a * 4, bf.data, 0, acc.data,
+                                             (a * NT + j8) * 4, False, dtype=f32)
+        # accumulator i of tile (a, j8): weight row n0 + 16 a + 8 (i // 2), activation row
+        # j8 * 8 + 2 tig + i % 2
+        for a in T.unroll(2):
+            for j8 in T.unroll(NT):
+                for i in T.unroll(4):
+                    tok: T.let = bz * MT + j8 * 8 + tig * 2 + i % 2
+                    nn: T.let = n0 + 16 * a + 8 * (i // 2)
+                    if tok < m:
+                        if DIRECT:
+                            if nn < N:
+                                if RES:
+                                    Y[tok, nn] = T.Cast(YDT, acc[(a * NT + j8) * 4 + i] + R[tok, nn])
+                                else:
+                                    Y[tok, nn] = T.Cast(YDT, acc[(a * NT + j8) * 4 + i])
+                        else:
+                            P[by, tok, nn] = acc[(a * NT + j8) * 4 + i]
+        if not DIRECT:
+            # split-K reduction by the last block to finish (as in the LUT kernel); RU rows
+            # at a time, so that their partial-sum loads are in flight together
+            last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
+            if lastl[0] == 1:
+                T.evaluate(T.call_extern("void", "__threadfence"))
+                nr: T.let = bx * ROWS + tid
+                for mo in T.serial(MT // RU):
+                    for u in T.unroll(RU):
+                        red[u] = T.float32(0)
+                    for sp in T.unroll(SPLIT):
+                        for u in T.unroll(RU):
+                            if bz * MT + mo * RU + u < m:
+                                red[u] = red[u] + T.call_extern(
+                                    f32, "__ldcg", T.address_of(P[sp, bz * MT + mo * RU + u, nr]))
+                    for u in T.unroll(RU):
+                        if bz * MT + mo * RU + u < m and nr < N:
+                            if RES:
+                                Y[bz * MT + mo * RU + u, nr] = T.Cast(
+                                    YDT, red[u] + R[bz * MT + mo * RU + u, nr])
+                            else:
+                                Y[bz * MT + mo * RU + u, nr] = T.Cast(YDT, red[u])
+                if tid == 0:
+                    CNT[bz, bx] = 0
 
-    return main
+    return kernel_func(p, body)

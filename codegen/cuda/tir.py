@@ -14,6 +14,10 @@ One ``main`` PrimFunc, one kernel launch, per LUT matmul ``y[m, n] = sum_k x[m, 
    casts to the output dtype: one launch per call. With ``residual``, the output adds ``r[m, n]`` (a decoder
    layer's residual connection: one launch less per projection that feeds it).
 
+``kernel_func`` holds what every CUDA LUT matmul kernel shares (the 8 arguments the runtime passes and the
+grid); a kernel is a TVMScript macro for one thread's work (``lut_matmul_func`` here, the tensor-core kernel in
+mma.py), and ``last_block_macro`` is their common split-K handoff.
+
 The table build exists only fused into the matmul (no standalone ``lut_precompute`` kernel yet): a block
 rebuilds the tables of its K range, which costs about 35 instructions per thread and chunk of 128 K against
 about 128 * bits for the lookups.
@@ -83,28 +87,15 @@ def last_block_macro():
     return last_block
 
 
-def lut_matmul_func(p: KernelParams):
+def kernel_func(p: KernelParams, body):
+    """The PrimFunc of a CUDA LUT matmul kernel: the 8 arguments every kernel takes (the runtime's ABI:
+    x, w, scales, zeros, partials, counters, y, r) and the grid (activation-row tiles x K splits x 128-row
+    blocks, 128 threads); ``body``, a TVMScript macro, is one thread's work."""
     from tvm.script import tirx as T
 
-    N, NP, K, C, B, GS, G, MT, CPS = p.n, p.n_pad, p.k, p.chunks, p.bits, p.group_size, p.groups, p.mt, p.cps
-    SPLIT = p.split
-    SEGK = min(GS, CHUNK)            # K per scale segment inside a chunk
-    SR = SEGK // 4                   # runs per segment
-    SEGS = CHUNK // SEGK             # segments per chunk
-    U = min(SR, 8)                   # runs per stored activation-sum partial
-    XPC = 32 // U                    # partials per chunk
+    N, NP, K, C, B, G, MT, SPLIT = p.n, p.n_pad, p.k, p.chunks, p.bits, p.groups, p.mt, p.split
     NB = NP // ROWS
-    RAGGED = C % CPS != 0
-    DIRECT = SPLIT == 1
-    HZ = p.has_zero
-    TAB = MT * CPS * 32 * 16         # floats of table in shared memory
-    XPN = MT * CPS * XPC
-    LOGU = U.bit_length() - 1
-    PRE = max(1, min(CPS, 72 // (B * 4 + 2 * SEGS)))   # chunks whose weights are loaded before the table build
-    XDT, YDT = p.x_dtype, p.y_dtype
-    RES = p.residual
-    f32 = "float32"
-    last_block = last_block_macro()
+    XDT, YDT, RES = p.x_dtype, p.y_dtype, p.residual
 
     @T.prim_func
     def main(x: T.handle, w: T.handle, s: T.handle, z: T.handle, part: T.handle, cnt: T.handle, y: T.handle,
@@ -115,126 +106,155 @@ def lut_matmul_func(p: KernelParams):
         W = T.match_buffer(w, (C, B, NP, 4), "int32")
         S = T.match_buffer(s, (G, NP), "float16")
         Z = T.match_buffer(z, (G, NP), "int8")
-        P = T.match_buffer(part, (SPLIT, m, NP), f32)
+        P = T.match_buffer(part, (SPLIT, m, NP), "float32")
         CNT = T.match_buffer(cnt, ((m + MT - 1) // MT, NB), "int32")
         Y = T.match_buffer(y, (m, N), YDT)
-        R = T.match_buffer(r, (m, N) if RES else (1,), f32)
+        R = T.match_buffer(r, (m, N) if RES else (1,), "float32")
         for bz in T.thread_binding((m + MT - 1) // MT, thread="blockIdx.z"):
             for by in T.thread_binding(SPLIT, thread="blockIdx.y"):
                 for bx in T.thread_binding(NB, thread="blockIdx.x"):
                     for tid in T.thread_binding(THREADS, thread="threadIdx.x"):
-                        TS = T.alloc_buffer((TAB,), f32, scope="shared")
-                        XP = T.alloc_buffer((XPN,), f32, scope="shared")
-                        xv = T.alloc_buffer((4,), f32, scope="local")
-                        wr = T.alloc_buffer((PRE * B * 4,), "int32", scope="local")
-                        sl = T.alloc_buffer((PRE * SEGS,), f32, scope="local")
-                        zl = T.alloc_buffer((PRE * SEGS,), f32, scope="local")
-                        yacc = T.alloc_buffer((MT,), f32, scope="local")
-                        acc = T.alloc_buffer((B,), f32, scope="local")    # one chain per bit plane
-                        rs = T.alloc_buffer((1,), f32, scope="local")
-                        xsb = T.alloc_buffer((1,), f32, scope="local")
-                        racc = T.alloc_buffer((1,), f32, scope="local")
-                        last = T.alloc_buffer((1,), "int32", scope="shared")
-                        lastl = T.alloc_buffer((1,), "int32", scope="local")
-                        n: T.let = bx * ROWS + tid
-                        # the first PRE chunks' weights and scales are loaded before the table build, so
-                        # their HBM latency overlaps it (loads do not move across the barrier)
-                        for cc in T.unroll(PRE):
-                            if not RAGGED or by * CPS + cc < C:
-                                for t in T.unroll(B):
-                                    wr[T.Ramp((cc * B + t) * 4, 1, 4)] = W[by * CPS + cc, t, n, T.Ramp(0, 1, 4)]
-                                for sg in T.unroll(SEGS):
-                                    sl[cc * SEGS + sg] = T.Cast(f32, S[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
-                                    if HZ:
-                                        zl[cc * SEGS + sg] = T.Cast(f32, Z[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
-                        # ---- lut_precompute (fused): tables of this block's K range, MT rows ----
-                        j: T.let = tid // 4          # run inside the chunk
-                        q: T.let = tid % 4           # which 4 of the 16 entries (index bits 2, 3)
-                        for it in T.unroll(MT * CPS):
-                            row: T.let = bz * MT + it // CPS
-                            c: T.let = by * CPS + it % CPS
-                            for i in T.unroll(4):
-                                xv[i] = T.if_then_else(
-                                    row < m and c < C and c * CHUNK + j * 4 + i < K,
-                                    T.Cast(f32, X[row, c * CHUNK + j * 4 + i]), T.float32(0))
-                            base: T.let = (T.if_then_else(q % 2 == 1, xv[2], -xv[2])
-                                           + T.if_then_else(q // 2 == 1, xv[3], -xv[3]))
-                            o: T.let = (it * 32 + j) * 16 + q * 4
-                            TS[o] = base - xv[0] - xv[1]
-                            TS[o + 1] = base + xv[0] - xv[1]
-                            TS[o + 2] = base - xv[0] + xv[1]
-                            TS[o + 3] = base + xv[0] + xv[1]
-                            if HZ:
-                                rs[0] = xv[0] + xv[1] + xv[2] + xv[3]
-                                for sh in T.unroll(LOGU):
-                                    rs[0] = rs[0] + T.call_pure_extern(
-                                        f32, "__shfl_xor_sync", T.uint32(0xFFFFFFFF), rs[0], 4 << sh, 32)
-                                if q == 0 and j % U == 0:
-                                    XP[it * XPC + j // U] = rs[0]
-                        T.tvm_storage_sync("shared")
-                        # ---- lut_matmul: one weight row per thread ----
-                        for mm in T.unroll(MT):
-                            yacc[mm] = T.float32(0)
-                        for cc in T.unroll(CPS):
-                            if not RAGGED or by * CPS + cc < C:
-                                if cc >= PRE:  # slot cc % PRE was used by chunk cc - PRE
-                                    for t in T.unroll(B):
-                                        wr[T.Ramp(((cc % PRE) * B + t) * 4, 1, 4)] = W[by * CPS + cc, t, n,
-                                                                                       T.Ramp(0, 1, 4)]
-                                    for sg in T.unroll(SEGS):
-                                        sl[(cc % PRE) * SEGS + sg] = T.Cast(
-                                            f32, S[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
-                                        if HZ:
-                                            zl[(cc % PRE) * SEGS + sg] = T.Cast(
-                                                f32, Z[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
-                                for sg in T.unroll(SEGS):
-                                    sc: T.let = sl[(cc % PRE) * SEGS + sg] * T.float32(0.5)
-                                    zf: T.let = zl[(cc % PRE) * SEGS + sg]
-                                    for mm in T.unroll(MT):
-                                        for t in T.unroll(B):
-                                            acc[t] = T.float32(0)
-                                        for r in T.unroll(SR):
-                                            for t in T.unroll(B):
-                                                acc[t] = acc[t] + TS[
-                                                    ((mm * CPS + cc) * 32 + sg * SR + r) * 16
-                                                    + T.bitwise_and(T.shift_right(wr[((cc % PRE) * B + t) * 4 + (sg * SR + r) // 8],
-                                                                                  4 * ((sg * SR + r) % 8)),
-                                                                    15)]
-                                        for t in T.unroll(B - 1):
-                                            acc[0] = acc[0] + T.float32(2 << t) * acc[t + 1]
-                                        if HZ:
-                                            xsb[0] = XP[(mm * CPS + cc) * XPC + (sg * SR) // U]
-                                            for u in T.unroll(SR // U - 1):
-                                                xsb[0] = xsb[0] + XP[(mm * CPS + cc) * XPC + (sg * SR) // U + u + 1]
-                                            yacc[mm] = yacc[mm] + sc * (acc[0] - zf * xsb[0])
-                                        else:
-                                            yacc[mm] = yacc[mm] + sc * acc[0]
-                        for mm in T.unroll(MT):
-                            if bz * MT + mm < m:
-                                if DIRECT:
-                                    if n < N:
-                                        if RES:
-                                            Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm] + R[bz * MT + mm, n])
-                                        else:
-                                            Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm])
-                                else:
-                                    P[by, bz * MT + mm, n] = yacc[mm]
-                        if not DIRECT:
-                            # ---- split-K reduction by the last block of each (row block, row tile) to finish
-                            # (threadfence reduction; the counter resets itself for the next call) ----
-                            last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
-                            if lastl[0] == 1:
-                                T.evaluate(T.call_extern("void", "__threadfence"))
-                                for mm in T.unroll(MT):
-                                    if bz * MT + mm < m and n < N:
-                                        racc[0] = T.float32(0)
-                                        for sp in T.unroll(SPLIT):
-                                            racc[0] = racc[0] + T.call_extern(
-                                                f32, "__ldcg", T.address_of(P[sp, bz * MT + mm, n]))
-                                        if RES:
-                                            racc[0] = racc[0] + R[bz * MT + mm, n]
-                                        Y[bz * MT + mm, n] = T.Cast(YDT, racc[0])
-                                if tid == 0:
-                                    CNT[bz, bx] = 0
+                        body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid)
 
     return main
+
+
+def lut_matmul_func(p: KernelParams):
+    from tvm.script import tirx as T
+
+    N, K, C, B, GS, MT, CPS = p.n, p.k, p.chunks, p.bits, p.group_size, p.mt, p.cps
+    SPLIT = p.split
+    SEGK = min(GS, CHUNK)            # K per scale segment inside a chunk
+    SR = SEGK // 4                   # runs per segment
+    SEGS = CHUNK // SEGK             # segments per chunk
+    U = min(SR, 8)                   # runs per stored activation-sum partial
+    XPC = 32 // U                    # partials per chunk
+    RAGGED = C % CPS != 0
+    DIRECT = SPLIT == 1
+    HZ = p.has_zero
+    TAB = MT * CPS * 32 * 16         # floats of table in shared memory
+    XPN = MT * CPS * XPC
+    LOGU = U.bit_length() - 1
+    PRE = max(1, min(CPS, 72 // (B * 4 + 2 * SEGS)))   # chunks whose weights are loaded before the table build
+    YDT = p.y_dtype
+    RES = p.residual
+    f32 = "float32"
+    last_block = last_block_macro()
+
+    @T.macro
+    def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
+        TS = T.alloc_buffer((TAB,), f32, scope="shared")
+        XP = T.alloc_buffer((XPN,), f32, scope="shared")
+        xv = T.alloc_buffer((4,), f32, scope="local")
+        wr = T.alloc_buffer((PRE * B * 4,), "int32", scope="local")
+        sl = T.alloc_buffer((PRE * SEGS,), f32, scope="local")
+        zl = T.alloc_buffer((PRE * SEGS,), f32, scope="local")
+        yacc = T.alloc_buffer((MT,), f32, scope="local")
+        acc = T.alloc_buffer((B,), f32, scope="local")    # one chain per bit plane
+        rs = T.alloc_buffer((1,), f32, scope="local")
+        xsb = T.alloc_buffer((1,), f32, scope="local")
+        racc = T.alloc_buffer((1,), f32, scope="local")
+        last = T.alloc_buffer((1,), "int32", scope="shared")
+        lastl = T.alloc_buffer((1,), "int32", scope="local")
+        n: T.let = bx * ROWS + tid
+        # the first PRE chunks' weights and scales are loaded before the table build, so
+        # their HBM latency overlaps it (loads do not move across the barrier)
+        for cc in T.unroll(PRE):
+            if not RAGGED or by * CPS + cc < C:
+                for t in T.unroll(B):
+                    wr[T.Ramp((cc * B + t) * 4, 1, 4)] = W[by * CPS + cc, t, n, T.Ramp(0, 1, 4)]
+                for sg in T.unroll(SEGS):
+                    sl[cc * SEGS + sg] = T.Cast(f32, S[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
+                    if HZ:
+                        zl[cc * SEGS + sg] = T.Cast(f32, Z[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
+        # ---- lut_precompute (fused): tables of this block's K range, MT rows ----
+        j: T.let = tid // 4          # run inside the chunk
+        q: T.let = tid % 4           # which 4 of the 16 entries (index bits 2, 3)
+        for it in T.unroll(MT * CPS):
+            row: T.let = bz * MT + it // CPS
+            c: T.let = by * CPS + it % CPS
+            for i in T.unroll(4):
+                xv[i] = T.if_then_else(
+                    row < m and c < C and c * CHUNK + j * 4 + i < K,
+                    T.Cast(f32, X[row, c * CHUNK + j * 4 + i]), T.float32(0))
+            base: T.let = (T.if_then_else(q % 2 == 1, xv[2], -xv[2])
+                           + T.if_then_else(q // 2 == 1, xv[3], -xv[3]))
+            o: T.let = (it * 32 + j) * 16 + q * 4
+            TS[o] = base - xv[0] - xv[1]
+            TS[o + 1] = base + xv[0] - xv[1]
+            TS[o + 2] = base - xv[0] + xv[1]
+            TS[o + 3] = base + xv[0] + xv[1]
+            if HZ:
+                rs[0] = xv[0] + xv[1] + xv[2] + xv[3]
+                for sh in T.unroll(LOGU):
+                    rs[0] = rs[0] + T.call_pure_extern(
+                        f32, "__shfl_xor_sync", T.uint32(0xFFFFFFFF), rs[0], 4 << sh, 32)
+                if q == 0 and j % U == 0:
+                    XP[it * XPC + j // U] = rs[0]
+        T.tvm_storage_sync("shared")
+        # ---- lut_matmul: one weight row per thread ----
+        for mm in T.unroll(MT):
+            yacc[mm] = T.float32(0)
+        for cc in T.unroll(CPS):
+            if not RAGGED or by * CPS + cc < C:
+                if cc >= PRE:  # slot cc % PRE was used by chunk cc - PRE
+                    for t in T.unroll(B):
+                        wr[T.Ramp(((cc % PRE) * B + t) * 4, 1, 4)] = W[by * CPS + cc, t, n,
+                                                                       T.Ramp(0, 1, 4)]
+                    for sg in T.unroll(SEGS):
+                        sl[(cc % PRE) * SEGS + sg] = T.Cast(
+                            f32, S[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
+                        if HZ:
+                            zl[(cc % PRE) * SEGS + sg] = T.Cast(
+                                f32, Z[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
+                for sg in T.unroll(SEGS):
+                    sc: T.let = sl[(cc % PRE) * SEGS + sg] * T.float32(0.5)
+                    zf: T.let = zl[(cc % PRE) * SEGS + sg]
+                    for mm in T.unroll(MT):
+                        for t in T.unroll(B):
+                            acc[t] = T.float32(0)
+                        for r in T.unroll(SR):
+                            for t in T.unroll(B):
+                                acc[t] = acc[t] + TS[
+                                    ((mm * CPS + cc) * 32 + sg * SR + r) * 16
+                                    + T.bitwise_and(T.shift_right(wr[((cc % PRE) * B + t) * 4 + (sg * SR + r) // 8],
+                                                                  4 * ((sg * SR + r) % 8)),
+                                                    15)]
+                        for t in T.unroll(B - 1):
+                            acc[0] = acc[0] + T.float32(2 << t) * acc[t + 1]
+                        if HZ:
+                            xsb[0] = XP[(mm * CPS + cc) * XPC + (sg * SR) // U]
+                            for u in T.unroll(SR // U - 1):
+                                xsb[0] = xsb[0] + XP[(mm * CPS + cc) * XPC + (sg * SR) // U + u + 1]
+                            yacc[mm] = yacc[mm] + sc * (acc[0] - zf * xsb[0])
+                        else:
+                            yacc[mm] = yacc[mm] + sc * acc[0]
+        for mm in T.unroll(MT):
+            if bz * MT + mm < m:
+                if DIRECT:
+                    if n < N:
+                        if RES:
+                            Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm] + R[bz * MT + mm, n])
+                        else:
+                            Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm])
+                else:
+                    P[by, bz * MT + mm, n] = yacc[mm]
+        if not DIRECT:
+            # ---- split-K reduction by the last block of each (row block, row tile) to finish
+            # (threadfence reduction; the counter resets itself for the next call) ----
+            last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
+            if lastl[0] == 1:
+                T.evaluate(T.call_extern("void", "__threadfence"))
+                for mm in T.unroll(MT):
+                    if bz * MT + mm < m and n < N:
+                        racc[0] = T.float32(0)
+                        for sp in T.unroll(SPLIT):
+                            racc[0] = racc[0] + T.call_extern(
+                                f32, "__ldcg", T.address_of(P[sp, bz * MT + mm, n]))
+                        if RES:
+                            racc[0] = racc[0] + R[bz * MT + mm, n]
+                        Y[bz * MT + mm, n] = T.Cast(YDT, racc[0])
+                if tid == 0:
+                    CNT[bz, bx] = 0
+
+    return kernel_func(p, body)

@@ -260,6 +260,8 @@ def test_mma_cuda_source_structure():
     assert 31 * 68 + 3 * 17 + 16 == staged                     # 32 rows x 68 words of half2 pairs (tail pad cut)
     assert "atomicAdd" in src and "R_ptr[" not in src
     assert "R_ptr[" in cuda_source(_params("sm_90a", kind="mma", mt=16, cps=8, residual=True))
+    with pytest.raises(ValueError, match="activation tiles of"):
+        cuda_source(_params("sm_90a", kind="mma", mt=8))
 
 
 @needs_nvcc
