@@ -261,9 +261,11 @@ static inline void tile_gemv(const int8_t* tables, const float* tscale, const fl
   }
 }
 #elif LUTC_ISA == 256
-static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
-                             const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
-                             int64_t pairs, int64_t bits) {
+/* One row of one 64-row tile with P pairs of bit planes (P <= 2); a run's pairs are read together, so the
+ * weights stream in order (as in the AVX-512 kernel). */
+static inline __attribute__((always_inline)) void tile_row_pairs(
+    const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
+    const int8_t* z, float* out, int64_t runs, int64_t groups, int64_t bits, const int P) {
   const int64_t rpg = runs / groups;
   const __m256i lowmask = _mm256_set1_epi8(0x0F);
   const __m256i c_full = _mm256_set1_epi16(0x0201);
@@ -271,33 +273,45 @@ static inline void tile_row(const int8_t* tables, const float* tscale, const flo
   float acc_f[64];
   for (int i = 0; i < 64; ++i) acc_f[i] = 0.0f;
   for (int64_t g = 0; g < groups; ++g) {
+    /* per pair: bytes 0..31 hold rows 0..15 (low nibbles) and 32..47 (high); bytes 32..63 rows 16..31, 48..63 */
+    __m256i a[2][4];
+#pragma GCC unroll 2
+    for (int p = 0; p < P; ++p)
+      for (int i = 0; i < 4; ++i) a[p][i] = _mm256_setzero_si256();
+    const uint8_t* wp = w + (g * rpg) * P * 64;
+    for (int64_t r = 0; r < rpg; ++r) {
+      const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(tables + (g * rpg + r) * 16)));
+#pragma GCC unroll 2
+      for (int p = 0; p < P; ++p) {
+        const __m256i c = p == P - 1 ? c_last : c_full;
+        const __m256i w0 = _mm256_loadu_si256((const __m256i*)(wp + (r * P + p) * 64));
+        const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wp + (r * P + p) * 64 + 32));
+        a[p][0] = _mm256_add_epi16(a[p][0], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w0, lowmask))));
+        a[p][1] = _mm256_add_epi16(a[p][1], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w1, lowmask))));
+        a[p][2] = _mm256_add_epi16(a[p][2], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w0, 4), lowmask))));
+        a[p][3] = _mm256_add_epi16(a[p][3], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w1, 4), lowmask))));
+      }
+    }
     int32_t acc32[64];
     for (int i = 0; i < 64; ++i) acc32[i] = 0;
-    for (int64_t p = 0; p < pairs; ++p) {
-      const __m256i c = p == pairs - 1 ? c_last : c_full;
-      /* bytes 0..31 hold rows 0..15 (low nibbles) and 32..47 (high); bytes 32..63 rows 16..31 and 48..63 */
-      __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-      __m256i a2 = _mm256_setzero_si256(), a3 = _mm256_setzero_si256();
-      const uint8_t* wp = w + ((g * rpg) * pairs + p) * 64;
-      for (int64_t r = 0; r < rpg; ++r) {
-        const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(tables + (g * rpg + r) * 16)));
-        const __m256i w0 = _mm256_loadu_si256((const __m256i*)(wp + r * pairs * 64));
-        const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wp + r * pairs * 64 + 32));
-        a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w0, lowmask))));
-        a1 = _mm256_add_epi16(a1, _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w1, lowmask))));
-        a2 = _mm256_add_epi16(a2, _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w0, 4), lowmask))));
-        a3 = _mm256_add_epi16(a3, _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w1, 4), lowmask))));
-      }
+#pragma GCC unroll 2
+    for (int p = 0; p < P; ++p) {
       int16_t t[64];
-      _mm256_storeu_si256((__m256i*)(t + 0), a0);
-      _mm256_storeu_si256((__m256i*)(t + 16), a1);
-      _mm256_storeu_si256((__m256i*)(t + 32), a2);
-      _mm256_storeu_si256((__m256i*)(t + 48), a3);
+      for (int i = 0; i < 4; ++i) _mm256_storeu_si256((__m256i*)(t + 16 * i), a[p][i]);
       for (int i = 0; i < 64; ++i) acc32[i] += (int32_t)t[i] << (2 * p);
     }
     flush_scalar(acc32, tscale[g], xsum[g], s + g * 64, z + g * 64, acc_f);
   }
   for (int i = 0; i < 64; ++i) out[i] = acc_f[i];
+}
+
+static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+                             const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
+                             int64_t pairs, int64_t bits) {
+  if (pairs == 1)
+    tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, 1);
+  else
+    tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, 2);
 }
 #else
 static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
