@@ -80,6 +80,11 @@ def _kernel(q, ydt, cps=None, m=1, kind=None):
     return f
 
 
+def _other_tile(f, m):
+    """The tensor-core tile ``f`` does not use for ``m`` (> 32) rows: 32 where it takes 64, else 64."""
+    return 32 if f.plan(m)[1] == 64 else 64
+
+
 def _tolerance(f, m, ydt):
     """float16 output: 2e-3 (its rounding). float32 output: 1e-4 for the LUT kernel (float32 tables), 2e-3 for
     the tensor-core kernel (weights dequantized to float16: each rounded by up to 2^-11 relative)."""
@@ -108,7 +113,7 @@ def prepare(sweep=False, bench=True):
                 count += 1
             if m >= 64:   # the other tile of M > 32 beside the default (64 rows for 3-4 planes, 32 for 1-2)
                 k_ = _kernel(q, "float16")
-                k_._mma_tile = 96 - k_.plan(m)[1]
+                k_._mma_tile = _other_tile(k_, m)
                 k_.build(m, "float16")
                 count += 1
             if m > 1 and name == "W2":
@@ -272,7 +277,7 @@ def run_bench(log, bw, sweep=False):
                     for f in fs:
                         f._kind = None
                 if m >= 64:
-                    other = 96 - fs[0].plan(m)[1]
+                    other = _other_tile(fs[0], m)
                     for f in fs:
                         f._mma_tile = other
                     row[f"lutc_{name}_other_tile"] = other

@@ -17,8 +17,8 @@ def build_lut_matmul(qweight: QuantizedWeight, m: int | None = None, target: str
 
     ``target="cuda"``: a ``CudaLutMatmul`` over torch CUDA tensors (``cuda_options``: ``out_dtype``
     "float32"/"float16", ``arch`` e.g. "sm_90a"/"sm_80", ``kind`` "lut"/"mma" to force a kernel: by default
-    one activation row runs the LUT kernel and more rows the tensor-core kernel); it builds without a GPU
-    (``.build(m)``), and calling it without one raises ``NoGPUError``."""
+    up to three activation rows run the LUT kernel and more rows the tensor-core kernel); it builds without a
+    GPU (``.build(m)``), and calling it without one raises ``NoGPUError``."""
     if target == "cuda":
         from .cuda.kernel import CudaLutMatmul
 
