@@ -21,6 +21,21 @@ import numpy as np
 
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 CACHE = Path(os.environ.get("LUTC_CACHE", Path.home() / ".cache" / "lutc")) / "bench"
+PACKAGE = Path(__file__).resolve().parents[1]
+COMPILER_DIRS = ("codegen", "frontend", "ir", "passes", "runtime", "sim")
+
+
+def source_tag() -> str:
+    """A hash of lutc's own sources (not its tests or benchmarks): cached artifacts built by an older
+    compiler than the one checked out are rebuilt, not timed."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = [*PACKAGE.glob("*.py"), *(f for d in COMPILER_DIRS for f in (PACKAGE / d).rglob("*"))]
+    for f in sorted(files):
+        if f.suffix in (".py", ".c", ".h"):
+            h.update(str(f.relative_to(PACKAGE)).encode() + f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 # -- engines: each has step(ids [1, n]) -> next token, and reset() -------------------------------------
@@ -110,7 +125,7 @@ def prepare(bits_list, variants=True) -> dict[str, tuple[type, Path]]:
                     ("lutc W4 no table sharing", 4, {"share_tables": False, "fuse_norm": False})]
     for name, b, opts in configs:
         tag = "_".join(f"{k}{int(v)}" for k, v in sorted(opts.items()))
-        path = CACHE / f"smollm2_w{b}_g64{tag}_{lutc.__version__}"
+        path = CACHE / f"smollm2_w{b}_g64{tag}_{lutc.__version__}_{source_tag()}"
         if not (path / "manifest.json").exists():
             if graph is None:
                 graph, spec = smollm2_graph_and_spec()

@@ -81,3 +81,20 @@ def views(attrs, ins, dim):
         else:
             x = KERNELS[spec["op"]](spec["attrs"], [x], dim)
     return x
+
+
+def rope_kv_attention(attrs, ins, kv):
+    """A decoder layer's attention block (codegen/cpu/patterns.py ATTENTION_BLOCK): q, k, v rows [b, L, h * d]
+    split into heads, RoPE on q and k, k and v appended to the KV caches ``kv`` (program.KvCaches) in place,
+    attention, heads merged back into rows. Returns [present_k, present_v, out]."""
+    q, k, v, cos, sin, past_k, past_v = ins
+    hq, hk, d = attrs["heads"], attrs["kv_heads"], attrs["head_dim"]
+    b, L = q.shape[:2]
+    kbuf, p = kv.reserve(past_k, L)
+    vbuf, _ = kv.reserve(past_v, L)
+    heads = lambda x, h: x.reshape(b, L, h, d).transpose(0, 2, 1, 3)  # noqa: E731
+    kbuf[:, :, p:p + L] = rope({}, [heads(k, hk), cos, sin], None)
+    vbuf[:, :, p:p + L] = heads(v, hk)
+    present_k, present_v = kbuf[:, :, :p + L], vbuf[:, :, :p + L]
+    out = attention(attrs, [rope({}, [heads(q, hq), cos, sin], None), present_k, present_v], None)
+    return [present_k, present_v, out.transpose(0, 2, 1, 3).reshape(b, L, hq * d)]

@@ -38,7 +38,8 @@ class LoadedModel:
         luts = {lid: LutKernel.from_spec(spec, weights, self.path / "kernels" / spec["library"], tvm_runtime)
                 for lid, spec in self.program.luts.items()}
         ops = self.program.meta.get("ops_library")
-        compiled = CompiledOps(self.path / "kernels" / ops, tvm_runtime).kernels() if ops else {}
+        compiled = (CompiledOps(self.path / "kernels" / ops, tvm_runtime).kernels(self.program.meta.get("compiled_ops", True))
+                    if ops else {})
         return Interpreter(self.program, weights, luts, compiled)
 
     def _cuda(self):

@@ -1,5 +1,6 @@
-"""The compiled ops library at run time (codegen/cpu/ops.py builds it): attention, RoPE and SwiGLU kernels
-with the interface of runtime/fused.py, over numpy arrays passed through DLPack."""
+"""The compiled ops library at run time (codegen/cpu/ops.py builds it): attention, RoPE, SwiGLU and the fused
+RoPE + KV-cache append + attention block, with the interface of runtime/fused.py, over numpy arrays passed
+through DLPack."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,10 +23,35 @@ class CompiledOps:
         mod = tvm_ffi().load_module(str(path))
         self._attention, self._attention_par = mod["attention"], mod["attention_parallel"]
         self._rope, self._swiglu = mod["rope"], mod["swiglu"]
+        self._block, self._block_par = mod["rope_kv_attention"], mod["rope_kv_attention_parallel"]
         self._dl = tvm_ffi().from_dlpack
 
-    def kernels(self) -> dict:
-        return {"attention": self.attention, "rope": self.rope, "swiglu": self.swiglu}
+    def kernels(self, compiled_ops: bool = True) -> dict:
+        """Step kind -> kernel: the fused attention block always, attention/RoPE/SwiGLU when ``compiled_ops``."""
+        block = {"rope_kv_attention": self.rope_kv_attention}
+        return {"attention": self.attention, "rope": self.rope, "swiglu": self.swiglu, **block} if compiled_ops else block
+
+    def rope_kv_attention(self, attrs, ins, kv):
+        """runtime/fused.py rope_kv_attention in one C call (codegen/cpu/ops_kernels.c)."""
+        q, k, v, cos, sin, past_k, past_v = ins
+        hq, hk, d = attrs["heads"], attrs["kv_heads"], attrs["head_dim"]
+        b, L = q.shape[:2]
+        if q.shape != (b, L, hq * d) or k.shape != (b, L, hk * d) or v.shape != k.shape or cos.shape != (L, d) \
+                or sin.shape != cos.shape or past_k.shape[:2] != (b, hk) or past_k.shape[3] != d \
+                or past_v.shape != past_k.shape:
+            raise ValueError(f"rope_kv_attention: q {list(q.shape)}, k {list(k.shape)}, v {list(v.shape)}, cos "
+                             f"{list(cos.shape)}, past {list(past_k.shape)} do not fit {hq}/{hk} heads of {d}")
+        q, k, v = (_inner_contiguous(a) for a in (q, k, v))
+        cos, sin = np.ascontiguousarray(cos, np.float32), np.ascontiguousarray(sin, np.float32)
+        kbuf, p = kv.reserve(past_k, L)
+        vbuf, _ = kv.reserve(past_v, L)
+        out = np.empty((b, L, hq * d), np.float32)
+        off = p if attrs.get("causal_align") == "bottom_right" else 0
+        fn = self._block_par if L * (p + L) * hq > PARALLEL_WORK else self._block
+        dl = self._dl
+        fn(dl(q), dl(k), dl(v), dl(cos), dl(sin), dl(kbuf), dl(vbuf), dl(out), hq, p, float(attrs["scale"]),
+           int(attrs.get("causal", False)), off)
+        return [kbuf[:, :, :p + L], vbuf[:, :, :p + L], out]
 
     def attention(self, attrs, ins, dim):
         q, k, v = (_inner_contiguous(a) for a in ins)

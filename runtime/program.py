@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from . import dims
-from .fused import FUSED
+from .fused import FUSED, rope_kv_attention
 from .kernels import DTYPES, KERNELS
 
 
@@ -165,17 +165,23 @@ class KvCaches:
     def append(self, past: np.ndarray, new: np.ndarray, axis: int = 2) -> np.ndarray:
         if axis != 2 or past.ndim != 4:
             return self._concat([past, new], axis)
-        p, s = past.shape[2], new.shape[2]
+        buf, p = self.reserve(past, new.shape[2])
+        buf[:, :, p:p + new.shape[2]] = new
+        return buf[:, :, :p + new.shape[2]]
+
+    def reserve(self, past: np.ndarray, s: int) -> tuple[np.ndarray, int]:
+        """The buffer holding ``past`` [b, h, p, d] at its start with room for ``s`` more positions, which the
+        caller writes at ``p:p + s`` (the buffer's view ``[:, :, :p + s]`` is the present); and ``p``."""
+        p = past.shape[2]
         if self.capacity is not None and p + s > self.capacity:
             raise ValueError(f"the KV cache holds {self.capacity} positions; this step needs {p + s} "
                              f"({p} cached + {s} new): shorten the prompt or the generation")
         buf = self.owner(past) if p else None
         if buf is None or p + s > buf.shape[2]:
             buf = self._allocate(past if buf is None else buf[:, :, :p], p + s)
-        buf[:, :, p:p + s] = new
         self.mark_filled(buf, p + s)
         self.appended = s
-        return buf[:, :, :p + s]
+        return buf, p
 
     def _allocate(self, past, need: int):
         """A fresh buffer for ``need`` positions (more when growing), holding ``past`` at its start."""
@@ -250,6 +256,9 @@ class Interpreter:
             return lambda attrs, ins, dim: lut(ins[0])
         if step.kernel == "kv_append":
             return lambda attrs, ins, dim: self.kv.append(ins[0], ins[1], attrs.get("axis", 2))
+        if step.kernel == "rope_kv_attention":
+            block = self.compiled.get(step.kernel) or rope_kv_attention
+            return lambda attrs, ins, dim: block(attrs, ins, self.kv)
         fn = self.compiled.get(step.kernel) or FUSED.get(step.kernel) or KERNELS.get(step.kernel)
         if fn is None:
             raise ValueError(f"step {step.name}: unknown kernel {step.kernel!r} (artifact from a newer lutc?)")

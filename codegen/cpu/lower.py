@@ -10,7 +10,7 @@ import numpy as np
 
 from ...ir.graph import Graph, Node, Ref
 from ...ir.ops import Op
-from ...passes.pattern import Any, Match, Pat
+from ...passes.pattern import Match, Pat
 from ...passes.quantize.config import LayerQuant
 from ...passes.quantize.packing import unpack
 from ...passes.quantize.weight import QuantizedWeight
@@ -19,6 +19,7 @@ from ...runtime.program import Program, Step
 from .build import build_library
 from .kernel import TABLES, kernel_params, library_params
 from .layout import pack_cpu
+from .patterns import ATTENTION_BLOCK, HEADS, ROPE, SWIGLU
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class CpuOptions:
     # attention/RoPE/SwiGLU through the TVM-built ops library instead of the vectorized numpy kernels of
     # runtime/fused.py: off by default, as its plain C loops are not faster yet (bench notes in README)
     compiled_ops: bool = False
+    # a decoder layer's RoPE + KV-cache append + attention as one step (the ops library's C kernel)
+    fuse_attention: bool = True
     progress: bool = False   # a progress bar over the kernel builds
     tune: bool = False       # time schedule candidates per LUT matmul shape (codegen/cpu/tune.py; cached on disk)
 
@@ -205,19 +208,6 @@ def _inner_nodes(g: Graph, root: Node, leaves: set[str]) -> set[str]:
     return inner
 
 
-def _halves(first: bool):
-    def ok(n: Node) -> bool:
-        a = n.attrs
-        return a.get("axes") in ([-1], [3]) and not a.get("steps") and (a["starts"] == [0]) == first
-    return ok
-
-
-_X = Any("x")
-ROPE = Pat(Op.ADD, Pat(Op.MUL, _X, Any("cos")),
-           Pat(Op.MUL, Pat(Op.CONCAT, Pat(Op.NEG, Pat(Op.SLICE, _X, where=_halves(False))),
-                       Pat(Op.SLICE, _X, where=_halves(True)), where=lambda n: n.attrs["axis"] in (-1, 3)), Any("sin")))
-SWIGLU = Pat(Op.MUL, Pat(Op.SILU, Any("gate")), Any("up"))
-
 _rope = _fused_step("rope", ROPE, ("x", "cos", "sin"))
 _swiglu = _fused_step("swiglu", SWIGLU, ("gate", "up"))
 
@@ -260,6 +250,35 @@ def _attention(low: Lowering, node: Node) -> list[Step] | None:
     return [Step("attention", [low.value(r) for r in node.inputs], [node.name], dict(node.attrs), node.name)]
 
 
+def _rope_kv_attention(low: Lowering, node: Node) -> list[Step] | None:
+    """A decoder layer's attention block (patterns.ATTENTION_BLOCK: heads split, RoPE of q and k, the KV-cache
+    appends, attention, heads merged) as one step: one pass from the projections' rows to the output rows."""
+    if not low.options.fuse_attention or node.op is not Op.RESHAPE:
+        return None
+    g, m = low.g, Match(low.g)
+    if not ATTENTION_BLOCK.match(g, node.out, m) or not all(HEADS[x].match(g, m[x], m) for x in HEADS):
+        return None
+    q4, k4 = g.type_of(m["xq"]), g.type_of(m["xk"])   # [b, heads, L, d]
+    hq, hk, d, cos = q4.shape[1], k4.shape[1], q4.shape[3], g.type_of(m["cos"])
+    if not all(isinstance(x, int) for x in (hq, hk, d)) or hq % hk or d % 2 or g.type_of(node.out).rank != 3 \
+            or cos.rank != 2 or cos.shape[1] != d or g.type_of(m["sin"]).shape != cos.shape \
+            or any(g.node(m[p].node).op is not Op.INPUT for p in ("past_k", "past_v")):
+        return None
+    presents = {m[p].node for p in ("present_k", "present_v")}
+    outputs = {r.node for r in g.outputs}
+    inner = _inner_nodes(g, node, {m[n].node for n in ("q", "k", "v", "cos", "sin", "past_k", "past_v")})
+    if not presents <= outputs or any(u.name not in inner | {node.name} for n in inner for u in g.users(n)) \
+            or (inner & outputs) - presents:
+        return None
+    low.absorbed |= inner
+    sdpa = m.node("sdpa").attrs
+    attrs = {"heads": hq, "kv_heads": hk, "head_dim": d, "scale": sdpa.get("scale") or 1 / float(np.sqrt(d)),
+             "causal": bool(sdpa.get("causal")), "causal_align": sdpa.get("causal_align", "top_left")}
+    ins = [low.value(m[n]) for n in ("q", "k", "v", "cos", "sin", "past_k", "past_v")]
+    return [Step("rope_kv_attention", ins, [m[p].node for p in ("present_k", "present_v")] + [node.name], attrs,
+                 node.name)]
+
+
 def _numpy(low: Lowering, node: Node) -> list[Step]:
     if node.op.value not in KERNELS:
         raise NotImplementedError(f"{node.op.value} {node.name} has no CPU kernel; CPU kernels: {sorted(KERNELS)}")
@@ -270,6 +289,7 @@ def _numpy(low: Lowering, node: Node) -> list[Step]:
 # Group rules claim the nodes of a fused group before any step is emitted (visited root-first, in reverse
 # order, so the outermost match wins); node rules then pick each remaining node's kernel, in order.
 GROUP_RULES: tuple[Rule, ...] = (_rope, _swiglu, _views)
+CPU_GROUP_RULES: tuple[Rule, ...] = (_rope_kv_attention, *GROUP_RULES)
 RULES: tuple[Rule, ...] = (_input, _const, _absorbed, _lut_matmul, _kv_append, _attention)
 
 
@@ -316,5 +336,5 @@ def apply_rules(low: Lowering, group_rules, rules, fallback: Rule, label: str, c
 def lower(g: Graph, options: CpuOptions, threads: int, isa: str) -> tuple[Program, dict, dict]:
     """The program, the arrays it reads (by key) and the libraries it calls (file name -> path)."""
     low = Lowering(g, options, threads, isa)
-    program = apply_rules(low, GROUP_RULES, RULES, _numpy, "building kernels", claim=_claim_norm)
+    program = apply_rules(low, CPU_GROUP_RULES, RULES, _numpy, "building kernels", claim=_claim_norm)
     return program, low.weights, low.libraries

@@ -1,4 +1,5 @@
-"""The ops library: TVM-generated entry points over the C kernels of ops_kernels.c (attention, RoPE, SwiGLU).
+"""The ops library: TVM-generated entry points over the C kernels of ops_kernels.c (attention, RoPE, SwiGLU, the
+fused RoPE + KV-cache append + attention block).
 Shapes are symbolic and inputs may be strided views (their DLPack strides become TIR variables), so one
 library per ISA and thread count serves every model. Cached on disk like the LUT libraries."""
 from __future__ import annotations
@@ -8,7 +9,8 @@ from pathlib import Path
 from .build import _key, cache_dir, export
 
 SOURCE = Path(__file__).with_name("ops_kernels.c")
-FUNCTIONS = ("attention", "attention_parallel", "rope", "swiglu")
+OPS_LIBRARY_STEPS = ("rope_kv_attention",)  # steps that always take their C kernel when it is built
+FUNCTIONS = ("attention", "attention_parallel", "rope", "swiglu", "rope_kv_attention", "rope_kv_attention_parallel")
 
 
 def _functions(threads: int) -> dict:
@@ -32,6 +34,28 @@ def _functions(threads: int) -> dict:
                                          T.min(t * per, hq), T.min(t * per + per, hq)))
         return attention
 
+    def block_fn(parallel: int):
+        @T.prim_func
+        def rope_kv_attention(q: T.handle, k: T.handle, v: T.handle, cs: T.handle, sn: T.handle, kc: T.handle,
+                              vc: T.handle, o: T.handle, hq: T.int64, past: T.int64, scale: T.float32,
+                              causal: T.int64, off: T.int64):
+            b, l, nq, nk, hk, c, d = T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+            qb, qs, kb, ks, vb, vs = T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
+            Q = T.match_buffer(q, (b, l, nq), "float32", strides=(qb, qs, T.int64(1)))
+            K = T.match_buffer(k, (b, l, nk), "float32", strides=(kb, ks, T.int64(1)))
+            V = T.match_buffer(v, (b, l, nk), "float32", strides=(vb, vs, T.int64(1)))
+            CS = T.match_buffer(cs, (l, d), "float32")
+            SN = T.match_buffer(sn, (l, d), "float32")
+            KC = T.match_buffer(kc, (b, hk, c, d), "float32")
+            VC = T.match_buffer(vc, (b, hk, c, d), "float32")
+            O = T.match_buffer(o, (b, l, nq), "float32")
+            per = (hk + parallel - 1) // parallel
+            for t in T.parallel(parallel) if parallel > 1 else T.serial(1):
+                T.evaluate(T.call_extern("int32", "lutc_rope_kv_attention_f32", Q.data, qb, qs, K.data, kb, ks, V.data,
+                                         vb, vs, CS.data, SN.data, KC.data, VC.data, O.data, b, hq, hk, l, d, c, past,
+                                         scale, causal, off, T.min(t * per, hk), T.min(t * per + per, hk)))
+        return rope_kv_attention
+
     @T.prim_func
     def rope(x: T.handle, c: T.handle, s: T.handle, o: T.handle):
         b, h, l, d, x0, x1, x2 = T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64(), T.int64()
@@ -51,7 +75,9 @@ def _functions(threads: int) -> dict:
 
     return {"attention": attention_fn(1).with_attr("global_symbol", "attention"),
             "attention_parallel": attention_fn(threads).with_attr("global_symbol", "attention_parallel"),
-            "rope": rope.with_attr("global_symbol", "rope"), "swiglu": swiglu.with_attr("global_symbol", "swiglu")}
+            "rope": rope.with_attr("global_symbol", "rope"), "swiglu": swiglu.with_attr("global_symbol", "swiglu"),
+            "rope_kv_attention": block_fn(1).with_attr("global_symbol", "rope_kv_attention"),
+            "rope_kv_attention_parallel": block_fn(threads).with_attr("global_symbol", "rope_kv_attention_parallel")}
 
 
 def build_ops_library(isa: str, threads: int) -> Path:

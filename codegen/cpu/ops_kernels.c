@@ -1,12 +1,23 @@
 /* The non-LUT ops of a decoder layer as C micro-kernels, driven by TVM-generated entry points (ops.py):
- * attention (GQA, causal top-left or bottom-right aligned), RoPE (rotate-half), SwiGLU. Inputs may be strided
+ * attention (GQA, causal top-left or bottom-right aligned), RoPE (rotate-half), SwiGLU, and a decoder layer's
+ * whole attention block (RoPE of q and k, the KV-cache append, attention) in one call. Inputs may be strided
  * views (TVM passes the DLPack strides; the innermost stride must be 1), outputs are contiguous. One source for
  * every ISA: plain loops that gcc vectorizes for the flags it is given. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define MAX_STACK_KEYS 4096
+#define MAX_HEAD_DIM 512
+
+/* The 16 partial sums of a vectorized reduction, added as a tree (8, 4, 2, 1 wide) that gcc turns into a few
+ * vector adds: a serial chain of 16 scalar adds per dot product cost more than the products themselves. */
+static inline float tree16(float* acc) {
+  for (int j = 0; j < 8; ++j) acc[j] += acc[j + 8];
+  for (int j = 0; j < 4; ++j) acc[j] += acc[j + 4];
+  return (acc[0] + acc[2]) + (acc[1] + acc[3]);
+}
 
 /* 16 partial sums: gcc vectorizes this without -ffast-math (a plain reduction it would keep scalar) */
 static inline float dot(const float* a, const float* b, int64_t n) {
@@ -16,8 +27,41 @@ static inline float dot(const float* a, const float* b, int64_t n) {
     for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
   float s = 0.0f;
   for (; i < n; ++i) s += a[i] * b[i];
-  for (int j = 0; j < 16; ++j) s += acc[j];
-  return s;
+  return s + tree16(acc);
+}
+
+/* 16 partial sums, as in dot() */
+static inline float sum16(const float* a, int64_t n) {
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j];
+  float s = 0.0f;
+  for (; i < n; ++i) s += a[i];
+  return s + tree16(acc);
+}
+
+/* e^x for x <= 0 (softmax scores after the max is subtracted): 2^n e^f with n = round(x / ln 2), f reduced in
+ * two parts (Cody-Waite), a degree-7 Taylor polynomial on |f| <= ln2 / 2 (error ~5e-9 before float rounding).
+ * Branch-free, with only integer clamps, so gcc vectorizes the loops that call it (expf stays scalar, and a
+ * float compare may trap). Below ~-87.3, where e^x leaves the normal floats, it gives 0. */
+static inline float exp_nonpos(float x) {
+  const int32_t n = (int32_t)(x * 1.44269504088896341f - 0.5f);  /* round to nearest for x <= 0 */
+  const float f = (x - (float)n * 0.693145751953125f) - (float)n * 1.428606765330187e-06f;
+  const float e = 1.0f + f * (1.0f + f * (0.5f + f * (1.0f / 6 + f * (1.0f / 24 + f * (1.0f / 120 +
+                  f * (1.0f / 720 + f * (1.0f / 5040)))))));
+  const int32_t biased = n + 127;
+  const int32_t bits = (biased > 0 ? biased : 0) << 23;  /* 2^n, or 0 below the normal range */
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return e * scale;
+}
+
+/* p[0..n) = softmax(p[0..n)) in place, given mx = max(p) */
+static inline void softmax_inplace(float* p, int64_t n, float mx) {
+  for (int64_t s = 0; s < n; ++s) p[s] = exp_nonpos(p[s] - mx);
+  const float inv = 1.0f / sum16(p, n);
+  for (int64_t s = 0; s < n; ++s) p[s] *= inv;
 }
 
 /* out[b, h, l, :] = softmax(scale * q[b, h, l, :] . k[b, h / rep, :, :]^T, causal) @ v[b, h / rep, :, :]
@@ -46,18 +90,13 @@ int32_t lutc_attention_f32(const float* q, int64_t q0, int64_t q1, int64_t q2, c
         float mx = -INFINITY;
         for (int64_t s = 0; s < n; ++s) {
           p[s] = dot(ql, kh + s * k2, D) * scale;
-          if (p[s] > mx) mx = p[s];
+          mx = p[s] > mx ? p[s] : mx;
         }
-        float tot = 0.0f;
-        for (int64_t s = 0; s < n; ++s) {
-          p[s] = expf(p[s] - mx);
-          tot += p[s];
-        }
-        const float inv = 1.0f / tot;
+        softmax_inplace(p, n, mx);
         for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
         for (int64_t s = 0; s < n; ++s) {
           const float* vs = vh + s * v2;
-          const float w = p[s] * inv;
+          const float w = p[s];
           for (int64_t d = 0; d < D; ++d) o[d] += w * vs[d];
         }
       }
@@ -86,5 +125,66 @@ int32_t lutc_rope_f32(const float* x, int64_t x0, int64_t x1, int64_t x2, const 
 /* out = silu(gate) * up over n contiguous elements. */
 int32_t lutc_swiglu_f32(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+  return 0;
+}
+
+/* A decoder layer's attention block for the KV heads g0 <= g < g1 (the driver splits KV heads over threads):
+ *   q, k, v: rows [B, L, Hq * D] and [B, L, Hk * D] before RoPE (row strides qs/ks/vs, batch strides qb/kb/vb);
+ *   kc, vc: KV caches [B, Hk, C, D] with positions 0..P-1 filled: RoPE(k) and v are written at P..P+L-1;
+ *   out[b, l, h * D + d]: attention of RoPE(q) over the P + L cached positions, causal with offset `off` (row l
+ *   sees keys s <= l + off), GQA (query head h reads KV head h / (Hq / Hk)).
+ * The new keys are rotated straight into the cache, each query row into a scratch row (times `scale`), and
+ * the output lands in the [B, L, Hq * D] layout the next matmul reads. RoPE is rotate-half with cos/sin
+ * tables [L, D] for the L new positions. */
+int32_t lutc_rope_kv_attention_f32(const float* q, int64_t qb, int64_t qs, const float* k, int64_t kb, int64_t ks,
+                                   const float* v, int64_t vb, int64_t vs, const float* cos_t, const float* sin_t,
+                                   float* kc, float* vc, float* out, int64_t B, int64_t Hq, int64_t Hk, int64_t L,
+                                   int64_t D, int64_t C, int64_t P, float scale, int64_t causal, int64_t off,
+                                   int64_t g0, int64_t g1) {
+  const int64_t rep = Hq / Hk, half = D / 2, S = P + L;
+  float stack_p[MAX_STACK_KEYS], qr[MAX_HEAD_DIM];
+  if (D > MAX_HEAD_DIM || D % 2) return -2;
+  float* p = S <= MAX_STACK_KEYS ? stack_p : (float*)malloc(sizeof(float) * S);
+  if (!p) return -1;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t g = g0; g < g1; ++g) {
+      float* kh = kc + (b * Hk + g) * C * D;
+      float* vh = vc + (b * Hk + g) * C * D;
+      for (int64_t l = 0; l < L; ++l) {
+        const float* kr = k + b * kb + l * ks + g * D;
+        const float *c = cos_t + l * D, *sn = sin_t + l * D;
+        float* dst = kh + (P + l) * D;
+        for (int64_t d = 0; d < half; ++d) dst[d] = kr[d] * c[d] - kr[d + half] * sn[d];
+        for (int64_t d = half; d < D; ++d) dst[d] = kr[d] * c[d] + kr[d - half] * sn[d];
+        memcpy(vh + (P + l) * D, v + b * vb + l * vs + g * D, sizeof(float) * D);
+      }
+      for (int64_t h = g * rep; h < (g + 1) * rep; ++h)
+        for (int64_t l = 0; l < L; ++l) {
+          const float* xr = q + b * qb + l * qs + h * D;
+          const float *c = cos_t + l * D, *sn = sin_t + l * D;
+          for (int64_t d = 0; d < half; ++d) qr[d] = (xr[d] * c[d] - xr[d + half] * sn[d]) * scale;
+          for (int64_t d = half; d < D; ++d) qr[d] = (xr[d] * c[d] + xr[d - half] * sn[d]) * scale;
+          float* o = out + (b * L + l) * Hq * D + h * D;
+          int64_t n = causal ? l + off + 1 : S;
+          if (n > S) n = S;
+          if (n <= 0) {  /* a fully masked row gives 0, as torch's safe softmax does */
+            for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
+            continue;
+          }
+          float mx = -INFINITY;
+          for (int64_t s = 0; s < n; ++s) {
+            p[s] = dot(qr, kh + s * D, D);
+            mx = p[s] > mx ? p[s] : mx;
+          }
+          softmax_inplace(p, n, mx);
+          for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
+          for (int64_t s = 0; s < n; ++s) {
+            const float* vr = vh + s * D;
+            const float w = p[s];
+            for (int64_t d = 0; d < D; ++d) o[d] += w * vr[d];
+          }
+        }
+    }
+  if (p != stack_p) free(p);
   return 0;
 }

@@ -15,7 +15,7 @@ from ...runtime.ops_lib import CompiledOps
 from ...runtime.program import Interpreter, Program
 from .kernel import check_isa
 from .lower import CpuOptions, lower
-from .ops import build_ops_library
+from .ops import OPS_LIBRARY_STEPS, build_ops_library
 
 
 class CpuExecutable:
@@ -25,7 +25,7 @@ class CpuExecutable:
         self.program, self.weights, self.libraries = program, weights, libraries
         luts = {lid: LutKernel.from_spec(spec, weights, libraries[spec["library"]]) for lid, spec in program.luts.items()}
         ops = program.meta.get("ops_library")
-        compiled = CompiledOps(libraries[ops]).kernels() if ops else {}
+        compiled = CompiledOps(libraries[ops]).kernels(program.meta.get("compiled_ops", True)) if ops else {}
         self.interpreter = Interpreter(program, weights, luts, compiled)
 
     def __call__(self, inputs) -> list[np.ndarray]:
@@ -60,8 +60,8 @@ class CpuTarget:
     def build(self, g: Graph) -> CpuExecutable:
         program, weights, libraries = lower(g, self.options, self.threads, self.isa)
         program.meta.update(target="cpu", isa=self.isa, threads=self.threads)
-        if self.options.compiled_ops:
+        if self.options.compiled_ops or any(s.kernel in OPS_LIBRARY_STEPS for s in program.steps):
             lib = build_ops_library(self.isa, self.threads)
             libraries[lib.name] = str(lib)
-            program.meta["ops_library"] = lib.name
+            program.meta.update(ops_library=lib.name, compiled_ops=self.options.compiled_ops)
         return CpuExecutable(program, weights, libraries)

@@ -53,8 +53,7 @@ def test_lowering_shares_tables_and_fuses(kv_graph):
     kinds = [s.kernel for s in cm.executable.program.steps]
     # per layer: one LUT call for q/k/v (shared tables), o, one for gate/up, down; plus the float lm_head
     assert kinds.count("lut") == 4 * SPEC.num_layers
-    assert kinds.count("rope") == 2 * SPEC.num_layers and kinds.count("swiglu") == SPEC.num_layers
-    assert kinds.count("kv_append") == 2 * SPEC.num_layers and kinds.count("attention") == SPEC.num_layers
+    assert kinds.count("rope_kv_attention") == SPEC.num_layers and kinds.count("swiglu") == SPEC.num_layers
     assert "rms_norm" in kinds  # the final norm feeds a float linear: not fused
     fused = [spec for spec in cm.executable.program.luts.values() if spec["params"].get("prologue") == "rms_norm"]
     assert len(fused) == 2 * SPEC.num_layers  # q/k/v and gate/up read their norm inside the LUT call
@@ -185,6 +184,57 @@ def test_compiled_ops_library_matches_numpy_kernels():
     np.testing.assert_allclose(ops.rope({}, [x, cos, sin], None), fused.rope({}, [x, cos, sin], None), rtol=1e-6, atol=1e-6)
     g, u = rng.standard_normal((2, 3, 77)).astype(np.float32)
     np.testing.assert_allclose(ops.swiglu({}, [g, u], None), fused.swiglu({}, [g, u], None), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("b, l, past, hq, hk, d, align", [(1, 1, 37, 9, 3, 64, "bottom_right"),
+                                                             (2, 5, 0, 6, 2, 40, "top_left"),
+                                                             (2, 3, 300, 4, 4, 18, "bottom_right"),
+                                                             (1, 7, 4, 6, 3, 8, "top_left")])
+def test_fused_attention_block_matches_numpy(b, l, past, hq, hk, d, align):
+    """The ops library's RoPE + KV-cache append + attention kernel against runtime/fused.py's numpy version:
+    q/k/v as strided column slices of one projection output, the past in a cache buffer with headroom (written
+    in place) or a plain array (copied), causal top-left and bottom-right."""
+    from lutc.codegen.cpu.ops import build_ops_library
+    from lutc.runtime import fused
+    from lutc.runtime.ops_lib import CompiledOps
+    from lutc.runtime.program import KvCaches
+
+    ops = CompiledOps(build_ops_library("generic", 2))
+    rng = np.random.default_rng(b * 1000 + l * 10 + past)
+    qkv = rng.standard_normal((b, l, (hq + 2 * hk) * d)).astype(np.float32)
+    q, k, v = np.split(qkv, [hq * d, (hq + hk) * d], axis=-1)
+    cos, sin = rng.standard_normal((2, l, d)).astype(np.float32)
+    past_k, past_v = rng.standard_normal((2, b, hk, past, d)).astype(np.float32)
+    attrs = {"heads": hq, "kv_heads": hk, "head_dim": d, "scale": 0.3, "causal": True, "causal_align": align}
+    results = []
+    for block in (fused.rope_kv_attention, ops.rope_kv_attention):
+        kv = KvCaches(None)
+        first = block(attrs, [q, k, v, cos, sin, past_k, past_v], kv)           # past copied into a buffer
+        again = block(attrs, [q, k, v, cos, sin, first[0], first[1]], kv)       # appended in place
+        assert np.shares_memory(again[0], first[0]) and np.shares_memory(again[1], first[1])
+        results.append(first + again)
+    for ours, ref in zip(results[1], results[0]):
+        assert ours.shape == ref.shape
+        np.testing.assert_allclose(ours, ref, rtol=2e-5, atol=2e-5)
+    np.testing.assert_array_equal(results[1][0][:, :, :past], past_k)  # the past is kept, the new keys follow
+
+
+def test_attention_block_is_one_step_and_matches_unfused_steps(kv_graph):
+    """lower.py's attention-block rule: one step per layer where the split/views/RoPE/append/attention steps
+    were, the same logits over a prefill and decode steps."""
+    cms = {f: lutc.compile(kv_graph, target="cpu", quant=Q2, target_options={"fuse_attention": f}) for f in (0, 1)}
+    kinds = {f: [s.kernel for s in cm.executable.program.steps] for f, cm in cms.items()}
+    assert kinds[1].count("rope_kv_attention") == SPEC.num_layers and "kv_append" not in kinds[1]
+    assert "rope_kv_attention" not in kinds[0] and kinds[0].count("kv_append") == 2 * SPEC.num_layers
+    logits = {}
+    for f, cm in cms.items():
+        outs = cm.run(input_ids=np.arange(6)[None] % SPEC.vocab_size, **pasts())
+        logits[f] = [outs[0]]
+        for t in range(4):
+            outs = cm.run(input_ids=np.array([[t + 3]]), **feed_back(cm, outs))
+            logits[f].append(outs[0])
+    for a, b in zip(logits[0], logits[1]):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
 
 
 def test_compiled_ops_in_a_model(kv_graph):
