@@ -10,6 +10,7 @@
 
 #define MAX_STACK_KEYS 4096
 #define MAX_HEAD_DIM 512
+#define MAX_GROUP 8       /* query heads per KV head processed together (more go through in slices) */
 
 /* The 16 partial sums of a vectorized reduction, added as a tree (8, 4, 2, 1 wide) that gcc turns into a few
  * vector adds: a serial chain of 16 scalar adds per dot product cost more than the products themselves. */
@@ -136,55 +137,84 @@ int32_t lutc_swiglu_f32(const float* gate, const float* up, float* out, int64_t 
  * The new keys are rotated straight into the cache, each query row into a scratch row (times `scale`), and
  * the output lands in the [B, L, Hq * D] layout the next matmul reads. RoPE is rotate-half with cos/sin
  * tables [L, D] for the L new positions. */
+/* The block for one (batch, KV head) and its query heads h0..h1 (at most MAX_GROUP) with the head size D as a
+ * parameter: called with constant D below, so gcc unrolls the dot products. The group's query heads go through
+ * the keys and values together: each cached row is read once per query row, not once per head (from L2 at
+ * long contexts, that read is what the kernel waits on). p: scratch for (h1 - h0) x (P + L) scores. */
+static inline __attribute__((always_inline)) void block_head(
+    const float* q, int64_t qs, const float* k, int64_t ks, const float* v, int64_t vs, const float* cos_t,
+    const float* sin_t, float* kh, float* vh, float* out, int64_t Hq, int64_t L, const int64_t D, int64_t P,
+    float scale, int64_t causal, int64_t off, int64_t h0, int64_t h1, float* p) {
+  const int64_t half = D / 2, S = P + L, G = h1 - h0;
+  float qr[MAX_GROUP * MAX_HEAD_DIM], acc[MAX_GROUP * MAX_HEAD_DIM];
+  for (int64_t l = 0; l < L; ++l) {
+    const float *kr = k + l * ks, *c = cos_t + l * D, *sn = sin_t + l * D;
+    float* dst = kh + (P + l) * D;
+    for (int64_t d = 0; d < half; ++d) dst[d] = kr[d] * c[d] - kr[d + half] * sn[d];
+    for (int64_t d = half; d < D; ++d) dst[d] = kr[d] * c[d] + kr[d - half] * sn[d];
+    memcpy(vh + (P + l) * D, v + l * vs, sizeof(float) * D);
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    const float *c = cos_t + l * D, *sn = sin_t + l * D;
+    for (int64_t r = 0; r < G; ++r) {
+      const float* xr = q + l * qs + (h0 + r) * D;
+      float* qd = qr + r * D;
+      for (int64_t d = 0; d < half; ++d) qd[d] = (xr[d] * c[d] - xr[d + half] * sn[d]) * scale;
+      for (int64_t d = half; d < D; ++d) qd[d] = (xr[d] * c[d] + xr[d - half] * sn[d]) * scale;
+    }
+    float* o = out + l * Hq * D + h0 * D;
+    int64_t n = causal ? l + off + 1 : S;
+    if (n > S) n = S;
+    if (n <= 0) {  /* a fully masked row gives 0, as torch's safe softmax does */
+      for (int64_t d = 0; d < G * D; ++d) o[d] = 0.0f;
+      continue;
+    }
+    float mx[MAX_GROUP];
+    for (int64_t r = 0; r < G; ++r) mx[r] = -INFINITY;
+    for (int64_t s = 0; s < n; ++s) {
+      const float* krow = kh + s * D;
+      for (int64_t r = 0; r < G; ++r) {
+        const float x = dot(qr + r * D, krow, D);
+        p[r * S + s] = x;
+        mx[r] = x > mx[r] ? x : mx[r];
+      }
+    }
+    for (int64_t r = 0; r < G; ++r) softmax_inplace(p + r * S, n, mx[r]);
+    for (int64_t d = 0; d < G * D; ++d) acc[d] = 0.0f;
+    for (int64_t s = 0; s < n; ++s) {
+      const float* vr = vh + s * D;
+      for (int64_t r = 0; r < G; ++r) {
+        const float w = p[r * S + s];
+        float* a = acc + r * D;
+        for (int64_t d = 0; d < D; ++d) a[d] += w * vr[d];
+      }
+    }
+    memcpy(o, acc, sizeof(float) * G * D);
+  }
+}
+
 int32_t lutc_rope_kv_attention_f32(const float* q, int64_t qb, int64_t qs, const float* k, int64_t kb, int64_t ks,
                                    const float* v, int64_t vb, int64_t vs, const float* cos_t, const float* sin_t,
                                    float* kc, float* vc, float* out, int64_t B, int64_t Hq, int64_t Hk, int64_t L,
                                    int64_t D, int64_t C, int64_t P, float scale, int64_t causal, int64_t off,
                                    int64_t g0, int64_t g1) {
-  const int64_t rep = Hq / Hk, half = D / 2, S = P + L;
-  float stack_p[MAX_STACK_KEYS], qr[MAX_HEAD_DIM];
+  const int64_t rep = Hq / Hk, S = P + L, G = rep < MAX_GROUP ? rep : MAX_GROUP;
+  float stack_p[MAX_STACK_KEYS];
   if (D > MAX_HEAD_DIM || D % 2) return -2;
-  float* p = S <= MAX_STACK_KEYS ? stack_p : (float*)malloc(sizeof(float) * S);
+  float* p = G * S <= MAX_STACK_KEYS ? stack_p : (float*)malloc(sizeof(float) * G * S);
   if (!p) return -1;
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t g = g0; g < g1; ++g) {
-      float* kh = kc + (b * Hk + g) * C * D;
-      float* vh = vc + (b * Hk + g) * C * D;
-      for (int64_t l = 0; l < L; ++l) {
-        const float* kr = k + b * kb + l * ks + g * D;
-        const float *c = cos_t + l * D, *sn = sin_t + l * D;
-        float* dst = kh + (P + l) * D;
-        for (int64_t d = 0; d < half; ++d) dst[d] = kr[d] * c[d] - kr[d + half] * sn[d];
-        for (int64_t d = half; d < D; ++d) dst[d] = kr[d] * c[d] + kr[d - half] * sn[d];
-        memcpy(vh + (P + l) * D, v + b * vb + l * vs + g * D, sizeof(float) * D);
+    for (int64_t g = g0; g < g1; ++g)
+      for (int64_t h = g * rep; h < (g + 1) * rep; h += G) {  /* groups beyond MAX_GROUP heads: in slices */
+        const int64_t h1 = h + G < (g + 1) * rep ? h + G : (g + 1) * rep;
+#define HEAD(DIM) block_head(q + b * qb, qs, k + b * kb + g * DIM, ks, v + b * vb + g * DIM, vs, cos_t, sin_t,    \
+                             kc + (b * Hk + g) * C * DIM, vc + (b * Hk + g) * C * DIM, out + b * L * Hq * DIM, Hq, L, \
+                             DIM, P, scale, causal, off, h, h1, p)
+        if (D == 64) HEAD(64);
+        else if (D == 128) HEAD(128);
+        else HEAD(D);
+#undef HEAD
       }
-      for (int64_t h = g * rep; h < (g + 1) * rep; ++h)
-        for (int64_t l = 0; l < L; ++l) {
-          const float* xr = q + b * qb + l * qs + h * D;
-          const float *c = cos_t + l * D, *sn = sin_t + l * D;
-          for (int64_t d = 0; d < half; ++d) qr[d] = (xr[d] * c[d] - xr[d + half] * sn[d]) * scale;
-          for (int64_t d = half; d < D; ++d) qr[d] = (xr[d] * c[d] + xr[d - half] * sn[d]) * scale;
-          float* o = out + (b * L + l) * Hq * D + h * D;
-          int64_t n = causal ? l + off + 1 : S;
-          if (n > S) n = S;
-          if (n <= 0) {  /* a fully masked row gives 0, as torch's safe softmax does */
-            for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
-            continue;
-          }
-          float mx = -INFINITY;
-          for (int64_t s = 0; s < n; ++s) {
-            p[s] = dot(qr, kh + s * D, D);
-            mx = p[s] > mx ? p[s] : mx;
-          }
-          softmax_inplace(p, n, mx);
-          for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
-          for (int64_t s = 0; s < n; ++s) {
-            const float* vr = vh + s * D;
-            const float w = p[s];
-            for (int64_t d = 0; d < D; ++d) o[d] += w * vr[d];
-          }
-        }
-    }
   if (p != stack_p) free(p);
   return 0;
 }
