@@ -139,7 +139,7 @@ def test_generation_context_limit(kv_graph):
 
 
 def test_threads_per_call():
-    assert threads_for(100 << 10, 2) == 1 and threads_for(4 << 20, 2) == 2 and threads_for(4 << 20, 1) == 1
+    assert threads_for(40 << 10, 2) == 1 and threads_for(100 << 10, 2) == 2 and threads_for(4 << 20, 2) == 2 and threads_for(4 << 20, 1) == 1
 
 
 def test_import_llama_from_transformers_matches_eager():
