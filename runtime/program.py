@@ -176,10 +176,12 @@ class KvCaches:
         if self.capacity is not None and p + s > self.capacity:
             raise ValueError(f"the KV cache holds {self.capacity} positions; this step needs {p + s} "
                              f"({p} cached + {s} new): shorten the prompt or the generation")
-        buf = self.owner(past) if p else None
+        address = self._address(past) if p else None
+        buf = self._owner_at(address, past) if p else None
         if buf is None or p + s > buf.shape[2]:
             buf = self._allocate(past if buf is None else buf[:, :, :p], p + s)
-        self.mark_filled(buf, p + s)
+            address = self._address(buf)
+        self._filled[address] = (weakref.ref(buf), p + s)   # mark_filled, the address known
         self.appended = s
         return buf, p
 
@@ -201,7 +203,10 @@ class KvCaches:
 
     def owner(self, past: np.ndarray) -> np.ndarray | None:
         """The buffer whose filled part ``past`` is, if any."""
-        hit = self._filled.get(self._address(past))
+        return self._owner_at(self._address(past), past)
+
+    def _owner_at(self, address: int, past):
+        hit = self._filled.get(address)
         if hit is None:
             return None
         buf = hit[0]()

@@ -335,7 +335,11 @@ def apply_rules(low: Lowering, group_rules, rules, fallback: Rule, label: str, c
             steps = fallback(low, node)
         low.steps.extend(steps)
     outputs = [{"name": name, "value": low.value(r)} for name, r in zip(g.output_names, g.outputs)]
-    return Program(g.input_specs(), outputs, low.constants, low.steps, low.luts, dict(g.meta))
+    # constants only fused-away nodes read (reshape shapes inside a view chain or an attention block): dropped,
+    # so the interpreter does not evaluate their symbolic dims on every call
+    read = {v for s in low.steps for v in s.inputs} | {o["value"] for o in outputs}
+    constants = {k: c for k, c in low.constants.items() if k in read}
+    return Program(g.input_specs(), outputs, constants, low.steps, low.luts, dict(g.meta))
 
 
 def lower(g: Graph, options: CpuOptions, threads: int, isa: str) -> tuple[Program, dict, dict]:
