@@ -55,13 +55,17 @@ class LutKernel:
             if a.shape != shape or a.dtype != dt:
                 raise ValueError(f"LUT kernel {name}: expected {np.dtype(dt)} {list(shape)}, got {a.dtype} {list(a.shape)}")
         self.weights = [a if is_aligned(a) else aligned_copy(a) for a in (w, scales, zeros)]
-        self.fused_norm = params.get("prologue", "none") == "rms_norm"
+        self.prologue = params.get("prologue", "none")
+        self.fused_norm = self.prologue == "rms_norm"
         if self.fused_norm != (norm_weight is not None):
             raise ValueError("a library with an rms_norm prologue needs the norm weight, and only such a library")
+        # a SwiGLU prologue reads [gate | up] rows and multiplies silu(gate) * up before building tables
+        self.k_in = 2 * self.k if self.prologue == "swiglu" else self.k
         self.norm = None if norm_weight is None else aligned_copy(np.asarray(norm_weight, np.float32).reshape(self.k))
         self._fn = load_library(self.library, tvm_runtime, entry)
         self._dl_weights = [_dl(a) for a in self.weights]
-        self._dl_norm = [] if self.norm is None else [_dl(self.norm), _dl(aligned_empty((self.k,), np.float32))]
+        scratch = [_dl(aligned_empty((self.k,), np.float32))] if self.prologue != "none" else []
+        self._dl_norm = ([] if self.norm is None else [_dl(self.norm)]) + scratch
         self._work: dict[int, tuple] = {}
 
     @staticmethod
@@ -86,7 +90,7 @@ class LutKernel:
     def _workspace(self, m: int):
         """Per row count: aligned input/table/output buffers and their DLPack handles, reused across calls."""
         if m not in self._work:
-            bufs = [aligned_empty((m, self.k), np.float32), aligned_empty((m, self.runs, 16), self.table_dtype),
+            bufs = [aligned_empty((m, self.k_in), np.float32), aligned_empty((m, self.runs, 16), self.table_dtype),
                     aligned_empty((m, self.groups), np.float32), aligned_empty((m, self.groups), np.float32),
                     aligned_empty((m, self.n_pad), np.float32)]
             self._work[m] = (bufs, [_dl(b) for b in bufs])
@@ -96,16 +100,16 @@ class LutKernel:
         if type(x) is not np.ndarray:
             x = as_numpy(x)
         shape = x.shape
-        if not shape or shape[-1] != self.k:
-            raise ValueError(f"activations must be [..., {self.k}], got shape {list(shape)}")
+        if not shape or shape[-1] != self.k_in:
+            raise ValueError(f"activations must be [..., {self.k_in}], got shape {list(shape)}")
         if x.dtype.kind != "f":
             raise TypeError(f"the LUT matmul takes float activations, got {x.dtype}")
-        m = x.size // self.k
+        m = x.size // self.k_in
         lead = shape[:-1]
         if m == 0:
             return np.zeros(lead + (self.n,), np.float32)
         bufs, dls = self._workspace(m)
-        x2 = x.reshape(m, self.k)
+        x2 = x.reshape(m, self.k_in)
         if m > DIRECT_ROWS and x2.dtype == np.float32 and is_aligned(x2):
             xdl = _dl(x2)  # large inputs are passed as they are when TVM can read them
         else:  # small ones are copied into the aligned buffer: cheaper than a DLPack handle, and always safe

@@ -105,14 +105,14 @@ def _names(p: dict) -> tuple[str, str, str]:
 
 
 def _macros(p: dict):
-    """The driver's pieces: tables per row (after the RMSNorm prologue when there is one), and the lookups of
-    one schedule (knobs: threads, split, rows, mblock)."""
+    """The driver's pieces: tables per row (after the RMSNorm or SwiGLU prologue when there is one), and the
+    lookups of one schedule (knobs: threads, split, rows, mblock)."""
     from tvm.script import tirx as T
 
     k, k_pad, runs, groups, pairs = p["k"], p["k_pad"], p["runs"], p["groups"], p["pairs"]
     tiles, n_pad, bits, gs = p["n_pad"] // 64, p["n_pad"], p["bits"], p["k_pad"] // p["groups"]
     pre, gemv, _ = _names(p)
-    norm, eps = f"lutc_rmsnorm_{p['isa']}", float(p.get("eps", 0.0))
+    norm, eps, swiglu = f"lutc_rmsnorm_{p['isa']}", float(p.get("eps", 0.0)), f"lutc_swiglu_{p['isa']}"
 
     @T.macro
     def tables(m, X, TAB, TSC, XS):
@@ -139,19 +139,29 @@ def _macros(p: dict):
                                      _ranges(t, threads, split, m, tiles)[2], _ranges(t, threads, split, m, tiles)[3],
                                      _i64(rows), _i64(mblock)))
 
-    return tables, norm_tables, lookups
+    @T.macro
+    def swiglu_tables(m, X, SCR, TAB, TSC, XS):
+        for row in range(m):
+            T.evaluate(T.call_extern("int32", swiglu, T.address_of(X[row, 0]), T.int64(k), SCR.data))
+            T.evaluate(T.call_extern("int32", pre, SCR.data, T.int64(k), T.int64(k_pad), T.int64(gs),
+                                     T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]),
+                                     T.address_of(XS[row, 0])))
+
+    return tables, norm_tables, swiglu_tables, lookups
 
 
 def _prim_funcs(p: dict, tune: bool = False) -> dict:
     """``main`` (dispatching on the row count to the schedule's knobs), and with ``tune`` a ``tune`` entry point
     taking the knobs as arguments (threads, split 0=n 1=m, rows, mblock).
 
-    Arguments: x, [norm weight, scratch,] tables, table scales, xsum, weights, scales, zeros, y[, knobs]."""
+    Arguments: x, [norm weight,] [scratch,] tables, table scales, xsum, weights, scales, zeros, y[, knobs]: the
+    norm weight and a scratch row with an RMSNorm prologue, a scratch row with a SwiGLU prologue (whose x rows
+    are [gate | up], 2k wide)."""
     from tvm.script import tirx as T
 
     k, runs, groups, pairs, n_pad, tiles = p["k"], p["runs"], p["groups"], p["pairs"], p["n_pad"], p["n_pad"] // 64
     tdt = _names(p)[2]
-    tables, norm_tables, lookups = _macros(p)
+    tables, norm_tables, swiglu_tables, lookups = _macros(p)
     sched = p.get("schedule") or default_schedule(p["isa"], p.get("table", "int8"), p["threads"])
     b0, b1, b2, b3 = (tuple(b[kn] for kn in KNOBS) for b in sched)
     lim = [hi for _, hi in BUCKETS[:-1]]
@@ -201,7 +211,24 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
         norm_tables(m, X, NW, SCR, TAB, TSC, XS)
         dispatch(m, TAB, TSC, XS, W, S, Z, Y)
 
-    fns = {"main": main_norm if p.get("prologue", "none") == "rms_norm" else main}
+    @T.prim_func
+    def main_swiglu(x: T.handle, scr: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle,
+                    s: T.handle, z: T.handle, y: T.handle):
+        T.func_attr({"global_symbol": "main"})
+        m = T.int64()
+        X = T.match_buffer(x, (m, 2 * k), "float32")
+        SCR = T.match_buffer(scr, (k,), "float32")
+        TAB = T.match_buffer(tab, (m, runs, 16), tdt)
+        TSC = T.match_buffer(tsc, (m, groups), "float32")
+        XS = T.match_buffer(xs, (m, groups), "float32")
+        W = T.match_buffer(w, (tiles, runs, pairs, 64), "uint8")
+        S = T.match_buffer(s, (tiles, groups, 64), "uint16")
+        Z = T.match_buffer(z, (tiles, groups, 64), "int8")
+        Y = T.match_buffer(y, (m, n_pad), "float32")
+        swiglu_tables(m, X, SCR, TAB, TSC, XS)
+        dispatch(m, TAB, TSC, XS, W, S, Z, Y)
+
+    fns = {"main": {"none": main, "rms_norm": main_norm, "swiglu": main_swiglu}[p.get("prologue", "none")]}
     if not tune:
         return fns
 

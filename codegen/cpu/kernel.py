@@ -9,6 +9,7 @@ from .layout import TILE, CpuWeight, pack_cpu
 from .schedule import check_schedule, default_schedule
 
 TABLES = ("int8", "f32")
+PROLOGUES = ("none", "rms_norm", "swiglu")  # what the call computes from its input before building tables
 
 
 def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none", eps: float = 0.0,
@@ -21,8 +22,12 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
          "groups": cw.scales.shape[1], "bits": cw.bits, "pairs": cw.w.shape[2], "threads": threads, "isa": isa,
          "layout": "x86-g4-n64-v1", "table": table,
          "schedule": check_schedule(schedule, threads) if schedule else default_schedule(isa, table, threads)}
-    if prologue != "none":
+    if prologue not in PROLOGUES:
+        raise ValueError(f"prologue must be one of {PROLOGUES}, got {prologue!r}")
+    if prologue == "rms_norm":
         p.update(prologue=prologue, eps=float(eps))
+    elif prologue == "swiglu":
+        p.update(prologue=prologue)
     return p
 
 

@@ -35,6 +35,7 @@ class CpuOptions:
     compiled_ops: bool = False
     # a decoder layer's RoPE + KV-cache append + attention as one step (the ops library's C kernel)
     fuse_attention: bool = True
+    fuse_swiglu: bool = True  # silu(gate) * up computed inside the down projection's LUT call
     progress: bool = False   # a progress bar over the kernel builds
     tune: bool = False       # time schedule candidates per LUT matmul shape (codegen/cpu/tune.py; cached on disk)
 
@@ -52,6 +53,7 @@ class Lowering:
     libraries: dict[str, str] = field(default_factory=dict)   # library file name -> path in the kernel cache
     absorbed: set[str] = field(default_factory=set)            # nodes computed inside another node's step
     norms: dict[str, Node] = field(default_factory=dict)       # precompute -> the RMSNorm fused into its LUT call
+    swiglus: dict[str, Node] = field(default_factory=dict)     # precompute -> the [gate | up] split of its SwiGLU
 
     def value(self, ref: Ref) -> str:
         return ref.node if ref.index == 0 else f"{ref.node}:{ref.index}"
@@ -130,6 +132,27 @@ def _fused_norm(low: Lowering, pre: Node) -> Node | None:
     return norm if w.op is Op.CONST and "ref" in w.attrs and low.g.type_of(norm.out).dtype.value == "f32" else None
 
 
+def _fused_swiglu(low: Lowering, pre: Node) -> tuple[Node, ...] | None:
+    """(split, silu, mul) when this precompute (read by one LUT matmul) reads silu(gate) * up, gate and up the
+    two equal halves of one split along the last axis that nothing else reads: the gate/up matmul's output."""
+    if not low.options.fuse_swiglu or low.only_user(pre) is None:
+        return None
+    m = Match(low.g)
+    if not SWIGLU.match(low.g, pre.inputs[0], m):
+        return None
+    gate, up, mul = m["gate"], m["up"], low.g.node(pre.inputs[0].node)
+    split, silu = low.g.node(gate.node), low.g.node(mul.inputs[0].node if mul.inputs[1] == up else mul.inputs[1].node)
+    if split.op is not Op.SPLIT or up.node != split.name or (gate.index, up.index) != (0, 1) or len(split.types) != 2:
+        return None
+    t = low.g.type_of(split.inputs[0])
+    sizes = split.attrs.get("sizes")
+    if t.dtype.value != "f32" or split.attrs.get("axis") not in (-1, t.rank - 1) or not sizes or len(sizes) != 2 \
+            or not isinstance(sizes[0], int) or sizes[0] != sizes[1] or low.only_user(mul) is None \
+            or low.only_user(silu) is None or any(len(low.g.uses(r)) != 1 for r in (gate, up)):
+        return None
+    return split, silu, mul
+
+
 def _quantized_weight(low: Lowering, mm: Node) -> QuantizedWeight:
     a = mm.attrs
     arrays = [low.g.const_value(r) for r in mm.inputs[3:]]
@@ -144,9 +167,10 @@ def _lut_matmul(low: Lowering, mm: Node) -> list[Step] | None:
     if mm.op is not Op.LUT_MATMUL:
         return None
     pre = low.g.node(mm.inputs[0].node)
-    norm = low.norms.get(pre.name)
+    norm, split = low.norms.get(pre.name), low.swiglus.get(pre.name)
     cw = pack_cpu(_quantized_weight(low, mm))
-    prologue = {"prologue": "rms_norm", "eps": norm.attrs.get("eps", 1e-6)} if norm is not None else {}
+    prologue = ({"prologue": "rms_norm", "eps": norm.attrs.get("eps", 1e-6)} if norm is not None else
+                {"prologue": "swiglu"} if split is not None else {})
     threads = low.threads if low.options.tune else threads_for(cw.nbytes, low.threads)  # tuned: measured
     params = kernel_params(cw, threads, low.isa, table=pre.attrs["table_dtype"], **prologue)
     if low.options.tune:
@@ -159,7 +183,7 @@ def _lut_matmul(low: Lowering, mm: Node) -> list[Step] | None:
     low.weights.update(zip(keys, (cw.w, cw.scales, cw.zeros)))
     low.luts[lid] = {"library": lib.name, "params": params, "weights": keys, "node": mm.name}
     low.libraries[lib.name] = str(lib)
-    x = pre.inputs[0]
+    x = pre.inputs[0] if split is None else split.inputs[0]
     if norm is not None:
         low.absorbed.add(norm.name)
         key = low.g.node(norm.inputs[1].node).attrs["ref"]
@@ -298,11 +322,17 @@ CPU_GROUP_RULES: tuple[Rule, ...] = (_rope_kv_attention, *GROUP_RULES)
 RULES: tuple[Rule, ...] = (_input, _const, _absorbed, _lut_matmul, _kv_append, _attention)
 
 
-def _claim_norm(low: Lowering, node: Node) -> None:
-    """An RMSNorm read only by this precompute runs inside the LUT call after it."""
-    if node.op is Op.LUT_PRECOMPUTE and (norm := _fused_norm(low, node)) is not None:
+def _claim_prologue(low: Lowering, node: Node) -> None:
+    """An RMSNorm, or a SwiGLU over the halves of one split, read only by this precompute runs inside the LUT
+    call after it (the precompute fused into its producer: the activation is read once)."""
+    if node.op is not Op.LUT_PRECOMPUTE:
+        return
+    if (norm := _fused_norm(low, node)) is not None:
         low.norms[node.name] = norm
         low.absorbed.add(norm.name)
+    elif (swiglu := _fused_swiglu(low, node)) is not None:
+        low.swiglus[node.name] = swiglu[0]
+        low.absorbed |= {n.name for n in swiglu}
 
 
 def apply_rules(low: Lowering, group_rules, rules, fallback: Rule, label: str, claim=None) -> Program:
@@ -345,5 +375,5 @@ def apply_rules(low: Lowering, group_rules, rules, fallback: Rule, label: str, c
 def lower(g: Graph, options: CpuOptions, threads: int, isa: str) -> tuple[Program, dict, dict]:
     """The program, the arrays it reads (by key) and the libraries it calls (file name -> path)."""
     low = Lowering(g, options, threads, isa)
-    program = apply_rules(low, CPU_GROUP_RULES, RULES, _numpy, "building kernels", claim=_claim_norm)
+    program = apply_rules(low, CPU_GROUP_RULES, RULES, _numpy, "building kernels", claim=_claim_prologue)
     return program, low.weights, low.libraries

@@ -20,6 +20,22 @@
 #define SYM(name) CAT(name, generic)
 #endif
 
+/* e^x for x <= 0 (softmax scores after the max is subtracted, silu of -|x|): 2^n e^f with n = round(x / ln 2), f reduced in
+ * two parts (Cody-Waite), a degree-7 Taylor polynomial on |f| <= ln2 / 2 (error ~5e-9 before float rounding).
+ * Branch-free, with only integer clamps, so gcc vectorizes the loops that call it (expf stays scalar, and a
+ * float compare may trap). Below ~-87.3, where e^x leaves the normal floats, it gives 0. */
+static inline float exp_nonpos(float x) {
+  const int32_t n = (int32_t)(x * 1.44269504088896341f - 0.5f);  /* round to nearest for x <= 0 */
+  const float f = (x - (float)n * 0.693145751953125f) - (float)n * 1.428606765330187e-06f;
+  const float e = 1.0f + f * (1.0f + f * (0.5f + f * (1.0f / 6 + f * (1.0f / 24 + f * (1.0f / 120 +
+                  f * (1.0f / 720 + f * (1.0f / 5040)))))));
+  const int32_t biased = n + 127;
+  const int32_t bits = (biased > 0 ? biased : 0) << 23;  /* 2^n, or 0 below the normal range */
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return e * scale;
+}
+
 #define PREFETCH_RUNS 32 /* 2 KiB ahead of the 64-byte weight loads (16-64 measured alike) */
 
 static inline float half_to_float(uint16_t h) {

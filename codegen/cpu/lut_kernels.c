@@ -354,6 +354,24 @@ static inline void tile_gemv(const int8_t* tables, const float* tscale, const fl
 
 LUTC_GEMV(lutc_gemv, int8_t, tile_gemv)
 
+/* The SwiGLU prologue of a fused "silu(gate) * up -> LUT matmul": x = [gate | up] (2k floats, the gate/up
+ * matmul's output row), out = silu(gate) * up, where silu(g) = g / (1 + e^-g) is computed from e = e^-|g| so
+ * nothing overflows; the sign select is an integer one, which keeps the loop vectorized. */
+int32_t SYM(lutc_swiglu)(const float* x, int64_t k, float* out) {
+  for (int64_t i = 0; i < k; ++i) {
+    const float g = x[i];
+    uint32_t bits;
+    memcpy(&bits, &g, sizeof bits);
+    const uint32_t neg = bits >> 31;
+    bits &= 0x7fffffffu;
+    float a;
+    memcpy(&a, &bits, sizeof a);
+    const float e = exp_nonpos(-a), r = 1.0f / (1.0f + e);
+    out[i] = g * (neg ? e * r : r) * x[k + i];
+  }
+  return 0;
+}
+
 /* The RMSNorm prologue of a fused "rms_norm -> LUT matmul": out = x / sqrt(mean(x^2) + eps) * w, one row, so the
  * activation is read once, normalized into a small scratch row and turned into tables while it is in L1. */
 int32_t SYM(lutc_rmsnorm)(const float* x, const float* w, int64_t k, float eps, float* out) {

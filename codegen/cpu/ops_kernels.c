@@ -3,10 +3,9 @@
  * whole attention block (RoPE of q and k, the KV-cache append, attention) in one call. Inputs may be strided
  * views (TVM passes the DLPack strides; the innermost stride must be 1), outputs are contiguous. One source for
  * every ISA: plain loops that gcc vectorizes for the flags it is given. */
-#include <math.h>
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
+
+#include "lut_common.h" /* exp_nonpos */
 
 #define MAX_STACK_KEYS 4096
 #define MAX_HEAD_DIM 512
@@ -22,40 +21,22 @@ static inline float tree16(float* acc) {
 
 /* 16 partial sums: gcc vectorizes this without -ffast-math (a plain reduction it would keep scalar) */
 static inline float dot(const float* a, const float* b, int64_t n) {
-  float acc[16] = {0};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
+  float acc[16] = {0}, s = 0.0f;
+  const int64_t n16 = n & ~(int64_t)15;
+  for (int64_t i = 0; i < n16; i += 16)
     for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
-  float s = 0.0f;
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (int64_t i = n16; i < n; ++i) s += a[i] * b[i];
   return s + tree16(acc);
 }
 
 /* 16 partial sums, as in dot() */
 static inline float sum16(const float* a, int64_t n) {
-  float acc[16] = {0};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
+  float acc[16] = {0}, s = 0.0f;
+  const int64_t n16 = n & ~(int64_t)15;
+  for (int64_t i = 0; i < n16; i += 16)
     for (int j = 0; j < 16; ++j) acc[j] += a[i + j];
-  float s = 0.0f;
-  for (; i < n; ++i) s += a[i];
+  for (int64_t i = n16; i < n; ++i) s += a[i];
   return s + tree16(acc);
-}
-
-/* e^x for x <= 0 (softmax scores after the max is subtracted): 2^n e^f with n = round(x / ln 2), f reduced in
- * two parts (Cody-Waite), a degree-7 Taylor polynomial on |f| <= ln2 / 2 (error ~5e-9 before float rounding).
- * Branch-free, with only integer clamps, so gcc vectorizes the loops that call it (expf stays scalar, and a
- * float compare may trap). Below ~-87.3, where e^x leaves the normal floats, it gives 0. */
-static inline float exp_nonpos(float x) {
-  const int32_t n = (int32_t)(x * 1.44269504088896341f - 0.5f);  /* round to nearest for x <= 0 */
-  const float f = (x - (float)n * 0.693145751953125f) - (float)n * 1.428606765330187e-06f;
-  const float e = 1.0f + f * (1.0f + f * (0.5f + f * (1.0f / 6 + f * (1.0f / 24 + f * (1.0f / 120 +
-                  f * (1.0f / 720 + f * (1.0f / 5040)))))));
-  const int32_t biased = n + 127;
-  const int32_t bits = (biased > 0 ? biased : 0) << 23;  /* 2^n, or 0 below the normal range */
-  float scale;
-  memcpy(&scale, &bits, sizeof scale);
-  return e * scale;
 }
 
 /* p[0..n) = softmax(p[0..n)) in place, given mx = max(p) */
