@@ -9,7 +9,8 @@ at build time for the cell's row bucket and is cached in ~/.cache/lutc/tune). ``
 (one small shape, few rounds, results named ``kernels_quick``): its timings mean nothing.
 
 Peers: torch fp32 ``F.linear``, onnxruntime ``MatMulNBits`` 4- and 2-bit (accuracy_level 4; 2-bit also with
-``mlas.use_lut_gemm=1``). Each method owns enough copies of its weights to cover ``--cold-mb`` (more than the
+``mlas.use_lut_gemm=1``), and llama.cpp's ggml kernels (``--ggml q2_K,tq2_0,q4_0``; optional: needs
+llama-cpp-python, see ``bench/ggml_peer.py``). Each method owns enough copies of its weights to cover ``--cold-mb`` (more than the
 L3), and one timed sample is a sweep over all copies divided by their number, so weights come from DRAM as in
 a real model. Methods run in rounds, one sample each per round; the table reports medians over rounds, the
 effective weight bandwidth, % of the read-bandwidth roofline measured in the same run, and ratios.
@@ -85,10 +86,11 @@ def read_bandwidth(threads: int, mib: int = 512, reps: int = 8) -> float:
 class Method:
     """A named callable over rotating weight copies; ``sample()`` is one sweep, in seconds per matmul."""
 
-    def __init__(self, name: str, nbytes: int, calls: list, per_sweep: int | None = None):
+    def __init__(self, name: str, nbytes: int, calls: list, per_sweep: int | None = None, close=None):
         self.name, self.nbytes, self.calls = name, nbytes, calls
         self.per_sweep = per_sweep or len(calls)
         self.samples: list[float] = []
+        self.close = close or (lambda: None)  # frees what the method holds outside Python's heap
 
     def sample(self) -> None:
         t = time.perf_counter()
@@ -181,6 +183,22 @@ def ort_method(w, x, threads, cold_mb, bits, group, lut=False):
     return meth
 
 
+def ggml_method(w, x, threads, cold_mb, tname):
+    """llama.cpp's kernel for ggml type ``tname`` (its quantizer, its activation quantization, its layout)."""
+    from .ggml_peer import GgmlMatmul, ggml
+
+    n, k = w.shape
+    q = ggml().quantize(w, tname)
+    copies = [q] + [q.copy() for _ in range(copies_for(q.nbytes, cold_mb) - 1)]
+    mm = GgmlMatmul(copies, tname, n, k, x, threads)
+    mm()
+    err = rel_err(mm.result(), x.astype(np.float64) @ ggml().dequantize(q, tname, n, k).astype(np.float64).T)
+    return Method(f"ggml {tname}", q.nbytes, [mm], per_sweep=len(copies), close=mm.close), err
+
+
+TWO_BIT_GGML = ("ggml q2_K", "ggml tq2_0")
+
+
 def _distinct(a: np.ndarray, i: int) -> np.ndarray:
     out = a.copy()
     raw = out.reshape(-1).view(np.uint8)
@@ -215,6 +233,12 @@ def run_cell(shape, m, threads, args, rng) -> list[dict]:
             methods.append(ort_method(w, x, threads, args.cold_mb, bits, args.group, lut))
         except Exception as e:  # a peer that is missing in this build is reported, not fatal
             print(f"  ort W{bits}{' lut' if lut else ''}: skipped ({type(e).__name__}: {e})")
+    for tname in args.ggml:
+        try:
+            meth, errs[f"ggml {tname}"] = ggml_method(w, x, threads, args.cold_mb, tname)
+            methods.append(meth)
+        except Exception as e:
+            print(f"  ggml {tname}: skipped ({type(e).__name__}: {e})")
     for meth in methods:  # warm up: page in every copy, build thread pools
         meth.sample()
         meth.samples.clear()
@@ -230,6 +254,7 @@ def run_cell(shape, m, threads, args, rng) -> list[dict]:
                      "p10_us": float(np.percentile(meth.samples, 10)) * 1e6,
                      "p90_us": float(np.percentile(meth.samples, 90)) * 1e6, "bytes": meth.nbytes,
                      "GBps": meth.nbytes / med / 1e9, "err": errs.get(meth.name)})
+        meth.close()
     return rows
 
 
@@ -241,20 +266,22 @@ def report(rows, bw, args) -> str:
              "differ in their first bytes: it shares equal initializers). Medians of "
              f"{args.rounds} interleaved rounds. Group size {args.group}. `% roof` = (weight bytes / time) / read BW.",
              "`vs untuned`: a tuned row's speed-up over the heuristic schedule of the same kernel.",
-             "", "| N | K | M | thr | method | µs | p10–p90 | GB/s | % roof | vs torch | vs best ort ≤2-bit | vs ort W4 "
-             "| vs untuned | err |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "`vs best 2-bit peer`: against the fastest of onnxruntime W2 (plain and LUT) and llama.cpp q2_K / tq2_0.",
+             "", "| N | K | M | thr | method | µs | p10–p90 | GB/s | % roof | vs torch | vs best 2-bit peer | vs ort W4 "
+             "| vs ggml tq2_0 | vs untuned | err |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     cells = {}
     for r in rows:
         cells.setdefault((r["N"], r["K"], r["M"], r["threads"]), []).append(r)
     for (n, k, m, t), rs in cells.items():
         by = {r["method"]: r["us"] for r in rs}
-        ort2 = min((v for name, v in by.items() if name.startswith("ort W2")), default=None)
+        ort2 = min((v for name, v in by.items() if name.startswith("ort W2") or name in TWO_BIT_GGML), default=None)
         for r in rs:
             vs = lambda ref: f"{ref / r['us']:.2f}×" if ref else "-"
             err = "-" if r["err"] is None else f"{r['err']:.1e}"
             lines.append(f"| {n} | {k} | {m} | {t} | {r['method']} | {r['us']:.0f} | {r['p10_us']:.0f}–{r['p90_us']:.0f} "
                          f"| {r['GBps']:.1f} | {100 * r['GBps'] / bw[t]:.0f}% | {vs(by.get('torch fp32'))} | "
-                         f"{vs(ort2)} | {vs(by.get('ort W4'))} | {vs(by.get(r['method'][:-len(' tuned')]) if r['method'].endswith(' tuned') else None)} | {err} |")
+                         f"{vs(ort2)} | {vs(by.get('ort W4'))} | {vs(by.get('ggml tq2_0'))} | "
+                         f"{vs(by.get(r['method'][:-len(' tuned')]) if r['method'].endswith(' tuned') else None)} | {err} |")
     return "\n".join(lines) + "\n"
 
 
@@ -290,6 +317,7 @@ def main(argv=None) -> None:
     ap.add_argument("--f32-bits", default="2,4", help="lutc float-table rows ('' for none)")
     ap.add_argument("--tune", default="both", choices=["off", "on", "both"], help="lutc schedules: heuristic, tuned, both")
     ap.add_argument("--quick", action="store_true", help="smoke run: one small shape, 2 rounds (timings mean nothing)")
+    ap.add_argument("--ggml", default="q2_K,tq2_0,q4_0", help="llama.cpp peers (ggml types; '' for none)")
     ap.add_argument("--group", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--cold-mb", type=int, default=256)
@@ -301,6 +329,7 @@ def main(argv=None) -> None:
         args.shapes, args.m, args.threads, args.rounds, args.cold_mb, args.settle = "512x512", "1,8", "1", 2, 8, 0.0
         args.name = "kernels_quick" if args.name == "kernels" else args.name
     args.bits = [b for b in args.bits.split(",") if b]
+    args.ggml = [t for t in args.ggml.split(",") if t]
     args.f32_bits = [b for b in args.f32_bits.split(",") if b]
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
