@@ -18,6 +18,7 @@ effective weight bandwidth, % of the read-bandwidth roofline measured in the sam
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -215,6 +216,25 @@ def wake_up(seconds: float = 0.02) -> None:
         pass
 
 
+def _release_memory() -> None:
+    """Collect the cell's reference cycles and hand freed heap pages back to the OS (glibc keeps them, and the
+    next cell's different-sized copies fragment it: the full GEMV run once grew to 24 GB and was OOM-killed)."""
+    import ctypes
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _rss_mib() -> float:
+    try:
+        return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
+    except (OSError, StopIteration):
+        return float("nan")
+
+
 def rel_err(y, ref) -> float:
     return float(np.abs(y - ref).max() / np.abs(ref).max())
 
@@ -345,7 +365,9 @@ def main(argv=None) -> None:
             for t in threads:
                 cell = run_cell(shape, m, t, args, rng)
                 rows += cell
-                print(f"{shape} M={m} threads={t}: " + ", ".join(f"{r['method']} {r['us']:.0f}us" for r in cell))
+                _release_memory()  # gigabytes of a cell's weight copies, freed but kept by the allocators
+                print(f"{shape} M={m} threads={t}: " + ", ".join(f"{r['method']} {r['us']:.0f}us" for r in cell)
+                      + f" (RSS after the cell: {_rss_mib():.0f} MiB)", flush=True)
                 (out / f"{args.name}.json").write_text(json.dumps({"bandwidth": bw, "rows": rows}, indent=1))
         bw.update({t: max(bw[t], read_bandwidth(t, mib)) for t in threads})  # re-probed between shapes: best seen
     (out / f"{args.name}.md").write_text(report(rows, bw, args))
