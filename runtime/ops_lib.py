@@ -12,6 +12,7 @@ PARALLEL_WORK = 1 << 16  # query rows x keys x heads above which attention split
 # step reads the cache cold, and two threads keep twice the loads in flight (SmolLM2 W2 decode, 160 positions,
 # 245 kB per layer: 175 -> 184 tok/s, one process, interleaved, 5 rounds)
 PARALLEL_KV_BYTES = 64 << 10
+MAX_HEAD_DIM = 512  # ops_kernels.c MAX_HEAD_DIM: the fused attention block's scratch row
 
 
 def _inner_contiguous(a: np.ndarray) -> np.ndarray:
@@ -45,6 +46,10 @@ class CompiledOps:
                 or past_v.shape != past_k.shape:
             raise ValueError(f"rope_kv_attention: q {list(q.shape)}, k {list(k.shape)}, v {list(v.shape)}, cos "
                              f"{list(cos.shape)}, past {list(past_k.shape)} do not fit {hq}/{hk} heads of {d}")
+        if d > MAX_HEAD_DIM or d % 2:  # beyond the C kernel's scratch rows (it would return an error code unread)
+            from .fused import rope_kv_attention
+
+            return rope_kv_attention(attrs, ins, kv)
         q, k, v = (_inner_contiguous(a) for a in (q, k, v))
         cos, sin = np.ascontiguousarray(cos, np.float32), np.ascontiguousarray(sin, np.float32)
         kbuf, p = kv.reserve(past_k, L)

@@ -196,7 +196,8 @@ def test_compiled_ops_library_matches_numpy_kernels():
 @pytest.mark.parametrize("b, l, past, hq, hk, d, align", [(1, 1, 37, 9, 3, 64, "bottom_right"),
                                                              (2, 5, 0, 6, 2, 40, "top_left"),
                                                              (2, 3, 300, 4, 4, 18, "bottom_right"),
-                                                             (1, 7, 4, 6, 3, 8, "top_left")])
+                                                             (1, 7, 4, 6, 3, 8, "top_left"),
+                                                             (1, 2, 3, 2, 1, 520, "bottom_right")])
 def test_fused_attention_block_matches_numpy(b, l, past, hq, hk, d, align):
     """The ops library's RoPE + KV-cache append + attention kernel against runtime/fused.py's numpy version:
     q/k/v as strided column slices of one projection output, the past in a cache buffer with headroom (written
