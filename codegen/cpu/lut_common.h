@@ -59,8 +59,10 @@ static inline float half_to_float(uint16_t h) {
 
 /* The lookup entry point: rows row0..row1 of y[m, :] (in blocks of mblock rows; 0: one block), N tiles
  * tile0..tile1: y[row, t*64 + i]. TILE(...) computes one tile for a block of rows, at most `rows` rows per pass
- * over the tile's weights. Schedule knobs (rows, mblock) and ranges come from the driver. */
-#define LUTC_GEMV(NAME, TT, TILE)                                                                                   \
+ * over the tile's weights; for a single row it may also take, in the same pass, the tile `pair` tiles further
+ * on (0: none) where PAIRED is 1: the range's first half is paired with its second half. Schedule knobs (rows,
+ * mblock) and ranges come from the driver. */
+#define LUTC_GEMV(NAME, TT, TILE, PAIRED)                                                                           \
   int32_t SYM(NAME)(const TT* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s, \
                     const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, \
                     int64_t tile0, int64_t tile1, int64_t row0, int64_t row1, int64_t rows, int64_t mblock) {        \
@@ -69,10 +71,11 @@ static inline float half_to_float(uint16_t h) {
     if (mblock <= 0) mblock = row1 - row0 > 0 ? row1 - row0 : 1;                                                   \
     for (int64_t r0 = row0; r0 < row1; r0 += mblock) {                                                              \
       const int64_t r1 = r0 + mblock < row1 ? r0 + mblock : row1;                                                   \
-      for (int64_t t = tile0; t < tile1; ++t)                                                                       \
+      const int64_t half = PAIRED && r1 - r0 == 1 ? (tile1 - tile0) / 2 : 0; /* t, t + half in one pass */      \
+      for (int64_t t = tile0; t < tile1; t = t + 1 == tile0 + half ? tile0 + 2 * half : t + 1)                     \
         TILE(tables + r0 * runs * 16, tscale + r0 * groups, xsum + r0 * groups, w + t * runs * pairs * 64,          \
              s + t * groups * 64, z + t * groups * 64, y + r0 * n_pad + t * 64, r1 - r0, n_pad, runs, groups,      \
-             pairs, bits, rows);                                                                                    \
+             pairs, bits, rows, t < tile0 + half ? half : 0);                                                       \
     }                                                                                                               \
     return 0;                                                                                                       \
   }

@@ -169,30 +169,36 @@ static inline void flush_scalar(const int32_t* acc, float ts, float xs, const ui
 }
 
 #if LUTC_ISA == 512
-/* R rows (R <= 4) of one 64-row tile with P pairs of bit planes (P <= 2: at most 4 planes): each weight load
- * and nibble split serves all R rows' lookups, and a run's P pairs (adjacent 64-byte lines) are read
- * together, so the weights stream strictly in order. */
+/* R rows of NT 64-row tiles (R * NT <= 4, NT <= 2; tile j at w + j * dt tiles) with P pairs of bit planes (P <= 2: at most
+ * 4 planes): each weight load and nibble split serves all R rows' lookups, and a run's P pairs (adjacent 64-byte
+ * lines) are read together, so each tile's weights stream strictly in order. A single row reads two tiles at
+ * once: two streams keep more cache-line fills in flight than one (a core's DRAM read rate, measured). */
 static inline __attribute__((always_inline)) void tile_rows(
     const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
-    const int8_t* z, float* y, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, const int R, const int P) {
-  const int64_t rpg = runs / groups;
+    const int8_t* z, float* y, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, const int R, const int P,
+    const int NT, int64_t dt) {
+  const int64_t rpg = runs / groups, wdt = dt * runs * P * 64, sdt = dt * groups * 64;
   const __m512i lowmask = _mm512_set1_epi8(0x0F);
   const __m512i c_full = _mm512_set1_epi16(0x0201);  /* bytes (1, 2): plane 2p + 2 * plane 2p+1 */
   const __m512i c_last = (bits & 1) ? _mm512_set1_epi16(0x0001) : c_full;
-  const __m512 half = _mm512_set1_ps(0.5f);
   for (int row = 0; row < R; ++row)
-    for (int q = 0; q < 4; ++q) _mm512_storeu_ps(y + row * n_pad + q * 16, _mm512_setzero_ps());
+    for (int j = 0; j < NT; ++j)
+      for (int q = 0; q < 4; ++q) _mm512_storeu_ps(y + row * n_pad + j * dt * 64 + q * 16, _mm512_setzero_ps());
+  const __m512 half = _mm512_set1_ps(0.5f);
   for (int64_t g = 0; g < groups; ++g) {
-    __m512 h[4], hz[4];
-    for (int q = 0; q < 4; ++q) {
-      h[q] = _mm512_mul_ps(half, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + g * 64 + q * 16))));
-      hz[q] = _mm512_mul_ps(h[q], _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(z + g * 64 + q * 16)))));
-    }
-    __m512i lo16[2][4], hi16[2][4];
+    __m512 h[2][4], hz[2][4];
+#pragma GCC unroll 2
+    for (int j = 0; j < NT; ++j)
+      for (int q = 0; q < 4; ++q) {
+        const int64_t o = j * sdt + g * 64 + q * 16;
+        h[j][q] = _mm512_mul_ps(half, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + o))));
+        hz[j][q] = _mm512_mul_ps(h[j][q], _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(z + o)))));
+      }
+    __m512i lo16[2][4], hi16[2][4];   /* [pair][row * NT + tile] */
 #pragma GCC unroll 2
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
-      for (int row = 0; row < R; ++row) lo16[p][row] = hi16[p][row] = _mm512_setzero_si512();
+      for (int a = 0; a < R * NT; ++a) lo16[p][a] = hi16[p][a] = _mm512_setzero_si512();
     const uint8_t* wp = w + (g * rpg) * P * 64;
     for (int64_t r = 0; r < rpg; ++r) {
       __m512i tab[4];
@@ -200,65 +206,76 @@ static inline __attribute__((always_inline)) void tile_rows(
       for (int row = 0; row < R; ++row)
         tab[row] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)(tables + (row * runs + g * rpg + r) * 16)));
 #pragma GCC unroll 2
-      for (int p = 0; p < P; ++p) {
-        /* weights stream from DRAM once: ask for them PREFETCH_RUNS runs ahead */
-        _mm_prefetch((const char*)(wp + ((r + PREFETCH_RUNS) * P + p) * 64), _MM_HINT_T0);
-        const __m512i c = p == P - 1 ? c_last : c_full;
-        const __m512i wv = _mm512_loadu_si512((const void*)(wp + (r * P + p) * 64));
-        const __m512i il = _mm512_and_si512(wv, lowmask);
-        const __m512i ih = _mm512_and_si512(_mm512_srli_epi16(wv, 4), lowmask);
+      for (int j = 0; j < NT; ++j)
+#pragma GCC unroll 2
+        for (int p = 0; p < P; ++p) {
+          /* weights stream from DRAM once: ask for them PREFETCH_RUNS runs ahead */
+          _mm_prefetch((const char*)(wp + j * wdt + ((r + PREFETCH_RUNS) * P + p) * 64), _MM_HINT_T0);
+          const __m512i c = p == P - 1 ? c_last : c_full;
+          const __m512i wv = _mm512_loadu_si512((const void*)(wp + j * wdt + (r * P + p) * 64));
+          const __m512i il = _mm512_and_si512(wv, lowmask);
+          const __m512i ih = _mm512_and_si512(_mm512_srli_epi16(wv, 4), lowmask);
 #pragma GCC unroll 4
-        for (int row = 0; row < R; ++row) {
-          lo16[p][row] = _mm512_add_epi16(lo16[p][row], _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab[row], il)));
-          hi16[p][row] = _mm512_add_epi16(hi16[p][row], _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab[row], ih)));
+          for (int row = 0; row < R; ++row) {
+            const int a = row * NT + j;
+            lo16[p][a] = _mm512_add_epi16(lo16[p][a], _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab[row], il)));
+            hi16[p][a] = _mm512_add_epi16(hi16[p][a], _mm512_maddubs_epi16(c, _mm512_shuffle_epi8(tab[row], ih)));
+          }
         }
-      }
     }
     /* int16 sums of each pair -> float, weighted 4^p, times table scale and s/2 */
 #pragma GCC unroll 2
     for (int p = 0; p < P; ++p) {
       const float wgt = (float)(1 << (2 * p));
 #pragma GCC unroll 4
-      for (int row = 0; row < R; ++row) {
+      for (int a = 0; a < R * NT; ++a) {
+        const int row = a / NT, j = a % NT;
         const __m512 ts = _mm512_set1_ps(tscale[row * groups + g] * wgt);
-        const __m512i parts[4] = {_mm512_cvtepi16_epi32(_mm512_castsi512_si256(lo16[p][row])),
-                                  _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(lo16[p][row], 1)),
-                                  _mm512_cvtepi16_epi32(_mm512_castsi512_si256(hi16[p][row])),
-                                  _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(hi16[p][row], 1))};
+        const __m512i parts[4] = {_mm512_cvtepi16_epi32(_mm512_castsi512_si256(lo16[p][a])),
+                                  _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(lo16[p][a], 1)),
+                                  _mm512_cvtepi16_epi32(_mm512_castsi512_si256(hi16[p][a])),
+                                  _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(hi16[p][a], 1))};
         for (int q = 0; q < 4; ++q) {
-          float* out = y + row * n_pad + q * 16;
-          const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(parts[q]), ts);
-          _mm512_storeu_ps(out, _mm512_fmadd_ps(a, h[q], _mm512_loadu_ps(out)));
+          float* out = y + row * n_pad + j * dt * 64 + q * 16;
+          const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(parts[q]), ts);
+          _mm512_storeu_ps(out, _mm512_fmadd_ps(v, h[j][q], _mm512_loadu_ps(out)));
         }
       }
     }
 #pragma GCC unroll 4
-    for (int row = 0; row < R; ++row) {
+    for (int a = 0; a < R * NT; ++a) {
+      const int row = a / NT, j = a % NT;
       const __m512 xs = _mm512_set1_ps(xsum[row * groups + g]);
       for (int q = 0; q < 4; ++q) {
-        float* out = y + row * n_pad + q * 16;
-        _mm512_storeu_ps(out, _mm512_fnmadd_ps(hz[q], xs, _mm512_loadu_ps(out)));
+        float* out = y + row * n_pad + j * dt * 64 + q * 16;
+        _mm512_storeu_ps(out, _mm512_fnmadd_ps(hz[j][q], xs, _mm512_loadu_ps(out)));
       }
     }
   }
 }
 
-/* m rows of one tile, at most `rows` (<= 4) rows per pass over the tile's weights. */
+/* m rows of one tile, at most `rows` (<= 4) rows per pass over the tile's weights; with `pair` (one row), the
+ * tile `pair` tiles further on in the same pass. */
 static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
-                             int64_t groups, int64_t pairs, int64_t bits, int64_t rows) {
+                             int64_t groups, int64_t pairs, int64_t bits, int64_t rows, int64_t pair) {
+#define ROWS(R, NT) (pairs == 1 ? tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, \
+                                            z, y + row * n_pad, n_pad, runs, groups, bits, R, 1, NT, pair)             \
+                                : tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, \
+                                            z, y + row * n_pad, n_pad, runs, groups, bits, R, 2, NT, pair))
+  if (pair && m == 1) {
+    const int64_t row = 0;
+    ROWS(1, 2);
+    return;
+  }
   for (int64_t row = 0; row < m;) {
     const int64_t left = m - row, r = left < rows ? left : rows;
-#define ROWS(R) (pairs == 1 ? tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, \
-                                        y + row * n_pad, n_pad, runs, groups, bits, R, 1)                               \
-                            : tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, \
-                                        y + row * n_pad, n_pad, runs, groups, bits, R, 2))
-    if (r >= 4) { ROWS(4); row += 4; }
-    else if (r == 3) { ROWS(3); row += 3; }
-    else if (r == 2) { ROWS(2); row += 2; }
-    else { ROWS(1); row += 1; }
-#undef ROWS
+    if (r >= 4) { ROWS(4, 1); row += 4; }
+    else if (r == 3) { ROWS(3, 1); row += 3; }
+    else if (r == 2) { ROWS(2, 1); row += 2; }
+    else { ROWS(1, 1); row += 1; }
   }
+#undef ROWS
 }
 #elif LUTC_ISA == 256
 /* One row of one 64-row tile with P pairs of bit planes (P <= 2); a run's pairs are read together, so the
@@ -344,15 +361,16 @@ static inline void tile_row(const int8_t* tables, const float* tscale, const flo
 #if LUTC_ISA != 512
 static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
-                             int64_t groups, int64_t pairs, int64_t bits, int64_t rows) {
+                             int64_t groups, int64_t pairs, int64_t bits, int64_t rows, int64_t pair) {
   (void)rows; /* one row per pass */
+  (void)pair; /* 0: one tile per pass */
   for (int64_t row = 0; row < m; ++row)
     tile_row(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, y + row * n_pad, runs,
              groups, pairs, bits);
 }
 #endif
 
-LUTC_GEMV(lutc_gemv, int8_t, tile_gemv)
+LUTC_GEMV(lutc_gemv, int8_t, tile_gemv, LUTC_ISA == 512)
 
 /* The SwiGLU prologue of a fused "silu(gate) * up -> LUT matmul": x = [gate | up] (2k floats, the gate/up
  * matmul's output row), out = silu(gate) * up, where silu(g) = g / (1 + e^-g) is computed from e = e^-|g| so

@@ -110,6 +110,74 @@ int32_t lutc_swiglu_f32(const float* gate, const float* up, float* out, int64_t 
   return 0;
 }
 
+#if LUTC_ISA == 512
+/* hsum16(v): lane j = the sum of the 16 lanes of v[HSUM_SLOT[j]] (a transposing tree of 15 adds, where 16 separate
+ * horizontal sums would take 4 shuffles and 4 adds each). */
+static const int HSUM_SLOT[16] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15};
+
+static inline __m512 hsum16(const __m512* v) {
+  __m512 u[8], w[4], x[2];
+  for (int i = 0; i < 8; ++i)
+    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 8], 0x44), _mm512_shuffle_f32x4(v[i], v[i + 8], 0xEE));
+  for (int i = 0; i < 4; ++i)
+    w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(u[i], u[i + 4], 0x88), _mm512_shuffle_f32x4(u[i], u[i + 4], 0xDD));
+  for (int i = 0; i < 2; ++i)
+    x[i] = _mm512_add_ps(_mm512_shuffle_ps(w[i], w[i + 2], 0x44), _mm512_shuffle_ps(w[i], w[i + 2], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_ps(x[0], x[1], 0x88), _mm512_shuffle_ps(x[0], x[1], 0xDD));
+}
+
+/* p[r * S + s] = qr[r] . kh[s] for the G query rows and keys s < n, 16 keys at a time (a block of keys stays in L1
+ * while each query row goes over it); mx[r] = max_s p[r * S + s]. D: a multiple of 16, at most 128 (constant). */
+static inline __attribute__((always_inline)) void scores16(const float* qr, const float* kh, int64_t n, const int64_t D,
+                                                          int64_t G, int64_t S, float* p, float* mx) {
+  __m512 mxv[MAX_GROUP];
+  for (int64_t r = 0; r < G; ++r) mxv[r] = _mm512_set1_ps(-INFINITY);
+  for (int64_t s0 = 0; s0 < n; s0 += 16) {
+    const int64_t nb = n - s0 < 16 ? n - s0 : 16;
+    const __mmask16 m = (__mmask16)(nb == 16 ? 0xFFFF : (1u << nb) - 1);
+    for (int64_t r = 0; r < G; ++r) {
+      __m512 qv[8], acc[16];
+      for (int64_t i = 0; i < D / 16; ++i) qv[i] = _mm512_loadu_ps(qr + r * D + 16 * i);
+      for (int j = 0; j < 16; ++j) {
+        __m512 a = _mm512_setzero_ps();
+        if (j < nb)
+          for (int64_t i = 0; i < D / 16; ++i) a = _mm512_fmadd_ps(qv[i], _mm512_loadu_ps(kh + (s0 + j) * D + 16 * i), a);
+        acc[HSUM_SLOT[j]] = a;
+      }
+      const __m512 sc = hsum16(acc);
+      _mm512_mask_storeu_ps(p + r * S + s0, m, sc);
+      mxv[r] = _mm512_mask_max_ps(mxv[r], m, mxv[r], sc);
+    }
+  }
+  for (int64_t r = 0; r < G; ++r) mx[r] = _mm512_reduce_max_ps(mxv[r]);
+}
+
+/* acc[r * D + d] = sum_s p[r * S + s] vh[s * D + d] for s < n: 256 / D query rows per pass over the values, so
+ * their sums (16 vectors) stay in registers. */
+static inline __attribute__((always_inline)) void values16(const float* p, const float* vh, int64_t n, const int64_t D,
+                                                          int64_t G, int64_t S, float* acc) {
+  const int64_t HP = 256 / D, VD = D / 16;
+  for (int64_t r0 = 0; r0 < G; r0 += HP) {
+    __m512 a[16];
+    for (int i = 0; i < 16; ++i) a[i] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < n; ++s) {
+      __m512 vv[8];
+      for (int64_t i = 0; i < VD; ++i) vv[i] = _mm512_loadu_ps(vh + s * D + 16 * i);
+      for (int64_t h = 0; h < HP; ++h) {  /* rows past G weigh 0 (their score row is clamped to a real one) */
+        const int64_t r = r0 + h < G ? r0 + h : G - 1;
+        const __m512 w = _mm512_set1_ps(r0 + h < G ? p[r * S + s] : 0.0f);
+        for (int64_t i = 0; i < VD; ++i) a[h * VD + i] = _mm512_fmadd_ps(w, vv[i], a[h * VD + i]);
+      }
+    }
+    for (int64_t h = 0; h < HP && r0 + h < G; ++h)
+      for (int64_t i = 0; i < VD; ++i) _mm512_storeu_ps(acc + (r0 + h) * D + 16 * i, a[h * VD + i]);
+  }
+}
+#define VECTOR_HEAD(D) ((D) % 16 == 0 && (D) <= 128)
+#else
+#define VECTOR_HEAD(D) 0
+#endif
+
 /* A decoder layer's attention block for the KV heads g0 <= g < g1 (the driver splits KV heads over threads):
  *   q, k, v: rows [B, L, Hq * D] and [B, L, Hk * D] before RoPE (row strides qs/ks/vs, batch strides qb/kb/vb);
  *   kc, vc: KV caches [B, Hk, C, D] with positions 0..P-1 filled: RoPE(k) and v are written at P..P+L-1;
@@ -151,6 +219,15 @@ static inline __attribute__((always_inline)) void block_head(
       continue;
     }
     float mx[MAX_GROUP];
+#if LUTC_ISA == 512
+    if (VECTOR_HEAD(D)) {
+      scores16(qr, kh, n, D, G, S, p, mx);
+      for (int64_t r = 0; r < G; ++r) softmax_inplace(p + r * S, n, mx[r]);
+      values16(p, vh, n, D, G, S, acc);
+      memcpy(o, acc, sizeof(float) * G * D);
+      continue;
+    }
+#endif
     for (int64_t r = 0; r < G; ++r) mx[r] = -INFINITY;
     for (int64_t s = 0; s < n; ++s) {
       const float* krow = kh + s * D;

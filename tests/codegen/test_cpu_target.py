@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import lutc
+from lutc.codegen.cpu.isa import ISAS, supported
 from lutc.codegen.cpu.lower import threads_for
 from lutc.frontend.llama import LlamaSpec, build_llama, import_llama, random_llama_weights
 from lutc.runtime.program import InputError, KvCaches
@@ -13,6 +14,7 @@ from models import load_smollm2, smollm2_dir, tiny_llama
 SPEC = LlamaSpec(vocab_size=101, hidden_size=72, intermediate_size=104, num_layers=2, num_heads=6, num_kv_heads=2,
                  max_positions=40)
 Q2 = lutc.QuantConfig(bits=2, group_size=32)
+ISA_LIST = [i for i in ISAS if supported(i)]
 # float tables for fused-vs-unfused comparisons: with int8 tables a 1e-7 difference between a C and a numpy
 # prologue can round one table entry the other way, which moves the logits by ~1e-3 (measured)
 Q2F = lutc.QuantConfig(bits=2, group_size=32, table_dtype="f32")
@@ -193,21 +195,28 @@ def test_compiled_ops_library_matches_numpy_kernels():
     np.testing.assert_allclose(ops.swiglu({}, [g, u], None), fused.swiglu({}, [g, u], None), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("b, l, past, hq, hk, d, align", [(1, 1, 37, 9, 3, 64, "bottom_right"),
-                                                             (2, 5, 0, 6, 2, 40, "top_left"),
-                                                             (2, 3, 300, 4, 4, 18, "bottom_right"),
-                                                             (1, 7, 4, 6, 3, 8, "top_left"),
-                                                             (1, 2, 3, 2, 1, 520, "bottom_right")])
-def test_fused_attention_block_matches_numpy(b, l, past, hq, hk, d, align):
-    """The ops library's RoPE + KV-cache append + attention kernel against runtime/fused.py's numpy version:
-    q/k/v as strided column slices of one projection output, the past in a cache buffer with headroom (written
-    in place) or a plain array (copied), causal top-left and bottom-right."""
+BLOCK_CASES = [(1, 1, 37, 9, 3, 64, "bottom_right"), (2, 5, 0, 6, 2, 40, "top_left"),
+               (2, 3, 300, 4, 4, 18, "bottom_right"), (1, 7, 4, 6, 3, 8, "top_left"),
+               (1, 2, 3, 2, 1, 520, "bottom_right"),
+               # head sizes the AVX-512 kernel vectorizes (multiples of 16 up to 128): key counts that leave
+               # partial blocks of 16, groups of 1 to 8 query heads and more than 8 (slices), odd groups
+               (1, 1, 130, 32, 8, 128, "bottom_right"), (2, 3, 17, 7, 1, 32, "top_left"),
+               (1, 1, 15, 20, 2, 16, "bottom_right"), (1, 4, 33, 12, 4, 96, "bottom_right"),
+               (1, 1, 0, 5, 5, 64, "bottom_right")]
+
+
+@pytest.mark.parametrize("isa", ISA_LIST)
+@pytest.mark.parametrize("b, l, past, hq, hk, d, align", BLOCK_CASES)
+def test_fused_attention_block_matches_numpy(b, l, past, hq, hk, d, align, isa):
+    """The ops library's RoPE + KV-cache append + attention kernel (each ISA this host runs) against
+    runtime/fused.py's numpy version: q/k/v as strided column slices of one projection output, the past in a cache
+    buffer with headroom (written in place) or a plain array (copied), causal top-left and bottom-right."""
     from lutc.codegen.cpu.ops import build_ops_library
     from lutc.runtime import fused
     from lutc.runtime.ops_lib import CompiledOps
     from lutc.runtime.program import KvCaches
 
-    ops = CompiledOps(build_ops_library("generic", 2))
+    ops = CompiledOps(build_ops_library(isa, 2))
     rng = np.random.default_rng(b * 1000 + l * 10 + past)
     qkv = rng.standard_normal((b, l, (hq + 2 * hk) * d)).astype(np.float32)
     q, k, v = np.split(qkv, [hq * d, (hq + hk) * d], axis=-1)
