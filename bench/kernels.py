@@ -21,6 +21,7 @@ import argparse
 import gc
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -297,8 +298,9 @@ def run_cell(shape, m, threads, args, rng) -> list[dict]:
     for meth in methods:  # warm up: page in every copy, build thread pools
         meth.sample()
         meth.samples.clear()
-    for _ in range(args.rounds):  # interleaved: one sample of each method per round
-        for meth in methods:
+    order = random.Random(0)
+    for _ in range(args.rounds):  # interleaved: one sample of each method per round, in a new order each round
+        for meth in order.sample(methods, len(methods)):  # (a fixed order gave W2 a 30% slower slot after torch)
             time.sleep(args.settle)  # let the previous runtime's spinning workers (OpenMP, ORT) go to sleep
             wake_up()
             meth.sample()

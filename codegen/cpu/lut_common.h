@@ -71,7 +71,7 @@ static inline float half_to_float(uint16_t h) {
     if (mblock <= 0) mblock = row1 - row0 > 0 ? row1 - row0 : 1;                                                   \
     for (int64_t r0 = row0; r0 < row1; r0 += mblock) {                                                              \
       const int64_t r1 = r0 + mblock < row1 ? r0 + mblock : row1;                                                   \
-      const int64_t half = PAIRED && r1 - r0 == 1 ? (tile1 - tile0) / 2 : 0; /* t, t + half in one pass */      \
+      const int64_t half = (PAIRED) && r1 - r0 == 1 ? (tile1 - tile0) / 2 : 0; /* t, t + half in one pass */    \
       for (int64_t t = tile0; t < tile1; t = t + 1 == tile0 + half ? tile0 + 2 * half : t + 1)                     \
         TILE(tables + r0 * runs * 16, tscale + r0 * groups, xsum + r0 * groups, w + t * runs * pairs * 64,          \
              s + t * groups * 64, z + t * groups * 64, y + r0 * n_pad + t * 64, r1 - r0, n_pad, runs, groups,      \

@@ -278,62 +278,73 @@ static inline void tile_gemv(const int8_t* tables, const float* tscale, const fl
 #undef ROWS
 }
 #elif LUTC_ISA == 256
-/* One row of one 64-row tile with P pairs of bit planes (P <= 2); a run's pairs are read together, so the
- * weights stream in order (as in the AVX-512 kernel). */
+/* One row of NT 64-row tiles (tile j at w + j * dt tiles; NT = 2 only for one pair: 16 ymm registers) with P pairs
+ * of bit planes (P <= 2); a run's pairs are read together, so each tile's weights stream in order (as in the
+ * AVX-512 kernel, which reads two tiles at once for the same reason). */
 static inline __attribute__((always_inline)) void tile_row_pairs(
     const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
-    const int8_t* z, float* out, int64_t runs, int64_t groups, int64_t bits, const int P) {
-  const int64_t rpg = runs / groups;
+    const int8_t* z, float* out, int64_t runs, int64_t groups, int64_t bits, const int P, const int NT, int64_t dt) {
+  const int64_t rpg = runs / groups, wdt = dt * runs * P * 64, sdt = dt * groups * 64;
   const __m256i lowmask = _mm256_set1_epi8(0x0F);
   const __m256i c_full = _mm256_set1_epi16(0x0201);
   const __m256i c_last = (bits & 1) ? _mm256_set1_epi16(0x0001) : c_full;
-  float acc_f[64];
-  for (int i = 0; i < 64; ++i) acc_f[i] = 0.0f;
+  float acc_f[2][64];
+  for (int j = 0; j < NT; ++j)
+    for (int i = 0; i < 64; ++i) acc_f[j][i] = 0.0f;
   for (int64_t g = 0; g < groups; ++g) {
-    /* per pair: bytes 0..31 hold rows 0..15 (low nibbles) and 32..47 (high); bytes 32..63 rows 16..31, 48..63 */
+    /* per tile and pair: bytes 0..31 hold rows 0..15 (low nibbles) and 32..47 (high); bytes 32..63 rows 16..31,
+     * 48..63 */
     __m256i a[2][4];
 #pragma GCC unroll 2
-    for (int p = 0; p < P; ++p)
-      for (int i = 0; i < 4; ++i) a[p][i] = _mm256_setzero_si256();
+    for (int jp = 0; jp < NT * P; ++jp)
+      for (int i = 0; i < 4; ++i) a[jp][i] = _mm256_setzero_si256();
     const uint8_t* wp = w + (g * rpg) * P * 64;
     for (int64_t r = 0; r < rpg; ++r) {
       const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(tables + (g * rpg + r) * 16)));
 #pragma GCC unroll 2
-      for (int p = 0; p < P; ++p) {
+      for (int jp = 0; jp < NT * P; ++jp) {
+        const int j = jp / P, p = jp % P;
         const __m256i c = p == P - 1 ? c_last : c_full;
-        const __m256i w0 = _mm256_loadu_si256((const __m256i*)(wp + (r * P + p) * 64));
-        const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wp + (r * P + p) * 64 + 32));
-        a[p][0] = _mm256_add_epi16(a[p][0], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w0, lowmask))));
-        a[p][1] = _mm256_add_epi16(a[p][1], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w1, lowmask))));
-        a[p][2] = _mm256_add_epi16(a[p][2], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w0, 4), lowmask))));
-        a[p][3] = _mm256_add_epi16(a[p][3], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w1, 4), lowmask))));
+        const uint8_t* wr = wp + j * wdt + (r * P + p) * 64;
+        const __m256i w0 = _mm256_loadu_si256((const __m256i*)wr);
+        const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wr + 32));
+        a[jp][0] = _mm256_add_epi16(a[jp][0], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w0, lowmask))));
+        a[jp][1] = _mm256_add_epi16(a[jp][1], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w1, lowmask))));
+        a[jp][2] = _mm256_add_epi16(a[jp][2], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w0, 4), lowmask))));
+        a[jp][3] = _mm256_add_epi16(a[jp][3], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w1, 4), lowmask))));
       }
     }
-    int32_t acc32[64];
-    for (int i = 0; i < 64; ++i) acc32[i] = 0;
+    for (int j = 0; j < NT; ++j) {
+      int32_t acc32[64];
+      for (int i = 0; i < 64; ++i) acc32[i] = 0;
 #pragma GCC unroll 2
-    for (int p = 0; p < P; ++p) {
-      int16_t t[64];
-      for (int i = 0; i < 4; ++i) _mm256_storeu_si256((__m256i*)(t + 16 * i), a[p][i]);
-      for (int i = 0; i < 64; ++i) acc32[i] += (int32_t)t[i] << (2 * p);
+      for (int p = 0; p < P; ++p) {
+        int16_t t[64];
+        for (int i = 0; i < 4; ++i) _mm256_storeu_si256((__m256i*)(t + 16 * i), a[j * P + p][i]);
+        for (int i = 0; i < 64; ++i) acc32[i] += (int32_t)t[i] << (2 * p);
+      }
+      flush_scalar(acc32, tscale[g], xsum[g], s + j * sdt + g * 64, z + j * sdt + g * 64, acc_f[j]);
     }
-    flush_scalar(acc32, tscale[g], xsum[g], s + g * 64, z + g * 64, acc_f);
   }
-  for (int i = 0; i < 64; ++i) out[i] = acc_f[i];
+  for (int j = 0; j < NT; ++j)
+    for (int i = 0; i < 64; ++i) out[j * dt * 64 + i] = acc_f[j][i];
 }
 
 static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
-                             int64_t pairs, int64_t bits) {
-  if (pairs == 1)
-    tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, 1);
-  else
-    tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, 2);
+                             int64_t pairs, int64_t bits, int64_t pair) {
+  if (pairs == 1 && pair)
+    tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, 1, 2, pair);
+  else if (pairs == 1)
+    tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, 1, 1, 0);
+  else  /* two pairs of two tiles would need 16 accumulators (LUTC_GEMV pairs tiles for one pair only) */
+    tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, 2, 1, 0);
 }
 #else
 static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
-                             int64_t pairs, int64_t bits) {
+                             int64_t pairs, int64_t bits, int64_t pair) {
+  (void)pair; /* 0: the portable kernel reads one tile per pass (LUTC_GEMV's PAIRED is 0) */
   const int64_t rpg = runs / groups;
   float acc_f[64];
   for (int i = 0; i < 64; ++i) acc_f[i] = 0.0f;
@@ -362,15 +373,16 @@ static inline void tile_row(const int8_t* tables, const float* tscale, const flo
 static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
                              int64_t groups, int64_t pairs, int64_t bits, int64_t rows, int64_t pair) {
-  (void)rows; /* one row per pass */
-  (void)pair; /* 0: one tile per pass */
+  (void)rows; /* one row per pass; `pair` only comes with one row */
   for (int64_t row = 0; row < m; ++row)
     tile_row(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, y + row * n_pad, runs,
-             groups, pairs, bits);
+             groups, pairs, bits, pair);
 }
 #endif
 
-LUTC_GEMV(lutc_gemv, int8_t, tile_gemv, LUTC_ISA == 512)
+/* paired tiles: AVX-512 for every width, AVX2 for one pair of planes (W1, W2, ternary: +27% at 11008x4096, where
+ * W4 ran 5% slower); `pairs` is the entry point's local */
+LUTC_GEMV(lutc_gemv, int8_t, tile_gemv, LUTC_ISA == 512 || (LUTC_ISA == 256 && pairs == 1))
 
 /* The SwiGLU prologue of a fused "silu(gate) * up -> LUT matmul": x = [gate | up] (2k floats, the gate/up
  * matmul's output row), out = silu(gate) * up, where silu(g) = g / (1 + e^-g) is computed from e = e^-|g| so
