@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lutc.runtime.isa import last_level_cache_bytes
+
 STREAM = r"""
 #include <immintrin.h>
 #include <omp.h>
@@ -215,20 +217,6 @@ def wake_up(seconds: float = 0.02) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
-
-
-def last_level_cache_bytes(default: int = 256 << 20) -> int:
-    """The largest CPU cache this host reports (sysfs), or ``default``. (The development VMs report a 480 MiB L3,
-    and streaming reads run at 56 GB/s up to 128 MiB against 31 GB/s from 256 MiB on.)"""
-    sizes = []
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        text = f.read_text().strip()
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-        try:
-            sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
-        except ValueError:
-            continue
-    return max(sizes, default=default)
 
 
 class CacheEvictor:

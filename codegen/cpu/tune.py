@@ -4,7 +4,7 @@ bucket, ISA, threads, table mode) through the ``tune`` entry point of one librar
 there, so one build serves every candidate), and the choice is cached on disk as JSON in ``$LUTC_CACHE/tune``
 (default ~/.cache/lutc), keyed by a hash that includes the compilers and kernel sources.
 
-Samples are single calls on cold weights (a 64 MB read before each), in interleaved rounds, medians compared;
+Samples are single calls on cold weights (a read of twice the last-level cache before each), in interleaved rounds, medians compared;
 the heuristic default stays unless a candidate is 5% faster. (Timing each candidate in one block on hot
 weights, as the first version did, picked schedules up to 2x slower than the default on this shared 2-core
 machine: bench/results/kernels_tuned_gemv_old_tuner.md.)"""
@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from ...runtime.isa import last_level_cache_bytes
 from ...runtime.lut import LutKernel
 from .build import build_library, cache_dir, source_digest
 from .layout import CpuWeight
@@ -30,8 +31,10 @@ from .schedule import BUCKET_NAMES, BUCKETS, MAX_ROWS, bucket_of, default_knobs
 TIMING_ROWS = (1, 4, 16, 64)  # the row count each bucket is timed at
 ROUNDS = 7                    # samples per candidate, taken in interleaved rounds (drift hits all alike)
 MARGIN = 0.05                 # a candidate replaces the heuristic default only when this much faster
-FLUSH_MB = 64                 # read before each sample: weights come from DRAM, as in a model's step
-METHOD = "rounds-cold-margin-v2"   # in the cache key: choices made by an older method are not reused
+# read before each sample (twice the last-level cache, 64 MiB to 1 GiB): weights come from DRAM, as in a
+# model's step (64 MiB stayed in this host's L3, 480 MiB reported)
+FLUSH_MB = max(64, min(2 * last_level_cache_bytes() >> 20, 1024))
+METHOD = "rounds-cold-llc-margin-v3"   # in the cache key: choices made by an older method are not reused
 
 
 @dataclass(frozen=True)

@@ -160,3 +160,15 @@ def test_cpu_option_tune_lowers_with_tuned_schedules(counted):
     assert len(list(tune.cache_path(tune.TuneKey(1, 1, 2, 32, "1", "generic", 2, "int8")).parent.iterdir())) \
         == 4 * len(shapes)  # one cached choice per shape and row bucket
     np.testing.assert_allclose(tuned(ids), plain(ids), rtol=1e-5, atol=1e-5)
+
+
+def test_last_level_cache_size_from_sysfs(tmp_path):
+    """The flush size of the tuner and the benchmarks: the largest cache sysfs lists; unreadable entries skipped."""
+    from lutc.runtime.isa import last_level_cache_bytes
+
+    for index, size in (("index0", "48K"), ("index2", "2048K"), ("index3", "480M"), ("index4", "garbage")):
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "size").write_text(size + "\n")
+    assert last_level_cache_bytes(root=tmp_path) == 480 << 20
+    assert last_level_cache_bytes(default=123, root=tmp_path / "missing") == 123
+    assert last_level_cache_bytes() > 0
