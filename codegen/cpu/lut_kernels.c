@@ -169,10 +169,11 @@ static inline void flush_scalar(const int32_t* acc, float ts, float xs, const ui
 }
 
 #if LUTC_ISA == 512
-/* R rows of NT 64-row tiles (R * NT <= 4, NT <= 2; tile j at w + j * dt tiles) with P pairs of bit planes (P <= 2: at most
- * 4 planes): each weight load and nibble split serves all R rows' lookups, and a run's P pairs (adjacent 64-byte
- * lines) are read together, so each tile's weights stream strictly in order. A single row reads two tiles at
- * once: two streams keep more cache-line fills in flight than one (a core's DRAM read rate, measured). */
+/* R rows of NT 64-row tiles (R * NT <= 4, NT <= 2; tile j at w + j * dt tiles) with P pairs of bit planes
+ * (P <= 2: at most 4 planes): each weight load and nibble split serves all R rows' lookups, and a run's P pairs
+ * (adjacent 64-byte lines) are read together, so each tile's weights stream strictly in order. A single row
+ * reads two tiles at once: two streams keep more cache-line fills in flight than one (a core's DRAM read
+ * rate, measured). */
 static inline __attribute__((always_inline)) void tile_rows(
     const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
     const int8_t* z, float* y, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, const int R, const int P,
