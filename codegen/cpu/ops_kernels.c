@@ -2,7 +2,8 @@
  * attention (GQA, causal top-left or bottom-right aligned), RoPE (rotate-half), SwiGLU, and a decoder layer's
  * whole attention block (RoPE of q and k, the KV-cache append, attention) in one call. Inputs may be strided
  * views (TVM passes the DLPack strides; the innermost stride must be 1), outputs are contiguous. One source for
- * every ISA: plain loops that gcc vectorizes for the flags it is given. */
+ * every ISA: plain loops that gcc vectorizes for the flags it is given, and AVX-512 intrinsics for the attention
+ * block's scores and value sums (LUTC_ISA == 512). */
 #include <stdlib.h>
 
 #include "lut_common.h" /* exp_nonpos */
@@ -163,9 +164,8 @@ static inline __attribute__((always_inline)) void values16(const float* p, const
     for (int64_t s = 0; s < n; ++s) {
       __m512 vv[8];
       for (int64_t i = 0; i < VD; ++i) vv[i] = _mm512_loadu_ps(vh + s * D + 16 * i);
-      for (int64_t h = 0; h < HP; ++h) {  /* rows past G weigh 0 (their score row is clamped to a real one) */
-        const int64_t r = r0 + h < G ? r0 + h : G - 1;
-        const __m512 w = _mm512_set1_ps(r0 + h < G ? p[r * S + s] : 0.0f);
+      for (int64_t h = 0; h < HP; ++h) {  /* rows past G weigh 0 */
+        const __m512 w = _mm512_set1_ps(r0 + h < G ? p[(r0 + h) * S + s] : 0.0f);
         for (int64_t i = 0; i < VD; ++i) a[h * VD + i] = _mm512_fmadd_ps(w, vv[i], a[h * VD + i]);
       }
     }

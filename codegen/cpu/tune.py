@@ -4,10 +4,10 @@ bucket, ISA, threads, table mode) through the ``tune`` entry point of one librar
 there, so one build serves every candidate), and the choice is cached on disk as JSON in ``$LUTC_CACHE/tune``
 (default ~/.cache/lutc), keyed by a hash that includes the compilers and kernel sources.
 
-Samples are single calls on cold weights (a read of twice the last-level cache before each), in interleaved rounds, medians compared;
-the heuristic default stays unless a candidate is 5% faster. (Timing each candidate in one block on hot
-weights, as the first version did, picked schedules up to 2x slower than the default on this shared 2-core
-machine: bench/results/kernels_tuned_gemv_old_tuner.md.)"""
+Samples are single calls on cold weights (a read of twice the last-level cache before each), in interleaved
+rounds, medians compared; the heuristic default stays unless a candidate is 5% faster. (Timing each candidate
+in one block on hot weights, as the first version did, picked schedules up to 2x slower than the default on
+this shared 2-core machine: bench/results/kernels_tuned_gemv_old_tuner.md.)"""
 from __future__ import annotations
 
 import hashlib
