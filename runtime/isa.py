@@ -34,6 +34,26 @@ def best_isa() -> str:
     return next(isa for isa in ISAS if supported(isa))
 
 
+ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 0x1023, 18
+SYS_ARCH_PRCTL = 158  # x86_64
+
+
+@functools.lru_cache(maxsize=1)
+def amx_usable() -> bool:
+    """Whether this process may run AMX int8 tile instructions: the CPU has them (amx_tile, amx_int8, and the
+    AVX-512 the kernel's other half needs) and Linux grants the tile state (arch_prctl ARCH_REQ_XCOMP_PERM, asked
+    once for the whole process; without it the first tile instruction kills the process)."""
+    if not supported("avx512") or not {"amx_tile", "amx_int8"} <= cpu_flags() or platform.system() != "Linux":
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 CACHE_INFO = Path("/sys/devices/system/cpu/cpu0/cache")
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 

@@ -1,6 +1,7 @@
 """Build the CPU LUT matmul: a TVM-generated driver (rows, then N tiles or rows split over TVM's thread pool, per
-row-count bucket as the schedule says) that calls the micro-kernels of lut_kernels.c (int8 tables) and
-lut_f32_kernels.c (float tables), linked in with ``export_library(addons=...)``. Libraries are cached on disk by
+row-count bucket as the schedule says) that calls the micro-kernels of lut_kernels.c (int8 tables),
+lut_f32_kernels.c (float tables) and, in AVX-512 libraries, lut_amx_kernels.c (int8 activations on AMX tiles),
+linked in with ``export_library(addons=...)``. Libraries are cached on disk by
 a content hash of the sources, the parameters, the compiler versions and lutc's version; the compiled C objects
 are cached too (they depend on the ISA and the sources only)."""
 from __future__ import annotations
@@ -12,13 +13,18 @@ from functools import lru_cache
 from pathlib import Path
 
 from ... import __version__
-from .isa import GCC_FLAGS
-from .schedule import BUCKETS, default_schedule
+from .isa import GCC_FLAGS, SOURCE_FLAGS
+from .schedule import BUCKETS, KNOBS, default_schedule
 
 HERE = Path(__file__).parent
-SOURCES = (HERE / "lut_kernels.c", HERE / "lut_f32_kernels.c")
+SOURCES = (HERE / "lut_kernels.c", HERE / "lut_f32_kernels.c", HERE / "lut_amx_kernels.c")
 HEADER = HERE / "lut_common.h"
-KNOBS = ("threads", "split", "rows", "mblock")
+AMX_ROWS = 16  # the AMX kernel's row tile: a task's rows start at a multiple of it
+
+
+def sources_for(isa: str) -> tuple[Path, ...]:
+    """The micro-kernel sources of an ``isa`` library (the AMX kernels only where AVX-512 is)."""
+    return SOURCES if isa == "avx512" else tuple(f for f in SOURCES if f.name not in SOURCE_FLAGS)
 
 
 def cache_dir(sub: str = "kernels") -> Path:
@@ -56,8 +62,9 @@ def gcc_version() -> str:
 
 def _object(isa: str, source: Path) -> Path:
     """The micro-kernels of ``source`` compiled for ``isa``, cached by content."""
-    cmd = ["gcc", "-O3", "-fPIC", "-std=c11", f"-I{HEADER.parent}", "-c", str(source), *GCC_FLAGS[isa]]
-    h = hashlib.sha256(source.read_bytes() + HEADER.read_bytes() + repr(GCC_FLAGS[isa]).encode()
+    flags = [*GCC_FLAGS[isa], *SOURCE_FLAGS.get(source.name, [])]
+    cmd = ["gcc", "-O3", "-fPIC", "-std=c11", f"-I{HEADER.parent}", "-c", str(source), *flags]
+    h = hashlib.sha256(source.read_bytes() + HEADER.read_bytes() + repr(flags).encode()
                        + gcc_version().encode()).hexdigest()[:20]
     obj = cache_dir("objects") / f"{source.stem}_{isa}_{h}.o"
     if obj.exists():
@@ -78,13 +85,14 @@ def _i64(v):
     return v.astype("int64")  # a no-op on int64 expressions
 
 
-def _ranges(t, threads, split, m, tiles: int) -> tuple:
-    """(tile0, tile1, row0, row1) of task ``t``: N tiles split over the tasks ("n", 0), or rows ("m", 1).
-    ``threads`` and ``split`` are constants in a built schedule and variables in the tuning entry point."""
+def _ranges(t, threads, split, m, tiles: int, align: int = 1) -> tuple:
+    """(tile0, tile1, row0, row1) of task ``t``: N tiles split over the tasks ("n", 0), or rows ("m", 1) in
+    multiples of ``align``. ``threads`` and ``split`` are constants in a built schedule and variables in the
+    tuning entry point."""
     from tvm import tirx
 
     t, th, m, nt = _i64(t), _i64(threads), _i64(m), _i64(tiles)
-    per_n, per_m = (nt + th - 1) // th, (m + th - 1) // th
+    per_n, per_m = (nt + th - 1) // th, ((m + th - 1) // th + (align - 1)) // align * align
     by_n = (tirx.min(t * per_n, nt), tirx.min(t * per_n + per_n, nt), _i64(0), m)
     by_m = (_i64(0), nt, tirx.min(t * per_m, m), tirx.min(t * per_m + per_m, m))
     if isinstance(split, str):
@@ -99,60 +107,68 @@ def _loop(threads):
     return T.serial(1) if isinstance(threads, int) and threads == 1 else T.parallel(threads)
 
 
-def _names(p: dict) -> tuple[str, str, str]:
+def _names(p: dict, kernel: str = "lut") -> tuple[str, str, str]:
+    """The C entry points of ``kernel``: (per-row preparation, the matmul over tiles, the tables' dtype)."""
+    if kernel == "amx":
+        return f"lutc_amx_quantize_{p['isa']}", f"lutc_amx_gemm_{p['isa']}", "int8"
     sfx = "_f32" if p.get("table", "int8") == "f32" else ""
     return f"lutc_precompute{sfx}_{p['isa']}", f"lutc_gemv{sfx}_{p['isa']}", "float32" if sfx else "int8"
 
 
 def _macros(p: dict):
-    """The driver's pieces: tables per row (after the RMSNorm or SwiGLU prologue when there is one), and the
-    lookups of one schedule (knobs: threads, split, rows, mblock)."""
+    """The driver's pieces: the per-row preparation (tables, or the AMX kernel's int8 activations), after the
+    RMSNorm or SwiGLU prologue when there is one, and the matmul of one schedule (knobs: kernel, threads, split,
+    rows, mblock). ``kernel`` is a Python string: each branch of the dispatch names its C functions."""
     from tvm.script import tirx as T
 
-    k, k_pad, runs, groups, pairs = p["k"], p["k_pad"], p["runs"], p["groups"], p["pairs"]
+    k, k_pad, runs, groups = p["k"], p["k_pad"], p["runs"], p["groups"]
     tiles, n_pad, bits, gs = p["n_pad"] // 64, p["n_pad"], p["bits"], p["k_pad"] // p["groups"]
-    pre, gemv, _ = _names(p)
     norm, eps, swiglu = f"lutc_rmsnorm_{p['isa']}", float(p.get("eps", 0.0)), f"lutc_swiglu_{p['isa']}"
 
-    @T.macro
-    def tables(m, X, TAB, TSC, XS):
-        for row in range(m):
-            T.evaluate(T.call_extern("int32", pre, T.address_of(X[row, 0]), T.int64(k), T.int64(k_pad),
-                                     T.int64(gs), T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]),
-                                     T.address_of(XS[row, 0])))
+    def prepare(kernel, src, row, m, TAB, TSC, XS):
+        pre = _names(p, kernel)[0]
+        if kernel == "amx":  # int8 activations, stored by group for all rows (lut_amx_kernels.c)
+            return T.call_extern("int32", pre, src, T.int64(k), T.int64(k_pad), T.int64(gs), TAB.data, _i64(row),
+                                 _i64(m), T.address_of(TSC[row, 0]))
+        return T.call_extern("int32", pre, src, T.int64(k), T.int64(k_pad), T.int64(gs),
+                             T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]), T.address_of(XS[row, 0]))
 
     @T.macro
-    def norm_tables(m, X, NW, SCR, TAB, TSC, XS):
+    def tables(kernel, m, X, NW, SCR, TAB, TSC, XS):
+        for row in range(m):
+            T.evaluate(prepare(kernel, T.address_of(X[row, 0]), row, m, TAB, TSC, XS))
+
+    @T.macro
+    def norm_tables(kernel, m, X, NW, SCR, TAB, TSC, XS):
         for row in range(m):
             T.evaluate(T.call_extern("int32", norm, T.address_of(X[row, 0]), NW.data, T.int64(k), T.float32(eps),
                                      SCR.data))
-            T.evaluate(T.call_extern("int32", pre, SCR.data, T.int64(k), T.int64(k_pad), T.int64(gs),
-                                     T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]),
-                                     T.address_of(XS[row, 0])))
+            T.evaluate(prepare(kernel, SCR.data, row, m, TAB, TSC, XS))
 
     @T.macro
-    def lookups(m, TAB, TSC, XS, W, S, Z, Y, threads, split, rows, mblock):
-        for t in _loop(threads):
-            T.evaluate(T.call_extern("int32", gemv, TAB.data, TSC.data, XS.data, W.data, S.data, Z.data, Y.data,
-                                     m, T.int64(n_pad), T.int64(runs), T.int64(groups), T.int64(bits),
-                                     _ranges(t, threads, split, m, tiles)[0], _ranges(t, threads, split, m, tiles)[1],
-                                     _ranges(t, threads, split, m, tiles)[2], _ranges(t, threads, split, m, tiles)[3],
-                                     _i64(rows), _i64(mblock)))
-
-    @T.macro
-    def swiglu_tables(m, X, SCR, TAB, TSC, XS):
+    def swiglu_tables(kernel, m, X, NW, SCR, TAB, TSC, XS):
         for row in range(m):
             T.evaluate(T.call_extern("int32", swiglu, T.address_of(X[row, 0]), T.int64(k), SCR.data))
-            T.evaluate(T.call_extern("int32", pre, SCR.data, T.int64(k), T.int64(k_pad), T.int64(gs),
-                                     T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]),
-                                     T.address_of(XS[row, 0])))
+            T.evaluate(prepare(kernel, SCR.data, row, m, TAB, TSC, XS))
 
-    return tables, norm_tables, swiglu_tables, lookups
+    def ranges(kernel, t, threads, split, m):
+        return _ranges(t, threads, split, m, tiles, AMX_ROWS if kernel == "amx" else 1)
+
+    @T.macro
+    def lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, threads, split, rows, mblock):
+        for t in _loop(threads):
+            T.evaluate(T.call_extern("int32", _names(p, kernel)[1], TAB.data, TSC.data, XS.data, W.data, S.data,
+                                     Z.data, Y.data, m, T.int64(n_pad), T.int64(runs), T.int64(groups),
+                                     T.int64(bits), ranges(kernel, t, threads, split, m)[0],
+                                     ranges(kernel, t, threads, split, m)[1], ranges(kernel, t, threads, split, m)[2],
+                                     ranges(kernel, t, threads, split, m)[3], _i64(rows), _i64(mblock)))
+
+    return {"none": tables, "rms_norm": norm_tables, "swiglu": swiglu_tables}[p.get("prologue", "none")], lookups
 
 
 def _prim_funcs(p: dict, tune: bool = False) -> dict:
     """``main`` (dispatching on the row count to the schedule's knobs), and with ``tune`` a ``tune`` entry point
-    taking the knobs as arguments (threads, split 0=n 1=m, rows, mblock).
+    taking the knobs as arguments (kernel 0=lut 1=amx, threads, split 0=n 1=m, rows, mblock).
 
     Arguments: x, [norm weight,] [scratch,] tables, table scales, xsum, weights, scales, zeros, y[, knobs]: the
     norm weight and a scratch row with an RMSNorm prologue, a scratch row with a SwiGLU prologue (whose x rows
@@ -161,21 +177,28 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
 
     k, runs, groups, pairs, n_pad, tiles = p["k"], p["runs"], p["groups"], p["pairs"], p["n_pad"], p["n_pad"] // 64
     tdt = _names(p)[2]
-    tables, norm_tables, swiglu_tables, lookups = _macros(p)
+    prep, lookups = _macros(p)
     sched = p.get("schedule") or default_schedule(p["isa"], p.get("table", "int8"), p["threads"])
-    b0, b1, b2, b3 = (tuple(b[kn] for kn in KNOBS) for b in sched)
+    b0, b1, b2, b3 = (tuple(b.get(kn, "lut") if kn == "kernel" else b[kn] for kn in KNOBS) for b in sched)
     lim = [hi for _, hi in BUCKETS[:-1]]
+    # the tuning entry point's kernel knob: where the AMX kernel cannot be linked, 1 runs the lookups too
+    amx = "amx" if p["isa"] == "avx512" and p.get("table", "int8") == "int8" else "lut"
 
     @T.macro
-    def dispatch(m, TAB, TSC, XS, W, S, Z, Y):
+    def run(kb, m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y):
+        prep(kb[0], m, X, NW, SCR, TAB, TSC, XS)
+        lookups(kb[0], m, TAB, TSC, XS, W, S, Z, Y, kb[1], kb[2], kb[3], kb[4])
+
+    @T.macro
+    def dispatch(m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y):
         if m <= lim[0]:
-            lookups(m, TAB, TSC, XS, W, S, Z, Y, b0[0], b0[1], b0[2], b0[3])
+            run(b0, m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y)
         elif m <= lim[1]:
-            lookups(m, TAB, TSC, XS, W, S, Z, Y, b1[0], b1[1], b1[2], b1[3])
+            run(b1, m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y)
         elif m <= lim[2]:
-            lookups(m, TAB, TSC, XS, W, S, Z, Y, b2[0], b2[1], b2[2], b2[3])
+            run(b2, m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y)
         else:
-            lookups(m, TAB, TSC, XS, W, S, Z, Y, b3[0], b3[1], b3[2], b3[3])
+            run(b3, m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y)
 
     @T.prim_func
     def main(x: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle, s: T.handle, z: T.handle,
@@ -190,8 +213,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
         S = T.match_buffer(s, (tiles, groups, 64), "uint16")
         Z = T.match_buffer(z, (tiles, groups, 64), "int8")
         Y = T.match_buffer(y, (m, n_pad), "float32")
-        tables(m, X, TAB, TSC, XS)
-        dispatch(m, TAB, TSC, XS, W, S, Z, Y)
+        dispatch(m, X, X, X, TAB, TSC, XS, W, S, Z, Y)  # no norm weight, no scratch row: X stands in, unread
 
     @T.prim_func
     def main_norm(x: T.handle, nw: T.handle, scr: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle,
@@ -208,8 +230,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
         S = T.match_buffer(s, (tiles, groups, 64), "uint16")
         Z = T.match_buffer(z, (tiles, groups, 64), "int8")
         Y = T.match_buffer(y, (m, n_pad), "float32")
-        norm_tables(m, X, NW, SCR, TAB, TSC, XS)
-        dispatch(m, TAB, TSC, XS, W, S, Z, Y)
+        dispatch(m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y)
 
     @T.prim_func
     def main_swiglu(x: T.handle, scr: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle,
@@ -225,16 +246,23 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
         S = T.match_buffer(s, (tiles, groups, 64), "uint16")
         Z = T.match_buffer(z, (tiles, groups, 64), "int8")
         Y = T.match_buffer(y, (m, n_pad), "float32")
-        swiglu_tables(m, X, SCR, TAB, TSC, XS)
-        dispatch(m, TAB, TSC, XS, W, S, Z, Y)
+        dispatch(m, X, X, SCR, TAB, TSC, XS, W, S, Z, Y)  # X stands in for the norm weight, unread
 
     fns = {"main": {"none": main, "rms_norm": main_norm, "swiglu": main_swiglu}[p.get("prologue", "none")]}
     if not tune:
         return fns
 
+    @T.macro
+    def tune_run(kernel, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock):
+        prep(kernel, m, X, X, X, TAB, TSC, XS)
+        if nt == 1:
+            lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, 1, split, rows, mblock)
+        else:
+            lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
+
     @T.prim_func
     def tune_fn(x: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle, s: T.handle, z: T.handle,
-                y: T.handle, nt: T.int64, split: T.int64, rows: T.int64, mblock: T.int64):
+                y: T.handle, kern: T.int64, nt: T.int64, split: T.int64, rows: T.int64, mblock: T.int64):
         T.func_attr({"global_symbol": "tune"})
         m = T.int64()
         X = T.match_buffer(x, (m, k), "float32")
@@ -245,11 +273,10 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
         S = T.match_buffer(s, (tiles, groups, 64), "uint16")
         Z = T.match_buffer(z, (tiles, groups, 64), "int8")
         Y = T.match_buffer(y, (m, n_pad), "float32")
-        tables(m, X, TAB, TSC, XS)
-        if nt == 1:
-            lookups(m, TAB, TSC, XS, W, S, Z, Y, 1, split, rows, mblock)
+        if kern == 1:
+            tune_run(amx, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
         else:
-            lookups(m, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
+            tune_run("lut", m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
 
     fns["tune"] = tune_fn
     return fns
@@ -259,7 +286,8 @@ def build_library(params: dict, tune: bool = False) -> Path:
     """The path of a shared library whose ``main`` computes the LUT matmul for ``params`` (with ``tune``, also a
     ``tune`` entry point taking the schedule knobs as arguments: what the tuner times)."""
     lib = cache_dir() / f"lut_{'tune' if tune else 'matmul'}_{_key(params)}.so"
-    return lib if lib.exists() else export(lambda: _prim_funcs(params, tune), params["isa"], SOURCES, lib)
+    return lib if lib.exists() else export(lambda: _prim_funcs(params, tune), params["isa"],
+                                           sources_for(params["isa"]), lib)
 
 
 def export(functions, isa: str, sources, lib: Path) -> Path:

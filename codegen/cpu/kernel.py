@@ -1,7 +1,10 @@
 """The CPU LUT matmul for one quantized weight: repack, build (or fetch from the cache) the library, wrap it."""
 from __future__ import annotations
 
+import numpy as np
+
 from ...passes.quantize.weight import QuantizedWeight
+from ...runtime.isa import amx_usable
 from ...runtime.lut import LutKernel, default_threads
 from .build import build_library
 from .isa import best_isa, supported
@@ -12,16 +15,28 @@ TABLES = ("int8", "f32")
 PROLOGUES = ("none", "rms_norm", "swiglu")  # what the call computes from its input before building tables
 
 
+def amx_applies(cw: CpuWeight, isa: str, table: str) -> bool:
+    """Whether the AMX kernel (lut_amx_kernels.c) computes this weight's matmul: AVX-512 libraries with int8
+    tables, K groups of a multiple of 16 (its tiles' K step), and zero points for which the unpacked weights
+    q' - z' (q' odd in [1 - 2^b, 2^b - 1]) fit int8."""
+    top = (1 << cw.bits) - 1
+    return isa == "avx512" and table == "int8" and (cw.k_pad // cw.scales.shape[1]) % 16 == 0 \
+        and int(np.abs(cw.zeros.astype(np.int16)).max(initial=0)) + top <= 127
+
+
 def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none", eps: float = 0.0,
                   table: str = "int8", schedule: list[dict] | None = None) -> dict:
     """What a library is built for (and the artifact records): shapes, bits, threads, ISA, table mode ("int8"
-    or "f32"), the schedule per row bucket (schedule.py; default: the heuristic), prologue."""
+    or "f32"), the schedule per row bucket (schedule.py; default: the heuristic, with the AMX kernel from 9 rows
+    where it applies and this CPU has AMX), prologue."""
     if table not in TABLES:
         raise ValueError(f"table must be one of {TABLES}, got {table!r}")
+    amx = amx_applies(cw, isa, table)
     p = {"n": cw.n, "n_pad": cw.tiles * TILE, "k": cw.k, "k_pad": cw.k_pad, "runs": cw.w.shape[1],
          "groups": cw.scales.shape[1], "bits": cw.bits, "pairs": cw.w.shape[2], "threads": threads, "isa": isa,
          "layout": "x86-g4-n64-v1", "table": table,
-         "schedule": check_schedule(schedule, threads) if schedule else default_schedule(isa, table, threads)}
+         "schedule": check_schedule(schedule, threads, amx) if schedule else
+         default_schedule(isa, table, threads, amx and amx_usable())}
     if prologue not in PROLOGUES:
         raise ValueError(f"prologue must be one of {PROLOGUES}, got {prologue!r}")
     if prologue == "rms_norm":
