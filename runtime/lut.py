@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from .isa import amx_usable
 from .tvm_libs import ensure_tvm_runtime, tvm_ffi
 
 ALIGN = 64  # TVM assumes 64-byte aligned buffers and emits aligned vector loads
@@ -46,6 +47,10 @@ class LutKernel:
         if table not in TABLE_DTYPES:
             raise ValueError(f"LUT kernel tables: expected one of {sorted(TABLE_DTYPES)}, got {table!r}")
         self.table_dtype = TABLE_DTYPES[table]
+        if any(b.get("kernel") == "amx" for b in params.get("schedule") or ()) and not amx_usable():
+            raise RuntimeError("this LUT kernel library runs Intel AMX tile instructions for some row counts (its "
+                               "schedule), which this CPU or OS does not offer: rebuild it here (the default schedule "
+                               "uses AMX only where the host has it)")
         self.knobs: tuple[int, ...] = ()
         self.n, self.k, self.bits = params["n"], params["k"], params["bits"]
         self.runs, self.groups, self.n_pad = params["runs"], params["groups"], params["n_pad"]

@@ -22,11 +22,12 @@ from typing import Callable
 
 import numpy as np
 
-from ...runtime.isa import last_level_cache_bytes
+from ...runtime.isa import amx_usable, last_level_cache_bytes
 from ...runtime.lut import LutKernel
 from .build import build_library, cache_dir, source_digest
+from .kernel import amx_applies
 from .layout import CpuWeight
-from .schedule import BUCKET_NAMES, BUCKETS, MAX_ROWS, bucket_of, default_knobs
+from .schedule import AMX_FIRST_BUCKET, BUCKET_NAMES, BUCKETS, KERNELS, KNOBS, MAX_ROWS, bucket_of, default_knobs
 
 TIMING_ROWS = (1, 4, 16, 64)  # the row count each bucket is timed at
 ROUNDS = 7                    # samples per candidate, taken in interleaved rounds (drift hits all alike)
@@ -34,7 +35,7 @@ MARGIN = 0.05                 # a candidate replaces the heuristic default only 
 # read before each sample (twice the last-level cache, 64 MiB to 1 GiB): weights come from DRAM, as in a
 # model's step (64 MiB stayed in this host's L3, 480 MiB reported)
 FLUSH_MB = max(64, min(2 * last_level_cache_bytes() >> 20, 1024))
-METHOD = "rounds-cold-llc-margin-v3"   # in the cache key: choices made by an older method are not reused
+METHOD = "rounds-cold-llc-margin-v4"   # in the cache key: choices made by an older method are not reused
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,21 @@ class TuneKey:
     isa: str
     threads: int
     table: str
+    amx: bool = False  # the AMX kernel is a candidate (kernel.py amx_applies, and this host has AMX)
 
     @property
     def rows(self) -> int:
         return TIMING_ROWS[BUCKET_NAMES.index(self.bucket)]
+
+    @property
+    def default(self) -> dict:
+        """The heuristic's knobs for this bucket (schedule.py default_schedule)."""
+        amx = self.amx and BUCKET_NAMES.index(self.bucket) >= AMX_FIRST_BUCKET
+        return default_knobs(self.isa, self.table, self.threads, "amx" if amx else "lut")
+
+
+def _kernel(c: TuneKey):
+    return ["lut", "amx"] if c.amx and BUCKET_NAMES.index(c.bucket) >= AMX_FIRST_BUCKET else None
 
 
 def _threads(c: TuneKey):
@@ -71,14 +83,16 @@ def _mblock(c: TuneKey):
 
 
 # knob -> rule; a rule returning None leaves the knob at its default
-RULES: dict[str, Callable[[TuneKey], list | None]] = {"threads": _threads, "split": _split, "rows": _rows,
-                                                       "mblock": _mblock}
+RULES: dict[str, Callable[[TuneKey], list | None]] = {"kernel": _kernel, "threads": _threads, "split": _split,
+                                                       "rows": _rows, "mblock": _mblock}
+assert tuple(RULES) == KNOBS
 
 
 def candidates(c: TuneKey) -> list[dict]:
     """Every combination of the applicable rules' values, the default first, without duplicates (a split
-    over one thread, or a row block as large as the rows, is the same schedule)."""
-    base = default_knobs(c.isa, c.table, c.threads)
+    over one thread, a row block as large as the rows, or row passes of the AMX kernel, which has none, are
+    the same schedule)."""
+    base = c.default
     values = [(knob, RULES[knob](c) or [base[knob]]) for knob in RULES]
     out = [base]
     for combo in product(*(v for _, v in values)):
@@ -87,9 +101,16 @@ def candidates(c: TuneKey) -> list[dict]:
             cand["split"] = "n"
         if cand["mblock"] >= c.rows:
             cand["mblock"] = 0
+        if cand["kernel"] == "amx":
+            cand["rows"] = 1
         if cand not in out:
             out.append(cand)
     return out
+
+
+def knob_args(cand: dict) -> tuple[int, ...]:
+    """A candidate as the tuning entry point's arguments (build.py: kernel, threads, split, rows, mblock)."""
+    return KERNELS.index(cand["kernel"]), cand["threads"], int(cand["split"] == "m"), cand["rows"], cand["mblock"]
 
 
 def cache_path(key: TuneKey) -> Path:
@@ -104,6 +125,7 @@ def _load(key: TuneKey) -> dict | None:
         data = json.loads(cache_path(key).read_text())
         knobs = data["knobs"]
         if data["key"] != asdict(key) or set(knobs) != set(RULES) or knobs["split"] not in ("n", "m") \
+                or knobs["kernel"] not in KERNELS \
                 or not all(isinstance(knobs[k], int) for k in ("threads", "rows", "mblock")):
             return None
         return knobs
@@ -134,13 +156,18 @@ def choose(timings: list) -> dict:
     return best[0] if best[1] < (1 - MARGIN) * default[1] else default[0]
 
 
+def key_for(cw: CpuWeight, params: dict, bucket: int) -> TuneKey:
+    """The tuning key of a library's row bucket (AMX candidates where the kernel applies and the host has it)."""
+    table = params.get("table", "int8")
+    return TuneKey(params["n"], params["k"], params["bits"], params["k_pad"] // params["groups"], BUCKET_NAMES[bucket],
+                   params["isa"], params["threads"], table, amx_applies(cw, params["isa"], table) and amx_usable())
+
+
 def tuned_schedule(cw: CpuWeight, params: dict, m: int | None = None, progress: bool | None = None) -> list[dict]:
     """``params["schedule"]`` with the buckets of ``m`` (every bucket when None) replaced by their measured
     best, from the disk cache when it has them."""
     sched = [dict(b) for b in params["schedule"]]
-    keys = {b: TuneKey(params["n"], params["k"], params["bits"], params["k_pad"] // params["groups"],
-                       BUCKET_NAMES[b], params["isa"], params["threads"], params.get("table", "int8"))
-            for b in (range(len(BUCKETS)) if m is None else [bucket_of(m)])}
+    keys = {b: key_for(cw, params, b) for b in (range(len(BUCKETS)) if m is None else [bucket_of(m)])}
     todo = []
     for b, key in keys.items():
         hit = _load(key)
@@ -164,13 +191,13 @@ def _time_buckets(cw: CpuWeight, params: dict, keys: dict[int, TuneKey], progres
     flush = np.ones(FLUSH_MB << 18, np.float32)
     samples: list[list[float]] = [[] for _ in work]
     for b, cand in work:   # warm-up: first calls (thread pool start, page faults) are not samples
-        kernel.knobs = (cand["threads"], int(cand["split"] == "m"), cand["rows"], cand["mblock"])
+        kernel.knobs = knob_args(cand)
         kernel(xs[b])
     rounds = [(r, i) for r in range(ROUNDS) for i in range(len(work))]
     for r, i in _progress(rounds, f"tuning {params['n']}x{params['k']} W{params['bits']}",
                           sys.stderr.isatty() if progress is None else progress, [w for _, w in work]):
         b, cand = work[i]
-        kernel.knobs = (cand["threads"], int(cand["split"] == "m"), cand["rows"], cand["mblock"])
+        kernel.knobs = knob_args(cand)
         samples[i].append(measure(kernel, xs[b], flush))
     timings: dict[int, list] = {b: [] for b in keys}
     for (b, cand), ts in zip(work, samples):

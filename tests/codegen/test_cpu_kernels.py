@@ -1,16 +1,25 @@
-"""CPU LUT kernels (AVX-512, AVX2, portable) against the numpy LUT reference and the float64 dequantized
-matmul, on awkward shapes; and their input checks."""
+"""CPU LUT kernels (AVX-512, AVX2, portable, AMX) against the numpy LUT reference (or the numpy twin of the AMX
+kernel's int8 activations) and the float64 dequantized matmul, on awkward shapes; and their input checks."""
 import numpy as np
 import pytest
 import torch
 
 import lutc
+from lutc.codegen.cpu.build import build_library
 from lutc.codegen.cpu.isa import ISAS, supported
+from lutc.codegen.cpu.kernel import amx_applies, kernel_params, library_params
+from lutc.codegen.cpu.layout import pack_cpu
+from lutc.codegen.cpu.schedule import bucket_of, default_schedule
 from lutc.codegen.reference.lut import lut_matmul, precompute
 from lutc.passes.quantize import LayerQuant
+from lutc.runtime import isa as runtime_isa
+from lutc.runtime.isa import amx_usable
+from lutc.runtime.lut import LutKernel
+from twins import amx_reference
 
 ISA_LIST = [i for i in ISAS if supported(i)]
 RNG = np.random.default_rng(11)
+needs_amx = pytest.mark.skipif(not amx_usable(), reason="this CPU (or OS) has no AMX int8 tiles")
 
 
 def reference(q, x):
@@ -38,12 +47,97 @@ def test_kernel_matches_reference(isa, bits, n, k, group, m, sym):
     x = RNG.standard_normal((m, k)).astype(np.float32)
     lut, exact = reference(q, x)
     for threads in (1, 2):
-        y = lutc.kernels.build_lut_matmul(q, threads=threads, isa=isa)(x)
+        kern = lutc.kernels.build_lut_matmul(q, threads=threads, isa=isa)
+        y = kern(x)
         assert y.shape == (m, n) and y.dtype == np.float32
-        # same tables, same integer lookups: only the float rescaling order differs (f32 vs f64)
-        assert rel(y, lut) < 2e-6
+        # same tables (or int8 activations), same integer sums: only the float rescaling order differs (f32 vs f64)
+        twin = amx_reference(q, x) if kern.params["schedule"][bucket_of(m)]["kernel"] == "amx" else lut
+        assert rel(y, twin) < 2e-6
         # int8 tables: ~1e-2 relative against the exact dequantized matmul (design.md section 2)
         assert rel(y, exact) < 2e-2
+
+
+def amx_kernel(q, threads, **knobs):
+    """A library whose buckets of 9 rows and more run the AMX kernel with ``knobs`` (split, mblock)."""
+    cw = pack_cpu(q)
+    sched = default_schedule("avx512", "int8", threads, amx=True)
+    sched[2:] = [dict(b, **knobs) for b in sched[2:]]
+    params = kernel_params(cw, threads, "avx512", schedule=sched)
+    return LutKernel(build_library(library_params(params)), params, cw.w, cw.scales, cw.zeros)
+
+
+@needs_amx
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, "ternary"])
+@pytest.mark.parametrize("n, k, group, sym", [(130, 257, 32, False), (64, 512, 256, True), (317, 200, 16, False),
+                                              (70, 1000, 128, True), (200, 300, 64, False)])
+def test_amx_kernel_matches_its_twin(bits, n, k, group, sym):
+    """Every width, group sizes 16..256 (K steps of 16, 32 and 64), K not a multiple of the group, N over partial
+    tiles; row counts around the 16-row tiles and 32-row blocks; N tiles or rows over 1 and 2 threads, row blocks."""
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group,
+                                                                    symmetric=sym and bits != "ternary"))
+    assert amx_applies(pack_cpu(q), "avx512", "int8")
+    kernels = [amx_kernel(q, 1), amx_kernel(q, 2), amx_kernel(q, 2, split="m"), amx_kernel(q, 2, mblock=20)]
+    for m in (9, 16, 17, 33, 50):
+        x = RNG.standard_normal((m, k)).astype(np.float32) * RNG.uniform(0.1, 10, (m, 1)).astype(np.float32)
+        twin, exact = amx_reference(q, x), x.astype(np.float64) @ q.dequantize().astype(np.float64).T
+        for kern in kernels:
+            y = kern(x)
+            assert y.shape == (m, n) and y.dtype == np.float32
+            assert rel(y, twin) < 2e-6, (m, kern.params["schedule"][2])  # integer sums exact; f32 rescaling
+            # int8 activations per group of K: like int8 tables, ~1e-2 against the dequantized matmul
+            assert rel(y, exact) < 2e-2
+
+
+@needs_amx
+def test_amx_kernel_reads_the_fused_prologues():
+    """The RMSNorm and SwiGLU prologues feed the int8 activations as they feed the tables."""
+    q = lutc.quantize_weight(RNG.standard_normal((96, 160)), LayerQuant(bits=2, group_size=32))
+    cw = pack_cpu(q)
+    nw = RNG.uniform(0.5, 1.5, 160).astype(np.float32)
+    x = RNG.standard_normal((20, 160)).astype(np.float32)
+    gu = RNG.standard_normal((20, 320)).astype(np.float32)
+    normed = x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + 1e-5) * nw
+    silu = gu[:, :160] / (1 + np.exp(-gu[:, :160].astype(np.float64))) * gu[:, 160:]
+    for prologue, extra, inp, act in (("rms_norm", {"eps": 1e-5}, x, normed), ("swiglu", {}, gu, silu)):
+        params = kernel_params(cw, 2, "avx512", prologue=prologue, schedule=default_schedule("avx512", "int8", 2, True),
+                               **extra)
+        kern = LutKernel(build_library(library_params(params)), params, cw.w, cw.scales, cw.zeros,
+                         nw if prologue == "rms_norm" else None)
+        assert rel(kern(inp), amx_reference(q, act.astype(np.float32))) < 1e-4  # the prologue's float rounding
+
+
+def test_amx_is_chosen_only_where_it_applies(monkeypatch):
+    w = RNG.standard_normal((64, 256))
+    q = lutc.quantize_weight(w, LayerQuant(bits=4, group_size=64))
+    cw = pack_cpu(q)
+    kinds = [b["kernel"] for b in kernel_params(cw, 2, "avx512")["schedule"]]
+    assert kinds == (["lut", "lut", "amx", "amx"] if amx_usable() else ["lut"] * 4)
+    for isa in ("avx2", "generic"):
+        assert not amx_applies(cw, isa, "int8")
+    assert not amx_applies(cw, "avx512", "f32")  # float tables: the exact mode stays exact
+    assert not amx_applies(pack_cpu(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=8))), "avx512", "int8")
+    cw.zeros[0, 0, 0] = 120  # q' - z' would leave int8
+    assert not amx_applies(cw, "avx512", "int8")
+    amx = default_schedule("avx512", "int8", 2, amx=True)
+    with pytest.raises(ValueError, match="only AVX-512 libraries with int8 tables"):
+        kernel_params(cw, 2, "avx512", schedule=amx)
+    amx[1] = dict(amx[1], kernel="amx")
+    with pytest.raises(ValueError, match="bucket 2-8: the amx kernel runs buckets of 9 rows and more"):
+        kernel_params(pack_cpu(q), 2, "avx512", schedule=amx)
+    # a library with AMX buckets on a host (or OS) without AMX: refused before any tile instruction runs
+    monkeypatch.setattr("lutc.runtime.lut.amx_usable", lambda: False)
+    params = kernel_params(pack_cpu(q), 2, "avx512", schedule=default_schedule("avx512", "int8", 2, amx=True))
+    with pytest.raises(RuntimeError, match="Intel AMX tile instructions"):
+        LutKernel("unused.so", params, cw.w, cw.scales, cw.zeros)
+
+
+def test_amx_detection_needs_the_flags_and_the_os(monkeypatch):
+    runtime_isa.amx_usable.cache_clear()
+    try:
+        monkeypatch.setattr(runtime_isa, "cpu_flags", lambda: frozenset({"avx512f", "avx512bw", "avx512vl", "f16c"}))
+        assert not runtime_isa.amx_usable()  # AVX-512 without amx_tile / amx_int8
+    finally:
+        runtime_isa.amx_usable.cache_clear()
 
 
 def test_inputs_are_checked_or_copied():

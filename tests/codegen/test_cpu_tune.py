@@ -15,7 +15,9 @@ from lutc.codegen.cpu.layout import pack_cpu
 from lutc.codegen.cpu.schedule import BUCKET_NAMES, bucket_of, default_schedule
 from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights
 from lutc.passes.quantize import LayerQuant
+from lutc.runtime.isa import amx_usable
 from lutc.runtime.lut import LutKernel
+from twins import amx_reference
 
 RNG = np.random.default_rng(9)
 KEY = tune.TuneKey(n=100, k=300, bits=2, group=64, bucket="33+", isa="avx512", threads=2, table="int8")
@@ -52,13 +54,18 @@ def weight(table="int8", bits=2):
 
 def test_candidates_come_from_rules():
     one = tune.candidates(dataclasses.replace(KEY, bucket="1"))
-    assert one[0] == {"threads": 2, "split": "n", "rows": 4, "mblock": 0}  # the heuristic default first
+    assert one[0] == {"kernel": "lut", "threads": 2, "split": "n", "rows": 4, "mblock": 0}  # the heuristic first
     assert {c["threads"] for c in one} == {1, 2} and {c["split"] for c in one} == {"n"}  # rows and split: no rule
     many = tune.candidates(KEY)
     assert len(many) == len({json.dumps(c, sort_keys=True) for c in many}) > len(one)
     assert all(c["split"] == "n" for c in many if c["threads"] == 1)  # a split over one thread is no candidate
     assert {c["rows"] for c in many} == {1, 2, 4} and {c["mblock"] for c in many} == {0, 8, 16}
     assert {c["rows"] for c in tune.candidates(dataclasses.replace(KEY, isa="avx2"))} == {1}
+    assert {c["kernel"] for c in many} == {"lut"}  # no AMX candidates unless the key says the kernel applies
+    amx = tune.candidates(dataclasses.replace(KEY, amx=True))
+    assert amx[0]["kernel"] == "amx" and {c["kernel"] for c in amx} == {"lut", "amx"}  # AMX is the default there
+    assert {c["rows"] for c in amx if c["kernel"] == "amx"} == {1}  # it has no row passes: one candidate per block
+    assert {c["kernel"] for c in tune.candidates(dataclasses.replace(KEY, amx=True, bucket="2-8"))} == {"lut"}
 
 
 def test_cache_round_trip_times_once(counted):
@@ -69,7 +76,8 @@ def test_cache_round_trip_times_once(counted):
     second = lutc.kernels.build_lut_matmul(q, m=1, threads=2, tune=True, progress=False)
     assert len(counted) == n  # read from the cache: nothing timed
     assert second.params["schedule"] == first.params["schedule"]
-    assert second.params["schedule"][1:] == default_schedule(first.isa, "int8", 2)[1:]  # other buckets untouched
+    default = kernel_params(pack_cpu(q), 2, first.isa)["schedule"]  # the heuristic (AMX from 9 rows where it can)
+    assert second.params["schedule"][1:] == default[1:]  # other buckets untouched
     lutc.kernels.build_lut_matmul(q, m=5, threads=2, tune=True, progress=False)
     assert len(counted) > n  # another row bucket is another key
 
@@ -86,7 +94,7 @@ def test_cache_key_changes_with_every_input(monkeypatch, tmp_path):
     base = tune.cache_path(KEY)
     assert base.parent == tmp_path / "tune"  # $LUTC_CACHE/tune
     assert tune.cache_path(dataclasses.replace(KEY)) == base
-    changes = dict(n=101, k=304, bits=3, group=32, bucket="9-32", isa="avx2", threads=1, table="f32")
+    changes = dict(n=101, k=304, bits=3, group=32, bucket="9-32", isa="avx2", threads=1, table="f32", amx=True)
     paths = {tune.cache_path(dataclasses.replace(KEY, **{f: v})) for f, v in changes.items()}
     assert len(paths) == len(changes) and base not in paths
     monkeypatch.setattr(tune, "source_digest", lambda: "another compiler or kernel source")
@@ -96,7 +104,7 @@ def test_cache_key_changes_with_every_input(monkeypatch, tmp_path):
 def test_corrupt_cache_file_is_ignored_and_rewritten(counted):
     q = weight()
     kern = lutc.kernels.build_lut_matmul(q, m=1, threads=2, tune=True, progress=False)
-    key = dataclasses.replace(KEY, bucket="1", isa=kern.isa)
+    key = tune.key_for(pack_cpu(q), kern.params, 0)
     path = tune.cache_path(key)
     for junk in ("{not json", json.dumps({"key": dataclasses.asdict(key), "knobs": {"threads": "two"}}), "[]"):
         path.write_text(junk)
@@ -121,11 +129,16 @@ def test_every_candidate_computes_the_same_matmul(table):
         key = tune.TuneKey(q.n, q.k, 3, 64, BUCKET_NAMES[bucket_of(m)], params["isa"], 2, table)
         outs = []
         for c in tune.candidates(dataclasses.replace(key, bucket="33+")):
-            kern.knobs = (c["threads"], int(c["split"] == "m"), c["rows"], c["mblock"])
+            kern.knobs = tune.knob_args(c)
             outs.append(kern(x))
             assert rel(outs[-1], want) < tol, c
         # same tables, same sums per row: schedules only move work between threads and passes
         assert max(rel(o, outs[0]) for o in outs) < 1e-6
+        if table == "int8" and amx_usable() and m >= 9:  # the entry point's AMX candidates: their own numerics
+            for c in tune.candidates(dataclasses.replace(key, bucket="33+", amx=True)):
+                if c["kernel"] == "amx":
+                    kern.knobs = tune.knob_args(c)
+                    assert rel(kern(x), amx_reference(q, x)) < 2e-6, c
 
 
 def test_tuned_kernels_are_correct_and_schedules_checked(counted):
