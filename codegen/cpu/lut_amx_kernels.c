@@ -5,15 +5,20 @@
  * the CPU has AMX (runtime/isa.py), and they refuse to run (return -1) where the kernel does not grant it.
  *
  * Activations (lutc_amx_quantize, per row): int8 with one scale per row and K group, a = max|x| / 127,
- * xq = round(x / a); stored densely, [rows rounded up to 16][k_pad], in the buffer the int8 tables would use
- * (it holds 4 k_pad bytes per row), the rows past the last one zeroed.
+ * xq = round(x / a); stored by group, [groups][rows rounded up to 16][group], in the buffer the int8 tables would
+ * use (it holds 4 k_pad bytes per row, enough from 4 rows on), the rows past the last one zeroed.
  *
  * Weights: a plane index (4 bits: 4 consecutive k) becomes 4 bytes of +-1 through a 16-entry dword table
  * (vpermd reads the index's low 4 bits, so no masking), weighted 2^t per plane and summed: the symmetrized code
  * q' = 2q - (2^b - 1); the integer zero point z' = 2z + 1 - 2^b is subtracted there too, so a tile's bytes are
  * w8 = q' - z' = 2 (q - z) and y = sum_groups a * s/2 * (xq . w8). One group of a 64-row tile is unpacked into
  * four 16-row B tiles ([run][16 rows x 4 k] bytes: the tile unit's layout), read from L1 by every row block.
- * |q' - z'| must fit int8: codegen/cpu/kernel.py picks these kernels only for weights where it does. */
+ * |q' - z'| must fit int8: codegen/cpu/kernel.py picks these kernels only for weights where it does.
+ *
+ * Where the time goes (4096 x 4096, 128 rows, W2, one thread, ~2.7 ms): the tile unit's part (loads, 8
+ * multiply-adds per 32 x 32 block and group, stores) ~1.2 ms, the vector part (unpack ~0.3 ms, epilogue ~1.1
+ * ms) ~1.4 ms; the two do not overlap (a tile load waits for the epilogue's stores to drain). Keeping four B tiles
+ * in registers across row blocks, or unpacking the next group between the multiply-adds, measured no faster. */
 #define _GNU_SOURCE /* syscall() under -std=c11 */
 #include "lut_common.h"
 #include <sys/syscall.h>
@@ -104,26 +109,19 @@ static inline void unpack_group(const uint8_t* wg, const int8_t* zg, int64_t rpg
   }
 }
 
-/* A row block's int32 sums of one group, waiting to be scaled into the float accumulators: the epilogue of
- * one block runs while the tile unit computes the next (a block's results are stored and scaled only after
- * the next block's multiply-adds are issued). */
-typedef struct {
-  const int32_t* cb; /* 2 x 2 C tiles: rows 0-15 | 16-31, columns 0-15 | 16-31 */
-  int64_t nrows;
-  const float* a;    /* the rows' activation scales, `groups` apart */
-  __m512 s0, s1;     /* s/2 of the 32 columns */
-  float* acc;        /* accumulators [row][64] */
-} pending;
-
-static inline void epilogue(const pending* p, int64_t groups) {
-  for (int64_t i = 0; i < p->nrows; ++i) {
-    const __m512 ai = _mm512_set1_ps(p->a[i * groups]);
-    const int32_t* ci = p->cb + (i >> 4) * 512 + (i & 15) * 16;
-    float* yi = p->acc + i * 64;
+/* acc[rows][32 columns] += a[row] * s/2[column] * C: the int32 sums of one group of a row block (cb: 2 x 2 C tiles,
+ * rows 0-15 | 16-31, columns 0-15 | 16-31). Deferring it until the tile unit works on the next block (software
+ * pipelining) gained nothing measurable: the tile loads wait for these stores to drain. */
+static inline void epilogue(const int32_t* cb, int64_t nrows, const float* a, int64_t groups, __m512 s0, __m512 s1,
+                            float* acc) {
+  for (int64_t i = 0; i < nrows; ++i) {
+    const __m512 ai = _mm512_set1_ps(a[i * groups]);
+    const int32_t* ci = cb + (i >> 4) * 512 + (i & 15) * 16;
+    float* yi = acc + i * 64;
     const __m512 v0 = _mm512_cvtepi32_ps(_mm512_load_si512((const void*)ci));
     const __m512 v1 = _mm512_cvtepi32_ps(_mm512_load_si512((const void*)(ci + 256)));
-    _mm512_store_ps(yi, _mm512_fmadd_ps(v0, _mm512_mul_ps(ai, p->s0), _mm512_load_ps(yi)));
-    _mm512_store_ps(yi + 16, _mm512_fmadd_ps(v1, _mm512_mul_ps(ai, p->s1), _mm512_load_ps(yi + 16)));
+    _mm512_store_ps(yi, _mm512_fmadd_ps(v0, _mm512_mul_ps(ai, s0), _mm512_load_ps(yi)));
+    _mm512_store_ps(yi + 16, _mm512_fmadd_ps(v1, _mm512_mul_ps(ai, s1), _mm512_load_ps(yi + 16)));
   }
 }
 
@@ -164,9 +162,7 @@ int32_t SYM(lutc_amx_gemm)(const int8_t* xq, const float* ascale, const float* x
   const __m512i e[4] = {_mm512_load_si512(tab[0]), _mm512_load_si512(tab[1]), _mm512_load_si512(tab[2]),
                         _mm512_load_si512(tab[3])};
   int8_t bt[4 * MAX_RPG * 64] __attribute__((aligned(64)));
-  int32_t cb[2][1024] __attribute__((aligned(64)));
-  pending pend = {0};
-  int have = 0, slot = 0;
+  int32_t cb[1024] __attribute__((aligned(64)));
   for (int64_t b0 = row0; b0 < row1; b0 += mb) {
     const int64_t b1 = b0 + mb < row1 ? b0 + mb : row1;
     for (int64_t t = tile0; t < tile1; ++t) {
@@ -198,22 +194,16 @@ int32_t SYM(lutc_amx_gemm)(const int8_t* xq, const float* ascale, const float* x
                 _tile_dpbssd(3, 5, 7);
               }
             }
-            if (have) epilogue(&pend, groups); /* the previous block's, while these multiply-adds run */
-            int32_t* c = cb[slot];
-            _tile_stored(0, c, 64);
-            _tile_stored(1, c + 256, 64);
+            _tile_stored(0, cb, 64);
+            _tile_stored(1, cb + 256, 64);
             if (nr > 16) {
-              _tile_stored(2, c + 512, 64);
-              _tile_stored(3, c + 768, 64);
+              _tile_stored(2, cb + 512, 64);
+              _tile_stored(3, cb + 768, 64);
             }
-            pend = (pending){c, nr, ascale + r * groups + g, sf[2 * h], sf[2 * h + 1], acc + (r - b0) * 64 + 32 * h};
-            have = 1;
-            slot ^= 1;
+            epilogue(cb, nr, ascale + r * groups + g, groups, sf[2 * h], sf[2 * h + 1], acc + (r - b0) * 64 + 32 * h);
           }
         }
       }
-      epilogue(&pend, groups);
-      have = 0;
       for (int64_t r = b0; r < b1; ++r) memcpy(y + r * n_pad + t * 64, acc + (r - b0) * 64, 64 * sizeof(float));
     }
   }
