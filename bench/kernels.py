@@ -3,9 +3,10 @@
     python -m lutc.bench.kernels [--shapes 4096x4096,...] [--m 1,8,32,128] [--threads 1,2] [--bits 2,3,4,ternary]
                                  [--f32-bits 2,4] [--tune both|on|off] [--quick]
 
-lutc rows: int8 tables (``lutc W2``), float tables (``lutc W2 f32``, bits from ``--f32-bits``) and, with
-``--tune both`` (the default), the tuned schedule next to the heuristic one (``lutc W2 tuned``; tuning happens
-at build time for the cell's row bucket and is cached in ~/.cache/lutc/tune). ``--quick`` is a smoke run
+lutc rows: int8 tables (``lutc W2``; from 9 rows on AMX hosts the AMX kernel), float tables (``lutc W2 f32``,
+bits from ``--f32-bits``), the table lookups forced for every row count (``lutc W2 lookups``, bits from
+``--lookup-bits``) and, with ``--tune both`` (the default), the tuned schedule next to the heuristic one
+(``lutc W2 tuned``; tuning happens at build time for the cell's row bucket and is cached in ~/.cache/lutc/tune). ``--quick`` is a smoke run
 (one small shape, few rounds, results named ``kernels_quick``): its timings mean nothing.
 
 Peers: torch fp32 ``F.linear``, onnxruntime ``MatMulNBits`` 4- and 2-bit (accuracy_level 4; 2-bit also with
@@ -107,27 +108,30 @@ def copies_for(nbytes: int, cold_mb: int) -> int:
     return max(1, -(-(cold_mb << 20) // max(nbytes, 1)))
 
 
-def lutc_method(w, bits, group, x, threads, cold_mb, table="int8", tune=False):
+def lutc_method(w, bits, group, x, threads, cold_mb, table="int8", tune=False, kind=None):
     import lutc
 
     q = lutc.quantize_weight(w, lutc.QuantConfig(bits=bits, group_size=group, table_dtype=table))
-    k = lutc.kernels.build_lut_matmul(q, m=x.shape[0], threads=threads, tune=tune)
+    k = lutc.kernels.build_lut_matmul(q, m=x.shape[0], threads=threads, tune=tune, kind=kind)
     ks = [k] + [k.clone() for _ in range(copies_for(k.weight_bytes, cold_mb) - 1)]
     out = np.empty((x.shape[0], w.shape[0]), np.float32)
     err = rel_err(k(x), x.astype(np.float64) @ q.dequantize().T)
-    name = lutc_name(bits, table, tune)
+    name = lutc_name(bits, table, tune, kind)
     return Method(name, k.weight_bytes, [lambda k=k: k(x, out=out) for k in ks]), err
 
 
-def lutc_name(bits, table="int8", tune=False) -> str:
-    return f"lutc W{'t' if bits == 'ternary' else bits}" + (" f32" if table == "f32" else "") + (" tuned" if tune else "")
+def lutc_name(bits, table="int8", tune=False, kind=None) -> str:
+    return (f"lutc W{'t' if bits == 'ternary' else bits}" + (" f32" if table == "f32" else "") +
+            (" tuned" if tune else "") + (" lookups" if kind == "lut" else ""))
 
 
 def lutc_variants(args) -> list[tuple]:
-    """(bits, table, tune) of every lutc row: int8 tables (heuristic and/or tuned), then float tables."""
+    """(bits, table, tune, kind) of every lutc row: int8 tables (heuristic and/or tuned), float tables, then the
+    lookups forced (where the heuristic would run the AMX kernel)."""
     tunes = {"off": (False,), "on": (True,), "both": (False, True)}[args.tune]
-    out = [(b, "int8", t) for b in args.bits for t in tunes]
-    return out + [(b, "f32", t) for b in args.f32_bits for t in tunes]
+    out = [(b, "int8", t, None) for b in args.bits for t in tunes]
+    return out + [(b, "f32", t, None) for b in args.f32_bits for t in tunes] + \
+        [(b, "int8", False, "lut") for b in args.lookup_bits]
 
 
 def torch_method(w, x, threads, cold_mb):
@@ -268,9 +272,9 @@ def run_cell(shape, m, threads, args, rng) -> list[dict]:
     w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
     x = rng.standard_normal((m, k)).astype(np.float32)
     methods, errs = [torch_method(w, x, threads, args.cold_mb)], {}
-    for bits, table, tune in lutc_variants(args):
-        meth, errs[lutc_name(bits, table, tune)] = lutc_method(
-            w, "ternary" if bits == "ternary" else int(bits), args.group, x, threads, args.cold_mb, table, tune)
+    for bits, table, tune, kind in lutc_variants(args):
+        meth, errs[lutc_name(bits, table, tune, kind)] = lutc_method(
+            w, "ternary" if bits == "ternary" else int(bits), args.group, x, threads, args.cold_mb, table, tune, kind)
         methods.append(meth)
     for bits, lut in ((4, False), (2, False), (2, True)):
         try:
@@ -331,24 +335,26 @@ def report(rows, bw, args) -> str:
 
 
 def plot(rows, path: Path) -> None:
+    """One panel per row count M: µs of every method per (shape, threads) cell, log scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    gemv = [r for r in rows if r["M"] == 1]
-    cells = sorted({(r["N"], r["K"], r["threads"]) for r in gemv})
-    methods = list(dict.fromkeys(r["method"] for r in gemv))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cells)), 4))
+    ms = sorted({r["M"] for r in rows})
+    cells = sorted({(r["N"], r["K"], r["threads"]) for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, axes = plt.subplots(len(ms), 1, figsize=(max(6, 1.6 * len(cells)), 4 * len(ms)), squeeze=False)
     width = 0.8 / len(methods)
-    for i, meth in enumerate(methods):
-        vals = [next((r["us"] for r in gemv if (r["N"], r["K"], r["threads"]) == c and r["method"] == meth), np.nan)
-                for c in cells]
-        ax.bar(np.arange(len(cells)) + i * width, vals, width, label=meth)
-    ax.set_xticks(np.arange(len(cells)) + 0.4 - width / 2, [f"{n}x{k}\n{t} thr" for n, k, t in cells])
-    ax.set_ylabel("µs per GEMV (M=1, cold weights)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
+    for ax, m in zip(axes[:, 0], ms):
+        for i, meth in enumerate(methods):
+            vals = [next((r["us"] for r in rows if (r["N"], r["K"], r["threads"]) == c and r["method"] == meth
+                          and r["M"] == m), np.nan) for c in cells]
+            ax.bar(np.arange(len(cells)) + i * width, vals, width, label=meth)
+        ax.set_xticks(np.arange(len(cells)) + 0.4 - width / 2, [f"{n}x{k}\n{t} thr" for n, k, t in cells])
+        ax.set_ylabel(f"µs per matmul (M={m}, cold weights)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -360,6 +366,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--bits", default="2,3,4,ternary", help="lutc int8-table rows")
     ap.add_argument("--f32-bits", default="2,4", help="lutc float-table rows ('' for none)")
+    ap.add_argument("--lookup-bits", default="", help="lutc rows with the table lookups forced (next to AMX)")
     ap.add_argument("--tune", default="both", choices=["off", "on", "both"], help="lutc schedules: heuristic, tuned, both")
     ap.add_argument("--quick", action="store_true", help="smoke run: one small shape, 2 rounds (timings mean nothing)")
     ap.add_argument("--ggml", default="q2_K,tq2_0,q4_0", help="llama.cpp peers (ggml types; '' for none)")
@@ -376,6 +383,7 @@ def main(argv=None) -> None:
     args.bits = [b for b in args.bits.split(",") if b]
     args.ggml = [t for t in args.ggml.split(",") if t]
     args.f32_bits = [b for b in args.f32_bits.split(",") if b]
+    args.lookup_bits = [b for b in args.lookup_bits.split(",") if b]
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     out = Path(args.out)

@@ -9,7 +9,7 @@ from ...runtime.lut import LutKernel, default_threads
 from .build import build_library
 from .isa import best_isa, supported
 from .layout import TILE, CpuWeight, pack_cpu
-from .schedule import check_schedule, default_schedule
+from .schedule import KERNELS, check_schedule, default_schedule
 
 TABLES = ("int8", "f32")
 PROLOGUES = ("none", "rms_norm", "swiglu")  # what the call computes from its input before building tables
@@ -61,17 +61,27 @@ def library_params(params: dict) -> dict:
 class LutMatmul(LutKernel):
     """``y = x @ W.T`` for a quantized ``W[N, K]``: x is float [..., K] (numpy or torch), y float32 [..., N].
     The table mode follows the weight's ``table_dtype``; ``tune`` times schedule candidates once (tune.py) for
-    the row bucket of ``m`` (every bucket when ``m`` is None), later calls read the choice from the disk cache."""
+    the row bucket of ``m`` (every bucket when ``m`` is None), later calls read the choice from the disk cache;
+    ``kind`` ("lut", "amx") forces the micro-kernel of the buckets from 9 rows (schedule.py)."""
 
     def __init__(self, qweight: QuantizedWeight, threads: int | None = None, isa: str | None = None,
-                 m: int | None = None, tune: bool = False, progress: bool | None = None):
+                 m: int | None = None, tune: bool = False, progress: bool | None = None, kind: str | None = None):
         if not isinstance(qweight, QuantizedWeight):
             raise TypeError(f"build_lut_matmul takes a lutc.QuantizedWeight, got {type(qweight).__name__}")
         table = qweight.config.table_dtype
         if table not in TABLES:
             raise NotImplementedError(f"the CPU kernels have {TABLES} tables, not {table!r}")
+        if kind not in (None, *KERNELS):
+            raise ValueError(f"kind must be one of {KERNELS} (or None: the heuristic), got {kind!r}")
+        if kind and tune:
+            raise ValueError("kind forces a kernel and tune measures which one to take: pass one of them")
         cw = pack_cpu(qweight)
-        params = kernel_params(cw, threads or default_threads(), check_isa(isa), table=table)
+        threads, isa = threads or default_threads(), check_isa(isa)
+        if kind == "amx" and not amx_applies(cw, isa, table):
+            raise ValueError("the AMX kernel takes AVX-512 libraries with int8 tables, K groups of a multiple of 16 "
+                             "and zero points with |2z + 1 - 2^b| + 2^b - 1 <= 127")
+        schedule = default_schedule(isa, table, threads, kind == "amx") if kind else None
+        params = kernel_params(cw, threads, isa, table=table, schedule=schedule)
         if tune:
             from .tune import tuned_schedule
 

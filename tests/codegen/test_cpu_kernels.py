@@ -118,6 +118,13 @@ def test_amx_is_chosen_only_where_it_applies(monkeypatch):
     assert not amx_applies(pack_cpu(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=8))), "avx512", "int8")
     cw.zeros[0, 0, 0] = 120  # q' - z' would leave int8
     assert not amx_applies(cw, "avx512", "int8")
+    assert [b["kernel"] for b in lutc.kernels.build_lut_matmul(q, kind="lut").params["schedule"]] == ["lut"] * 4
+    with pytest.raises(ValueError, match="kind must be one of"):
+        lutc.kernels.build_lut_matmul(q, kind="vnni")
+    with pytest.raises(ValueError, match="pass one of them"):
+        lutc.kernels.build_lut_matmul(q, kind="amx", tune=True)
+    with pytest.raises(ValueError, match="the AMX kernel takes"):
+        lutc.kernels.build_lut_matmul(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=8)), kind="amx")
     amx = default_schedule("avx512", "int8", 2, amx=True)
     with pytest.raises(ValueError, match="only AVX-512 libraries with int8 tables"):
         kernel_params(cw, 2, "avx512", schedule=amx)
