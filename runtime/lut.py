@@ -13,6 +13,7 @@ from .tvm_libs import ensure_tvm_runtime, tvm_ffi
 ALIGN = 64  # TVM assumes 64-byte aligned buffers and emits aligned vector loads
 DIRECT_ROWS = 32  # inputs with more rows than this skip the copy into the aligned buffer when they can
 TILE = 64
+LAYOUTS = ("x86-g4-n64-v1", "x86-g4-n64-v2")  # codegen/cpu/layout.py: v1 in older artifacts
 TABLE_DTYPES = {"int8": np.int8, "f32": np.float32}  # params["table"] -> dtype of the tables buffer
 
 
@@ -36,7 +37,7 @@ def is_aligned(a: np.ndarray) -> bool:
 
 class LutKernel:
     """``y = x @ W.T`` (after an optional RMSNorm of x) for packed weights ``w, scales, zeros`` in the layout
-    ``x86-g4-n64-v1``; ``params`` are the ones the library was built for (codegen/cpu/build.py): int8 or float32
+    ``params["layout"]`` (``x86-g4-n64-v2``, codegen/cpu/layout.py; v1 in older artifacts, with their libraries); ``params`` are the ones the library was built for (codegen/cpu/build.py): int8 or float32
     tables (``params["table"]``, int8 when absent). ``entry`` "tune" calls the tuning entry point, which takes
     the schedule knobs of ``self.knobs`` after the buffers (codegen/cpu/tune.py)."""
 
@@ -54,7 +55,12 @@ class LutKernel:
         self.knobs: tuple[int, ...] = ()
         self.n, self.k, self.bits = params["n"], params["k"], params["bits"]
         self.runs, self.groups, self.n_pad = params["runs"], params["groups"], params["n_pad"]
-        want = {"w": (self.n_pad // TILE, self.runs, params["pairs"], TILE), "scales": (self.n_pad // TILE, self.groups, TILE)}
+        layout = params.get("layout")
+        if layout not in LAYOUTS:
+            raise ValueError(f"LUT kernel weights: layout {layout!r} is not one this runtime reads {LAYOUTS}")
+        tiles = self.n_pad // TILE
+        wshape = (tiles, self.runs, params["pairs"], TILE) if layout == LAYOUTS[0] else (tiles, params["tile_bytes"])
+        want = {"w": wshape, "scales": (tiles, self.groups, TILE)}
         for name, a, dt in (("w", w, np.uint8), ("scales", scales, np.uint16), ("zeros", zeros, np.int8)):
             shape = want.get(name, want["scales"])
             if a.shape != shape or a.dtype != dt:

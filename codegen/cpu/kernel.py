@@ -8,7 +8,7 @@ from ...runtime.isa import amx_usable
 from ...runtime.lut import LutKernel, default_threads
 from .build import build_library
 from .isa import best_isa, supported
-from .layout import TILE, CpuWeight, pack_cpu
+from .layout import LAYOUT, TILE, CpuWeight, pack_cpu
 from .schedule import KERNELS, check_schedule, default_schedule
 
 TABLES = ("int8", "f32")
@@ -32,9 +32,9 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
     if table not in TABLES:
         raise ValueError(f"table must be one of {TABLES}, got {table!r}")
     amx = amx_applies(cw, isa, table)
-    p = {"n": cw.n, "n_pad": cw.tiles * TILE, "k": cw.k, "k_pad": cw.k_pad, "runs": cw.w.shape[1],
-         "groups": cw.scales.shape[1], "bits": cw.bits, "pairs": cw.w.shape[2], "threads": threads, "isa": isa,
-         "layout": "x86-g4-n64-v1", "table": table,
+    p = {"n": cw.n, "n_pad": cw.tiles * TILE, "k": cw.k, "k_pad": cw.k_pad, "runs": cw.runs,
+         "groups": cw.scales.shape[1], "bits": cw.bits, "tile_bytes": cw.w.shape[1], "threads": threads, "isa": isa,
+         "layout": LAYOUT, "table": table,
          "schedule": check_schedule(schedule, threads, amx) if schedule else
          default_schedule(isa, table, threads, amx and amx_usable())}
     if prologue not in PROLOGUES:

@@ -1,4 +1,8 @@
-"""Weight layout ``x86-g4-n64-v1`` read by codegen/cpu/lut_kernels.c (see the comment at its top)."""
+"""Weight layout ``x86-g4-n64-v2`` read by the CPU micro-kernels (codegen/cpu/lut_common.h says it in C): per
+64-row tile, ``runs`` x (bits // 2) full lines of 64 bytes (byte 2i+q: plane 2p+q's 4-bit index of row i in the
+low nibble, of row i+32 in the high one), then for odd widths ``runs`` half lines of 32 bytes with the last plane
+alone. ``v1`` gave that plane an all-zero partner, so W3 moved as many bytes as W4 and W1 as W2; artifacts
+built with it keep their own libraries (runtime/lut.py takes both shapes)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,15 +12,20 @@ import numpy as np
 from ...passes.quantize.packing import plane_indices
 from ...passes.quantize.weight import QuantizedWeight
 
-LAYOUT = "x86-g4-n64-v1"
+LAYOUT = "x86-g4-n64-v2"
 TILE = 64
 MAX_GROUP = 256  # int16 accumulators hold 64 runs of two planes: 64 * 127 * 3 < 2^15
+
+
+def tile_bytes(runs: int, bits: int) -> int:
+    """Bytes of one 64-row tile's weights (lut_common.h ``tile_bytes``)."""
+    return runs * ((bits // 2) * 64 + (bits % 2) * 32)
 
 
 @dataclass
 class CpuWeight:
     """A QuantizedWeight repacked for the CPU kernels."""
-    w: np.ndarray        # uint8 [tiles, runs, pairs, 64]
+    w: np.ndarray        # uint8 [tiles, tile_bytes(runs, bits)]
     scales: np.ndarray   # uint16 (f16 bits) [tiles, groups, 64]
     zeros: np.ndarray    # int8 z' = 2z + 1 - 2^b  [tiles, groups, 64]
     n: int
@@ -28,6 +37,10 @@ class CpuWeight:
     @property
     def tiles(self) -> int:
         return self.w.shape[0]
+
+    @property
+    def runs(self) -> int:
+        return self.k_pad // 4
 
     @property
     def nbytes(self) -> int:
@@ -48,13 +61,15 @@ def pack_cpu(qw: QuantizedWeight) -> CpuWeight:
     codes = np.zeros((n_pad, qw.k_pad), np.uint8)
     codes[:n] = qw.codes
     idx = plane_indices(codes, bits)                                 # [bits, N_pad, runs]
-    pairs = (bits + 1) // 2
-    if bits % 2:
-        idx = np.concatenate([idx, np.zeros_like(idx[:1])])          # the last pair's second plane weighs 0
-    runs = idx.shape[2]
-    a = idx.reshape(pairs, 2, tiles, 2, 32, runs)                    # [pair, q, tile, lo/hi half, i, run]
+    full, runs = bits // 2, idx.shape[2]
+    a = idx[:2 * full].reshape(full, 2, tiles, 2, 32, runs)          # [pair, q, tile, lo/hi half, i, run]
     byte = a[:, :, :, 0] | (a[:, :, :, 1] << 4)                      # [pair, q, tile, i, run]
-    w = np.ascontiguousarray(byte.transpose(2, 4, 0, 3, 1)).reshape(tiles, runs, pairs, 64)
+    parts = [np.ascontiguousarray(byte.transpose(2, 4, 0, 3, 1)).reshape(tiles, runs * full * 64)]
+    if bits % 2:  # the last plane alone: byte i = row i (low nibble), row i + 32 (high)
+        last = idx[-1].reshape(tiles, 2, 32, runs)
+        parts.append(np.ascontiguousarray((last[:, 0] | (last[:, 1] << 4)).transpose(0, 2, 1)).reshape(tiles, runs * 32))
+    w = np.ascontiguousarray(np.concatenate(parts, axis=1))
+    assert w.shape[1] == tile_bytes(runs, bits)
 
     def per_tile(v, dtype):
         out = np.zeros((n_pad, v.shape[1]), dtype)

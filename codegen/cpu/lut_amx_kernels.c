@@ -1,4 +1,4 @@
-/* Many-row LUT matmuls on Intel AMX (Sapphire Rapids and later): the weights of layout "x86-g4-n64-v1" are
+/* Many-row LUT matmuls on Intel AMX (Sapphire Rapids and later): the weights of layout "x86-g4-n64-v2" are
  * unpacked tile by tile into int8 and multiplied with int8 activations on the tile unit (TDPBSSD: 16 x 16 x 64
  * multiply-adds per instruction), instead of one vpshufb lookup per 64 weights and row. Compiled for the AVX-512
  * variant only (LUTC_ISA = 512, with -mamx-tile -mamx-int8); the Python side picks these entry points only where
@@ -79,11 +79,14 @@ int32_t SYM(lutc_amx_quantize)(const float* x, int64_t k, int64_t k_pad, int64_t
   return 0;
 }
 
-/* One group of one 64-row tile -> four 16-row B tiles (bt[c]: rows 16c..16c+15, [run][16 rows x 4 bytes]).
- * Line (run j, pair p), as 32 words: word i = plane 2p's nibbles of rows i (bits 0-3) and i+32 (4-7), plane
- * 2p+1's at bits 8-11 and 12-15. */
-static inline void unpack_group(const uint8_t* wg, const int8_t* zg, int64_t rpg, int P, int last_plane_zero,
-                                const __m512i e[4], int8_t* bt) {
+/* Runs j0..j0+rpg of one 64-row tile (wt) -> four 16-row B tiles (bt[c]: rows 16c..16c+15, [run][16 rows x 4
+ * bytes]). Full line (run j, pair p), as 32 words: word i = plane 2p's nibbles of rows i (bits 0-3) and i+32
+ * (4-7), plane 2p+1's at bits 8-11 and 12-15; a half line (an odd width's last plane), as 32 bytes: byte i = the
+ * plane's nibbles of rows i and i+32, widened to the same dword positions. */
+static inline void unpack_group(const uint8_t* wt, int64_t runs, int64_t bits, int64_t j0, const int8_t* zg,
+                                int64_t rpg, const __m512i e[4], int8_t* bt) {
+  const int P = (int)((bits + 1) / 2), PF = (int)(bits / 2), last_plane_zero = (int)(bits & 1);
+  const uint8_t* wh = half_lines(wt, runs, bits);
   __m512i zr[4];
   const __m512i dup = _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0); /* pshufb: byte 4i of each dword */
   for (int c = 0; c < 4; ++c) /* z' of each row in all 4 bytes of its dword */
@@ -91,9 +94,16 @@ static inline void unpack_group(const uint8_t* wg, const int8_t* zg, int64_t rpg
   for (int64_t r = 0; r < rpg; ++r) {
     __m512i q[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
     for (int p = 0; p < P; ++p) {
-      const uint8_t* line = wg + (r * P + p) * 64;
-      const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)line));
-      const __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(line + 32)));
+      __m512i lo, hi;
+      if (p < PF) {
+        const uint8_t* line = wt + ((j0 + r) * PF + p) * 64;
+        lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)line));
+        hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(line + 32)));
+      } else {
+        const uint8_t* line = wh + (j0 + r) * 32;
+        lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)line));
+        hi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(line + 16)));
+      }
       const __m512i ea = e[2 * p], eb = e[2 * p + 1];
       q[0] = _mm512_add_epi8(q[0], _mm512_permutexvar_epi32(lo, ea));
       q[1] = _mm512_add_epi8(q[1], _mm512_permutexvar_epi32(hi, ea));
@@ -135,7 +145,7 @@ int32_t SYM(lutc_amx_gemm)(const int8_t* xq, const float* ascale, const float* x
                            int64_t rows, int64_t mblock) {
   (void)xsum, (void)rows;
   const int64_t rpg = runs / groups, gs = 4 * rpg, m16 = (m + 15) & ~(int64_t)15;
-  const int P = (int)((bits + 1) / 2), ks = gs % 64 == 0 ? 64 : gs % 32 == 0 ? 32 : 16;
+  const int ks = gs % 64 == 0 ? 64 : gs % 32 == 0 ? 32 : 16;
   if (runs % groups || gs % 16 || rpg > MAX_RPG || row0 % 16 || row0 < 0 || row1 > m || bits < 1 || bits > 4)
     return -1;
   if (row0 >= row1 || tile0 >= tile1) return 0;
@@ -168,7 +178,7 @@ int32_t SYM(lutc_amx_gemm)(const int8_t* xq, const float* ascale, const float* x
     for (int64_t t = tile0; t < tile1; ++t) {
       memset(acc, 0, (size_t)(b1 - b0) * 64 * sizeof(float));
       for (int64_t g = 0; g < groups; ++g) {
-        unpack_group(w + (t * runs + g * rpg) * P * 64, z + (t * groups + g) * 64, rpg, P, (int)(bits & 1), e, bt);
+        unpack_group(w + t * tile_bytes(runs, bits), runs, bits, g * rpg, z + (t * groups + g) * 64, rpg, e, bt);
         const uint16_t* sg = s + (t * groups + g) * 64;
         __m512 sf[4];
         for (int c = 0; c < 4; ++c)

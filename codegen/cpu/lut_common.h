@@ -36,6 +36,44 @@ static inline float exp_nonpos(float x) {
   return e * scale;
 }
 
+/* Weight layout "x86-g4-n64-v2" (codegen/cpu/layout.py), per 64-row tile: `runs` x (bits / 2) full lines of 64
+ * bytes (line (j, p): byte 2i+q holds plane 2p+q's 4-bit index of row i in its low nibble, of row i+32 in its high
+ * one), then, for odd widths, `runs` half lines of 32 bytes holding the last plane alone (byte i: row i low, row
+ * i+32 high). v1 padded that plane with an all-zero partner: W3 moved W4's bytes and W1 W2's. */
+static inline int64_t tile_bytes(int64_t runs, int64_t bits) { return runs * ((bits / 2) * 64 + (bits & 1) * 32); }
+
+/* the half lines of a tile (odd widths) */
+static inline const uint8_t* half_lines(const uint8_t* wt, int64_t runs, int64_t bits) {
+  return wt + runs * (bits / 2) * 64;
+}
+
+/* Line (run j, pair p) of a tile in the full lines' byte order, for the kernels that read it byte by byte: a half
+ * line's byte i lands on byte 2i, its missing partner plane reads 0. */
+static inline void line_bytes(const uint8_t* wt, int64_t runs, int64_t bits, int64_t j, int64_t p, uint8_t out[64]) {
+  if (p < bits / 2) {
+    memcpy(out, wt + (j * (bits / 2) + p) * 64, 64);
+  } else {
+    const uint8_t* h = half_lines(wt, runs, bits) + j * 32;
+    for (int i = 0; i < 32; ++i) out[2 * i] = h[i], out[2 * i + 1] = 0;
+  }
+}
+
+#if LUTC_ISA == 256
+/* The two 32-byte halves of line (run j, pair p) in the full lines' byte order (PF: full lines per run). */
+static inline void line256(const uint8_t* wt, int64_t runs, int64_t bits, int PF, int64_t j, int p, __m256i* w0,
+                           __m256i* w1) {
+  if (p < PF) {
+    const uint8_t* l = wt + (j * PF + p) * 64;
+    *w0 = _mm256_loadu_si256((const __m256i*)l);
+    *w1 = _mm256_loadu_si256((const __m256i*)(l + 32));
+  } else {
+    const uint8_t* h = half_lines(wt, runs, bits) + j * 32;
+    *w0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)h));
+    *w1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(h + 16)));
+  }
+}
+#endif
+
 #define PREFETCH_RUNS 32 /* 2 KiB ahead of the 64-byte weight loads (16-64 measured alike) */
 
 static inline float half_to_float(uint16_t h) {
@@ -66,14 +104,14 @@ static inline float half_to_float(uint16_t h) {
   int32_t SYM(NAME)(const TT* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s, \
                     const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, \
                     int64_t tile0, int64_t tile1, int64_t row0, int64_t row1, int64_t rows, int64_t mblock) {        \
-    const int64_t pairs = (bits + 1) / 2;                                                                           \
+    const int64_t pairs = (bits + 1) / 2, tb = tile_bytes(runs, bits);                                              \
     if (runs % groups || rows < 1 || row0 < 0 || row1 > m) return -1;                                               \
     if (mblock <= 0) mblock = row1 - row0 > 0 ? row1 - row0 : 1;                                                   \
     for (int64_t r0 = row0; r0 < row1; r0 += mblock) {                                                              \
       const int64_t r1 = r0 + mblock < row1 ? r0 + mblock : row1;                                                   \
       const int64_t half = (PAIRED) && r1 - r0 == 1 ? (tile1 - tile0) / 2 : 0; /* t, t + half in one pass */    \
       for (int64_t t = tile0; t < tile1; t = t + 1 == tile0 + half ? tile0 + 2 * half : t + 1)                     \
-        TILE(tables + r0 * runs * 16, tscale + r0 * groups, xsum + r0 * groups, w + t * runs * pairs * 64,          \
+        TILE(tables + r0 * runs * 16, tscale + r0 * groups, xsum + r0 * groups, w + t * tb,                         \
              s + t * groups * 64, z + t * groups * 64, y + r0 * n_pad + t * 64, r1 - r0, n_pad, runs, groups,      \
              pairs, bits, rows, t < tile0 + half ? half : 0);                                                       \
     }                                                                                                               \

@@ -1,4 +1,4 @@
-/* Float-table LUT micro-kernels (QuantConfig(table_dtype="f32")): the same weights (layout "x86-g4-n64-v1", see
+/* Float-table LUT micro-kernels (QuantConfig(table_dtype="f32")): the same weights (layout "x86-g4-n64-v2", see
  * lut_kernels.c) looked up in fp32 tables, accumulated in fp32 per K group, so the result is the dequantized
  * matmul up to fp32 rounding (no table quantization).
  *
@@ -73,6 +73,13 @@ static inline void flush_f32(const float* acc, float xs, const uint16_t* s, cons
   const float w0 = (float)(1 << (2 * (p)));                \
   const float w1 = ((p) == pairs - 1 && (bits & 1)) ? 0.0f : 2.0f * w0;
 
+/* the lines of pair p over a group's runs (layout x86-g4-n64-v2, lut_common.h): full lines `stride` apart, or
+ * (half: an odd width's last plane) 32-byte half lines, read in the full lines' byte order */
+#define WEIGHT_LINES(p)                                                                                    \
+  const int half = (p) == bits / 2;                                                                        \
+  const int64_t stride = half ? 32 : (bits / 2) * 64;                                                      \
+  const uint8_t* wp = half ? half_lines(w, runs, bits) + (g * rpg) * 32 : w + ((g * rpg) * (bits / 2) + (p)) * 64;
+
 #if LUTC_ISA == 512
 /* R rows of one 64-row tile: the 8 shifted index vectors of a weight load serve all R rows. acc[row][B + 4h]
  * lane j sums plane B&1 of row 2j + (B>>1) + 32h over a pair; ga[row][2h + (B>>1)] the weighted planes of a group. */
@@ -94,11 +101,12 @@ static inline __attribute__((always_inline)) void tile_rows_f32(
       __m512 acc[4][8];
       for (int row = 0; row < R; ++row)
         for (int i = 0; i < 8; ++i) acc[row][i] = _mm512_setzero_ps();
-      const uint8_t* wp = w + ((g * rpg) * pairs + p) * 64;
+      WEIGHT_LINES(p)
       const float* tp = tables + (g * rpg) * 16;
       for (int64_t r = 0; r < rpg; ++r) {
-        _mm_prefetch((const char*)(wp + (r + PREFETCH_RUNS) * pairs * 64), _MM_HINT_T0);
-        const __m512i wv = _mm512_loadu_si512((const void*)(wp + r * pairs * 64));
+        _mm_prefetch((const char*)(wp + (r + PREFETCH_RUNS) * stride), _MM_HINT_T0);
+        const __m512i wv = half ? _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(wp + r * 32)))
+                                : _mm512_loadu_si512((const void*)(wp + r * stride));
         const __m512i ix[8] = {wv, _mm512_srli_epi32(wv, 8), _mm512_srli_epi32(wv, 16), _mm512_srli_epi32(wv, 24),
                                _mm512_srli_epi32(wv, 4), _mm512_srli_epi32(wv, 12), _mm512_srli_epi32(wv, 20),
                                _mm512_srli_epi32(wv, 28)};
@@ -167,14 +175,15 @@ static inline void tile_row_f32(const float* tables, const float* xsum, const ui
     for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
     for (int64_t p = 0; p < pairs; ++p) {
       PLANE_WEIGHTS(p)
-      const uint8_t* wp = w + ((g * rpg) * pairs + p) * 64;
       const float* tp = tables + (g * rpg) * 16;
 #if LUTC_ISA == 256
+      WEIGHT_LINES(p)
       for (int c = 0; c < 2; ++c) { /* bytes 32c..32c+31: rows 16c..16c+15 and 32+16c..47+16c */
         __m256 a[8];
         for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
         for (int64_t r = 0; r < rpg; ++r) {
-          const __m256i wv = _mm256_loadu_si256((const __m256i*)(wp + r * pairs * 64 + 32 * c));
+          const __m256i wv = half ? _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(wp + r * 32 + 16 * c)))
+                                  : _mm256_loadu_si256((const __m256i*)(wp + r * stride + 32 * c));
           const __m256 tlo = _mm256_loadu_ps(tp + r * 16), thi = _mm256_loadu_ps(tp + r * 16 + 8);
           /* index: nibble at bit sh (the permute reads bits 0-2); its bit 3 shifted to the sign picks the half */
 #define LOOK(i, sh)                                                                                         \
@@ -196,7 +205,8 @@ static inline void tile_row_f32(const float* tables, const float* xsum, const ui
 #else
       for (int64_t r = 0; r < rpg; ++r) {
         const float* tab = tp + r * 16;
-        const uint8_t* wv = wp + r * pairs * 64;
+        uint8_t wv[64];
+        line_bytes(w, runs, bits, g * rpg + r, p, wv);
         for (int i = 0; i < 32; ++i) {
           const uint8_t b0 = wv[2 * i], b1 = wv[2 * i + 1];
           acc[i] += w0 * tab[b0 & 15] + w1 * tab[b1 & 15];

@@ -7,8 +7,9 @@
  * int8 with one scale per K group; xsum per group is read back from the quantized tables (-T[0]), so the
  * zero-point term rounds like the lookups do.
  *
- * Weights (layout "x86-g4-n64-v1"): tiles of 64 rows; per tile, per run j, per pair p of bit planes,
- * 64 bytes: byte 2i+q holds plane 2p+q's 4-bit index of row i (low nibble) and row i+32 (high nibble).
+ * Weights (layout "x86-g4-n64-v2", lut_common.h): tiles of 64 rows; per tile, per run j, per pair p of bit
+ * planes, 64 bytes: byte 2i+q holds plane 2p+q's 4-bit index of row i (low nibble) and row i+32 (high nibble);
+ * an odd width's last plane comes from a 32-byte half line, widened to the same byte order (its partner reads 0).
  * One vpshufb looks up 64 indices; vpmaddubsw with (1, 2) adds the two planes of a row and widens to int16.
  * Scales (f16) and zero points (int8, z' = 2z + 1 - 2^b) per tile, group and row: [tiles][G][64].
  */
@@ -181,15 +182,16 @@ static inline void flush_scalar(const int32_t* acc, float ts, float xs, const ui
 
 #if LUTC_ISA == 512
 /* R rows of NT 64-row tiles (R * NT <= 4, NT <= 2; tile j at w + j * dt tiles) with P pairs of bit planes
- * (P <= 2: at most 4 planes): each weight load and nibble split serves all R rows' lookups, and a run's P pairs
- * (adjacent 64-byte lines) are read together, so each tile's weights stream strictly in order. A single row
+ * (P <= 2: at most 4 planes; TL: the last one is a half line): each weight load and nibble split serves all R
+ * rows' lookups, and a run's P pairs are read together, so each tile's weights stream in order. A single row
  * reads two tiles at once: two streams keep more cache-line fills in flight than one (a core's DRAM read
  * rate, measured). */
 static inline __attribute__((always_inline)) void tile_rows(
     const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
     const int8_t* z, float* y, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, const int R, const int P,
-    const int NT, int64_t dt) {
-  const int64_t rpg = runs / groups, wdt = dt * runs * P * 64, sdt = dt * groups * 64;
+    const int TL, const int NT, int64_t dt) {
+  const int PF = P - TL; /* full lines per run */
+  const int64_t rpg = runs / groups, wdt = dt * tile_bytes(runs, bits), sdt = dt * groups * 64;
   const __m512i lowmask = _mm512_set1_epi8(0x0F);
   const __m512i c_full = _mm512_set1_epi16(0x0201);  /* bytes (1, 2): plane 2p + 2 * plane 2p+1 */
   const __m512i c_last = (bits & 1) ? _mm512_set1_epi16(0x0001) : c_full;
@@ -211,7 +213,7 @@ static inline __attribute__((always_inline)) void tile_rows(
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
       for (int a = 0; a < R * NT; ++a) lo16[p][a] = hi16[p][a] = _mm512_setzero_si512();
-    const uint8_t* wp = w + (g * rpg) * P * 64;
+    const uint8_t *wp = w + (g * rpg) * PF * 64, *wh = half_lines(w, runs, bits) + (g * rpg) * 32;
     for (int64_t r = 0; r < rpg; ++r) {
       __m512i tab[4];
 #pragma GCC unroll 4
@@ -222,9 +224,15 @@ static inline __attribute__((always_inline)) void tile_rows(
 #pragma GCC unroll 2
         for (int p = 0; p < P; ++p) {
           /* weights stream from DRAM once: ask for them PREFETCH_RUNS runs ahead */
-          _mm_prefetch((const char*)(wp + j * wdt + ((r + PREFETCH_RUNS) * P + p) * 64), _MM_HINT_T0);
           const __m512i c = p == P - 1 ? c_last : c_full;
-          const __m512i wv = _mm512_loadu_si512((const void*)(wp + j * wdt + (r * P + p) * 64));
+          __m512i wv;
+          if (p < PF) {
+            _mm_prefetch((const char*)(wp + j * wdt + ((r + PREFETCH_RUNS) * PF + p) * 64), _MM_HINT_T0);
+            wv = _mm512_loadu_si512((const void*)(wp + j * wdt + (r * PF + p) * 64));
+          } else { /* the half line, its bytes on the even positions */
+            _mm_prefetch((const char*)(wh + j * wdt + (r + PREFETCH_RUNS) * 32), _MM_HINT_T0);
+            wv = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(wh + j * wdt + r * 32)));
+          }
           const __m512i il = _mm512_and_si512(wv, lowmask);
           const __m512i ih = _mm512_and_si512(_mm512_srli_epi16(wv, 4), lowmask);
 #pragma GCC unroll 4
@@ -271,10 +279,11 @@ static inline __attribute__((always_inline)) void tile_rows(
 static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
                              int64_t groups, int64_t pairs, int64_t bits, int64_t rows, int64_t pair) {
-#define ROWS(R, NT) (pairs == 1 ? tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, \
-                                            z, y + row * n_pad, n_pad, runs, groups, bits, R, 1, NT, pair)             \
-                                : tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, \
-                                            z, y + row * n_pad, n_pad, runs, groups, bits, R, 2, NT, pair))
+  (void)pairs; /* the width picks the instantiation */
+#define TR(R, P, TL, NT) tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z,   \
+                                  y + row * n_pad, n_pad, runs, groups, bits, R, P, TL, NT, pair)
+#define ROWS(R, NT) (bits == 2 ? TR(R, 1, 0, NT) : bits == 4 ? TR(R, 2, 0, NT) : bits == 3 ? TR(R, 2, 1, NT) \
+                                                                                    : TR(R, 1, 1, NT))
   if (pair && m == 1) {
     const int64_t row = 0;
     ROWS(1, 2);
@@ -288,15 +297,17 @@ static inline void tile_gemv(const int8_t* tables, const float* tscale, const fl
     else { ROWS(1, 1); row += 1; }
   }
 #undef ROWS
+#undef TR
 }
 #elif LUTC_ISA == 256
 /* One row of NT 64-row tiles (tile j at w + j * dt tiles; NT = 2 only for one pair: 16 ymm registers) with P pairs
- * of bit planes (P <= 2); a run's pairs are read together, so each tile's weights stream in order (as in the
- * AVX-512 kernel, which reads two tiles at once for the same reason). */
+ * of bit planes (P <= 2; TL: the last one a half line); a run's pairs are read together, so each tile's weights
+ * stream in order (as in the AVX-512 kernel, which reads two tiles at once for the same reason). */
 static inline __attribute__((always_inline)) void tile_row_pairs(
     const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
-    const int8_t* z, float* out, int64_t runs, int64_t groups, int64_t bits, const int P, const int NT, int64_t dt) {
-  const int64_t rpg = runs / groups, wdt = dt * runs * P * 64, sdt = dt * groups * 64;
+    const int8_t* z, float* out, int64_t runs, int64_t groups, int64_t bits, const int P, const int TL, const int NT,
+    int64_t dt) {
+  const int64_t rpg = runs / groups, wdt = dt * tile_bytes(runs, bits), sdt = dt * groups * 64;
   const __m256i lowmask = _mm256_set1_epi8(0x0F);
   const __m256i c_full = _mm256_set1_epi16(0x0201);
   const __m256i c_last = (bits & 1) ? _mm256_set1_epi16(0x0001) : c_full;
@@ -310,16 +321,14 @@ static inline __attribute__((always_inline)) void tile_row_pairs(
 #pragma GCC unroll 2
     for (int jp = 0; jp < NT * P; ++jp)
       for (int i = 0; i < 4; ++i) a[jp][i] = _mm256_setzero_si256();
-    const uint8_t* wp = w + (g * rpg) * P * 64;
     for (int64_t r = 0; r < rpg; ++r) {
       const __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(tables + (g * rpg + r) * 16)));
 #pragma GCC unroll 2
       for (int jp = 0; jp < NT * P; ++jp) {
         const int j = jp / P, p = jp % P;
         const __m256i c = p == P - 1 ? c_last : c_full;
-        const uint8_t* wr = wp + j * wdt + (r * P + p) * 64;
-        const __m256i w0 = _mm256_loadu_si256((const __m256i*)wr);
-        const __m256i w1 = _mm256_loadu_si256((const __m256i*)(wr + 32));
+        __m256i w0, w1;
+        line256(w + j * wdt, runs, bits, P - TL, g * rpg + r, p, &w0, &w1);
         a[jp][0] = _mm256_add_epi16(a[jp][0], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w0, lowmask))));
         a[jp][1] = _mm256_add_epi16(a[jp][1], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(w1, lowmask))));
         a[jp][2] = _mm256_add_epi16(a[jp][2], _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(w0, 4), lowmask))));
@@ -345,12 +354,15 @@ static inline __attribute__((always_inline)) void tile_row_pairs(
 static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
                              int64_t pairs, int64_t bits, int64_t pair) {
+#define TRP(P, TL, NT, DT) tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, P, TL, NT, DT)
+  const int tl = (int)(bits & 1);
   if (pairs == 1 && pair)
-    tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, 1, 2, pair);
+    tl ? TRP(1, 1, 2, pair) : TRP(1, 0, 2, pair);
   else if (pairs == 1)
-    tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, 1, 1, 0);
+    tl ? TRP(1, 1, 1, 0) : TRP(1, 0, 1, 0);
   else  /* two pairs of two tiles would need 16 accumulators (LUTC_GEMV pairs tiles for one pair only) */
-    tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, 2, 1, 0);
+    tl ? TRP(2, 1, 1, 0) : TRP(2, 0, 1, 0);
+#undef TRP
 }
 #else
 static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
@@ -367,7 +379,8 @@ static inline void tile_row(const int8_t* tables, const float* tscale, const flo
       const int c1 = (p == pairs - 1 && (bits & 1)) ? 0 : 2;
       for (int64_t r = 0; r < rpg; ++r) {
         const int8_t* tab = tables + (g * rpg + r) * 16;
-        const uint8_t* wv = w + ((g * rpg + r) * pairs + p) * 64;
+        uint8_t wv[64];
+        line_bytes(w, runs, bits, g * rpg + r, p, wv);
         for (int i = 0; i < 32; ++i) {
           const uint8_t b0 = wv[2 * i], b1 = wv[2 * i + 1];
           acc32[i] += (tab[b0 & 15] + c1 * tab[b1 & 15]) << (2 * p);
