@@ -3,6 +3,8 @@ kernel's int8 activations) and the float64 dequantized matmul, on awkward shapes
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lutc
 from lutc.codegen.cpu.build import build_library
@@ -180,3 +182,47 @@ def test_unsupported_configurations_say_so():
         lutc.kernels.build_lut_matmul(w)
     with pytest.raises(NotImplementedError, match="target 'tpu'"):
         lutc.kernels.build_lut_matmul(lutc.quantize_weight(w, LayerQuant()), target="tpu")
+
+
+def unpack_cpu(cw) -> np.ndarray:
+    """Codes [N, K_pad] back from layout x86-g4-n64-v2 (codegen/cpu/layout.py), written out independently."""
+    runs, full = cw.k_pad // 4, cw.bits // 2
+    codes = np.zeros((cw.tiles * 64, cw.k_pad), np.int64)
+    for t in range(cw.tiles):
+        tile = cw.w[t]
+        planes = []
+        if full:
+            lines = tile[:runs * full * 64].reshape(runs, full, 32, 2)      # [run, pair, i, q]
+            for p in range(full):
+                for q in range(2):
+                    b = lines[:, p, :, q].T                                  # [i, run]
+                    planes.append(np.concatenate([b & 15, b >> 4]))           # rows 0-31, 32-63
+        if cw.bits % 2:
+            b = tile[runs * full * 64:].reshape(runs, 32).T
+            planes.append(np.concatenate([b & 15, b >> 4]))
+        for bit, idx in enumerate(planes):                                    # idx [64 rows, runs]: 4 k each
+            for j in range(4):
+                codes[t * 64:(t + 1) * 64, j::4] += ((idx.astype(np.int64) >> j) & 1) << bit
+    return codes[:cw.n]
+
+
+@settings(max_examples=25, deadline=None)
+@given(bits=st.sampled_from([1, 2, 3, 4]), n=st.integers(1, 150), runs=st.integers(1, 20), seed=st.integers(0, 99))
+def test_cpu_layout_round_trips(bits, n, runs, seed):
+    """Every code comes back from the packed tiles (odd widths: the half lines), padding rows stay zero."""
+    k = 8 * runs  # groups are multiples of 8
+    q = lutc.quantize_weight(np.random.default_rng(seed).standard_normal((n, k)), LayerQuant(bits=bits, group_size=k))
+    runs = k // 4
+    cw = pack_cpu(q)
+    assert cw.w.shape == (-(-n // 64), runs * ((bits // 2) * 64 + (bits % 2) * 32))
+    np.testing.assert_array_equal(unpack_cpu(cw), q.codes)
+
+
+def test_runtime_refuses_an_unknown_layout():
+    q = lutc.quantize_weight(RNG.standard_normal((64, 64)), LayerQuant(bits=3, group_size=32))
+    cw = pack_cpu(q)
+    params = dict(kernel_params(cw, 1, "generic"), layout="x86-g4-n64-v9")
+    with pytest.raises(ValueError, match="layout 'x86-g4-n64-v9'"):
+        LutKernel("unused.so", params, cw.w, cw.scales, cw.zeros)
+    with pytest.raises(ValueError, match=r"LUT kernel w: expected uint8"):  # v1 params want v1's 4-D weights
+        LutKernel("unused.so", dict(params, layout="x86-g4-n64-v1", pairs=2), cw.w, cw.scales, cw.zeros)
