@@ -9,7 +9,7 @@ from ...runtime.lut import LutKernel, default_threads
 from .build import build_library
 from .isa import best_isa, supported
 from .layout import LAYOUT, TILE, CpuWeight, pack_cpu
-from .schedule import KERNELS, check_schedule, default_schedule
+from .schedule import AMX_APPLIES, KERNELS, check_schedule, default_schedule
 
 TABLES = ("int8", "f32")
 PROLOGUES = ("none", "rms_norm", "swiglu")  # what the call computes from its input before building tables
@@ -78,8 +78,7 @@ class LutMatmul(LutKernel):
         cw = pack_cpu(qweight)
         threads, isa = threads or default_threads(), check_isa(isa)
         if kind == "amx" and not amx_applies(cw, isa, table):
-            raise ValueError("the AMX kernel takes AVX-512 libraries with int8 tables, K groups of a multiple of 16 "
-                             "and zero points with |2z + 1 - 2^b| + 2^b - 1 <= 127")
+            raise ValueError(f"the AMX kernel takes {AMX_APPLIES}")
         schedule = default_schedule(isa, table, threads, kind == "amx") if kind else None
         params = kernel_params(cw, threads, isa, table=table, schedule=schedule)
         if tune:

@@ -12,6 +12,8 @@ MAX_ROWS = 4  # rows per pass the AVX-512 micro-kernels specialize (lut_kernels.
 # 16-row tiles, live in the tables buffer, which holds 4 bytes per row and K)
 KERNELS = ("lut", "amx")
 AMX_FIRST_BUCKET = 2
+AMX_APPLIES = ("AVX-512 libraries with int8 tables, groups of a multiple of 16, and zero points with "
+               "|2z + 1 - 2^b| + 2^b - 1 <= 127")  # kernel.py amx_applies
 KNOBS = ("kernel", "threads", "split", "rows", "mblock")
 
 
@@ -51,8 +53,6 @@ def check_schedule(schedule, max_threads: int, amx: bool = False) -> list[dict]:
                              f"split n|m, rows 1..{MAX_ROWS}, mblock >= 0)")
         if b["kernel"] == "amx" and (not amx or i < AMX_FIRST_BUCKET):
             raise ValueError(f"bucket {BUCKET_NAMES[i]}: the amx kernel runs " +
-                             ("buckets of 9 rows and more" if amx else
-                              "only AVX-512 libraries with int8 tables, groups of a multiple of 16, and zero "
-                              "points with |2z + 1 - 2^b| + 2^b - 1 <= 127"))
+                             ("buckets of 9 rows and more" if amx else "only " + AMX_APPLIES))
         out.append({k: b[k] for k in KNOBS})
     return out
