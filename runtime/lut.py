@@ -35,10 +35,16 @@ def is_aligned(a: np.ndarray) -> bool:
     return a.flags.c_contiguous and a.__array_interface__["data"][0] % ALIGN == 0
 
 
+def uses_amx(params: dict) -> bool:
+    """Whether a library's schedule runs the AMX kernel for some row bucket (codegen/cpu/schedule.py)."""
+    return any(b.get("kernel") == "amx" for b in params.get("schedule") or ())
+
+
 class LutKernel:
     """``y = x @ W.T`` (after an optional RMSNorm of x) for packed weights ``w, scales, zeros`` in the layout
-    ``params["layout"]`` (``x86-g4-n64-v2``, codegen/cpu/layout.py; v1 in older artifacts, with their libraries); ``params`` are the ones the library was built for (codegen/cpu/build.py): int8 or float32
-    tables (``params["table"]``, int8 when absent). ``entry`` "tune" calls the tuning entry point, which takes
+    ``params["layout"]`` (``x86-g4-n64-v2``, codegen/cpu/layout.py; v1 in older artifacts, with their libraries);
+    ``params`` are the ones the library was built for (codegen/cpu/build.py): int8 or float32 tables
+    (``params["table"]``, int8 when absent). ``entry`` "tune" calls the tuning entry point, which takes
     the schedule knobs of ``self.knobs`` after the buffers (codegen/cpu/tune.py)."""
 
     def __init__(self, library, params: dict, w: np.ndarray, scales: np.ndarray, zeros: np.ndarray,
@@ -48,7 +54,7 @@ class LutKernel:
         if table not in TABLE_DTYPES:
             raise ValueError(f"LUT kernel tables: expected one of {sorted(TABLE_DTYPES)}, got {table!r}")
         self.table_dtype = TABLE_DTYPES[table]
-        if any(b.get("kernel") == "amx" for b in params.get("schedule") or ()) and not amx_usable():
+        if uses_amx(params) and not amx_usable():
             raise RuntimeError("this LUT kernel library runs Intel AMX tile instructions for some row counts (its "
                                "schedule), which this CPU or OS does not offer: rebuild it here (the default schedule "
                                "uses AMX only where the host has it)")

@@ -8,7 +8,7 @@ import numpy as np
 from .artifact import TVM_RUNTIME, WEIGHTS, ArtifactError, read_manifest
 from .generate import Generation, generate
 from .isa import amx_usable, supported
-from .lut import LutKernel
+from .lut import LutKernel, uses_amx
 from .ops_lib import CompiledOps
 from .program import Interpreter, Program
 
@@ -33,8 +33,7 @@ class LoadedModel:
         if not supported(self.manifest["isa"]):
             raise ArtifactError(f"{self.path}: built for the {self.manifest['isa']} instruction set, which this CPU "
                                 "lacks: recompile with target_options={'isa': 'avx2'} or 'generic'")
-        amx = [lid for lid, spec in self.program.luts.items()
-               if any(b.get("kernel") == "amx" for b in spec["params"].get("schedule") or ())]
+        amx = [lid for lid, spec in self.program.luts.items() if uses_amx(spec["params"])]
         if amx and not amx_usable():
             raise ArtifactError(f"{self.path}: {len(amx)} LUT kernels run Intel AMX tile instructions (many-row calls), "
                                 "which this CPU or OS does not offer: recompile on this machine")

@@ -11,8 +11,9 @@ import numpy as np
 
 from ...passes.quantize.packing import plane_indices
 from ...passes.quantize.weight import QuantizedWeight
+from ...runtime.lut import LAYOUTS
 
-LAYOUT = "x86-g4-n64-v2"
+LAYOUT = LAYOUTS[-1]  # "x86-g4-n64-v2"; the runtime also reads v1
 TILE = 64
 MAX_GROUP = 256  # int16 accumulators hold 64 runs of two planes: 64 * 127 * 3 < 2^15
 
