@@ -58,6 +58,14 @@ static inline void line_bytes(const uint8_t* wt, int64_t runs, int64_t bits, int
   }
 }
 
+#if LUTC_ISA == 512
+/* Line (run j, pair p) in the full lines' byte order, one vector (PF: full lines per run). */
+static inline __m512i line512(const uint8_t* wt, int64_t runs, int64_t bits, int PF, int64_t j, int p) {
+  if (p < PF) return _mm512_loadu_si512((const void*)(wt + (j * PF + p) * 64));
+  return _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(half_lines(wt, runs, bits) + j * 32)));
+}
+#endif
+
 #if LUTC_ISA == 256
 /* The two 32-byte halves of line (run j, pair p) in the full lines' byte order (PF: full lines per run). */
 static inline void line256(const uint8_t* wt, int64_t runs, int64_t bits, int PF, int64_t j, int p, __m256i* w0,

@@ -105,8 +105,7 @@ static inline __attribute__((always_inline)) void tile_rows_f32(
       const float* tp = tables + (g * rpg) * 16;
       for (int64_t r = 0; r < rpg; ++r) {
         _mm_prefetch((const char*)(wp + (r + PREFETCH_RUNS) * stride), _MM_HINT_T0);
-        const __m512i wv = half ? _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(wp + r * 32)))
-                                : _mm512_loadu_si512((const void*)(wp + r * stride));
+        const __m512i wv = line512(w, runs, bits, (int)(bits / 2), g * rpg + r, (int)p);
         const __m512i ix[8] = {wv, _mm512_srli_epi32(wv, 8), _mm512_srli_epi32(wv, 16), _mm512_srli_epi32(wv, 24),
                                _mm512_srli_epi32(wv, 4), _mm512_srli_epi32(wv, 12), _mm512_srli_epi32(wv, 20),
                                _mm512_srli_epi32(wv, 28)};

@@ -225,14 +225,9 @@ static inline __attribute__((always_inline)) void tile_rows(
         for (int p = 0; p < P; ++p) {
           /* weights stream from DRAM once: ask for them PREFETCH_RUNS runs ahead */
           const __m512i c = p == P - 1 ? c_last : c_full;
-          __m512i wv;
-          if (p < PF) {
-            _mm_prefetch((const char*)(wp + j * wdt + ((r + PREFETCH_RUNS) * PF + p) * 64), _MM_HINT_T0);
-            wv = _mm512_loadu_si512((const void*)(wp + j * wdt + (r * PF + p) * 64));
-          } else { /* the half line, its bytes on the even positions */
-            _mm_prefetch((const char*)(wh + j * wdt + (r + PREFETCH_RUNS) * 32), _MM_HINT_T0);
-            wv = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(wh + j * wdt + r * 32)));
-          }
+          _mm_prefetch((const char*)(p < PF ? wp + j * wdt + ((r + PREFETCH_RUNS) * PF + p) * 64
+                                            : wh + j * wdt + (r + PREFETCH_RUNS) * 32), _MM_HINT_T0);
+          const __m512i wv = line512(w + j * wdt, runs, bits, PF, g * rpg + r, p);
           const __m512i il = _mm512_and_si512(wv, lowmask);
           const __m512i ih = _mm512_and_si512(_mm512_srli_epi16(wv, 4), lowmask);
 #pragma GCC unroll 4
