@@ -20,6 +20,7 @@ HERE = Path(__file__).parent
 SOURCES = (HERE / "lut_kernels.c", HERE / "lut_f32_kernels.c", HERE / "lut_amx_kernels.c")
 HEADER = HERE / "lut_common.h"
 AMX_ROWS = 16  # the AMX kernel's row tile: a task's rows start at a multiple of it
+PARALLEL_PREP_ROWS = 8  # calls with more rows than this build their tables (and prologues) on every thread
 
 
 def sources_for(isa: str) -> tuple[Path, ...]:
@@ -124,6 +125,7 @@ def _macros(p: dict):
     k, k_pad, runs, groups = p["k"], p["k_pad"], p["runs"], p["groups"]
     tiles, n_pad, bits, gs = p["n_pad"] // 64, p["n_pad"], p["bits"], p["k_pad"] // p["groups"]
     norm, eps, swiglu = f"lutc_rmsnorm_{p['isa']}", float(p.get("eps", 0.0)), f"lutc_swiglu_{p['isa']}"
+    prologue = p.get("prologue", "none")
 
     def prepare(kernel, src, row, m, TAB, TSC, XS):
         pre = _names(p, kernel)[0]
@@ -133,23 +135,40 @@ def _macros(p: dict):
         return T.call_extern("int32", pre, src, T.int64(k), T.int64(k_pad), T.int64(gs),
                              T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]), T.address_of(XS[row, 0]))
 
-    @T.macro
-    def tables(kernel, m, X, NW, SCR, TAB, TSC, XS):
-        for row in range(m):
-            T.evaluate(prepare(kernel, T.address_of(X[row, 0]), row, m, TAB, TSC, XS))
+    def prologue_call(row, X, NW, dst):
+        if prologue == "rms_norm":
+            return T.call_extern("int32", norm, T.address_of(X[row, 0]), NW.data, T.int64(k), T.float32(eps), dst)
+        return T.call_extern("int32", swiglu, T.address_of(X[row, 0]), T.int64(k), dst)
+
+    def rows_of(t, threads, m):
+        return _ranges(t, threads, "m", m, tiles)[2:]
 
     @T.macro
-    def norm_tables(kernel, m, X, NW, SCR, TAB, TSC, XS):
+    def prep_serial(kernel, m, X, NW, SCR, TAB, TSC, XS):
         for row in range(m):
-            T.evaluate(T.call_extern("int32", norm, T.address_of(X[row, 0]), NW.data, T.int64(k), T.float32(eps),
-                                     SCR.data))
-            T.evaluate(prepare(kernel, SCR.data, row, m, TAB, TSC, XS))
+            if prologue == "none":
+                T.evaluate(prepare(kernel, T.address_of(X[row, 0]), row, m, TAB, TSC, XS))
+            else:
+                T.evaluate(prologue_call(row, X, NW, SCR.data))
+                T.evaluate(prepare(kernel, SCR.data, row, m, TAB, TSC, XS))
 
+    # rows are independent: past PARALLEL_PREP_ROWS they are split over the pool, each task with its own scratch
+    # row (tables for 128 rows of 1536 took 200 us on one thread: a third of a SmolLM2 down projection's prefill)
     @T.macro
-    def swiglu_tables(kernel, m, X, NW, SCR, TAB, TSC, XS):
-        for row in range(m):
-            T.evaluate(T.call_extern("int32", swiglu, T.address_of(X[row, 0]), T.int64(k), SCR.data))
-            T.evaluate(prepare(kernel, SCR.data, row, m, TAB, TSC, XS))
+    def prep(kernel, threads, m, X, NW, SCR, TAB, TSC, XS):
+        if isinstance(threads, int) and threads == 1:
+            prep_serial(kernel, m, X, NW, SCR, TAB, TSC, XS)
+        elif m <= PARALLEL_PREP_ROWS:
+            prep_serial(kernel, m, X, NW, SCR, TAB, TSC, XS)
+        else:
+            for t in T.parallel(threads):
+                ROW = T.alloc_buffer((k,), "float32")
+                for row in range(rows_of(t, threads, m)[0], rows_of(t, threads, m)[1]):
+                    if prologue == "none":
+                        T.evaluate(prepare(kernel, T.address_of(X[row, 0]), row, m, TAB, TSC, XS))
+                    else:
+                        T.evaluate(prologue_call(row, X, NW, ROW.data))
+                        T.evaluate(prepare(kernel, ROW.data, row, m, TAB, TSC, XS))
 
     def ranges(kernel, t, threads, split, m):
         return _ranges(t, threads, split, m, tiles, AMX_ROWS if kernel == "amx" else 1)
@@ -163,7 +182,7 @@ def _macros(p: dict):
                                      ranges(kernel, t, threads, split, m)[1], ranges(kernel, t, threads, split, m)[2],
                                      ranges(kernel, t, threads, split, m)[3], _i64(rows), _i64(mblock)))
 
-    return {"none": tables, "rms_norm": norm_tables, "swiglu": swiglu_tables}[p.get("prologue", "none")], lookups
+    return prep, lookups
 
 
 def _prim_funcs(p: dict, tune: bool = False) -> dict:
@@ -186,7 +205,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
 
     @T.macro
     def run(kb, m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y):
-        prep(kb[0], m, X, NW, SCR, TAB, TSC, XS)
+        prep(kb[0], kb[1], m, X, NW, SCR, TAB, TSC, XS)
         lookups(kb[0], m, TAB, TSC, XS, W, S, Z, Y, kb[1], kb[2], kb[3], kb[4])
 
     @T.macro
@@ -254,10 +273,11 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
 
     @T.macro
     def tune_run(kernel, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock):
-        prep(kernel, m, X, X, X, TAB, TSC, XS)
         if nt == 1:
+            prep(kernel, 1, m, X, X, X, TAB, TSC, XS)
             lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, 1, split, rows, mblock)
         else:
+            prep(kernel, nt, m, X, X, X, TAB, TSC, XS)
             lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
 
     @T.prim_func

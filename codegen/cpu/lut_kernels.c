@@ -105,6 +105,27 @@ static inline void store_tables16(float t[8][MAX_RUNS + VW], int64_t r, int8_t* 
 }
 #endif
 
+#if LUTC_ISA == 512
+/* xs[b][r + j] = x[4j + b] for the 16 runs at x, of which only the first `valid` floats are read (masked loads: a
+ * group of fewer than 16 runs must not read past x). Two permute stages; gathers were 1.5x slower per table build
+ * (AMD Zen 5: 1.58 -> 1.07 us per 1536-wide row). */
+static inline void deinterleave16(const float* x, int64_t valid, float xs[4][MAX_RUNS + VW], int64_t r) {
+  const __m512i p01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+  const __m512i p23 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+  __m512 a[4];
+  for (int i = 0; i < 4; ++i) {
+    const int64_t c = valid - 16 * i;
+    a[i] = _mm512_maskz_loadu_ps((__mmask16)(c >= 16 ? 0xFFFF : c <= 0 ? 0 : (1u << c) - 1), x + 16 * i);
+  }
+  const __m512 lo01 = _mm512_permutex2var_ps(a[0], p01, a[1]), lo23 = _mm512_permutex2var_ps(a[0], p23, a[1]);
+  const __m512 hi01 = _mm512_permutex2var_ps(a[2], p01, a[3]), hi23 = _mm512_permutex2var_ps(a[2], p23, a[3]);
+  _mm512_storeu_ps(&xs[0][r], _mm512_shuffle_f32x4(lo01, hi01, 0x44));
+  _mm512_storeu_ps(&xs[1][r], _mm512_shuffle_f32x4(lo01, hi01, 0xEE));
+  _mm512_storeu_ps(&xs[2][r], _mm512_shuffle_f32x4(lo23, hi23, 0x44));
+  _mm512_storeu_ps(&xs[3][r], _mm512_shuffle_f32x4(lo23, hi23, 0xEE));
+}
+#endif
+
 int32_t SYM(lutc_precompute)(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* tables,
                              float* tscale, float* xsum) {
   const int64_t rpg = group / 4;
@@ -113,12 +134,8 @@ int32_t SYM(lutc_precompute)(const float* x, int64_t k, int64_t k_pad, int64_t g
   if (group > 4 * MAX_RUNS || group % 4 || k_pad % group) return -1;
   for (int64_t g = 0; g < k_pad / group; ++g) {
 #if LUTC_ISA == 512
-    if ((g + 1) * group <= k) {  /* a whole group inside x: deinterleave with gathers */
-      const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                             _mm512_set1_epi32(4));
-      for (int64_t r = 0; r < rpg; r += 16)
-        for (int b = 0; b < 4; ++b)
-          _mm512_storeu_ps(&xs[b][r], _mm512_i32gather_ps(idx, x + (g * rpg + r) * 4 + b, 4));
+    if ((g + 1) * group <= k) {  /* a whole group inside x: deinterleave 16 runs by permutes */
+      for (int64_t r = 0; r < rpg; r += 16) deinterleave16(x + (g * rpg + r) * 4, (rpg - r) * 4, xs, r);
     } else
 #endif
     for (int64_t r = 0; r < rpg; ++r)
