@@ -9,6 +9,7 @@ from pathlib import Path
 from .build import _key, cache_dir, export
 
 SOURCE = Path(__file__).with_name("ops_kernels.c")
+PREFILL_ROWS = 16  # query rows from which the attention block runs its prefill kernel (blocked queries and keys)
 OPS_LIBRARY_STEPS = ("rope_kv_attention",)  # steps that always take their C kernel when it is built
 FUNCTIONS = ("attention", "attention_parallel", "rope", "swiglu", "rope_kv_attention", "rope_kv_attention_parallel")
 
@@ -34,6 +35,11 @@ def _functions(threads: int) -> dict:
                                          T.min(t * per, hq), T.min(t * per + per, hq)))
         return attention
 
+    def args(Q, K, V, CS, SN, KC, VC, O, b, hq, hk, l, d, c, past, scale, causal, off):
+        """The attention block kernels' arguments before their head range (ops_kernels.c)."""
+        return (Q.data, Q.strides[0], Q.strides[1], K.data, K.strides[0], K.strides[1], V.data, V.strides[0],
+                V.strides[1], CS.data, SN.data, KC.data, VC.data, O.data, b, hq, hk, l, d, c, past, scale, causal, off)
+
     def block_fn(parallel: int):
         @T.prim_func
         def rope_kv_attention(q: T.handle, k: T.handle, v: T.handle, cs: T.handle, sn: T.handle, kc: T.handle,
@@ -49,11 +55,15 @@ def _functions(threads: int) -> dict:
             KC = T.match_buffer(kc, (b, hk, c, d), "float32")
             VC = T.match_buffer(vc, (b, hk, c, d), "float32")
             O = T.match_buffer(o, (b, l, nq), "float32")
-            per = (hk + parallel - 1) // parallel
+            per, per_q = (hk + parallel - 1) // parallel, (hq + parallel - 1) // parallel
             for t in T.parallel(parallel) if parallel > 1 else T.serial(1):
-                T.evaluate(T.call_extern("int32", "lutc_rope_kv_attention_f32", Q.data, qb, qs, K.data, kb, ks, V.data,
-                                         vb, vs, CS.data, SN.data, KC.data, VC.data, O.data, b, hq, hk, l, d, c, past,
-                                         scale, causal, off, T.min(t * per, hk), T.min(t * per + per, hk)))
+                if l >= PREFILL_ROWS:  # query heads over the tasks: a model's few KV heads split unevenly
+                    T.evaluate(T.call_extern("int32", "lutc_rope_kv_attention_prefill_f32", *args(Q, K, V, CS, SN, KC,
+                               VC, O, b, hq, hk, l, d, c, past, scale, causal, off), T.min(t * per_q, hq),
+                               T.min(t * per_q + per_q, hq)))
+                else:
+                    T.evaluate(T.call_extern("int32", "lutc_rope_kv_attention_f32", *args(Q, K, V, CS, SN, KC, VC, O, b,
+                               hq, hk, l, d, c, past, scale, causal, off), T.min(t * per, hk), T.min(t * per + per, hk)))
         return rope_kv_attention
 
     @T.prim_func

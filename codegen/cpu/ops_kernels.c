@@ -276,3 +276,211 @@ int32_t lutc_rope_kv_attention_f32(const float* q, int64_t qb, int64_t qs, const
   if (p != stack_p) free(p);
   return 0;
 }
+
+/* The attention block for prefill (L > 1 query rows), the query heads h0 <= h < h1 of every batch (the driver
+ * splits query heads over threads: a model's few KV heads split unevenly). Same arguments and results as
+ * lutc_rope_kv_attention_f32. Query rows go in blocks of PQ, keys in blocks of PK from a transposed copy of the KV
+ * head's keys (RoPE'd, built by every task that reads the head): a query block's scores are PQ x PK
+ * broadcast-FMAs per head dimension, with no horizontal sums, and each value row is read once per query block.
+ * The new keys and values of a KV head are written to the cache by the task that holds the head's first query
+ * head; the others read the new rows from their inputs, so no task reads what another writes. */
+#define PQ 4
+#define PK 32
+
+/* kt[(s / PK) * D * PK + d * PK + s % PK] = key s of one KV head: cached rows s < P, the L new rows rotated (and
+ * written to kc at P.. when `own`), zero past S up to the block edge. */
+static void transposed_keys(const float* k, int64_t ks, const float* v, int64_t vs, const float* cos_t,
+                            const float* sin_t, float* kc, float* vc, int64_t P, int64_t L, int64_t D, int own,
+                            float* kt, float* row) {
+  const int64_t S = P + L, half = D / 2, blocks = (S + PK - 1) / PK;
+  for (int64_t s = 0; s < blocks * PK; ++s) {
+    const float* src = row;
+    if (s < P) {
+      src = kc + s * D;
+    } else if (s < S) {
+      const int64_t l = s - P;
+      const float *kr = k + l * ks, *c = cos_t + l * D, *sn = sin_t + l * D;
+      for (int64_t d = 0; d < half; ++d) row[d] = kr[d] * c[d] - kr[d + half] * sn[d];
+      for (int64_t d = half; d < D; ++d) row[d] = kr[d] * c[d] + kr[d - half] * sn[d];
+      if (own) {
+        memcpy(kc + s * D, row, sizeof(float) * D);
+        memcpy(vc + s * D, v + l * vs, sizeof(float) * D);
+      }
+    } else {
+      for (int64_t d = 0; d < D; ++d) row[d] = 0.0f;
+    }
+    float* dst = kt + (s / PK) * D * PK + s % PK;
+    for (int64_t d = 0; d < D; ++d) dst[d * PK] = src[d];
+  }
+}
+
+/* p[r * sp + s] = qr[r] . key s for the PQ rows and keys s < n (in whole blocks) */
+static inline void block_scores(const float* qr, const float* kt, int64_t n, int64_t D, int64_t sp, float* p) {
+  for (int64_t s0 = 0; s0 < n; s0 += PK) {
+    const float* kb = kt + (s0 / PK) * D * PK;
+#if LUTC_ISA == 512
+    __m512 a[PQ][2];  /* 8 chains of FMAs: enough in flight for two FMA units */
+    for (int r = 0; r < PQ; ++r) a[r][0] = a[r][1] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+      const __m512 k0 = _mm512_loadu_ps(kb + d * PK), k1 = _mm512_loadu_ps(kb + d * PK + 16);
+      for (int r = 0; r < PQ; ++r) {
+        const __m512 q = _mm512_set1_ps(qr[r * D + d]);
+        a[r][0] = _mm512_fmadd_ps(q, k0, a[r][0]);
+        a[r][1] = _mm512_fmadd_ps(q, k1, a[r][1]);
+      }
+    }
+    for (int r = 0; r < PQ; ++r) {
+      _mm512_storeu_ps(p + r * sp + s0, a[r][0]);
+      _mm512_storeu_ps(p + r * sp + s0 + 16, a[r][1]);
+    }
+#else
+    float a[PQ][PK] = {{0}};
+    for (int64_t d = 0; d < D; ++d)
+      for (int r = 0; r < PQ; ++r) {
+        const float q = qr[r * D + d];
+        for (int j = 0; j < PK; ++j) a[r][j] += q * kb[d * PK + j];
+      }
+    for (int r = 0; r < PQ; ++r) memcpy(p + r * sp + s0, a[r], sizeof(float) * PK);
+#endif
+  }
+}
+
+#if LUTC_ISA == 512
+/* exp_nonpos on 16 lanes (the same steps and constants) */
+static inline __m512 exp16_nonpos(__m512 x) {
+  const __m512i n = _mm512_cvttps_epi32(_mm512_sub_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                                      _mm512_set1_ps(0.5f)));
+  const __m512 nf = _mm512_cvtepi32_ps(n);
+  const __m512 f = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(nf, _mm512_set1_ps(0.693145751953125f))),
+                                 _mm512_mul_ps(nf, _mm512_set1_ps(1.428606765330187e-06f)));
+  __m512 e = _mm512_set1_ps(1.0f / 5040);
+  e = _mm512_fmadd_ps(e, f, _mm512_set1_ps(1.0f / 720));
+  e = _mm512_fmadd_ps(e, f, _mm512_set1_ps(1.0f / 120));
+  e = _mm512_fmadd_ps(e, f, _mm512_set1_ps(1.0f / 24));
+  e = _mm512_fmadd_ps(e, f, _mm512_set1_ps(1.0f / 6));
+  e = _mm512_fmadd_ps(e, f, _mm512_set1_ps(0.5f));
+  e = _mm512_fmadd_ps(e, f, _mm512_set1_ps(1.0f));
+  e = _mm512_fmadd_ps(e, f, _mm512_set1_ps(1.0f));
+  const __m512i bits = _mm512_slli_epi32(_mm512_max_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)),
+                                                          _mm512_setzero_si512()), 23);
+  return _mm512_mul_ps(e, _mm512_castsi512_ps(bits));
+}
+#endif
+
+/* p[0..n) = softmax(p[0..n)), n > 0 */
+static inline void row_softmax(float* p, int64_t n) {
+#if LUTC_ISA == 512
+  __m512 mx = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
+  for (int64_t s = 0; s < n; s += 16) {
+    const __mmask16 m = (__mmask16)(n - s >= 16 ? 0xFFFF : (1u << (n - s)) - 1);
+    mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, p + s));
+  }
+  const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+  for (int64_t s = 0; s < n; s += 16) {
+    const __mmask16 m = (__mmask16)(n - s >= 16 ? 0xFFFF : (1u << (n - s)) - 1);
+    const __m512 e = exp16_nonpos(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p + s), mv));
+    sum = _mm512_mask_add_ps(sum, m, sum, e);
+    _mm512_mask_storeu_ps(p + s, m, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+  for (int64_t s = 0; s < n; s += 16) {
+    const __mmask16 m = (__mmask16)(n - s >= 16 ? 0xFFFF : (1u << (n - s)) - 1);
+    _mm512_mask_storeu_ps(p + s, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + s), inv));
+  }
+#else
+  float mx = -INFINITY;
+  for (int64_t s = 0; s < n; ++s) mx = p[s] > mx ? p[s] : mx;
+  softmax_inplace(p, n, mx);
+#endif
+}
+
+/* o[r * ostride + c0 + j] = sum_{s < n} p[r * sp + s] * value s [c0 + j], j < W, for the rows r < nr */
+static inline __attribute__((always_inline)) void block_values(const float* p, int64_t sp, int64_t n,
+                                                              const float* vc, const float* v, int64_t vs, int64_t P,
+                                                              int64_t D, int64_t c0, const int W, float* o,
+                                                              int64_t ostride, int64_t nr) {
+#if LUTC_ISA == 512
+  if (W == 64) {
+    __m512 a[PQ][4];
+    for (int r = 0; r < PQ; ++r)
+      for (int i = 0; i < 4; ++i) a[r][i] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < n; ++s) {
+      const float* vr = (s < P ? vc + s * D : v + (s - P) * vs) + c0;
+      const __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16), v2 = _mm512_loadu_ps(vr + 32),
+                   v3 = _mm512_loadu_ps(vr + 48);
+      for (int r = 0; r < PQ; ++r) {
+        const __m512 w = _mm512_set1_ps(p[r * sp + s]);
+        a[r][0] = _mm512_fmadd_ps(w, v0, a[r][0]);
+        a[r][1] = _mm512_fmadd_ps(w, v1, a[r][1]);
+        a[r][2] = _mm512_fmadd_ps(w, v2, a[r][2]);
+        a[r][3] = _mm512_fmadd_ps(w, v3, a[r][3]);
+      }
+    }
+    for (int64_t r = 0; r < nr; ++r)
+      for (int i = 0; i < 4; ++i) _mm512_storeu_ps(o + r * ostride + c0 + 16 * i, a[r][i]);
+    return;
+  }
+#endif
+  float a[PQ][64] = {{0}};
+  for (int64_t s = 0; s < n; ++s) {
+    const float* vr = (s < P ? vc + s * D : v + (s - P) * vs) + c0;
+    for (int r = 0; r < PQ; ++r) {
+      const float w = p[r * sp + s];
+      for (int j = 0; j < W; ++j) a[r][j] += w * vr[j];
+    }
+  }
+  for (int64_t r = 0; r < nr; ++r) memcpy(o + r * ostride + c0, a[r], sizeof(float) * W);
+}
+
+int32_t lutc_rope_kv_attention_prefill_f32(const float* q, int64_t qb, int64_t qs, const float* k, int64_t kb,
+                                           int64_t ks, const float* v, int64_t vb, int64_t vs, const float* cos_t,
+                                           const float* sin_t, float* kc, float* vc, float* out, int64_t B,
+                                           int64_t Hq, int64_t Hk, int64_t L, int64_t D, int64_t C, int64_t P,
+                                           float scale, int64_t causal, int64_t off, int64_t h0, int64_t h1) {
+  const int64_t rep = Hq / Hk, S = P + L, sp = (S + PK - 1) / PK * PK, half = D / 2;
+  if (D > MAX_HEAD_DIM || D % 2) return -2;
+  if (h0 >= h1) return 0;
+  float* kt = (float*)malloc(sizeof(float) * (sp * D + PQ * sp + (PQ + 1) * D));
+  if (!kt) return -1;
+  float *p = kt + sp * D, *qr = p + PQ * sp, *row = qr + PQ * D;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t g = h0 / rep; g <= (h1 - 1) / rep; ++g) {
+      const float *kg = k + b * kb + g * D, *vg = v + b * vb + g * D;
+      float *kcg = kc + (b * Hk + g) * C * D, *vcg = vc + (b * Hk + g) * C * D;
+      transposed_keys(kg, ks, vg, vs, cos_t, sin_t, kcg, vcg, P, L, D, g * rep >= h0, kt, row);
+      const int64_t ha = g * rep > h0 ? g * rep : h0, hb = (g + 1) * rep < h1 ? (g + 1) * rep : h1;
+      for (int64_t h = ha; h < hb; ++h)
+        for (int64_t l0 = 0; l0 < L; l0 += PQ) {
+          const int64_t nr = L - l0 < PQ ? L - l0 : PQ;
+          for (int64_t r = 0; r < PQ; ++r) {
+            float* qd = qr + r * D;
+            if (r >= nr) {
+              for (int64_t d = 0; d < D; ++d) qd[d] = 0.0f;
+              continue;
+            }
+            const int64_t l = l0 + r;
+            const float *xr = q + b * qb + l * qs + h * D, *c = cos_t + l * D, *sn = sin_t + l * D;
+            for (int64_t d = 0; d < half; ++d) qd[d] = (xr[d] * c[d] - xr[d + half] * sn[d]) * scale;
+            for (int64_t d = half; d < D; ++d) qd[d] = (xr[d] * c[d] + xr[d - half] * sn[d]) * scale;
+          }
+          int64_t nmax = causal ? l0 + nr + off : S;  /* keys the block's last row sees */
+          nmax = nmax > S ? S : nmax < 0 ? 0 : nmax;
+          float* o = out + (b * L + l0) * Hq * D + h * D;
+          block_scores(qr, kt, nmax, D, sp, p);
+          for (int64_t r = 0; r < PQ; ++r) {
+            float* pr = p + r * sp;
+            int64_t n = r >= nr ? 0 : causal ? l0 + r + off + 1 : S;
+            n = n > S ? S : n < 0 ? 0 : n;
+            if (n > 0) row_softmax(pr, n);
+            for (int64_t s = n; s < nmax; ++s) pr[s] = 0.0f;  /* masked keys, and rows past L: weight 0 */
+          }
+          /* a fully masked row (n = 0) sums no keys: 0, as torch's safe softmax gives */
+          int64_t c0 = 0;
+          for (; c0 + 64 <= D; c0 += 64) block_values(p, sp, nmax, vcg, vg, vs, P, D, c0, 64, o, Hq * D, nr);
+          for (; c0 + 16 <= D; c0 += 16) block_values(p, sp, nmax, vcg, vg, vs, P, D, c0, 16, o, Hq * D, nr);
+          for (; c0 < D; ++c0) block_values(p, sp, nmax, vcg, vg, vs, P, D, c0, 1, o, Hq * D, nr);
+        }
+    }
+  free(kt);
+  return 0;
+}

@@ -202,7 +202,12 @@ BLOCK_CASES = [(1, 1, 37, 9, 3, 64, "bottom_right"), (2, 5, 0, 6, 2, 40, "top_le
                # partial blocks of 16, groups of 1 to 8 query heads and more than 8 (slices), odd groups
                (1, 1, 130, 32, 8, 128, "bottom_right"), (2, 3, 17, 7, 1, 32, "top_left"),
                (1, 1, 15, 20, 2, 16, "bottom_right"), (1, 4, 33, 12, 4, 96, "bottom_right"),
-               (1, 1, 0, 5, 5, 64, "bottom_right")]
+               (1, 1, 0, 5, 5, 64, "bottom_right"),
+               # prefill (l >= PREFILL_ROWS: query heads split over the tasks, blocks of 4 queries x 32 keys): query
+               # rows that leave partial blocks, a past before the new rows, head sizes off the vector widths, no mask
+               (1, 16, 0, 9, 3, 64, "top_left"), (2, 37, 5, 6, 2, 40, "bottom_right"), (1, 45, 0, 32, 8, 128, "top_left"),
+               (1, 21, 300, 4, 4, 18, "bottom_right"), (1, 19, 3, 2, 1, 520, "bottom_right"),
+               (2, 18, 7, 7, 1, 80, "none"), (1, 33, 2, 5, 5, 66, "top_left")]
 
 
 @pytest.mark.parametrize("isa", ISA_LIST)
@@ -210,7 +215,7 @@ BLOCK_CASES = [(1, 1, 37, 9, 3, 64, "bottom_right"), (2, 5, 0, 6, 2, 40, "top_le
 def test_fused_attention_block_matches_numpy(b, l, past, hq, hk, d, align, isa):
     """The ops library's RoPE + KV-cache append + attention kernel (each ISA this host runs) against
     runtime/fused.py's numpy version: q/k/v as strided column slices of one projection output, the past in a cache
-    buffer with headroom (written in place) or a plain array (copied), causal top-left and bottom-right."""
+    buffer with headroom (written in place) or a plain array (copied), causal top-left and bottom-right, or none."""
     from lutc.codegen.cpu.ops import build_ops_library
     from lutc.runtime import fused
     from lutc.runtime.ops_lib import CompiledOps
@@ -222,7 +227,7 @@ def test_fused_attention_block_matches_numpy(b, l, past, hq, hk, d, align, isa):
     q, k, v = np.split(qkv, [hq * d, (hq + hk) * d], axis=-1)
     cos, sin = rng.standard_normal((2, l, d)).astype(np.float32)
     past_k, past_v = rng.standard_normal((2, b, hk, past, d)).astype(np.float32)
-    attrs = {"heads": hq, "kv_heads": hk, "head_dim": d, "scale": 0.3, "causal": True, "causal_align": align}
+    attrs = {"heads": hq, "kv_heads": hk, "head_dim": d, "scale": 0.3, "causal": align != "none", "causal_align": align}
     results = []
     for block in (fused.rope_kv_attention, ops.rope_kv_attention):
         kv = KvCaches(None)
