@@ -54,6 +54,21 @@ def amx_usable() -> bool:
         return False
 
 
+def vnni_usable() -> bool:
+    """Whether the AVX-512 VNNI kernel (lut_vnni_kernels.c: vpdpbusd) runs here."""
+    return supported("avx512") and "avx512_vnni" in cpu_flags()
+
+
+def int8_kernels() -> tuple[str, ...]:
+    """The many-row int8-activation kernels this host runs, best first (codegen/cpu/schedule.py INT8_KERNELS)."""
+    return tuple(k for k, usable in (("amx", amx_usable), ("vnni", vnni_usable)) if usable())
+
+
+def kernel_usable(kernel: str) -> bool:
+    """Whether a schedule's ``kernel`` knob ("lut", "amx", "vnni") names code this host runs."""
+    return kernel == "lut" or kernel in int8_kernels()
+
+
 CACHE_INFO = Path("/sys/devices/system/cpu/cpu0/cache")
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from .isa import amx_usable
+from .isa import kernel_usable
 from .tvm_libs import ensure_tvm_runtime, tvm_ffi
 
 ALIGN = 64  # TVM assumes 64-byte aligned buffers and emits aligned vector loads
@@ -35,9 +35,13 @@ def is_aligned(a: np.ndarray) -> bool:
     return a.flags.c_contiguous and a.__array_interface__["data"][0] % ALIGN == 0
 
 
-def uses_amx(params: dict) -> bool:
-    """Whether a library's schedule runs the AMX kernel for some row bucket (codegen/cpu/schedule.py)."""
-    return any(b.get("kernel") == "amx" for b in params.get("schedule") or ())
+KERNEL_NEEDS = {"amx": "Intel AMX tile instructions", "vnni": "AVX-512 VNNI instructions"}
+
+
+def missing_kernels(params: dict) -> list[str]:
+    """The kernels a library's schedule runs for some row bucket (codegen/cpu/schedule.py) that this host cannot."""
+    return sorted({b.get("kernel", "lut") for b in params.get("schedule") or ()} - {k for k in KERNEL_NEEDS if
+                                                                                    kernel_usable(k)} - {"lut"})
 
 
 class LutKernel:
@@ -54,10 +58,11 @@ class LutKernel:
         if table not in TABLE_DTYPES:
             raise ValueError(f"LUT kernel tables: expected one of {sorted(TABLE_DTYPES)}, got {table!r}")
         self.table_dtype = TABLE_DTYPES[table]
-        if uses_amx(params) and not amx_usable():
-            raise RuntimeError("this LUT kernel library runs Intel AMX tile instructions for some row counts (its "
-                               "schedule), which this CPU or OS does not offer: rebuild it here (the default schedule "
-                               "uses AMX only where the host has it)")
+        missing = missing_kernels(params)
+        if missing:
+            raise RuntimeError(f"this LUT kernel library runs {' and '.join(KERNEL_NEEDS[k] for k in missing)} for "
+                               "some row counts (its schedule), which this CPU or OS does not offer: rebuild it here "
+                               "(the default schedule takes only kernels the host runs)")
         self.knobs: tuple[int, ...] = ()
         self.n, self.k, self.bits = params["n"], params["k"], params["bits"]
         self.runs, self.groups, self.n_pad = params["runs"], params["groups"], params["n_pad"]

@@ -7,8 +7,8 @@ import numpy as np
 
 from .artifact import TVM_RUNTIME, WEIGHTS, ArtifactError, read_manifest
 from .generate import Generation, generate
-from .isa import amx_usable, supported
-from .lut import LutKernel, uses_amx
+from .isa import supported
+from .lut import KERNEL_NEEDS, LutKernel, missing_kernels
 from .ops_lib import CompiledOps
 from .program import Interpreter, Program
 
@@ -33,10 +33,11 @@ class LoadedModel:
         if not supported(self.manifest["isa"]):
             raise ArtifactError(f"{self.path}: built for the {self.manifest['isa']} instruction set, which this CPU "
                                 "lacks: recompile with target_options={'isa': 'avx2'} or 'generic'")
-        amx = [lid for lid, spec in self.program.luts.items() if uses_amx(spec["params"])]
-        if amx and not amx_usable():
-            raise ArtifactError(f"{self.path}: {len(amx)} LUT kernels run Intel AMX tile instructions (many-row calls), "
-                                "which this CPU or OS does not offer: recompile on this machine")
+        missing = sorted({k for spec in self.program.luts.values() for k in missing_kernels(spec["params"])})
+        if missing:
+            n = sum(bool(missing_kernels(spec["params"])) for spec in self.program.luts.values())
+            raise ArtifactError(f"{self.path}: {n} LUT kernels run {' and '.join(KERNEL_NEEDS[k] for k in missing)} "
+                                "(many-row calls), which this CPU or OS does not offer: recompile on this machine")
         weights = self._weights()
         tvm_runtime = str(self.path / TVM_RUNTIME)
         luts = {lid: LutKernel.from_spec(spec, weights, self.path / "kernels" / spec["library"], tvm_runtime)

@@ -1,6 +1,7 @@
 """Build the CPU LUT matmul: a TVM-generated driver (rows, then N tiles or rows split over TVM's thread pool, per
 row-count bucket as the schedule says) that calls the micro-kernels of lut_kernels.c (int8 tables),
-lut_f32_kernels.c (float tables) and, in AVX-512 libraries, lut_amx_kernels.c (int8 activations on AMX tiles),
+lut_f32_kernels.c (float tables) and, in AVX-512 libraries, lut_amx_kernels.c and lut_vnni_kernels.c (int8
+activations on AMX tiles or with vpdpbusd),
 linked in with ``export_library(addons=...)``. Libraries are cached on disk by
 a content hash of the sources, the parameters, the compiler versions and lutc's version; the compiled C objects
 are cached too (they depend on the ISA and the sources only)."""
@@ -14,11 +15,11 @@ from pathlib import Path
 
 from ... import __version__
 from .isa import GCC_FLAGS, SOURCE_FLAGS
-from .schedule import BUCKETS, KNOBS, default_schedule
+from .schedule import BUCKETS, INT8_KERNELS, KNOBS, default_schedule
 
 HERE = Path(__file__).parent
-SOURCES = (HERE / "lut_kernels.c", HERE / "lut_f32_kernels.c", HERE / "lut_amx_kernels.c")
-HEADER = HERE / "lut_common.h"
+SOURCES = (HERE / "lut_kernels.c", HERE / "lut_f32_kernels.c", HERE / "lut_amx_kernels.c", HERE / "lut_vnni_kernels.c")
+HEADERS = (HERE / "lut_common.h", HERE / "lut_int8_common.h")
 AMX_ROWS = 16  # the AMX kernel's row tile: a task's rows start at a multiple of it
 PARALLEL_PREP_ROWS = 8  # calls with more rows than this build their tables (and prologues) on every thread
 
@@ -44,7 +45,7 @@ def source_digest(sources=SOURCES, driver: Path = Path(__file__)) -> str:
     import tvm
 
     h = hashlib.sha256()
-    for f in (*_sources(sources), HEADER, driver):
+    for f in (*_sources(sources), *HEADERS, driver):
         h.update(f.read_bytes())
     h.update(f"{__version__} {tvm.__version__} {gcc_version()}".encode())
     return h.hexdigest()
@@ -64,8 +65,8 @@ def gcc_version() -> str:
 def _object(isa: str, source: Path) -> Path:
     """The micro-kernels of ``source`` compiled for ``isa``, cached by content."""
     flags = [*GCC_FLAGS[isa], *SOURCE_FLAGS.get(source.name, [])]
-    cmd = ["gcc", "-O3", "-fPIC", "-std=c11", f"-I{HEADER.parent}", "-c", str(source), *flags]
-    h = hashlib.sha256(source.read_bytes() + HEADER.read_bytes() + repr(flags).encode()
+    cmd = ["gcc", "-O3", "-fPIC", "-std=c11", f"-I{HERE}", "-c", str(source), *flags]
+    h = hashlib.sha256(source.read_bytes() + b"".join(f.read_bytes() for f in HEADERS) + repr(flags).encode()
                        + gcc_version().encode()).hexdigest()[:20]
     obj = cache_dir("objects") / f"{source.stem}_{isa}_{h}.o"
     if obj.exists():
@@ -110,8 +111,8 @@ def _loop(threads):
 
 def _names(p: dict, kernel: str = "lut") -> tuple[str, str, str]:
     """The C entry points of ``kernel``: (per-row preparation, the matmul over tiles, the tables' dtype)."""
-    if kernel == "amx":
-        return f"lutc_amx_quantize_{p['isa']}", f"lutc_amx_gemm_{p['isa']}", "int8"
+    if kernel in INT8_KERNELS:  # both read lutc_amx_quantize's int8 activations
+        return f"lutc_amx_quantize_{p['isa']}", f"lutc_{kernel}_gemm_{p['isa']}", "int8"
     sfx = "_f32" if p.get("table", "int8") == "f32" else ""
     return f"lutc_precompute{sfx}_{p['isa']}", f"lutc_gemv{sfx}_{p['isa']}", "float32" if sfx else "int8"
 
@@ -129,7 +130,7 @@ def _macros(p: dict):
 
     def prepare(kernel, src, row, m, TAB, TSC, XS):
         pre = _names(p, kernel)[0]
-        if kernel == "amx":  # int8 activations, stored by group for all rows (lut_amx_kernels.c)
+        if kernel in INT8_KERNELS:  # int8 activations, stored by group for all rows (lut_amx_kernels.c)
             return T.call_extern("int32", pre, src, T.int64(k), T.int64(k_pad), T.int64(gs), TAB.data, _i64(row),
                                  _i64(m), T.address_of(TSC[row, 0]))
         return T.call_extern("int32", pre, src, T.int64(k), T.int64(k_pad), T.int64(gs),
@@ -187,7 +188,8 @@ def _macros(p: dict):
 
 def _prim_funcs(p: dict, tune: bool = False) -> dict:
     """``main`` (dispatching on the row count to the schedule's knobs), and with ``tune`` a ``tune`` entry point
-    taking the knobs as arguments (kernel 0=lut 1=amx, threads, split 0=n 1=m, rows, mblock).
+    taking the knobs as arguments (kernel: its index in KERNELS, 0=lut 1=amx 2=vnni; threads, split 0=n 1=m, rows,
+    mblock).
 
     Arguments: x, [norm weight,] [scratch,] tables, table scales, xsum, weights, scales, zeros, y[, knobs]: the
     norm weight and a scratch row with an RMSNorm prologue, a scratch row with a SwiGLU prologue (whose x rows
@@ -200,8 +202,8 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
     sched = p.get("schedule") or default_schedule(p["isa"], p.get("table", "int8"), p["threads"])
     b0, b1, b2, b3 = (tuple(b.get(kn, "lut") if kn == "kernel" else b[kn] for kn in KNOBS) for b in sched)
     lim = [hi for _, hi in BUCKETS[:-1]]
-    # the tuning entry point's kernel knob: where the AMX kernel cannot be linked, 1 runs the lookups too
-    amx = "amx" if p["isa"] == "avx512" and p.get("table", "int8") == "int8" else "lut"
+    # the tuning entry point's kernel knob: where the int8 kernels cannot be linked, 1 and 2 run the lookups too
+    amx, vnni = ("amx", "vnni") if p["isa"] == "avx512" and p.get("table", "int8") == "int8" else ("lut", "lut")
 
     @T.macro
     def run(kb, m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y):
@@ -295,6 +297,8 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
         Y = T.match_buffer(y, (m, n_pad), "float32")
         if kern == 1:
             tune_run(amx, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
+        elif kern == 2:
+            tune_run(vnni, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
         else:
             tune_run("lut", m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
 

@@ -4,21 +4,21 @@ from __future__ import annotations
 import numpy as np
 
 from ...passes.quantize.weight import QuantizedWeight
-from ...runtime.isa import amx_usable
+from ...runtime.isa import int8_kernels
 from ...runtime.lut import LutKernel, default_threads
 from .build import build_library
 from .isa import best_isa, supported
 from .layout import LAYOUT, TILE, CpuWeight, pack_cpu
-from .schedule import AMX_APPLIES, KERNELS, check_schedule, default_schedule
+from .schedule import INT8_APPLIES, INT8_KERNELS, KERNELS, check_schedule, default_int8, default_schedule
 
 TABLES = ("int8", "f32")
 PROLOGUES = ("none", "rms_norm", "swiglu")  # what the call computes from its input before building tables
 
 
-def amx_applies(cw: CpuWeight, isa: str, table: str) -> bool:
-    """Whether the AMX kernel (lut_amx_kernels.c) computes this weight's matmul: AVX-512 libraries with int8
-    tables, K groups of a multiple of 16 (its tiles' K step), and zero points for which the unpacked weights
-    q' - z' (q' odd in [1 - 2^b, 2^b - 1]) fit int8."""
+def int8_applies(cw: CpuWeight, isa: str, table: str) -> bool:
+    """Whether the int8 kernels (lut_amx_kernels.c, lut_vnni_kernels.c) compute this weight's matmul: AVX-512
+    libraries with int8 tables, K groups of a multiple of 16 (the AMX tiles' K step; the activations' layout), and
+    zero points for which the unpacked weights q' - z' (q' odd in [1 - 2^b, 2^b - 1]) fit int8."""
     top = (1 << cw.bits) - 1
     return isa == "avx512" and table == "int8" and (cw.k_pad // cw.scales.shape[1]) % 16 == 0 \
         and int(np.abs(cw.zeros.astype(np.int16)).max(initial=0)) + top <= 127
@@ -27,16 +27,16 @@ def amx_applies(cw: CpuWeight, isa: str, table: str) -> bool:
 def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none", eps: float = 0.0,
                   table: str = "int8", schedule: list[dict] | None = None) -> dict:
     """What a library is built for (and the artifact records): shapes, bits, threads, ISA, table mode ("int8"
-    or "f32"), the schedule per row bucket (schedule.py; default: the heuristic, with the AMX kernel from 9 rows
-    where it applies and this CPU has AMX), prologue."""
+    or "f32"), the schedule per row bucket (schedule.py; default: the heuristic, with the best int8 kernel this
+    CPU runs (AMX, else VNNI from W3) from 9 rows where it applies), prologue."""
     if table not in TABLES:
         raise ValueError(f"table must be one of {TABLES}, got {table!r}")
-    amx = amx_applies(cw, isa, table)
+    int8 = int8_applies(cw, isa, table)
     p = {"n": cw.n, "n_pad": cw.tiles * TILE, "k": cw.k, "k_pad": cw.k_pad, "runs": cw.runs,
          "groups": cw.scales.shape[1], "bits": cw.bits, "tile_bytes": cw.w.shape[1], "threads": threads, "isa": isa,
          "layout": LAYOUT, "table": table,
-         "schedule": check_schedule(schedule, threads, amx) if schedule else
-         default_schedule(isa, table, threads, amx and amx_usable())}
+         "schedule": check_schedule(schedule, threads, int8) if schedule else
+         default_schedule(isa, table, threads, default_int8(int8_kernels(), cw.bits) if int8 else None)}
     if prologue not in PROLOGUES:
         raise ValueError(f"prologue must be one of {PROLOGUES}, got {prologue!r}")
     if prologue == "rms_norm":
@@ -62,7 +62,7 @@ class LutMatmul(LutKernel):
     """``y = x @ W.T`` for a quantized ``W[N, K]``: x is float [..., K] (numpy or torch), y float32 [..., N].
     The table mode follows the weight's ``table_dtype``; ``tune`` times schedule candidates once (tune.py) for
     the row bucket of ``m`` (every bucket when ``m`` is None), later calls read the choice from the disk cache;
-    ``kind`` ("lut", "amx") forces the micro-kernel of the buckets from 9 rows (schedule.py)."""
+    ``kind`` ("lut", "amx", "vnni") forces the micro-kernel of the buckets from 9 rows (schedule.py)."""
 
     def __init__(self, qweight: QuantizedWeight, threads: int | None = None, isa: str | None = None,
                  m: int | None = None, tune: bool = False, progress: bool | None = None, kind: str | None = None):
@@ -77,9 +77,9 @@ class LutMatmul(LutKernel):
             raise ValueError("kind forces a kernel and tune measures which one to take: pass one of them")
         cw = pack_cpu(qweight)
         threads, isa = threads or default_threads(), check_isa(isa)
-        if kind == "amx" and not amx_applies(cw, isa, table):
-            raise ValueError(f"the AMX kernel takes {AMX_APPLIES}")
-        schedule = default_schedule(isa, table, threads, kind == "amx") if kind else None
+        if kind in INT8_KERNELS and not int8_applies(cw, isa, table):
+            raise ValueError(f"the {kind} kernel takes {INT8_APPLIES}")
+        schedule = default_schedule(isa, table, threads, kind if kind in INT8_KERNELS else None) if kind else None
         params = kernel_params(cw, threads, isa, table=table, schedule=schedule)
         if tune:
             from .tune import tuned_schedule

@@ -20,14 +20,13 @@
  * ms) ~1.4 ms; the two do not overlap (a tile load waits for the epilogue's stores to drain). Keeping four B tiles
  * in registers across row blocks, or unpacking the next group between the multiply-adds, measured no faster. */
 #define _GNU_SOURCE /* syscall() under -std=c11 */
-#include "lut_common.h"
+#include "lut_int8_common.h"
 #include <sys/syscall.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
-#define MAX_RPG 64 /* runs per group: group <= 256 (layout.py MAX_GROUP) */
 
 typedef struct {
   uint8_t palette, start_row, reserved[14];
@@ -79,46 +78,6 @@ int32_t SYM(lutc_amx_quantize)(const float* x, int64_t k, int64_t k_pad, int64_t
   return 0;
 }
 
-/* Runs j0..j0+rpg of one 64-row tile (wt) -> four 16-row B tiles (bt[c]: rows 16c..16c+15, [run][16 rows x 4
- * bytes]). Full line (run j, pair p), as 32 words: word i = plane 2p's nibbles of rows i (bits 0-3) and i+32
- * (4-7), plane 2p+1's at bits 8-11 and 12-15; a half line (an odd width's last plane), as 32 bytes: byte i = the
- * plane's nibbles of rows i and i+32, widened to the same dword positions. */
-static inline void unpack_group(const uint8_t* wt, int64_t runs, int64_t bits, int64_t j0, const int8_t* zg,
-                                int64_t rpg, const __m512i e[4], int8_t* bt) {
-  const int P = (int)((bits + 1) / 2), PF = (int)(bits / 2), last_plane_zero = (int)(bits & 1);
-  const uint8_t* wh = half_lines(wt, runs, bits);
-  __m512i zr[4];
-  const __m512i dup = _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0); /* pshufb: byte 4i of each dword */
-  for (int c = 0; c < 4; ++c) /* z' of each row in all 4 bytes of its dword */
-    zr[c] = _mm512_shuffle_epi8(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(zg + 16 * c))), dup);
-  for (int64_t r = 0; r < rpg; ++r) {
-    __m512i q[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
-    for (int p = 0; p < P; ++p) {
-      __m512i lo, hi;
-      if (p < PF) {
-        const uint8_t* line = wt + ((j0 + r) * PF + p) * 64;
-        lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)line));
-        hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(line + 32)));
-      } else {
-        const uint8_t* line = wh + (j0 + r) * 32;
-        lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)line));
-        hi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(line + 16)));
-      }
-      const __m512i ea = e[2 * p], eb = e[2 * p + 1];
-      q[0] = _mm512_add_epi8(q[0], _mm512_permutexvar_epi32(lo, ea));
-      q[1] = _mm512_add_epi8(q[1], _mm512_permutexvar_epi32(hi, ea));
-      q[2] = _mm512_add_epi8(q[2], _mm512_permutexvar_epi32(_mm512_srli_epi32(lo, 4), ea));
-      q[3] = _mm512_add_epi8(q[3], _mm512_permutexvar_epi32(_mm512_srli_epi32(hi, 4), ea));
-      if (p == P - 1 && last_plane_zero) continue; /* odd widths: the last pair's second plane weighs 0 */
-      q[0] = _mm512_add_epi8(q[0], _mm512_permutexvar_epi32(_mm512_srli_epi32(lo, 8), eb));
-      q[1] = _mm512_add_epi8(q[1], _mm512_permutexvar_epi32(_mm512_srli_epi32(hi, 8), eb));
-      q[2] = _mm512_add_epi8(q[2], _mm512_permutexvar_epi32(_mm512_srli_epi32(lo, 12), eb));
-      q[3] = _mm512_add_epi8(q[3], _mm512_permutexvar_epi32(_mm512_srli_epi32(hi, 12), eb));
-    }
-    for (int c = 0; c < 4; ++c) _mm512_store_si512((void*)(bt + (c * rpg + r) * 64), _mm512_sub_epi8(q[c], zr[c]));
-  }
-}
-
 /* acc[rows][32 columns] += a[row] * s/2[column] * C: the int32 sums of one group of a row block (cb: 2 x 2 C tiles,
  * rows 0-15 | 16-31, columns 0-15 | 16-31). Deferring it until the tile unit works on the next block (software
  * pipelining) gained nothing measurable: the tile loads wait for these stores to drain. */
@@ -162,15 +121,8 @@ int32_t SYM(lutc_amx_gemm)(const int8_t* xq, const float* ascale, const float* x
   for (int t = 4; t < 6; ++t) cfg.rows[t] = 16, cfg.colsb[t] = ks;     /* A: 16 rows x ks int8 */
   for (int t = 6; t < 8; ++t) cfg.rows[t] = ks / 4, cfg.colsb[t] = 64; /* B: ks/4 runs x 16 rows x 4 */
   _tile_loadconfig(&cfg);
-  int32_t tab[4][16] __attribute__((aligned(64)));
-  for (int t = 0; t < 4; ++t)
-    for (int v = 0; v < 16; ++v) {
-      uint32_t d = 0;
-      for (int b = 0; b < 4; ++b) d |= (uint32_t)(uint8_t)(int8_t)(((v >> b) & 1 ? 1 : -1) * (1 << t)) << (8 * b);
-      tab[t][v] = (int32_t)d;
-    }
-  const __m512i e[4] = {_mm512_load_si512(tab[0]), _mm512_load_si512(tab[1]), _mm512_load_si512(tab[2]),
-                        _mm512_load_si512(tab[3])};
+  __m512i e[4];
+  plane_tables(e);
   int8_t bt[4 * MAX_RPG * 64] __attribute__((aligned(64)));
   int32_t cb[1024] __attribute__((aligned(64)));
   for (int64_t b0 = row0; b0 < row1; b0 += mb) {

@@ -7,13 +7,18 @@ from __future__ import annotations
 BUCKETS = ((1, 1), (2, 8), (9, 32), (33, None))
 BUCKET_NAMES = ("1", "2-8", "9-32", "33+")
 MAX_ROWS = 4  # rows per pass the AVX-512 micro-kernels specialize (lut_kernels.c, lut_f32_kernels.c)
-# "lut": table lookups (lut_kernels.c, lut_f32_kernels.c); "amx": weights unpacked to int8 and multiplied with int8
-# activations on Intel AMX's tile unit (lut_amx_kernels.c), for buckets of 9 rows and more (its int8 activations,
-# 16-row tiles, live in the tables buffer, which holds 4 bytes per row and K)
-KERNELS = ("lut", "amx")
-AMX_FIRST_BUCKET = 2
-AMX_APPLIES = ("AVX-512 libraries with int8 tables, groups of a multiple of 16, and zero points with "
-               "|2z + 1 - 2^b| + 2^b - 1 <= 127")  # kernel.py amx_applies
+# "lut": table lookups (lut_kernels.c, lut_f32_kernels.c); the int8 kernels unpack the weights to int8 and multiply
+# them with int8 activations, for buckets of 9 rows and more (the activations live in the tables buffer, which holds
+# 4 bytes per row and K): "amx" on Intel AMX's tile unit (lut_amx_kernels.c), "vnni" with AVX-512 VNNI's vpdpbusd
+# (lut_vnni_kernels.c), for AVX-512 hosts without AMX
+KERNELS = ("lut", "amx", "vnni")
+INT8_KERNELS = ("amx", "vnni")  # best first: the default takes the first one the host runs
+INT8_FIRST_BUCKET = 2
+# the widths from which the heuristic takes each int8 kernel: AMX beats the lookups at every width; VNNI does at W3
+# and W4 (1.6-1.9x at 128 rows, AMD Zen 5) but not at W2 (0.7-1.2x), where the lookups read half of W4's planes
+INT8_MIN_BITS = {"amx": 1, "vnni": 3}
+INT8_APPLIES = ("AVX-512 libraries with int8 tables, groups of a multiple of 16, and zero points with "
+                "|2z + 1 - 2^b| + 2^b - 1 <= 127")  # kernel.py int8_applies
 KNOBS = ("kernel", "threads", "split", "rows", "mblock")
 
 
@@ -30,14 +35,20 @@ def default_knobs(isa: str, table: str, threads: int, kernel: str = "lut") -> di
     return {"kernel": kernel, "threads": threads, "split": "n", "rows": rows, "mblock": 0}
 
 
-def default_schedule(isa: str, table: str, threads: int, amx: bool = False) -> list[dict]:
-    """``amx``: the AMX kernel may run (kernel.py decides: host, ISA, table mode, group size, zero points); it
-    takes the buckets from 9 rows on, where it is several times faster than the lookups (bench/results)."""
-    return [default_knobs(isa, table, threads, "amx" if amx and b >= AMX_FIRST_BUCKET else "lut")
+def default_int8(kernels, bits: int) -> str | None:
+    """The int8 kernel the heuristic takes for a weight of ``bits`` among ``kernels`` (the host's, best first)."""
+    return next((k for k in kernels if bits >= INT8_MIN_BITS[k]), None)
+
+
+def default_schedule(isa: str, table: str, threads: int, int8: str | None = None) -> list[dict]:
+    """``int8``: the int8 kernel that may run (kernel.py decides: host, ISA, table mode, group size, zero points), or
+    None; it takes the buckets from 9 rows on, where it is faster than the lookups (bench/results: AMX several
+    times; VNNI 1.4x at W2, more at W3/W4)."""
+    return [default_knobs(isa, table, threads, int8 if int8 and b >= INT8_FIRST_BUCKET else "lut")
             for b in range(len(BUCKETS))]
 
 
-def check_schedule(schedule, max_threads: int, amx: bool = False) -> list[dict]:
+def check_schedule(schedule, max_threads: int, int8: bool = False) -> list[dict]:
     """A schedule as the driver needs it, or a ValueError saying what is wrong. A bucket without ``kernel`` (the
     schedules of older artifacts and tuning results) runs the lookups."""
     if not isinstance(schedule, (list, tuple)) or len(schedule) != len(BUCKETS):
@@ -51,8 +62,8 @@ def check_schedule(schedule, max_threads: int, amx: bool = False) -> list[dict]:
                 or not 1 <= b["rows"] <= MAX_ROWS or b["mblock"] < 0:
             raise ValueError(f"bad schedule knobs {b} (kernel {'|'.join(KERNELS)}, threads 1..{max_threads}, "
                              f"split n|m, rows 1..{MAX_ROWS}, mblock >= 0)")
-        if b["kernel"] == "amx" and (not amx or i < AMX_FIRST_BUCKET):
-            raise ValueError(f"bucket {BUCKET_NAMES[i]}: the amx kernel runs " +
-                             ("buckets of 9 rows and more" if amx else "only " + AMX_APPLIES))
+        if b["kernel"] in INT8_KERNELS and (not int8 or i < INT8_FIRST_BUCKET):
+            raise ValueError(f"bucket {BUCKET_NAMES[i]}: the {b['kernel']} kernel runs " +
+                             ("buckets of 9 rows and more" if int8 else "only " + INT8_APPLIES))
         out.append({k: b[k] for k in KNOBS})
     return out

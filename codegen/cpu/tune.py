@@ -22,12 +22,13 @@ from typing import Callable
 
 import numpy as np
 
-from ...runtime.isa import amx_usable, last_level_cache_bytes
+from ...runtime.isa import int8_kernels, last_level_cache_bytes
 from ...runtime.lut import LutKernel
 from .build import build_library, cache_dir, source_digest
-from .kernel import amx_applies
+from .kernel import int8_applies
 from .layout import CpuWeight
-from .schedule import AMX_FIRST_BUCKET, BUCKET_NAMES, BUCKETS, KERNELS, KNOBS, MAX_ROWS, bucket_of, default_knobs
+from .schedule import (BUCKET_NAMES, BUCKETS, INT8_FIRST_BUCKET, INT8_KERNELS, KERNELS, KNOBS, MAX_ROWS, bucket_of,
+                       default_int8, default_knobs)
 
 TIMING_ROWS = (1, 4, 16, 64)  # the row count each bucket is timed at
 ROUNDS = 7                    # samples per candidate, taken in interleaved rounds (drift hits all alike)
@@ -49,7 +50,7 @@ class TuneKey:
     isa: str
     threads: int
     table: str
-    amx: bool = False  # the AMX kernel is a candidate (kernel.py amx_applies, and this host has AMX)
+    int8: str = ""  # the int8 kernels that are candidates, comma-separated (kernel.py int8_applies; this host's)
 
     @property
     def rows(self) -> int:
@@ -58,12 +59,18 @@ class TuneKey:
     @property
     def default(self) -> dict:
         """The heuristic's knobs for this bucket (schedule.py default_schedule)."""
-        amx = self.amx and BUCKET_NAMES.index(self.bucket) >= AMX_FIRST_BUCKET
-        return default_knobs(self.isa, self.table, self.threads, "amx" if amx else "lut")
+        return default_knobs(self.isa, self.table, self.threads, default_int8(self.int8_kernels, self.bits) or "lut")
+
+    @property
+    def int8_kernels(self) -> tuple[str, ...]:
+        """The int8 kernels that are candidates in this bucket, best first."""
+        if BUCKET_NAMES.index(self.bucket) < INT8_FIRST_BUCKET:
+            return ()
+        return tuple(k for k in self.int8.split(",") if k)
 
 
 def _kernel(c: TuneKey):
-    return ["lut", "amx"] if c.amx and BUCKET_NAMES.index(c.bucket) >= AMX_FIRST_BUCKET else None
+    return ["lut", *c.int8_kernels] if c.int8_kernels else None
 
 
 def _threads(c: TuneKey):
@@ -90,7 +97,7 @@ assert tuple(RULES) == KNOBS
 
 def candidates(c: TuneKey) -> list[dict]:
     """Every combination of the applicable rules' values, the default first, without duplicates (a split
-    over one thread, a row block as large as the rows, or row passes of the AMX kernel, which has none, are
+    over one thread, a row block as large as the rows, or row passes of the int8 kernels, which have none, are
     the same schedule)."""
     base = c.default
     values = [(knob, RULES[knob](c) or [base[knob]]) for knob in RULES]
@@ -101,7 +108,7 @@ def candidates(c: TuneKey) -> list[dict]:
             cand["split"] = "n"
         if cand["mblock"] >= c.rows:
             cand["mblock"] = 0
-        if cand["kernel"] == "amx":
+        if cand["kernel"] in INT8_KERNELS:
             cand["rows"] = 1
         if cand not in out:
             out.append(cand)
@@ -157,10 +164,11 @@ def choose(timings: list) -> dict:
 
 
 def key_for(cw: CpuWeight, params: dict, bucket: int) -> TuneKey:
-    """The tuning key of a library's row bucket (AMX candidates where the kernel applies and the host has it)."""
+    """The tuning key of a library's row bucket (int8-kernel candidates where they apply and the host runs them)."""
     table = params.get("table", "int8")
     return TuneKey(params["n"], params["k"], params["bits"], params["k_pad"] // params["groups"], BUCKET_NAMES[bucket],
-                   params["isa"], params["threads"], table, amx_applies(cw, params["isa"], table) and amx_usable())
+                   params["isa"], params["threads"], table,
+                   ",".join(int8_kernels()) if int8_applies(cw, params["isa"], table) else "")
 
 
 def tuned_schedule(cw: CpuWeight, params: dict, m: int | None = None, progress: bool | None = None) -> list[dict]:

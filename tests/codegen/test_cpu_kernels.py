@@ -9,19 +9,21 @@ from hypothesis import strategies as st
 import lutc
 from lutc.codegen.cpu.build import PARALLEL_PREP_ROWS, build_library
 from lutc.codegen.cpu.isa import ISAS, supported
-from lutc.codegen.cpu.kernel import amx_applies, kernel_params, library_params
+from lutc.codegen.cpu.kernel import int8_applies, kernel_params, library_params
 from lutc.codegen.cpu.layout import pack_cpu
-from lutc.codegen.cpu.schedule import bucket_of, default_schedule
+from lutc.codegen.cpu.schedule import INT8_KERNELS, bucket_of, default_int8, default_schedule
 from lutc.codegen.reference.lut import lut_matmul, precompute
 from lutc.passes.quantize import LayerQuant
 from lutc.runtime import isa as runtime_isa
-from lutc.runtime.isa import amx_usable
+from lutc.runtime.isa import int8_kernels, kernel_usable
 from lutc.runtime.lut import LutKernel
 from twins import amx_reference
 
 ISA_LIST = [i for i in ISAS if supported(i)]
 RNG = np.random.default_rng(11)
-needs_amx = pytest.mark.skipif(not amx_usable(), reason="this CPU (or OS) has no AMX int8 tiles")
+HOST_INT8 = int8_kernels()  # the int8 kernels this host runs, best first
+INT8_PARAMS = [pytest.param(k, marks=pytest.mark.skipif(not kernel_usable(k), reason=f"this CPU (or OS) cannot run the "
+                                                        f"{k} kernel")) for k in INT8_KERNELS]
 
 
 def reference(q, x):
@@ -53,32 +55,34 @@ def test_kernel_matches_reference(isa, bits, n, k, group, m, sym):
         y = kern(x)
         assert y.shape == (m, n) and y.dtype == np.float32
         # same tables (or int8 activations), same integer sums: only the float rescaling order differs (f32 vs f64)
-        twin = amx_reference(q, x) if kern.params["schedule"][bucket_of(m)]["kernel"] == "amx" else lut
+        twin = amx_reference(q, x) if kern.params["schedule"][bucket_of(m)]["kernel"] in INT8_KERNELS else lut
         assert rel(y, twin) < 2e-6
         # int8 tables: ~1e-2 relative against the exact dequantized matmul (design.md section 2)
         assert rel(y, exact) < 2e-2
 
 
-def amx_kernel(q, threads, **knobs):
-    """A library whose buckets of 9 rows and more run the AMX kernel with ``knobs`` (split, mblock)."""
+def int8_kernel(kind, q, threads, **knobs):
+    """A library whose buckets of 9 rows and more run the int8 kernel ``kind`` with ``knobs`` (split, mblock)."""
     cw = pack_cpu(q)
-    sched = default_schedule("avx512", "int8", threads, amx=True)
+    sched = default_schedule("avx512", "int8", threads, kind)
     sched[2:] = [dict(b, **knobs) for b in sched[2:]]
     params = kernel_params(cw, threads, "avx512", schedule=sched)
     return LutKernel(build_library(library_params(params)), params, cw.w, cw.scales, cw.zeros)
 
 
-@needs_amx
+@pytest.mark.parametrize("kind", INT8_PARAMS)
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, "ternary"])
 @pytest.mark.parametrize("n, k, group, sym", [(130, 257, 32, False), (64, 512, 256, True), (317, 200, 16, False),
                                               (70, 1000, 128, True), (200, 300, 64, False)])
-def test_amx_kernel_matches_its_twin(bits, n, k, group, sym):
-    """Every width, group sizes 16..256 (K steps of 16, 32 and 64), K not a multiple of the group, N over partial
-    tiles; row counts around the 16-row tiles and 32-row blocks; N tiles or rows over 1 and 2 threads, row blocks."""
+def test_int8_kernels_match_their_twin(kind, bits, n, k, group, sym):
+    """The AMX and VNNI kernels compute the same integer sums (tests/twins.py). Every width, group sizes 16..256
+    (AMX K steps of 16, 32 and 64), K not a multiple of the group, N over partial tiles; row counts around the
+    16-row tiles, 32-row blocks and VNNI's 6-row passes; N tiles or rows over 1 and 2 threads, row blocks."""
     q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group,
                                                                     symmetric=sym and bits != "ternary"))
-    assert amx_applies(pack_cpu(q), "avx512", "int8")
-    kernels = [amx_kernel(q, 1), amx_kernel(q, 2), amx_kernel(q, 2, split="m"), amx_kernel(q, 2, mblock=20)]
+    assert int8_applies(pack_cpu(q), "avx512", "int8")
+    kernels = [int8_kernel(kind, q, 1), int8_kernel(kind, q, 2), int8_kernel(kind, q, 2, split="m"),
+               int8_kernel(kind, q, 2, mblock=20)]
     for m in (9, 16, 17, 33, 50):
         x = RNG.standard_normal((m, k)).astype(np.float32) * RNG.uniform(0.1, 10, (m, 1)).astype(np.float32)
         twin, exact = amx_reference(q, x), x.astype(np.float64) @ q.dequantize().astype(np.float64).T
@@ -109,7 +113,7 @@ def test_fused_prologues_feed_the_kernel(isa):
                 kern = LutKernel(build_library(library_params(params)), params, cw.w, cw.scales, cw.zeros,
                                  nw if prologue == "rms_norm" else None)
                 a32 = act.astype(np.float32)
-                amx = params["schedule"][bucket_of(m)]["kernel"] == "amx"
+                amx = params["schedule"][bucket_of(m)]["kernel"] in INT8_KERNELS
                 twin = amx_reference(q, a32) if amx else reference(q, a32)[0]
                 # the prologue rounds in float32 in another order than numpy: now and then a row's table entry
                 # (or int8 activation) sits at a rounding tie and moves by one step (~5e-4 of the output's range
@@ -118,43 +122,53 @@ def test_fused_prologues_feed_the_kernel(isa):
                 assert np.median(err) < 2e-6 and err.max() < 2e-3, (m, threads, prologue, np.sort(err)[-3:])
 
 
-def test_amx_is_chosen_only_where_it_applies(monkeypatch):
+def test_int8_kernels_are_chosen_only_where_they_apply(monkeypatch):
     w = RNG.standard_normal((64, 256))
     q = lutc.quantize_weight(w, LayerQuant(bits=4, group_size=64))
     cw = pack_cpu(q)
     kinds = [b["kernel"] for b in kernel_params(cw, 2, "avx512")["schedule"]]
-    assert kinds == (["lut", "lut", "amx", "amx"] if amx_usable() else ["lut"] * 4)
+    best = default_int8(HOST_INT8, 4) or "lut"  # AMX where the host has it, else VNNI (from W3), else the lookups
+    assert kinds == ["lut", "lut", best, best]
+    w2 = [b["kernel"] for b in kernel_params(pack_cpu(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=64))), 2,
+                                             "avx512")["schedule"]]
+    assert w2[2:] == [default_int8(HOST_INT8, 2) or "lut"] * 2 and default_int8(("vnni",), 2) is None
     for isa in ("avx2", "generic"):
-        assert not amx_applies(cw, isa, "int8")
-    assert not amx_applies(cw, "avx512", "f32")  # float tables: the exact mode stays exact
-    assert not amx_applies(pack_cpu(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=8))), "avx512", "int8")
+        assert not int8_applies(cw, isa, "int8")
+    assert not int8_applies(cw, "avx512", "f32")  # float tables: the exact mode stays exact
+    assert not int8_applies(pack_cpu(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=8))), "avx512", "int8")
     cw.zeros[0, 0, 0] = 120  # q' - z' would leave int8
-    assert not amx_applies(cw, "avx512", "int8")
+    assert not int8_applies(cw, "avx512", "int8")
     assert [b["kernel"] for b in lutc.kernels.build_lut_matmul(q, kind="lut").params["schedule"]] == ["lut"] * 4
     with pytest.raises(ValueError, match="kind must be one of"):
-        lutc.kernels.build_lut_matmul(q, kind="vnni")
+        lutc.kernels.build_lut_matmul(q, kind="avx")
     with pytest.raises(ValueError, match="pass one of them"):
         lutc.kernels.build_lut_matmul(q, kind="amx", tune=True)
-    with pytest.raises(ValueError, match="the AMX kernel takes"):
-        lutc.kernels.build_lut_matmul(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=8)), kind="amx")
-    amx = default_schedule("avx512", "int8", 2, amx=True)
-    with pytest.raises(ValueError, match="only AVX-512 libraries with int8 tables"):
-        kernel_params(cw, 2, "avx512", schedule=amx)
-    amx[1] = dict(amx[1], kernel="amx")
-    with pytest.raises(ValueError, match="bucket 2-8: the amx kernel runs buckets of 9 rows and more"):
-        kernel_params(pack_cpu(q), 2, "avx512", schedule=amx)
-    # a library with AMX buckets on a host (or OS) without AMX: refused before any tile instruction runs
-    monkeypatch.setattr("lutc.runtime.lut.amx_usable", lambda: False)
-    params = kernel_params(pack_cpu(q), 2, "avx512", schedule=default_schedule("avx512", "int8", 2, amx=True))
-    with pytest.raises(RuntimeError, match="Intel AMX tile instructions"):
-        LutKernel("unused.so", params, cw.w, cw.scales, cw.zeros)
+    for kind in INT8_KERNELS:
+        with pytest.raises(ValueError, match=f"the {kind} kernel takes"):
+            lutc.kernels.build_lut_matmul(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=8)), kind=kind)
+        sched = default_schedule("avx512", "int8", 2, kind)
+        with pytest.raises(ValueError, match="only AVX-512 libraries with int8 tables"):
+            kernel_params(cw, 2, "avx512", schedule=sched)
+        sched[1] = dict(sched[1], kernel=kind)
+        with pytest.raises(ValueError, match=f"bucket 2-8: the {kind} kernel runs buckets of 9 rows and more"):
+            kernel_params(pack_cpu(q), 2, "avx512", schedule=sched)
+    # a library with int8-kernel buckets on a host (or OS) without them: refused before any of their instructions run
+    monkeypatch.setattr("lutc.runtime.lut.kernel_usable", lambda kernel: kernel == "lut")
+    for kind, what in (("amx", "Intel AMX tile instructions"), ("vnni", "AVX-512 VNNI instructions")):
+        params = kernel_params(pack_cpu(q), 2, "avx512", schedule=default_schedule("avx512", "int8", 2, kind))
+        with pytest.raises(RuntimeError, match=what):
+            LutKernel("unused.so", params, cw.w, cw.scales, cw.zeros)
 
 
-def test_amx_detection_needs_the_flags_and_the_os(monkeypatch):
+def test_int8_kernel_detection_needs_the_flags_and_the_os(monkeypatch):
     runtime_isa.amx_usable.cache_clear()
     try:
         monkeypatch.setattr(runtime_isa, "cpu_flags", lambda: frozenset({"avx512f", "avx512bw", "avx512vl", "f16c"}))
         assert not runtime_isa.amx_usable()  # AVX-512 without amx_tile / amx_int8
+        assert not runtime_isa.vnni_usable() and runtime_isa.int8_kernels() == ()  # ... and without avx512_vnni
+        monkeypatch.setattr(runtime_isa, "cpu_flags", lambda: frozenset({"avx512f", "avx512bw", "avx512vl", "f16c",
+                                                                          "avx512_vnni"}))
+        assert runtime_isa.int8_kernels() == ("vnni",) and runtime_isa.kernel_usable("vnni")
     finally:
         runtime_isa.amx_usable.cache_clear()
 

@@ -15,7 +15,7 @@ from lutc.codegen.cpu.layout import pack_cpu
 from lutc.codegen.cpu.schedule import BUCKET_NAMES, bucket_of, default_schedule
 from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights
 from lutc.passes.quantize import LayerQuant
-from lutc.runtime.isa import amx_usable
+from lutc.runtime.isa import int8_kernels
 from lutc.runtime.lut import LutKernel
 from twins import amx_reference
 
@@ -61,11 +61,14 @@ def test_candidates_come_from_rules():
     assert all(c["split"] == "n" for c in many if c["threads"] == 1)  # a split over one thread is no candidate
     assert {c["rows"] for c in many} == {1, 2, 4} and {c["mblock"] for c in many} == {0, 8, 16}
     assert {c["rows"] for c in tune.candidates(dataclasses.replace(KEY, isa="avx2"))} == {1}
-    assert {c["kernel"] for c in many} == {"lut"}  # no AMX candidates unless the key says the kernel applies
-    amx = tune.candidates(dataclasses.replace(KEY, amx=True))
-    assert amx[0]["kernel"] == "amx" and {c["kernel"] for c in amx} == {"lut", "amx"}  # AMX is the default there
-    assert {c["rows"] for c in amx if c["kernel"] == "amx"} == {1}  # it has no row passes: one candidate per block
-    assert {c["kernel"] for c in tune.candidates(dataclasses.replace(KEY, amx=True, bucket="2-8"))} == {"lut"}
+    assert {c["kernel"] for c in many} == {"lut"}  # no int8 candidates unless the key says they apply
+    int8 = tune.candidates(dataclasses.replace(KEY, int8="amx,vnni"))
+    assert int8[0]["kernel"] == "amx" and {c["kernel"] for c in int8} == {"lut", "amx", "vnni"}  # the best: default
+    assert {c["rows"] for c in int8 if c["kernel"] != "lut"} == {1}  # no row passes there: one candidate per block
+    vnni = dataclasses.replace(KEY, int8="vnni")  # a candidate at every width, the default from W3 (schedule.py)
+    assert tune.candidates(vnni)[0]["kernel"] == "lut" and {c["kernel"] for c in tune.candidates(vnni)} == {"lut", "vnni"}
+    assert tune.candidates(dataclasses.replace(vnni, bits=3))[0]["kernel"] == "vnni"
+    assert {c["kernel"] for c in tune.candidates(dataclasses.replace(KEY, int8="amx,vnni", bucket="2-8"))} == {"lut"}
 
 
 def test_cache_round_trip_times_once(counted):
@@ -94,7 +97,7 @@ def test_cache_key_changes_with_every_input(monkeypatch, tmp_path):
     base = tune.cache_path(KEY)
     assert base.parent == tmp_path / "tune"  # $LUTC_CACHE/tune
     assert tune.cache_path(dataclasses.replace(KEY)) == base
-    changes = dict(n=101, k=304, bits=3, group=32, bucket="9-32", isa="avx2", threads=1, table="f32", amx=True)
+    changes = dict(n=101, k=304, bits=3, group=32, bucket="9-32", isa="avx2", threads=1, table="f32", int8="vnni")
     paths = {tune.cache_path(dataclasses.replace(KEY, **{f: v})) for f, v in changes.items()}
     assert len(paths) == len(changes) and base not in paths
     monkeypatch.setattr(tune, "source_digest", lambda: "another compiler or kernel source")
@@ -134,9 +137,9 @@ def test_every_candidate_computes_the_same_matmul(table):
             assert rel(outs[-1], want) < tol, c
         # same tables, same sums per row: schedules only move work between threads and passes
         assert max(rel(o, outs[0]) for o in outs) < 1e-6
-        if table == "int8" and amx_usable() and m >= 9:  # the entry point's AMX candidates: their own numerics
-            for c in tune.candidates(dataclasses.replace(key, bucket="33+", amx=True)):
-                if c["kernel"] == "amx":
+        if table == "int8" and int8_kernels() and m >= 9:  # the entry point's int8 candidates: their own numerics
+            for c in tune.candidates(dataclasses.replace(key, bucket="33+", int8=",".join(int8_kernels()))):
+                if c["kernel"] != "lut":
                     kern.knobs = tune.knob_args(c)
                     assert rel(kern(x), amx_reference(q, x)) < 2e-6, c
 

@@ -1,0 +1,100 @@
+/* Many-row LUT matmuls with AVX-512 VNNI, for AVX-512 hosts without AMX (AMD Zen 4/5, Intel Ice Lake...): the
+ * AMX kernel's operands (lut_amx_kernels.c: int8 activations from lutc_amx_quantize, weights unpacked per group to
+ * w8 = 2 (q - z) in the B layout) multiplied by vpdpbusd, 64 multiply-adds per instruction whatever the width,
+ * where the lookups take one vpshufb and one vpmaddubsw per 64 weights, row and pair of bit planes (Zen 5 runs
+ * both on the same two pipes: ~3.3 cycles per 256 W2 weights and row, 6.6 for W4). vpdpbusd multiplies unsigned
+ * by signed bytes: the activations enter as xq + 128, and 128 * sum_k w8 (per row of W and group, summed while
+ * unpacking) comes off in the epilogue, so the int32 sums equal the AMX kernel's exactly. Compiled for the AVX-512
+ * variant only (-mavx512vnni); the Python side picks it only where the CPU has avx512_vnni. */
+#include "lut_int8_common.h"
+#include <stdlib.h>
+
+#define VR 4 /* activation rows per pass: 4 x 4 int32 accumulators and 4 weight vectors (6 rows spilled: 2x slower) */
+
+/* acc[r][64] (float) += a[r] * s/2 * (sum_k (xq + 128) w8 - 128 colsum) for the rows of one pass over a group */
+static inline __attribute__((always_inline)) void vnni_rows(const int8_t* xr, int64_t gs, const int8_t* bt,
+                                                          int64_t rpg, const __m512i cs[4], const __m512 sf[4],
+                                                          const float* a, int64_t groups, float* acc, const int R) {
+  uint8_t xb[VR * 4 * MAX_RPG] __attribute__((aligned(64))); /* xq + 128, so each broadcast feeds vpdpbusd as is */
+  for (int r = 0; r < R; ++r)
+    for (int64_t i = 0; i < gs; i += 16)
+      _mm_store_si128((__m128i*)(xb + r * gs + i),
+                      _mm_xor_si128(_mm_loadu_si128((const __m128i*)(xr + r * gs + i)), _mm_set1_epi8((char)0x80)));
+  __m512i c[VR][4];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < 4; ++q) c[r][q] = _mm512_setzero_si512();
+  for (int64_t j = 0; j < rpg; ++j) {
+    const __m512i b0 = _mm512_load_si512((const void*)(bt + (0 * rpg + j) * 64));
+    const __m512i b1 = _mm512_load_si512((const void*)(bt + (1 * rpg + j) * 64));
+    const __m512i b2 = _mm512_load_si512((const void*)(bt + (2 * rpg + j) * 64));
+    const __m512i b3 = _mm512_load_si512((const void*)(bt + (3 * rpg + j) * 64));
+    for (int r = 0; r < R; ++r) {
+      int32_t x4;
+      memcpy(&x4, xb + r * gs + 4 * j, 4);
+      const __m512i xa = _mm512_set1_epi32(x4);
+      c[r][0] = _mm512_dpbusd_epi32(c[r][0], xa, b0);
+      c[r][1] = _mm512_dpbusd_epi32(c[r][1], xa, b1);
+      c[r][2] = _mm512_dpbusd_epi32(c[r][2], xa, b2);
+      c[r][3] = _mm512_dpbusd_epi32(c[r][3], xa, b3);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m512 ar = _mm512_set1_ps(a[r * groups]);
+    for (int q = 0; q < 4; ++q) {
+      const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][q], cs[q]));
+      float* yq = acc + r * 64 + 16 * q;
+      _mm512_store_ps(yq, _mm512_fmadd_ps(v, _mm512_mul_ps(ar, sf[q]), _mm512_load_ps(yq)));
+    }
+  }
+}
+
+/* The AMX kernel's entry point and conventions (lutc_amx_gemm; the rows need not start at a multiple of 16). */
+int32_t SYM(lutc_vnni_gemm)(const int8_t* xq, const float* ascale, const float* xsum, const uint8_t* w,
+                            const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
+                            int64_t groups, int64_t bits, int64_t tile0, int64_t tile1, int64_t row0, int64_t row1,
+                            int64_t rows, int64_t mblock) {
+  (void)xsum, (void)rows;
+  const int64_t rpg = runs / groups, gs = 4 * rpg, m16 = (m + 15) & ~(int64_t)15;
+  if (runs % groups || gs % 16 || rpg > MAX_RPG || row0 < 0 || row1 > m || bits < 1 || bits > 4) return -1;
+  if (row0 >= row1 || tile0 >= tile1) return 0;
+  const int64_t mb = mblock > 0 ? mblock : row1 - row0;
+  float* acc = aligned_alloc(64, (size_t)mb * 64 * sizeof(float));
+  if (!acc) return -1;
+  __m512i e[4];
+  plane_tables(e);
+  const __m512i ones = _mm512_set1_epi8(1);
+  int8_t bt[4 * MAX_RPG * 64] __attribute__((aligned(64)));
+  for (int64_t b0 = row0; b0 < row1; b0 += mb) {
+    const int64_t b1 = b0 + mb < row1 ? b0 + mb : row1;
+    for (int64_t t = tile0; t < tile1; ++t) {
+      memset(acc, 0, (size_t)(b1 - b0) * 64 * sizeof(float));
+      for (int64_t g = 0; g < groups; ++g) {
+        unpack_group(w + t * tile_bytes(runs, bits), runs, bits, g * rpg, z + (t * groups + g) * 64, rpg, e, bt);
+        const uint16_t* sg = s + (t * groups + g) * 64;
+        __m512 sf[4];
+        __m512i cs[4];
+        for (int q = 0; q < 4; ++q) {
+          sf[q] = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(sg + 16 * q))));
+          __m512i sum = _mm512_setzero_si512(); /* sum_k w8 per row of W: 1 x each byte, 4 k per dword */
+          for (int64_t j = 0; j < rpg; ++j)
+            sum = _mm512_dpbusd_epi32(sum, ones, _mm512_load_si512((const void*)(bt + (q * rpg + j) * 64)));
+          cs[q] = _mm512_slli_epi32(sum, 7);
+        }
+        for (int64_t r = b0; r < b1; r += VR) {
+          const int8_t* xr = xq + (g * m16 + r) * gs;
+          const float* ar = ascale + r * groups + g;
+          float* ac = acc + (r - b0) * 64;
+          switch (b1 - r < VR ? b1 - r : VR) {
+            case 4: vnni_rows(xr, gs, bt, rpg, cs, sf, ar, groups, ac, 4); break;
+            case 3: vnni_rows(xr, gs, bt, rpg, cs, sf, ar, groups, ac, 3); break;
+            case 2: vnni_rows(xr, gs, bt, rpg, cs, sf, ar, groups, ac, 2); break;
+            default: vnni_rows(xr, gs, bt, rpg, cs, sf, ar, groups, ac, 1); break;
+          }
+        }
+      }
+      for (int64_t r = b0; r < b1; ++r) memcpy(y + r * n_pad + t * 64, acc + (r - b0) * 64, 64 * sizeof(float));
+    }
+  }
+  free(acc);
+  return 0;
+}
