@@ -131,10 +131,8 @@ int32_t SYM(lutc_amx_gemm)(const int8_t* xq, const float* ascale, const float* x
       memset(acc, 0, (size_t)(b1 - b0) * 64 * sizeof(float));
       for (int64_t g = 0; g < groups; ++g) {
         unpack_group(w + t * tile_bytes(runs, bits), runs, bits, g * rpg, z + (t * groups + g) * 64, rpg, e, bt);
-        const uint16_t* sg = s + (t * groups + g) * 64;
         __m512 sf[4];
-        for (int c = 0; c < 4; ++c)
-          sf[c] = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(sg + 16 * c))));
+        half_scales(s + (t * groups + g) * 64, sf);
         for (int64_t r = b0; r < b1; r += 32) {
           const int64_t nr = b1 - r < 32 ? b1 - r : 32;
           const int8_t* xr = xq + (g * m16 + r) * gs;

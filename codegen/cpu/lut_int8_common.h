@@ -8,6 +8,12 @@
 
 #define MAX_RPG 64 /* runs per group: group <= 256 (layout.py MAX_GROUP) */
 
+/* sf[c] = s/2 of the 16 rows 16c..16c+15 of one tile and group (f16 scales) */
+static inline void half_scales(const uint16_t* sg, __m512 sf[4]) {
+  for (int c = 0; c < 4; ++c)
+    sf[c] = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(sg + 16 * c))));
+}
+
 /* e[t]: plane index (4 bits: 4 consecutive k) -> 4 bytes of +-2^t, for vpermd */
 static inline void plane_tables(__m512i e[4]) {
   int32_t tab[4][16] __attribute__((aligned(64)));

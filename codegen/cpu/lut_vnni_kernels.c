@@ -70,11 +70,10 @@ int32_t SYM(lutc_vnni_gemm)(const int8_t* xq, const float* ascale, const float* 
       memset(acc, 0, (size_t)(b1 - b0) * 64 * sizeof(float));
       for (int64_t g = 0; g < groups; ++g) {
         unpack_group(w + t * tile_bytes(runs, bits), runs, bits, g * rpg, z + (t * groups + g) * 64, rpg, e, bt);
-        const uint16_t* sg = s + (t * groups + g) * 64;
         __m512 sf[4];
         __m512i cs[4];
+        half_scales(s + (t * groups + g) * 64, sf);
         for (int q = 0; q < 4; ++q) {
-          sf[q] = _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(sg + 16 * q))));
           __m512i sum = _mm512_setzero_si512(); /* sum_k w8 per row of W: 1 x each byte, 4 k per dword */
           for (int64_t j = 0; j < rpg; ++j)
             sum = _mm512_dpbusd_epi32(sum, ones, _mm512_load_si512((const void*)(bt + (q * rpg + j) * 64)));
