@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lutc.runtime.isa import last_level_cache_bytes
+from lutc.runtime.isa import describe_host, last_level_cache_bytes
 
 STREAM = r"""
 #include <immintrin.h>
@@ -308,7 +308,7 @@ def run_cell(shape, m, threads, args, rng) -> list[dict]:
 
 
 def report(rows, bw, args) -> str:
-    lines = ["# LUT matmul kernels vs peers", "",
+    lines = ["# LUT matmul kernels vs peers", "", f"Host: {describe_host()}.", "",
              f"Read-bandwidth roofline (best streaming read, measured in this run): " +
              ", ".join(f"{t} thread{'s' if t > 1 else ''}: {v:.1f} GB/s" for t, v in bw.items()),
              f"Cold weights: each method rotates over >= {args.cold_mb} MiB of weight copies (onnxruntime's "

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lutc.runtime.isa import describe_host
+
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 CACHE = Path(os.environ.get("LUTC_CACHE", Path.home() / ".cache" / "lutc")) / "bench"
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -241,7 +243,7 @@ def report(rows, stack, args) -> str:
     base = {r["engine"]: r for r in rows}
     t32, o4 = base.get("torch fp32"), base.get("onnxruntime int4")
     lines = [f"# SmolLM2-135M on the CPU ({THREADS} threads), prompt {args.prompt} tokens, {args.decode} decode "
-             f"tokens, median of {args.rounds} interleaved rounds", "",
+             f"tokens, median of {args.rounds} interleaved rounds", "", f"Host: {describe_host()}.", "",
              "| engine | prefill tok/s | decode tok/s | decode min..max | vs torch fp32 | vs ORT int4 | peak RSS MiB |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

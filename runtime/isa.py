@@ -3,6 +3,7 @@ runtime refuses an artifact built for an ISA this CPU lacks)."""
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -67,6 +68,20 @@ def int8_kernels() -> tuple[str, ...]:
 def kernel_usable(kernel: str) -> bool:
     """Whether a schedule's ``kernel`` knob ("lut", "amx", "vnni") names code this host runs."""
     return kernel == "lut" or kernel in int8_kernels()
+
+
+def describe_host() -> str:
+    """One line for benchmark reports: the CPU model, its core count and the kernels it runs (results from
+    different machines must not be compared as if they were one)."""
+    name = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{name}, {cores} cores, best ISA {best_isa()}, int8 kernels for many rows: "
+            f"{', '.join(int8_kernels()) or 'none (the lookups)'}")
 
 
 CACHE_INFO = Path("/sys/devices/system/cpu/cpu0/cache")

@@ -169,6 +169,7 @@ def test_int8_kernel_detection_needs_the_flags_and_the_os(monkeypatch):
         monkeypatch.setattr(runtime_isa, "cpu_flags", lambda: frozenset({"avx512f", "avx512bw", "avx512vl", "f16c",
                                                                           "avx512_vnni"}))
         assert runtime_isa.int8_kernels() == ("vnni",) and runtime_isa.kernel_usable("vnni")
+        assert "int8 kernels for many rows: vnni" in runtime_isa.describe_host()  # what bench reports print
     finally:
         runtime_isa.amx_usable.cache_clear()
 
