@@ -33,9 +33,10 @@ class LoadedModel:
         if not supported(self.manifest["isa"]):
             raise ArtifactError(f"{self.path}: built for the {self.manifest['isa']} instruction set, which this CPU "
                                 "lacks: recompile with target_options={'isa': 'avx2'} or 'generic'")
-        missing = sorted({k for spec in self.program.luts.values() for k in missing_kernels(spec["params"])})
+        per_lut = [missing_kernels(spec["params"]) for spec in self.program.luts.values()]
+        missing = sorted(set().union(*per_lut))
         if missing:
-            n = sum(bool(missing_kernels(spec["params"])) for spec in self.program.luts.values())
+            n = sum(map(bool, per_lut))
             raise ArtifactError(f"{self.path}: {n} LUT kernels run {' and '.join(KERNEL_NEEDS[k] for k in missing)} "
                                 "(many-row calls), which this CPU or OS does not offer: recompile on this machine")
         weights = self._weights()

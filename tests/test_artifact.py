@@ -188,3 +188,17 @@ print("COMPILED", cm(np.array([[3, 4]]))[0].shape)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "COMPILED" in r.stdout
+
+
+def test_refuses_kernels_this_host_lacks(saved, tmp_path, monkeypatch):
+    """A model whose many-row LUT calls run the AMX or VNNI kernel, loaded where they cannot run: refused with the
+    instructions and how many LUT kernels need them, before any of them runs."""
+    p = _copy(saved[1], tmp_path)
+    m = json.loads((p / "manifest.json").read_text())
+    luts = m["program"]["luts"]
+    for i, spec in enumerate(luts.values()):
+        spec["params"]["schedule"][3]["kernel"] = "amx" if i == 0 else "vnni"
+    (p / "manifest.json").write_text(json.dumps(m))
+    monkeypatch.setattr("lutc.runtime.lut.kernel_usable", lambda kernel: kernel == "lut")
+    with pytest.raises(ArtifactError, match=f"{len(luts)} LUT kernels run Intel AMX tile instructions and AVX-512 VNNI"):
+        lutc.runtime.load(p).run(input_ids=np.zeros((1, 3), np.int64), **_pasts())

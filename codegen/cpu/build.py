@@ -145,13 +145,17 @@ def _macros(p: dict):
         return _ranges(t, threads, "m", m, tiles)[2:]
 
     @T.macro
+    def prep_row(kernel, row, m, X, NW, scratch, TAB, TSC, XS):
+        if prologue == "none":
+            T.evaluate(prepare(kernel, T.address_of(X[row, 0]), row, m, TAB, TSC, XS))
+        else:
+            T.evaluate(prologue_call(row, X, NW, scratch))
+            T.evaluate(prepare(kernel, scratch, row, m, TAB, TSC, XS))
+
+    @T.macro
     def prep_serial(kernel, m, X, NW, SCR, TAB, TSC, XS):
         for row in range(m):
-            if prologue == "none":
-                T.evaluate(prepare(kernel, T.address_of(X[row, 0]), row, m, TAB, TSC, XS))
-            else:
-                T.evaluate(prologue_call(row, X, NW, SCR.data))
-                T.evaluate(prepare(kernel, SCR.data, row, m, TAB, TSC, XS))
+            prep_row(kernel, row, m, X, NW, SCR.data, TAB, TSC, XS)
 
     # rows are independent: past PARALLEL_PREP_ROWS they are split over the pool, each task with its own scratch
     # row (tables for 128 rows of 1536 took 200 us on one thread: a third of a SmolLM2 down projection's prefill)
@@ -165,11 +169,7 @@ def _macros(p: dict):
             for t in T.parallel(threads):
                 ROW = T.alloc_buffer((k,), "float32")
                 for row in range(rows_of(t, threads, m)[0], rows_of(t, threads, m)[1]):
-                    if prologue == "none":
-                        T.evaluate(prepare(kernel, T.address_of(X[row, 0]), row, m, TAB, TSC, XS))
-                    else:
-                        T.evaluate(prologue_call(row, X, NW, ROW.data))
-                        T.evaluate(prepare(kernel, ROW.data, row, m, TAB, TSC, XS))
+                    prep_row(kernel, row, m, X, NW, ROW.data, TAB, TSC, XS)
 
     def ranges(kernel, t, threads, split, m):
         return _ranges(t, threads, split, m, tiles, AMX_ROWS if kernel == "amx" else 1)

@@ -47,6 +47,14 @@ static inline void softmax_inplace(float* p, int64_t n, float mx) {
   for (int64_t s = 0; s < n; ++s) p[s] *= inv;
 }
 
+/* out[0..D) = (x * c + rotate_half(x) * sn) * scale, rotate_half(x) = (-x[D/2:], x[:D/2]): one RoPE'd row (scale 1
+ * is exact: the product rounds to itself) */
+static inline void rope_row(const float* x, const float* c, const float* sn, int64_t D, float scale, float* out) {
+  const int64_t half = D / 2;
+  for (int64_t d = 0; d < half; ++d) out[d] = (x[d] * c[d] - x[d + half] * sn[d]) * scale;
+  for (int64_t d = half; d < D; ++d) out[d] = (x[d] * c[d] + x[d - half] * sn[d]) * scale;
+}
+
 /* out[b, h, l, :] = softmax(scale * q[b, h, l, :] . k[b, h / rep, :, :]^T, causal) @ v[b, h / rep, :, :]
  * for heads h0 <= h < h1 (the driver splits heads over threads). Keys s > l + off are masked when causal. */
 int32_t lutc_attention_f32(const float* q, int64_t q0, int64_t q1, int64_t q2, const float* k, int64_t k0,
@@ -91,17 +99,11 @@ int32_t lutc_attention_f32(const float* q, int64_t q0, int64_t q1, int64_t q2, c
 /* out[b, h, l, :] = x * cos[l] + rotate_half(x) * sin[l], rotate_half(x) = (-x[D/2:], x[:D/2]). */
 int32_t lutc_rope_f32(const float* x, int64_t x0, int64_t x1, int64_t x2, const float* cos_t, const float* sin_t,
                       float* out, int64_t B, int64_t H, int64_t L, int64_t D) {
-  const int64_t half = D / 2;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
-      for (int64_t l = 0; l < L; ++l) {
-        const float* xr = x + b * x0 + h * x1 + l * x2;
-        const float* c = cos_t + l * D;
-        const float* s = sin_t + l * D;
-        float* o = out + ((b * H + h) * L + l) * D;
-        for (int64_t d = 0; d < half; ++d) o[d] = xr[d] * c[d] - xr[d + half] * s[d];
-        for (int64_t d = half; d < D; ++d) o[d] = xr[d] * c[d] + xr[d - half] * s[d];
-      }
+      for (int64_t l = 0; l < L; ++l)
+        rope_row(x + b * x0 + h * x1 + l * x2, cos_t + l * D, sin_t + l * D, D, 1.0f,
+                 out + ((b * H + h) * L + l) * D);
   return 0;
 }
 
@@ -194,23 +196,15 @@ static inline __attribute__((always_inline)) void block_head(
     const float* q, int64_t qs, const float* k, int64_t ks, const float* v, int64_t vs, const float* cos_t,
     const float* sin_t, float* kh, float* vh, float* out, int64_t Hq, int64_t L, const int64_t D, int64_t P,
     float scale, int64_t causal, int64_t off, int64_t h0, int64_t h1, float* p) {
-  const int64_t half = D / 2, S = P + L, G = h1 - h0;
+  const int64_t S = P + L, G = h1 - h0;
   float qr[MAX_GROUP * MAX_HEAD_DIM], acc[MAX_GROUP * MAX_HEAD_DIM];
   for (int64_t l = 0; l < L; ++l) {
-    const float *kr = k + l * ks, *c = cos_t + l * D, *sn = sin_t + l * D;
-    float* dst = kh + (P + l) * D;
-    for (int64_t d = 0; d < half; ++d) dst[d] = kr[d] * c[d] - kr[d + half] * sn[d];
-    for (int64_t d = half; d < D; ++d) dst[d] = kr[d] * c[d] + kr[d - half] * sn[d];
+    rope_row(k + l * ks, cos_t + l * D, sin_t + l * D, D, 1.0f, kh + (P + l) * D);
     memcpy(vh + (P + l) * D, v + l * vs, sizeof(float) * D);
   }
   for (int64_t l = 0; l < L; ++l) {
-    const float *c = cos_t + l * D, *sn = sin_t + l * D;
-    for (int64_t r = 0; r < G; ++r) {
-      const float* xr = q + l * qs + (h0 + r) * D;
-      float* qd = qr + r * D;
-      for (int64_t d = 0; d < half; ++d) qd[d] = (xr[d] * c[d] - xr[d + half] * sn[d]) * scale;
-      for (int64_t d = half; d < D; ++d) qd[d] = (xr[d] * c[d] + xr[d - half] * sn[d]) * scale;
-    }
+    for (int64_t r = 0; r < G; ++r)
+      rope_row(q + l * qs + (h0 + r) * D, cos_t + l * D, sin_t + l * D, D, scale, qr + r * D);
     float* o = out + l * Hq * D + h0 * D;
     int64_t n = causal ? l + off + 1 : S;
     if (n > S) n = S;
@@ -292,16 +286,14 @@ int32_t lutc_rope_kv_attention_f32(const float* q, int64_t qb, int64_t qs, const
 static void transposed_keys(const float* k, int64_t ks, const float* v, int64_t vs, const float* cos_t,
                             const float* sin_t, float* kc, float* vc, int64_t P, int64_t L, int64_t D, int own,
                             float* kt, float* row) {
-  const int64_t S = P + L, half = D / 2, blocks = (S + PK - 1) / PK;
+  const int64_t S = P + L, blocks = (S + PK - 1) / PK;
   for (int64_t s = 0; s < blocks * PK; ++s) {
     const float* src = row;
     if (s < P) {
       src = kc + s * D;
     } else if (s < S) {
       const int64_t l = s - P;
-      const float *kr = k + l * ks, *c = cos_t + l * D, *sn = sin_t + l * D;
-      for (int64_t d = 0; d < half; ++d) row[d] = kr[d] * c[d] - kr[d + half] * sn[d];
-      for (int64_t d = half; d < D; ++d) row[d] = kr[d] * c[d] + kr[d - half] * sn[d];
+      rope_row(k + l * ks, cos_t + l * D, sin_t + l * D, D, 1.0f, row);
       if (own) {
         memcpy(kc + s * D, row, sizeof(float) * D);
         memcpy(vc + s * D, v + l * vs, sizeof(float) * D);
@@ -437,7 +429,7 @@ int32_t lutc_rope_kv_attention_prefill_f32(const float* q, int64_t qb, int64_t q
                                            const float* sin_t, float* kc, float* vc, float* out, int64_t B,
                                            int64_t Hq, int64_t Hk, int64_t L, int64_t D, int64_t C, int64_t P,
                                            float scale, int64_t causal, int64_t off, int64_t h0, int64_t h1) {
-  const int64_t rep = Hq / Hk, S = P + L, sp = (S + PK - 1) / PK * PK, half = D / 2;
+  const int64_t rep = Hq / Hk, S = P + L, sp = (S + PK - 1) / PK * PK;
   if (D > MAX_HEAD_DIM || D % 2) return -2;
   if (h0 >= h1) return 0;
   float* kt = (float*)malloc(sizeof(float) * (sp * D + PQ * sp + (PQ + 1) * D));
@@ -459,9 +451,7 @@ int32_t lutc_rope_kv_attention_prefill_f32(const float* q, int64_t qb, int64_t q
               continue;
             }
             const int64_t l = l0 + r;
-            const float *xr = q + b * qb + l * qs + h * D, *c = cos_t + l * D, *sn = sin_t + l * D;
-            for (int64_t d = 0; d < half; ++d) qd[d] = (xr[d] * c[d] - xr[d + half] * sn[d]) * scale;
-            for (int64_t d = half; d < D; ++d) qd[d] = (xr[d] * c[d] + xr[d - half] * sn[d]) * scale;
+            rope_row(q + b * qb + l * qs + h * D, cos_t + l * D, sin_t + l * D, D, scale, qd);
           }
           int64_t nmax = causal ? l0 + nr + off : S;  /* keys the block's last row sees */
           nmax = nmax > S ? S : nmax < 0 ? 0 : nmax;
