@@ -11,16 +11,18 @@ ISAS = ("avx512", "avx2", "generic")  # best first
 _NEEDS = {"avx512": {"avx512f", "avx512bw", "avx512vl", "f16c"}, "avx2": {"avx2", "fma", "f16c"}, "generic": set()}
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
+def _cpuinfo(field: str) -> str | None:
+    """The first CPU's ``field`` line of /proc/cpuinfo (None where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(field)), None)
     except OSError:
-        pass
-    return frozenset()
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    return frozenset((_cpuinfo("flags") or "").split())
 
 
 def supported(isa: str, flags: frozenset[str] | None = None) -> bool:
@@ -73,12 +75,7 @@ def kernel_usable(kernel: str) -> bool:
 def describe_host() -> str:
     """One line for benchmark reports: the CPU model, its core count and the kernels it runs (results from
     different machines must not be compared as if they were one)."""
-    name = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
+    name = _cpuinfo("model name") or "unknown CPU"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (f"{name}, {cores} cores, best ISA {best_isa()}, int8 kernels for many rows: "
             f"{', '.join(int8_kernels()) or 'none (the lookups)'}")
