@@ -6,9 +6,9 @@
                                             # checks, then timings; writes DIR/gpu_check.log, gpu.json, gpu.md
 
 Checks: random awkward shapes, bits 1-4 and ternary, group sizes 32..256 and per row, symmetric and not,
-M = 1, 3, 17, 128, float16/float32 activations, float32/float16 output (float32 also with the fused residual
+M = 1, 3, 17, 128, float16/bfloat16/float32 activations, float32/float16 output (float32 also with the fused residual
 add), K split over blocks or not (ragged too), against ``x @ W_deq.T`` (+ r) in float64 (x as the kernel sees
-it, rounded to float16).
+it, rounded to its dtype).
 Timings: CUDA events, medians; every method rotates through enough weight copies (> 4x the L2) that
 each call reads its weights from HBM; the queue is pre-filled (``torch.cuda._sleep``) so CPU launch cost does
 not show up as GPU idle time inside a measurement. HBM bandwidth = device-to-device copy (read + write bytes).
@@ -41,9 +41,10 @@ CHECKS = [
      [(1, "float16", "float32", None), (3, "float16", "float32", None), (17, "float16", "float32", None),
       (1, "float16", "float32", 99)]),
     (130, 1000, 128, True, [1, 2, 3, 4, "ternary"],
-     [(1, "float16", "float32", None), (17, "float16", "float32", 3), (1, "float32", "float32", 3)]),
+     [(1, "float16", "float32", None), (17, "float16", "float32", 3), (1, "float32", "float32", 3),
+      (1, "bfloat16", "float32", None), (17, "bfloat16", "float32", None)]),
     (65, 257, 32, False, [1, 2, 3, 4, "ternary"],
-     [(1, "float16", "float16", None), (17, "float16", "float16", None)]),
+     [(1, "float16", "float16", None), (17, "float16", "float16", None), (3, "bfloat16", "float16", None)]),
     (257, 4100, None, False, [2, 4], [(1, "float16", "float32", None), (17, "float16", "float32", None)]),
     (1000, 2048, 256, False, [2, 4, "ternary"],
      [(1, "float16", "float32", None), (17, "float16", "float32", None), (128, "float16", "float32", None)]),

@@ -7,7 +7,7 @@ from . import mma
 from .layout import ROWS, pack_cuda
 from .tir import KernelParams, choose_cps
 
-X_DTYPES = ("float16", "float32")
+X_DTYPES = ("float16", "bfloat16", "float32")
 Y_DTYPES = ("float32", "float16")
 MAX_MT = 8
 _DIRECT_TORCH = [True]   # tvm_ffi takes torch tensors as arguments (DLPack under the hood)
@@ -44,7 +44,7 @@ def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False) -> st
 class CudaLutMatmul:
     """``y = x @ W.T`` for a quantized ``W[N, K]`` on an NVIDIA GPU.
 
-    x: torch CUDA tensor [..., K], float16 (or float32); y: [..., N] in ``out_dtype`` (float32 or float16).
+    x: torch CUDA tensor [..., K], float16, bfloat16 or float32; y: [..., N] in ``out_dtype`` (float32 or float16).
     Up to three activation rows run the LUT kernel, whose tables are float32 (built from the activations inside
     the kernel): the dequantized matmul to float32 rounding. Four or more rows run the tensor-core kernel
     (weights and activations rounded to float16, float32 sums: ~1e-3 relative) unless
@@ -99,7 +99,7 @@ class CudaLutMatmul:
 
     def params(self, m: int, x_dtype: str = "float16", residual: bool = False) -> KernelParams:
         if x_dtype not in X_DTYPES:
-            raise TypeError(f"the CUDA LUT matmul takes float16 or float32 activations, got {x_dtype}")
+            raise TypeError(f"the CUDA LUT matmul takes {', '.join(X_DTYPES)} activations, got {x_dtype}")
         cw = self.cw
         kind, mt = self.plan(m)
         if kind == "mma":
@@ -171,9 +171,9 @@ class CudaLutMatmul:
             raise ValueError("the CUDA LUT matmul takes a CUDA tensor (x.is_cuda is False); move it with x.cuda()")
         if x.dim() == 0 or x.shape[-1] != self.k:
             raise ValueError(f"activations must be [..., {self.k}], got shape {list(x.shape)}")
-        xdt = {torch.float16: "float16", torch.float32: "float32"}.get(x.dtype)
+        xdt = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}.get(x.dtype)
         if xdt is None:
-            raise TypeError(f"the CUDA LUT matmul takes float16 or float32 activations, got {x.dtype}")
+            raise TypeError(f"the CUDA LUT matmul takes {', '.join(X_DTYPES)} activations, got {x.dtype}")
         lead = tuple(x.shape[:-1])
         m = x.numel() // self.k
         ydt = torch.float32 if self.out_dtype == "float32" else torch.float16

@@ -19,8 +19,10 @@ multiplied.
 
 Numerics: weights and activations are float16 on the tensor cores (as in cuBLAS fp16 and torch's int4
 matmul); the dequantized weight ``s (q - z)`` is rounded once to float16 (relative 2^-11), the products are
-exact in float32 and summed in float32. Activations beyond the float16 range (|x| > 65504) would overflow:
-weights quantized with ``table_dtype="f32"`` keep the float32 LUT kernel for every row count.
+exact in float32 and summed in float32. bfloat16 and float32 activations are rounded to float16 when staged
+(bfloat16 has 8 significant bits, float16 11: exact within the float16 range, except below 2^-14 where float16
+goes subnormal). Activations beyond the float16 range (|x| > 65504) would overflow: weights quantized with
+``table_dtype="f32"`` keep the float32 LUT kernel for every row count.
 """
 from __future__ import annotations
 

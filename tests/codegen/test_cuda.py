@@ -276,6 +276,43 @@ def test_nvcc_compiles_the_tensor_core_kernel(arch):
     assert "mul.f16x2" in ptx or "mul.rn.f16x2" in ptx
 
 
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_nvcc_compiles_bfloat16_activations(arch):
+    """bfloat16 activations: both kernels read them as 16-bit values and widen them to float32 (tables) or
+    round them to float16 (tensor-core staging); the rest of each kernel is the float16 one."""
+    from lutc.codegen.cuda.build import cuda_source, nvcc_compile
+    from lutc.codegen.cuda.mma import PRELUDE
+
+    lut = cuda_source(_params(arch, x_dtype="bfloat16"))
+    assert "nv_bfloat16* __restrict__ X_ptr" in lut and "(float)X_ptr[" in lut
+    ptx = nvcc_compile(lut, arch, "ptx").decode()
+    assert ptx.count("ld.shared.f32") >= 3 * 32 * 2 * 2
+    assert "ld.global.nc.u16" in ptx or "ld.global.nc.b16" in ptx or "ld.global.u16" in ptx or "ld.global.b16" in ptx
+    mma_src = cuda_source(_params(arch, kind="mma", mt=32, bits=4, x_dtype="bfloat16"))
+    assert "nv_bfloat16* __restrict__ X_ptr" in mma_src
+    ptx = nvcc_compile(PRELUDE + mma_src, arch, "ptx").decode()
+    assert ptx.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 4 * 2
+
+
+@needs_gpu
+@pytest.mark.parametrize("n, k, group, m", [(100, 300, 64, 1), (130, 1000, 128, 3), (65, 257, 32, 17),
+                                            (300, 600, None, 33)])
+def test_bfloat16_activations_match_float64(n, k, group, m):
+    import torch
+
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=2, group_size=group))
+    x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
+    f = lutc.kernels.build_lut_matmul(q, target="cuda")
+    y = f(x)
+    ref = x.double().cpu().numpy() @ q.dequantize().astype(np.float64).T
+    tol = 1e-4 if f.plan(m)[0] == "lut" else 2e-3   # float32 tables; float16 weights on the tensor cores
+    assert y.shape == (m, n) and y.dtype == torch.float32
+    assert np.abs(y.double().cpu().numpy() - ref).max() <= tol * np.abs(ref).max()
+    with pytest.raises(TypeError, match="bfloat16"):
+        f(x.to(torch.int8))
+
+
 @needs_gpu
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, "ternary"])
 @pytest.mark.parametrize("n, k, group, m, xdt", [(100, 300, 64, 4, "float16"), (130, 1000, 128, 17, "float32"),
