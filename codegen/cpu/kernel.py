@@ -9,7 +9,7 @@ from ...runtime.lut import LutKernel, default_threads
 from .build import build_library
 from .isa import best_isa, supported
 from .layout import LAYOUT, TILE, CpuWeight, pack_cpu
-from .schedule import INT8_APPLIES, INT8_KERNELS, KERNELS, check_schedule, default_int8, default_schedule
+from .schedule import BUCKETS, INT8_APPLIES, INT8_KERNELS, KERNELS, check_schedule, default_int8, default_schedule
 
 TABLES = ("int8", "f32")
 PROLOGUES = ("none", "rms_norm", "swiglu")  # what the call computes from its input before building tables
@@ -28,7 +28,7 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
                   table: str = "int8", schedule: list[dict] | None = None) -> dict:
     """What a library is built for (and the artifact records): shapes, bits, threads, ISA, table mode ("int8"
     or "f32"), the schedule per row bucket (schedule.py; default: the heuristic, with the best int8 kernel this
-    CPU runs (AMX, else VNNI from W3) from 9 rows where it applies), prologue."""
+    CPU runs (AMX; else VNNI, at W3/W4 from 9 rows, W2 from 33) where it applies), prologue."""
     if table not in TABLES:
         raise ValueError(f"table must be one of {TABLES}, got {table!r}")
     int8 = int8_applies(cw, isa, table)
@@ -36,7 +36,8 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
          "groups": cw.scales.shape[1], "bits": cw.bits, "tile_bytes": cw.w.shape[1], "threads": threads, "isa": isa,
          "layout": LAYOUT, "table": table,
          "schedule": check_schedule(schedule, threads, int8) if schedule else
-         default_schedule(isa, table, threads, default_int8(int8_kernels(), cw.bits) if int8 else None)}
+         default_schedule(isa, table, threads, [default_int8(int8_kernels(), cw.bits, b) for b in range(len(BUCKETS))]
+                          if int8 else None)}
     if prologue not in PROLOGUES:
         raise ValueError(f"prologue must be one of {PROLOGUES}, got {prologue!r}")
     if prologue == "rms_norm":

@@ -11,7 +11,32 @@
 
 #define VR 4 /* activation rows per pass: 4 x 4 int32 accumulators and 4 weight vectors (6 rows spilled: 2x slower) */
 
-/* acc[r][64] (float) += a[r] * s/2 * (sum_k (xq + 128) w8 - 128 colsum) for the rows of one pass over a group */
+/* acc[64] (float) += a * s/2 * (c - 128 colsum): one activation row's sums of one pass over a group */
+static inline __attribute__((always_inline)) void vnni_epilogue(const __m512i c0, const __m512i c1, const __m512i c2,
+                                                              const __m512i c3, const __m512i cs[4],
+                                                              const __m512 sf[4], float a, float* acc) {
+  const __m512 ar = _mm512_set1_ps(a);
+  const __m512i c[4] = {c0, c1, c2, c3};
+  for (int q = 0; q < 4; ++q) {
+    const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(c[q], cs[q]));
+    _mm512_store_ps(acc + 16 * q, _mm512_fmadd_ps(v, _mm512_mul_ps(ar, sf[q]), _mm512_load_ps(acc + 16 * q)));
+  }
+}
+
+/* one row's step: its 4 activation bytes broadcast, times the 4 weight vectors */
+#define VNNI_ROW(r)                                                                              \
+  if (R > r) {                                                                                   \
+    int32_t x4;                                                                                  \
+    memcpy(&x4, xb + r * gs + 4 * j, 4);                                                         \
+    const __m512i xa = _mm512_set1_epi32(x4);                                                    \
+    c##r##0 = _mm512_dpbusd_epi32(c##r##0, xa, b0), c##r##1 = _mm512_dpbusd_epi32(c##r##1, xa, b1); \
+    c##r##2 = _mm512_dpbusd_epi32(c##r##2, xa, b2), c##r##3 = _mm512_dpbusd_epi32(c##r##3, xa, b3); \
+  }
+
+/* acc[r][64] (float) += a[r] * s/2 * (sum_k (xq + 128) w8 - 128 colsum) for the rows of one pass over a group.
+ * The accumulators are 16 named variables and the file is built at -O2 (codegen/cpu/isa.py): with an array of
+ * them, or at -O3, gcc 12 copied every accumulator into a second register and back on each step (33-35 moves per
+ * 16 vpdpbusd, ~0.9 cycles per vpdpbusd on Zen 5); now the loop is the 16 vpdpbusd, 4 loads and 4 broadcasts. */
 static inline __attribute__((always_inline)) void vnni_rows(const int8_t* xr, int64_t gs, const int8_t* bt,
                                                           int64_t rpg, const __m512i cs[4], const __m512 sf[4],
                                                           const float* a, int64_t groups, float* acc, const int R) {
@@ -20,33 +45,21 @@ static inline __attribute__((always_inline)) void vnni_rows(const int8_t* xr, in
     for (int64_t i = 0; i < gs; i += 16)
       _mm_store_si128((__m128i*)(xb + r * gs + i),
                       _mm_xor_si128(_mm_loadu_si128((const __m128i*)(xr + r * gs + i)), _mm_set1_epi8((char)0x80)));
-  __m512i c[VR][4];
-  for (int r = 0; r < R; ++r)
-    for (int q = 0; q < 4; ++q) c[r][q] = _mm512_setzero_si512();
+  __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00,
+          c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
   for (int64_t j = 0; j < rpg; ++j) {
     const __m512i b0 = _mm512_load_si512((const void*)(bt + (0 * rpg + j) * 64));
     const __m512i b1 = _mm512_load_si512((const void*)(bt + (1 * rpg + j) * 64));
     const __m512i b2 = _mm512_load_si512((const void*)(bt + (2 * rpg + j) * 64));
     const __m512i b3 = _mm512_load_si512((const void*)(bt + (3 * rpg + j) * 64));
-    for (int r = 0; r < R; ++r) {
-      int32_t x4;
-      memcpy(&x4, xb + r * gs + 4 * j, 4);
-      const __m512i xa = _mm512_set1_epi32(x4);
-      c[r][0] = _mm512_dpbusd_epi32(c[r][0], xa, b0);
-      c[r][1] = _mm512_dpbusd_epi32(c[r][1], xa, b1);
-      c[r][2] = _mm512_dpbusd_epi32(c[r][2], xa, b2);
-      c[r][3] = _mm512_dpbusd_epi32(c[r][3], xa, b3);
-    }
+    VNNI_ROW(0) VNNI_ROW(1) VNNI_ROW(2) VNNI_ROW(3)
   }
-  for (int r = 0; r < R; ++r) {
-    const __m512 ar = _mm512_set1_ps(a[r * groups]);
-    for (int q = 0; q < 4; ++q) {
-      const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][q], cs[q]));
-      float* yq = acc + r * 64 + 16 * q;
-      _mm512_store_ps(yq, _mm512_fmadd_ps(v, _mm512_mul_ps(ar, sf[q]), _mm512_load_ps(yq)));
-    }
-  }
+  vnni_epilogue(c00, c01, c02, c03, cs, sf, a[0], acc);
+  if (R > 1) vnni_epilogue(c10, c11, c12, c13, cs, sf, a[groups], acc + 64);
+  if (R > 2) vnni_epilogue(c20, c21, c22, c23, cs, sf, a[2 * groups], acc + 128);
+  if (R > 3) vnni_epilogue(c30, c31, c32, c33, cs, sf, a[3 * groups], acc + 192);
 }
+#undef VNNI_ROW
 
 /* The AMX kernel's entry point and conventions (lutc_amx_gemm; the rows need not start at a multiple of 16). */
 int32_t SYM(lutc_vnni_gemm)(const int8_t* xq, const float* ascale, const float* xsum, const uint8_t* w,

@@ -14,9 +14,10 @@ MAX_ROWS = 4  # rows per pass the AVX-512 micro-kernels specialize (lut_kernels.
 KERNELS = ("lut", "amx", "vnni")
 INT8_KERNELS = ("amx", "vnni")  # best first: the default takes the first one the host runs
 INT8_FIRST_BUCKET = 2
-# the widths from which the heuristic takes each int8 kernel: AMX beats the lookups at every width; VNNI does at W3
-# and W4 (1.6-1.9x at 128 rows, AMD Zen 5) but not at W2 (0.7-1.2x), where the lookups read half of W4's planes
-INT8_MIN_BITS = {"amx": 1, "vnni": 3}
+# the widths from which the heuristic takes each int8 kernel, per int8 bucket (9-32, 33+): AMX beats the lookups at
+# every width; VNNI (AMD Zen 5, warm weights) does at W3 and W4 from 9 rows, at W2 and ternary (two planes) from
+# about 40-64 rows (W2 at 128 rows: 1.05-1.34x the lookups; at 16 rows 0.7-0.9x), never at W1 (one plane)
+INT8_MIN_BITS = {"amx": (1, 1), "vnni": (3, 2)}
 INT8_APPLIES = ("AVX-512 libraries with int8 tables, groups of a multiple of 16, and zero points with "
                 "|2z + 1 - 2^b| + 2^b - 1 <= 127")  # kernel.py int8_applies
 KNOBS = ("kernel", "threads", "split", "rows", "mblock")
@@ -35,16 +36,19 @@ def default_knobs(isa: str, table: str, threads: int, kernel: str = "lut") -> di
     return {"kernel": kernel, "threads": threads, "split": "n", "rows": rows, "mblock": 0}
 
 
-def default_int8(kernels, bits: int) -> str | None:
-    """The int8 kernel the heuristic takes for a weight of ``bits`` among ``kernels`` (the host's, best first)."""
-    return next((k for k in kernels if bits >= INT8_MIN_BITS[k]), None)
+def default_int8(kernels, bits: int, bucket: int = len(BUCKETS) - 1) -> str | None:
+    """The int8 kernel the heuristic takes in row bucket ``bucket`` for a weight of ``bits`` among ``kernels`` (the
+    host's, best first), or None (the lookups)."""
+    if bucket < INT8_FIRST_BUCKET:
+        return None
+    return next((k for k in kernels if bits >= INT8_MIN_BITS[k][bucket - INT8_FIRST_BUCKET]), None)
 
 
-def default_schedule(isa: str, table: str, threads: int, int8: str | None = None) -> list[dict]:
-    """``int8``: the int8 kernel that may run (kernel.py decides: host, ISA, table mode, group size, zero points), or
-    None; it takes the buckets from 9 rows on, where it is faster than the lookups (bench/results: AMX several
-    times; VNNI 1.4x at W2, more at W3/W4)."""
-    return [default_knobs(isa, table, threads, int8 if int8 and b >= INT8_FIRST_BUCKET else "lut")
+def default_schedule(isa: str, table: str, threads: int, int8=None) -> list[dict]:
+    """``int8``: the int8 kernel that may run from 9 rows on (kernel.py decides: host, ISA, table mode, group size,
+    zero points), one per bucket (a list: ``default_int8`` of each), or None: the lookups everywhere."""
+    per_bucket = int8 if isinstance(int8, (list, tuple)) else [int8] * len(BUCKETS)
+    return [default_knobs(isa, table, threads, per_bucket[b] if per_bucket[b] and b >= INT8_FIRST_BUCKET else "lut")
             for b in range(len(BUCKETS))]
 
 

@@ -59,7 +59,8 @@ class TuneKey:
     @property
     def default(self) -> dict:
         """The heuristic's knobs for this bucket (schedule.py default_schedule)."""
-        return default_knobs(self.isa, self.table, self.threads, default_int8(self.int8_kernels, self.bits) or "lut")
+        return default_knobs(self.isa, self.table, self.threads,
+                             default_int8(self.int8_kernels, self.bits, BUCKET_NAMES.index(self.bucket)) or "lut")
 
     @property
     def int8_kernels(self) -> tuple[str, ...]:

@@ -131,7 +131,11 @@ def test_int8_kernels_are_chosen_only_where_they_apply(monkeypatch):
     assert kinds == ["lut", "lut", best, best]
     w2 = [b["kernel"] for b in kernel_params(pack_cpu(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=64))), 2,
                                              "avx512")["schedule"]]
-    assert w2[2:] == [default_int8(HOST_INT8, 2) or "lut"] * 2 and default_int8(("vnni",), 2) is None
+    assert w2[2:] == [default_int8(HOST_INT8, 2, b) or "lut" for b in (2, 3)]
+    # VNNI: W3/W4 from 9 rows, W2 from 33, W1 never; AMX: every width from 9 rows; nothing below 9 rows
+    assert [default_int8(("vnni",), bits, 2) for bits in (1, 2, 3)] == [None, None, "vnni"]
+    assert [default_int8(("vnni",), bits, 3) for bits in (1, 2, 3)] == [None, "vnni", "vnni"]
+    assert default_int8(("amx", "vnni"), 1, 2) == "amx" and default_int8(("amx",), 4, 1) is None
     for isa in ("avx2", "generic"):
         assert not int8_applies(cw, isa, "int8")
     assert not int8_applies(cw, "avx512", "f32")  # float tables: the exact mode stays exact

@@ -65,9 +65,11 @@ def test_candidates_come_from_rules():
     int8 = tune.candidates(dataclasses.replace(KEY, int8="amx,vnni"))
     assert int8[0]["kernel"] == "amx" and {c["kernel"] for c in int8} == {"lut", "amx", "vnni"}  # the best: default
     assert {c["rows"] for c in int8 if c["kernel"] != "lut"} == {1}  # no row passes there: one candidate per block
-    vnni = dataclasses.replace(KEY, int8="vnni")  # a candidate at every width, the default from W3 (schedule.py)
+    vnni = dataclasses.replace(KEY, int8="vnni", bucket="9-32")  # a candidate at every width, the default from W3
     assert tune.candidates(vnni)[0]["kernel"] == "lut" and {c["kernel"] for c in tune.candidates(vnni)} == {"lut", "vnni"}
     assert tune.candidates(dataclasses.replace(vnni, bits=3))[0]["kernel"] == "vnni"
+    assert tune.candidates(dataclasses.replace(vnni, bucket="33+"))[0]["kernel"] == "vnni"  # ... and W2 from 33 rows
+    assert tune.candidates(dataclasses.replace(vnni, bucket="33+", bits=1))[0]["kernel"] == "lut"
     assert {c["kernel"] for c in tune.candidates(dataclasses.replace(KEY, int8="amx,vnni", bucket="2-8"))} == {"lut"}
 
 
