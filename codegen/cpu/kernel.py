@@ -9,7 +9,8 @@ from ...runtime.lut import LutKernel, default_threads
 from .build import build_library
 from .isa import best_isa, supported
 from .layout import LAYOUT, TILE, CpuWeight, pack_cpu
-from .schedule import BUCKETS, INT8_APPLIES, INT8_KERNELS, KERNELS, check_schedule, default_int8, default_schedule
+from .schedule import (INT8_APPLIES, INT8_KERNELS, KERNELS, check_schedule, default_int8_buckets,
+                       default_schedule)
 
 TABLES = ("int8", "f32")
 PROLOGUES = ("none", "rms_norm", "swiglu")  # what the call computes from its input before building tables
@@ -36,8 +37,7 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
          "groups": cw.scales.shape[1], "bits": cw.bits, "tile_bytes": cw.w.shape[1], "threads": threads, "isa": isa,
          "layout": LAYOUT, "table": table,
          "schedule": check_schedule(schedule, threads, int8) if schedule else
-         default_schedule(isa, table, threads, [default_int8(int8_kernels(), cw.bits, b) for b in range(len(BUCKETS))]
-                          if int8 else None)}
+         default_schedule(isa, table, threads, default_int8_buckets(int8_kernels(), cw.bits) if int8 else None)}
     if prologue not in PROLOGUES:
         raise ValueError(f"prologue must be one of {PROLOGUES}, got {prologue!r}")
     if prologue == "rms_norm":

@@ -9,7 +9,9 @@
 #include "lut_int8_common.h"
 #include <stdlib.h>
 
-#define VR 4 /* activation rows per pass: 4 x 4 int32 accumulators and 4 weight vectors (6 rows spilled: 2x slower) */
+/* activation rows per pass: 4 x 4 int32 accumulators and 4 weight vectors (6 rows spilled and ran 2x slower, measured
+ * with the earlier array-of-accumulators code at -O3; not measured again since the -O2 fix) */
+#define VR 4
 
 /* acc[64] (float) += a * s/2 * (c - 128 colsum): one activation row's sums of one pass over a group */
 static inline __attribute__((always_inline)) void vnni_epilogue(const __m512i c0, const __m512i c1, const __m512i c2,

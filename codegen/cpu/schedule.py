@@ -44,6 +44,11 @@ def default_int8(kernels, bits: int, bucket: int = len(BUCKETS) - 1) -> str | No
     return next((k for k in kernels if bits >= INT8_MIN_BITS[k][bucket - INT8_FIRST_BUCKET]), None)
 
 
+def default_int8_buckets(kernels, bits: int) -> list[str | None]:
+    """``default_int8`` for every row bucket (what ``default_schedule`` takes)."""
+    return [default_int8(kernels, bits, b) for b in range(len(BUCKETS))]
+
+
 def default_schedule(isa: str, table: str, threads: int, int8=None) -> list[dict]:
     """``int8``: the int8 kernel that may run from 9 rows on (kernel.py decides: host, ISA, table mode, group size,
     zero points), one per bucket (a list: ``default_int8`` of each), or None: the lookups everywhere."""
