@@ -8,8 +8,8 @@ def build_lut_matmul(qweight: QuantizedWeight, m: int | None = None, target: str
                      threads: int | None = None, isa: str | None = None, tune: bool = False,
                      progress: bool | None = None, kind: str | None = None, **cuda_options):
     """A callable ``y = x @ W.T`` for ``qweight`` (from ``lutc.quantize_weight``). ``m`` is the expected number
-    of rows (a hint: every row count works); ``isa`` forces "avx512", "avx2" or "generic". The table mode is the
-    weight's ``table_dtype`` ("int8": fast, ~1e-2 relative; "f32": the dequantized matmul to fp32 rounding).
+    of rows (a hint: every row count works); ``isa`` forces "avx512", "avx2", "neon" (aarch64) or "generic". The
+    table mode is the weight's ``table_dtype`` ("int8": fast, ~1e-2 relative; "f32": the dequantized matmul to fp32 rounding).
 
     ``tune=True`` (cpu): time schedule candidates for ``m``'s row bucket (every bucket when ``m`` is None) once
     and cache the choice on disk (``$LUTC_CACHE``, default ~/.cache/lutc); ``progress`` shows a progress bar

@@ -7,8 +7,18 @@ import os
 import platform
 from pathlib import Path
 
-ISAS = ("avx512", "avx2", "generic")  # best first
-_NEEDS = {"avx512": {"avx512f", "avx512bw", "avx512vl", "f16c"}, "avx2": {"avx2", "fma", "f16c"}, "generic": set()}
+ISAS = ("avx512", "avx2", "neon", "generic")  # best first
+_NEEDS = {"avx512": {"avx512f", "avx512bw", "avx512vl", "f16c"}, "avx2": {"avx2", "fma", "f16c"}, "neon": set(),
+          "generic": set()}
+# the machine each ISA's code runs on (None: any; the generic kernels are built for the host's): AArch64 always has
+# Advanced SIMD (NEON), so "neon" needs no feature flag
+ARCH = {"avx512": "x86_64", "avx2": "x86_64", "neon": "aarch64", "generic": None}
+_MACHINES = {"x86_64": "x86_64", "AMD64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def host_arch() -> str:
+    """This machine's architecture in lutc's terms ("x86_64", "aarch64", or what platform.machine() says)."""
+    return _MACHINES.get(platform.machine(), platform.machine())
 
 
 def _cpuinfo(field: str) -> str | None:
@@ -28,7 +38,7 @@ def cpu_flags() -> frozenset[str]:
 def supported(isa: str, flags: frozenset[str] | None = None) -> bool:
     if isa not in _NEEDS:
         raise ValueError(f"unknown ISA {isa!r}; known: {ISAS}")
-    if isa != "generic" and platform.machine() not in ("x86_64", "AMD64"):
+    if ARCH[isa] not in (None, host_arch()):
         return False
     return _NEEDS[isa] <= (cpu_flags() if flags is None else flags)
 

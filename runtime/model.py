@@ -7,7 +7,7 @@ import numpy as np
 
 from .artifact import TVM_RUNTIME, WEIGHTS, ArtifactError, read_manifest
 from .generate import Generation, generate
-from .isa import supported
+from .isa import host_arch, supported
 from .lut import KERNEL_NEEDS, LutKernel, missing_kernels
 from .ops_lib import CompiledOps
 from .program import Interpreter, Program
@@ -30,6 +30,10 @@ class LoadedModel:
         return load_file(str(self.path / WEIGHTS))
 
     def _cpu(self) -> Interpreter:
+        arch = self.manifest.get("arch")  # older artifacts record the ISA only (they were all x86_64)
+        if arch is not None and arch != host_arch():
+            raise ArtifactError(f"{self.path}: built for {arch} ({self.manifest['isa']} kernels); this machine is "
+                                f"{host_arch()}: recompile on it")
         if not supported(self.manifest["isa"]):
             raise ArtifactError(f"{self.path}: built for the {self.manifest['isa']} instruction set, which this CPU "
                                 "lacks: recompile with target_options={'isa': 'avx2'} or 'generic'")

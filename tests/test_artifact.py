@@ -36,7 +36,7 @@ def test_layout_and_manifest(saved):
     assert {"manifest.json", "weights.safetensors", "lib/libtvm_runtime.so"} <= names
     assert any(n.startswith("kernels/") and n.endswith(".so") for n in names)
     m = json.loads((path / "manifest.json").read_text())
-    assert m["format_version"] == 1 and m["target"] == "cpu" and m["isa"] in ("avx512", "avx2", "generic")
+    assert m["format_version"] == 1 and m["target"] == "cpu" and m["isa"] in ("avx512", "avx2", "generic") and m["arch"] == "x86_64"
     assert set(m["files"]) == names - {"manifest.json"}
     assert m["program"]["free"] and m["program"]["luts"]
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
@@ -123,6 +123,8 @@ def test_refuses_truncated_and_missing_files(saved, tmp_path):
     (lambda m: m.update(format_version=99), "format version 99"),
     (lambda m: m.update(lutc_version="9.0.0"), "built by lutc 9.0.0"),
     (lambda m: m.update(isa="avx1024"), "unknown ISA|lacks"),
+    (lambda m: m.update(isa="neon", arch="aarch64"), "built for aarch64 .neon kernels.; this machine is x86_64"),
+    (lambda m: m.update(isa="neon", arch=None), "neon instruction set, which this CPU lacks"),
     (lambda m: m.update(target="tpu"), "built for target 'tpu'"),
     (lambda m: m.update(format="something"), "not a lutc artifact"),
 ])

@@ -19,3 +19,17 @@ def amx_reference(q, x):
     dots = np.einsum("mgk,ngk->mng", xq, w8)                       # exact: integers below 2^53
     s = q.scales.astype(np.float16).astype(np.float64) / 2          # [n, groups]
     return np.einsum("mng,mg,ng->mn", dots, a.astype(np.float64), s)
+
+
+def lut_reference(q, x):
+    """The literal int8-table LUT matmul of the reference target, and the exact dequantized matmul."""
+    from lutc.codegen.reference.lut import lut_matmul, precompute
+
+    t = precompute(x.reshape(-1, q.k), q.k_pad, q.group_size, "int8")
+    lut = lut_matmul(*t, q.packed(), q.scales, q.zeros, None, bits=q.bits, group_size=q.group_size)
+    return lut.reshape(x.shape[:-1] + (q.n,)), x.astype(np.float64) @ q.dequantize().astype(np.float64).T
+
+
+def rel(a, b):
+    """max-abs error over max-abs reference"""
+    return float(np.abs(a - b).max() / np.abs(b).max())

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ... import __version__
-from .isa import GCC_FLAGS, SOURCE_FLAGS
+from .isa import GCC_FLAGS, SOURCE_FLAGS, arch_of, c_compiler, host_arch, llvm_target
 from .schedule import BUCKETS, INT8_KERNELS, KNOBS, default_schedule
 
 HERE = Path(__file__).parent
@@ -58,16 +58,17 @@ def _key(params: dict, sources=SOURCES, driver: Path = Path(__file__)) -> str:
 
 
 @lru_cache(maxsize=None)
-def gcc_version() -> str:
-    return subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+def gcc_version(cc: str = "gcc") -> str:
+    return subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
 
 
 def _object(isa: str, source: Path) -> Path:
-    """The micro-kernels of ``source`` compiled for ``isa``, cached by content."""
-    flags = [*GCC_FLAGS[isa], *SOURCE_FLAGS.get(source.name, [])]
-    cmd = ["gcc", "-O3", "-fPIC", "-std=c11", f"-I{HERE}", "-c", str(source), *flags]
+    """The micro-kernels of ``source`` compiled for ``isa`` (by a cross compiler for another machine's ISA), cached
+    by content."""
+    flags, cc = [*GCC_FLAGS[isa], *SOURCE_FLAGS.get(source.name, [])], c_compiler(isa)
+    cmd = [cc, "-O3", "-fPIC", "-std=c11", f"-I{HERE}", "-c", str(source), *flags]
     h = hashlib.sha256(source.read_bytes() + b"".join(f.read_bytes() for f in HEADERS) + repr(flags).encode()
-                       + gcc_version().encode()).hexdigest()[:20]
+                       + gcc_version(cc).encode()).hexdigest()[:20]
     obj = cache_dir("objects") / f"{source.stem}_{isa}_{h}.o"
     if obj.exists():
         return obj
@@ -316,13 +317,14 @@ def build_library(params: dict, tune: bool = False) -> Path:
 
 def export(functions, isa: str, sources, lib: Path) -> Path:
     """Compile the TIR ``functions()`` (name -> prim_func) for ``isa``, link the C ``sources`` in, and write
-    ``lib`` atomically (a concurrent builder never sees half a library)."""
+    ``lib`` atomically (a concurrent builder never sees half a library). An ISA of another machine (neon on
+    x86_64) is cross-compiled: the library is for that machine and cannot be loaded here."""
     import tvm
 
-    mcpu = {"avx512": "skylake-avx512", "avx2": "haswell", "generic": "x86-64"}[isa]
-    exe = tvm.compile(tvm.IRModule(functions()), target=tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
     objs = [str(_object(isa, src)) for src in _sources(sources)]
+    exe = tvm.compile(tvm.IRModule(functions()), target=tvm.target.Target(llvm_target(isa)))
     part = lib.with_name(f".{lib.stem}.{os.getpid()}.tmp.so")
-    exe.export_library(str(part), addons=objs)
+    cross = {} if arch_of(isa) == host_arch() else {"cc": c_compiler(isa)}
+    exe.export_library(str(part), addons=objs, **cross)
     os.replace(part, lib)
     return lib

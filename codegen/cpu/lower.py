@@ -24,7 +24,7 @@ from .patterns import ATTENTION_BLOCK, HEADS, ROPE, SWIGLU
 
 @dataclass(frozen=True)
 class CpuOptions:
-    """What the CPU backend may do: ``threads`` per kernel call, ``isa`` ("avx512", "avx2", "generic"; None:
+    """What the CPU backend may do: ``threads`` per kernel call, ``isa`` ("avx512", "avx2", "neon", "generic"; None:
     the best this CPU has), ``fuse_norm``: build tables straight from an RMSNorm in the LUT matmul call."""
     threads: int | None = None
     isa: str | None = None

@@ -1,13 +1,15 @@
 /* Shared by the LUT micro-kernel sources (lut_kernels.c: int8 tables, lut_f32_kernels.c: float tables): the ISA
- * suffix of every symbol (LUTC_ISA = 512, 256 or 0), f16 scales, and the lookup entry point that walks row blocks
+ * suffix of every symbol (LUTC_ISA = 512, 256, 128 for aarch64 NEON, or 0), f16 scales, and the lookup entry point that walks row blocks
  * and N tiles for the TVM-generated driver (codegen/cpu/build.py). */
 #ifndef LUTC_COMMON_H
 #define LUTC_COMMON_H
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#if LUTC_ISA > 0
+#if LUTC_ISA == 512 || LUTC_ISA == 256
 #include <immintrin.h>
+#elif LUTC_ISA == 128
+#include <arm_neon.h>
 #endif
 
 #define CAT_(a, b) a##_##b
@@ -16,6 +18,8 @@
 #define SYM(name) CAT(name, avx512)
 #elif LUTC_ISA == 256
 #define SYM(name) CAT(name, avx2)
+#elif LUTC_ISA == 128
+#define SYM(name) CAT(name, neon)
 #else
 #define SYM(name) CAT(name, generic)
 #endif

@@ -1,5 +1,5 @@
-/* LUT micro-kernels for x86 (AVX-512BW, AVX2) and a portable fallback, one source compiled once per ISA with
- * LUTC_ISA set to 512, 256 or 0; every symbol carries the ISA suffix. TVM-generated code drives them: it
+/* LUT micro-kernels for x86 (AVX-512BW, AVX2), aarch64 (NEON) and a portable fallback, one source compiled once per
+ * ISA with LUTC_ISA set to 512, 256, 128 (NEON) or 0; every symbol carries the ISA suffix. TVM-generated code drives them: it
  * loops over rows and splits the N tiles over its thread pool (codegen/cpu/build.py).
  *
  * Tables (lutc_precompute): for each run of 4 activations, the 16 signed sums T[i] = sum_b (+-x_b) with
@@ -59,6 +59,22 @@ static inline float vhsum(vf a) {
   for (int i = 0; i < 8; ++i) s += t[i];
   return s;
 }
+#elif LUTC_ISA == 128
+#define VW 4
+typedef float32x4_t vf;
+#define VLOAD(p) vld1q_f32(p)
+#define VSTORE(p, v) vst1q_f32(p, v)
+#define VADD(a, b) vaddq_f32(a, b)
+#define VMUL(a, b) vmulq_f32(a, b)
+#define VSUB(a, b) vsubq_f32(a, b)
+#define VNEG(a) vnegq_f32(a)
+#define VMAX(a, b) vmaxq_f32(a, b)
+#define VABS(a) vabsq_f32(a)
+#define VDIV(a, b) vdivq_f32(a, b)
+#define VSET(x) vdupq_n_f32(x)
+#define VROUND(a) vrndnq_f32(a)
+static inline float vhmax(vf a) { return vmaxvq_f32(a); }
+static inline float vhsum(vf a) { return vaddvq_f32(a); }
 #else
 #define VW 1
 typedef float vf;
@@ -375,6 +391,87 @@ static inline void tile_row(const int8_t* tables, const float* tscale, const flo
   else  /* two pairs of two tiles would need 16 accumulators (LUTC_GEMV pairs tiles for one pair only) */
     tl ? TRP(2, 1, 1, 0) : TRP(2, 0, 1, 0);
 #undef TRP
+}
+#elif LUTC_ISA == 128
+/* One row of one 64-row tile with P pairs of bit planes (P <= 2; TL: the last one a half line). vqtbl1q_s8 looks
+ * up 16 indices in a run's 16-entry table; a full line's bytes alternate planes 2p and 2p+1 of a row (e, o), so
+ * vpadalq_s8 (+ e + o, widened to int16) then vsraq_n_s16(.., 8) (+ o, the high byte of each int16) add e + 2o:
+ * what vpmaddubsw with (1, 2) adds on x86. Accumulator a[p][v] holds rows 8v..8v+7 (v < 4: low nibbles, v >= 4:
+ * high nibbles, rows 32 on). */
+static inline __attribute__((always_inline)) void tile_row_neon(
+    const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
+    const int8_t* z, float* out, int64_t runs, int64_t groups, int64_t bits, const int P, const int TL) {
+  const int PF = P - TL; /* full lines per run */
+  const int64_t rpg = runs / groups;
+  const uint8x16_t lowmask = vdupq_n_u8(0x0F);
+  float32x4_t acc_f[16];
+  for (int i = 0; i < 16; ++i) acc_f[i] = vdupq_n_f32(0.0f);
+  for (int64_t g = 0; g < groups; ++g) {
+    int16x8_t a[2][8];
+    for (int p = 0; p < P; ++p)
+      for (int v = 0; v < 8; ++v) a[p][v] = vdupq_n_s16(0);
+    const uint8_t *wp = w + g * rpg * PF * 64, *wh = half_lines(w, runs, bits) + g * rpg * 32;
+    for (int64_t r = 0; r < rpg; ++r) {
+      const int8x16_t tab = vld1q_s8(tables + (g * rpg + r) * 16);
+      for (int p = 0; p < PF; ++p) {
+        const uint8_t* l = wp + (r * PF + p) * 64;
+        __builtin_prefetch(l + PREFETCH_RUNS * PF * 64);
+        for (int v = 0; v < 4; ++v) {
+          const uint8x16_t wv = vld1q_u8(l + 16 * v);
+          const int8x16_t tl = vqtbl1q_s8(tab, vandq_u8(wv, lowmask)), th = vqtbl1q_s8(tab, vshrq_n_u8(wv, 4));
+          a[p][v] = vsraq_n_s16(vpadalq_s8(a[p][v], tl), vreinterpretq_s16_s8(tl), 8);
+          a[p][v + 4] = vsraq_n_s16(vpadalq_s8(a[p][v + 4], th), vreinterpretq_s16_s8(th), 8);
+        }
+      }
+      if (TL) { /* the last plane alone: half-line byte i holds row i (low nibble) and row i + 32 (high) */
+        const uint8_t* l = wh + r * 32;
+        __builtin_prefetch(l + PREFETCH_RUNS * 32);
+        for (int u = 0; u < 2; ++u) {
+          const uint8x16_t wv = vld1q_u8(l + 16 * u);
+          const int8x16_t tl = vqtbl1q_s8(tab, vandq_u8(wv, lowmask)), th = vqtbl1q_s8(tab, vshrq_n_u8(wv, 4));
+          a[PF][2 * u] = vaddw_s8(a[PF][2 * u], vget_low_s8(tl));
+          a[PF][2 * u + 1] = vaddw_high_s8(a[PF][2 * u + 1], tl);
+          a[PF][2 * u + 4] = vaddw_s8(a[PF][2 * u + 4], vget_low_s8(th));
+          a[PF][2 * u + 5] = vaddw_high_s8(a[PF][2 * u + 5], th);
+        }
+      }
+    }
+    /* per 4 rows: int32 sum of the pairs weighted 4^p, times table scale and s/2, minus s/2 * z' * xsum */
+    const float ts = tscale[g];
+    const float32x4_t xs = vdupq_n_f32(xsum[g]), halfv = vdupq_n_f32(0.5f);
+    for (int v = 0; v < 8; ++v) {
+      int32x4_t lo = vdupq_n_s32(0), hi = lo;
+      for (int p = 0; p < P; ++p) {
+        const int32x4_t sh = vdupq_n_s32(2 * p);
+        lo = vaddq_s32(lo, vshlq_s32(vmovl_s16(vget_low_s16(a[p][v])), sh));
+        hi = vaddq_s32(hi, vshlq_s32(vmovl_high_s16(a[p][v]), sh));
+      }
+      const float16x8_t sv = vreinterpretq_f16_u16(vld1q_u16(s + g * 64 + 8 * v));
+      const int16x8_t zv = vmovl_s8(vld1_s8(z + g * 64 + 8 * v));
+      const float32x4_t h[2] = {vmulq_f32(halfv, vcvt_f32_f16(vget_low_f16(sv))), vmulq_f32(halfv, vcvt_high_f32_f16(sv))};
+      const float32x4_t zf[2] = {vcvtq_f32_s32(vmovl_s16(vget_low_s16(zv))), vcvtq_f32_s32(vmovl_high_s16(zv))};
+      const int32x4_t iv[2] = {lo, hi};
+      for (int q = 0; q < 2; ++q) {
+        float32x4_t* o = &acc_f[2 * v + q];
+        *o = vfmaq_f32(*o, vmulq_n_f32(vcvtq_f32_s32(iv[q]), ts), h[q]);
+        *o = vfmsq_f32(*o, vmulq_f32(h[q], zf[q]), xs);
+      }
+    }
+  }
+  for (int i = 0; i < 16; ++i) vst1q_f32(out + 4 * i, acc_f[i]);
+}
+
+static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+                             const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
+                             int64_t pairs, int64_t bits, int64_t pair) {
+  (void)pair; /* one tile per pass (LUTC_GEMV's PAIRED is 0) */
+#define TRN(P, TL) tile_row_neon(tables, tscale, xsum, w, s, z, out, runs, groups, bits, P, TL)
+  const int tl = (int)(bits & 1);
+  if (pairs == 1)
+    tl ? TRN(1, 1) : TRN(1, 0);
+  else
+    tl ? TRN(2, 1) : TRN(2, 0);
+#undef TRN
 }
 #else
 static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,

@@ -13,6 +13,7 @@ from ...passes.manager import Pass
 from ...runtime.lut import LutKernel, default_threads
 from ...runtime.ops_lib import CompiledOps
 from ...runtime.program import Interpreter, Program
+from .isa import arch_of
 from .kernel import check_isa
 from .lower import CpuOptions, lower
 from .ops import OPS_LIBRARY_STEPS, build_ops_library
@@ -39,7 +40,8 @@ class CpuExecutable:
         files[TVM_RUNTIME] = ensure_tvm_runtime()
         if tokenizer is not None:
             files["tokenizer.json"] = tokenizer
-        manifest = {"target": "cpu", "isa": self.program.meta["isa"], "threads": self.program.meta["threads"],
+        manifest = {"target": "cpu", "isa": self.program.meta["isa"], "arch": arch_of(self.program.meta["isa"]),
+                    "threads": self.program.meta["threads"],
                     "program": self.program.to_json(), "tokenizer": "tokenizer.json" if tokenizer else None,
                     "weight_bytes": int(sum(w.nbytes for w in self.weights.values())), "generation": generation or {}}
         return write_artifact(path, manifest, self.weights, files)

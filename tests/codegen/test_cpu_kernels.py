@@ -12,12 +12,12 @@ from lutc.codegen.cpu.isa import ISAS, supported
 from lutc.codegen.cpu.kernel import int8_applies, kernel_params, library_params
 from lutc.codegen.cpu.layout import pack_cpu
 from lutc.codegen.cpu.schedule import INT8_KERNELS, bucket_of, default_int8, default_schedule
-from lutc.codegen.reference.lut import lut_matmul, precompute
 from lutc.passes.quantize import LayerQuant
 from lutc.runtime import isa as runtime_isa
 from lutc.runtime.isa import int8_kernels, kernel_usable
 from lutc.runtime.lut import LutKernel
-from twins import amx_reference
+from twins import amx_reference, rel
+from twins import lut_reference as reference
 
 ISA_LIST = [i for i in ISAS if supported(i)]
 RNG = np.random.default_rng(11)
@@ -26,15 +26,6 @@ INT8_PARAMS = [pytest.param(k, marks=pytest.mark.skipif(not kernel_usable(k), re
                                                         f"{k} kernel")) for k in INT8_KERNELS]
 
 
-def reference(q, x):
-    """The literal int8-table LUT matmul of the reference target, and the exact dequantized matmul."""
-    t = precompute(x.reshape(-1, q.k), q.k_pad, q.group_size, "int8")
-    lut = lut_matmul(*t, q.packed(), q.scales, q.zeros, None, bits=q.bits, group_size=q.group_size)
-    return lut.reshape(x.shape[:-1] + (q.n,)), x.astype(np.float64) @ q.dequantize().astype(np.float64).T
-
-
-def rel(a, b):
-    return float(np.abs(a - b).max() / np.abs(b).max())
 
 
 @pytest.mark.parametrize("isa", ISA_LIST)
