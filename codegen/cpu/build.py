@@ -105,7 +105,7 @@ def _ranges(t, threads, split, m, tiles: int, align: int = 1) -> tuple:
 
 def _loop(threads):
     """TVM's thread pool for more than one thread; one thread runs inline (no pool round trip)."""
-    from tvm.script import tirx as T
+    from ..tvmscript import T
 
     return T.serial(1) if isinstance(threads, int) and threads == 1 else T.parallel(threads)
 
@@ -122,7 +122,7 @@ def _macros(p: dict):
     """The driver's pieces: the per-row preparation (tables, or the AMX kernel's int8 activations), after the
     RMSNorm or SwiGLU prologue when there is one, and the matmul of one schedule (knobs: kernel, threads, split,
     rows, mblock). ``kernel`` is a Python string: each branch of the dispatch names its C functions."""
-    from tvm.script import tirx as T
+    from ..tvmscript import T
 
     k, k_pad, runs, groups = p["k"], p["k_pad"], p["runs"], p["groups"]
     tiles, n_pad, bits, gs = p["n_pad"] // 64, p["n_pad"], p["bits"], p["k_pad"] // p["groups"]
@@ -195,7 +195,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
     Arguments: x, [norm weight,] [scratch,] tables, table scales, xsum, weights, scales, zeros, y[, knobs]: the
     norm weight and a scratch row with an RMSNorm prologue, a scratch row with a SwiGLU prologue (whose x rows
     are [gate | up], 2k wide)."""
-    from tvm.script import tirx as T
+    from ..tvmscript import T
 
     k, runs, groups, tb, n_pad, tiles = p["k"], p["runs"], p["groups"], p["tile_bytes"], p["n_pad"], p["n_pad"] // 64
     tdt = _names(p)[2]
@@ -222,55 +222,65 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
         else:
             run(b3, m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y)
 
-    @T.prim_func
-    def main(x: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle, s: T.handle, z: T.handle,
-             y: T.handle):
-        T.func_attr({"global_symbol": "main"})
-        m = T.int64()
-        X = T.match_buffer(x, (m, k), "float32")
-        TAB = T.match_buffer(tab, (m, runs, 16), tdt)
-        TSC = T.match_buffer(tsc, (m, groups), "float32")
-        XS = T.match_buffer(xs, (m, groups), "float32")
-        W = T.match_buffer(w, (tiles, tb), "uint8")
-        S = T.match_buffer(s, (tiles, groups, 64), "uint16")
-        Z = T.match_buffer(z, (tiles, groups, 64), "int8")
-        Y = T.match_buffer(y, (m, n_pad), "float32")
-        dispatch(m, X, X, X, TAB, TSC, XS, W, S, Z, Y)  # no norm weight, no scratch row: X stands in, unread
+    # one parse per library: TVMScript parsing is what a cold build spends most of its time on
+    def plain():
+        @T.prim_func
+        def main(x: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle, s: T.handle, z: T.handle,
+                 y: T.handle):
+            T.func_attr({"global_symbol": "main"})
+            m = T.int64()
+            X = T.match_buffer(x, (m, k), "float32")
+            TAB = T.match_buffer(tab, (m, runs, 16), tdt)
+            TSC = T.match_buffer(tsc, (m, groups), "float32")
+            XS = T.match_buffer(xs, (m, groups), "float32")
+            W = T.match_buffer(w, (tiles, tb), "uint8")
+            S = T.match_buffer(s, (tiles, groups, 64), "uint16")
+            Z = T.match_buffer(z, (tiles, groups, 64), "int8")
+            Y = T.match_buffer(y, (m, n_pad), "float32")
+            dispatch(m, X, X, X, TAB, TSC, XS, W, S, Z, Y)  # no norm weight, no scratch row: X stands in, unread
 
-    @T.prim_func
-    def main_norm(x: T.handle, nw: T.handle, scr: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle,
-                  s: T.handle, z: T.handle, y: T.handle):
-        T.func_attr({"global_symbol": "main"})
-        m = T.int64()
-        X = T.match_buffer(x, (m, k), "float32")
-        NW = T.match_buffer(nw, (k,), "float32")
-        SCR = T.match_buffer(scr, (k,), "float32")
-        TAB = T.match_buffer(tab, (m, runs, 16), tdt)
-        TSC = T.match_buffer(tsc, (m, groups), "float32")
-        XS = T.match_buffer(xs, (m, groups), "float32")
-        W = T.match_buffer(w, (tiles, tb), "uint8")
-        S = T.match_buffer(s, (tiles, groups, 64), "uint16")
-        Z = T.match_buffer(z, (tiles, groups, 64), "int8")
-        Y = T.match_buffer(y, (m, n_pad), "float32")
-        dispatch(m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y)
+        return main
 
-    @T.prim_func
-    def main_swiglu(x: T.handle, scr: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle,
-                    s: T.handle, z: T.handle, y: T.handle):
-        T.func_attr({"global_symbol": "main"})
-        m = T.int64()
-        X = T.match_buffer(x, (m, 2 * k), "float32")
-        SCR = T.match_buffer(scr, (k,), "float32")
-        TAB = T.match_buffer(tab, (m, runs, 16), tdt)
-        TSC = T.match_buffer(tsc, (m, groups), "float32")
-        XS = T.match_buffer(xs, (m, groups), "float32")
-        W = T.match_buffer(w, (tiles, tb), "uint8")
-        S = T.match_buffer(s, (tiles, groups, 64), "uint16")
-        Z = T.match_buffer(z, (tiles, groups, 64), "int8")
-        Y = T.match_buffer(y, (m, n_pad), "float32")
-        dispatch(m, X, X, SCR, TAB, TSC, XS, W, S, Z, Y)  # X stands in for the norm weight, unread
+    def norm():
+        @T.prim_func
+        def main_norm(x: T.handle, nw: T.handle, scr: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle,
+                      s: T.handle, z: T.handle, y: T.handle):
+            T.func_attr({"global_symbol": "main"})
+            m = T.int64()
+            X = T.match_buffer(x, (m, k), "float32")
+            NW = T.match_buffer(nw, (k,), "float32")
+            SCR = T.match_buffer(scr, (k,), "float32")
+            TAB = T.match_buffer(tab, (m, runs, 16), tdt)
+            TSC = T.match_buffer(tsc, (m, groups), "float32")
+            XS = T.match_buffer(xs, (m, groups), "float32")
+            W = T.match_buffer(w, (tiles, tb), "uint8")
+            S = T.match_buffer(s, (tiles, groups, 64), "uint16")
+            Z = T.match_buffer(z, (tiles, groups, 64), "int8")
+            Y = T.match_buffer(y, (m, n_pad), "float32")
+            dispatch(m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y)
 
-    fns = {"main": {"none": main, "rms_norm": main_norm, "swiglu": main_swiglu}[p.get("prologue", "none")]}
+        return main_norm
+
+    def swiglu():
+        @T.prim_func
+        def main_swiglu(x: T.handle, scr: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle,
+                        s: T.handle, z: T.handle, y: T.handle):
+            T.func_attr({"global_symbol": "main"})
+            m = T.int64()
+            X = T.match_buffer(x, (m, 2 * k), "float32")
+            SCR = T.match_buffer(scr, (k,), "float32")
+            TAB = T.match_buffer(tab, (m, runs, 16), tdt)
+            TSC = T.match_buffer(tsc, (m, groups), "float32")
+            XS = T.match_buffer(xs, (m, groups), "float32")
+            W = T.match_buffer(w, (tiles, tb), "uint8")
+            S = T.match_buffer(s, (tiles, groups, 64), "uint16")
+            Z = T.match_buffer(z, (tiles, groups, 64), "int8")
+            Y = T.match_buffer(y, (m, n_pad), "float32")
+            dispatch(m, X, X, SCR, TAB, TSC, XS, W, S, Z, Y)  # X stands in for the norm weight, unread
+
+        return main_swiglu
+
+    fns = {"main": {"none": plain, "rms_norm": norm, "swiglu": swiglu}[p.get("prologue", "none")]()}
     if not tune:
         return fns
 

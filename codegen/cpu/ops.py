@@ -15,7 +15,7 @@ FUNCTIONS = ("attention", "attention_parallel", "rope", "swiglu", "rope_kv_atten
 
 
 def _functions(threads: int) -> dict:
-    from tvm.script import tirx as T
+    from ..tvmscript import T
 
     def attention_fn(parallel: int):
         @T.prim_func

@@ -26,7 +26,7 @@ THREADS = 512
 
 
 def attention_func(params: dict):
-    from tvm.script import tirx as T
+    from ..tvmscript import T
 
     THREADS = params.get("threads", globals()["THREADS"])
     WARPS = THREADS // 32

@@ -73,7 +73,7 @@ def choose_split(chunks: int, m: int, mt: int) -> int:
 
 
 def mma_matmul_func(p: KernelParams):
-    from tvm.script import tirx as T
+    from ..tvmscript import T
 
     if p.mt not in MMA_TILES:
         raise ValueError(f"the tensor-core kernel takes activation tiles of {MMA_TILES} rows, got {p.mt}")

@@ -72,7 +72,7 @@ def last_block_macro():
     """TVMScript macro for the split-K handoff: once a block's partials are written, ``lastl[0]`` is 1 in the
     block that finished its (row tile, row block) last, which then reduces (fence, count, then fence again
     before reading the others' partials). Shared by the LUT and the tensor-core kernels."""
-    from tvm.script import tirx as T
+    from ..tvmscript import T
 
     @T.macro
     def last_block(CNT, bz, bx, tid, last, lastl, split):
@@ -91,7 +91,7 @@ def kernel_func(p: KernelParams, body):
     """The PrimFunc of a CUDA LUT matmul kernel: the 8 arguments every kernel takes (the runtime's ABI:
     x, w, scales, zeros, partials, counters, y, r) and the grid (activation-row tiles x K splits x 128-row
     blocks, 128 threads); ``body``, a TVMScript macro, is one thread's work."""
-    from tvm.script import tirx as T
+    from ..tvmscript import T
 
     N, NP, K, C, B, G, MT, SPLIT = p.n, p.n_pad, p.k, p.chunks, p.bits, p.groups, p.mt, p.split
     NB = NP // ROWS
@@ -120,7 +120,7 @@ def kernel_func(p: KernelParams, body):
 
 
 def lut_matmul_func(p: KernelParams):
-    from tvm.script import tirx as T
+    from ..tvmscript import T
 
     N, K, C, B, GS, MT, CPS = p.n, p.k, p.chunks, p.bits, p.group_size, p.mt, p.cps
     SPLIT = p.split

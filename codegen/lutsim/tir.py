@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import tvm
 from tvm import s_tir
-from tvm.script import tirx as T
+from ..tvmscript import T
 from tvm.tirx import stmt as S
 
 _REGISTERED: set = set()
