@@ -173,7 +173,8 @@ def cmd_inspect_artifact(path) -> int:
 
     m = read_manifest(path)
     prog = m["program"]
-    where = f"ISA {m['isa']}, {m['threads']} threads" if m["target"] == "cpu" else f"arch {m.get('arch')}"
+    where = (f"ISA {m['isa']} ({m.get('arch', 'x86_64')}), {m['threads']} threads" if m["target"] == "cpu"
+             else f"arch {m.get('arch')}")
     print(f"artifact {path}: lutc {m['lutc_version']} (format {m['format_version']}), target {m['target']}, {where}")
     files = m["files"]
     print(f"files: {len(files)}, {sum(f['bytes'] for f in files.values()) / 2**20:.1f} MiB "

@@ -89,6 +89,15 @@ def test_cli_run_streams_tokens_and_reports_speed(saved):
     assert bad.returncode != 0 and "no tokenizer: pass --ids" in bad.stderr
 
 
+def test_cli_inspect_summarizes_a_cpu_artifact(saved):
+    _, path = saved
+    out = subprocess.run([sys.executable, "-m", "lutc.runtime.cli", "inspect", str(path)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    m = json.loads((path / "manifest.json").read_text())
+    assert f"ISA {m['isa']} ({m['arch']}), {m['threads']} threads" in out.stdout
+
+
 def _copy(path, tmp_path) -> Path:
     import shutil
 
