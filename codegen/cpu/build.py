@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ... import __version__
-from .isa import GCC_FLAGS, SOURCE_FLAGS, arch_of, c_compiler, host_arch, llvm_target
+from .isa import GCC_FLAGS, SOURCE_FLAGS, c_compiler, llvm_target, native
 from .schedule import BUCKETS, INT8_KERNELS, KNOBS, default_schedule
 
 HERE = Path(__file__).parent
@@ -334,7 +334,7 @@ def export(functions, isa: str, sources, lib: Path) -> Path:
     objs = [str(_object(isa, src)) for src in _sources(sources)]
     exe = tvm.compile(tvm.IRModule(functions()), target=tvm.target.Target(llvm_target(isa)))
     part = lib.with_name(f".{lib.stem}.{os.getpid()}.tmp.so")
-    cross = {} if arch_of(isa) == host_arch() else {"cc": c_compiler(isa)}
+    cross = {} if native(isa) else {"cc": c_compiler(isa)}
     exe.export_library(str(part), addons=objs, **cross)
     os.replace(part, lib)
     return lib

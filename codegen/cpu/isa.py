@@ -21,6 +21,11 @@ def arch_of(isa: str) -> str:
     return ARCH[isa] or host_arch()
 
 
+def native(isa: str) -> bool:
+    """Whether ``isa`` libraries are for this machine (else they are cross-compiled and cannot load here)."""
+    return arch_of(isa) == host_arch()
+
+
 def llvm_target(isa: str) -> dict:
     """The TVM target (a dict) of the driver of an ``isa`` library."""
     extra = _LLVM.get(isa) or _GENERIC_LLVM.get(host_arch(), {})
@@ -30,9 +35,9 @@ def llvm_target(isa: str) -> dict:
 def c_compiler(isa: str) -> str:
     """The gcc that builds ``isa`` micro-kernels and links the library: the host's, or ARCH-linux-gnu-gcc for
     another machine's (a RuntimeError says how to get it where it is missing)."""
-    arch = arch_of(isa)
-    if arch == host_arch():
+    if native(isa):
         return "gcc"
+    arch = arch_of(isa)
     cross = f"{arch}-linux-gnu-gcc"
     if shutil.which(cross) is None:
         raise RuntimeError(f"building {isa} kernels on this {host_arch()} machine needs the cross compiler {cross} "

@@ -7,7 +7,7 @@ from ...passes.quantize.weight import QuantizedWeight
 from ...runtime.isa import int8_kernels
 from ...runtime.lut import LutKernel, default_threads
 from .build import build_library
-from .isa import best_isa, host_arch, supported
+from .isa import best_isa, host_arch, native, supported
 from .layout import LAYOUT, TILE, CpuWeight, pack_cpu
 from .schedule import (INT8_APPLIES, INT8_KERNELS, KERNELS, check_schedule, default_int8_buckets,
                        default_schedule)
@@ -50,8 +50,9 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
 def check_isa(isa: str | None) -> str:
     isa = isa or best_isa()
     if not supported(isa):
-        raise RuntimeError(f"this CPU ({host_arch()}) cannot run the {isa} kernels (cross-compiled NEON libraries: "
-                           "codegen/cpu/build.py; whole models compile on the machine that runs them)")
+        cross = "" if native(isa) else (" (another machine's: its libraries cross-compile, codegen/cpu/build.py; whole "
+                                        "models compile on the machine that runs them)")
+        raise RuntimeError(f"this CPU ({host_arch()}) cannot run the {isa} kernels{cross}")
     return isa
 
 
