@@ -28,7 +28,8 @@ import numpy as np
 SHAPES = [(4096, 4096), (11008, 4096), (14336, 4096)]
 MS = [1, 4, 16, 128]
 METHODS = {"W4": dict(bits=4, group_size=128), "W2": dict(bits=2, group_size=128),
-           "ternary": dict(bits="ternary", group_size=128)}
+           "ternary": dict(bits="ternary", group_size=128),
+           "W4-planes": dict(bits=4, group_size=128, kind="lut")}   # 4 bits as bit planes: the LUT kernel, as before
 GEMV_CPS = [1, 2, 4, 8]        # chunks per block swept for M = 1 with --sweep (the default: a heuristic)
 GEMV_MAXREG = [0, 64]          # nvcc -maxrregcount swept for M = 1 with --sweep (0: nvcc's choice)
 MMA_CPS = [2, 4, 8, 32]        # chunks per block of the tensor-core kernel swept for W2 at M > 1
@@ -88,14 +89,30 @@ def _other_tile(f, m):
 
 def _tolerance(f, m, ydt):
     """float16 output: 2e-3 (its rounding). float32 output: 1e-4 for the LUT kernel (float32 tables), 2e-3 for
-    the tensor-core kernel (weights dequantized to float16: each rounded by up to 2^-11 relative)."""
-    return 2e-3 if ydt == "float16" or f.plan(m)[0] == "mma" else 1e-4
+    the tensor-core kernel (weights dequantized to float16: each rounded by up to 2^-11 relative). The 4-bit dp4a
+    GEMV: 2e-2 (activations rounded to int8 per 32 K: ~0.5% rms for Gaussian ones, tests/codegen/test_cuda_dq.py
+    bounds it per row)."""
+    kind = f.plan(m)[0]
+    if kind == "dq":
+        return 2e-2
+    return 2e-3 if ydt == "float16" or kind == "mma" else 1e-4
 
 
 def bench_weights():
     for n, k in SHAPES:
         for name, cfg in METHODS.items():
             yield (n, k, name), _quant(n, k, cfg["group_size"], False, cfg["bits"], 1234)
+
+
+def _bench_kernel(name, q, cps=None, m=1):
+    return _kernel(q, "float16", cps, m, kind=METHODS[name].get("kind"))
+
+
+def _planes(f) -> bool:
+    """Whether ``f`` keeps bit planes (so the LUT kernel can be forced at any row count)."""
+    from lutc.codegen.cuda.layout import LAYOUT
+
+    return f.layout == LAYOUT
 
 
 def prepare(sweep=False, bench=True):
@@ -107,13 +124,14 @@ def prepare(sweep=False, bench=True):
             count += 1
     for (n, k, name), q in bench_weights() if bench else ():
         for m in MS:
-            _kernel(q, "float16", None).build(m, "float16")
+            base = _bench_kernel(name, q)
+            base.build(m, "float16")
             count += 1
-            if m > 1:   # the LUT kernel at M > 1: what the tensor-core kernel replaced
+            if m > 1 and _planes(base) and base.plan(m)[0] != "lut":   # what the tensor-core kernel replaced
                 _kernel(q, "float16", kind="lut").build(m, "float16")
                 count += 1
-            if m >= 64:   # the other tile of M > 32 beside the default (64 rows for 3-4 planes, 32 for 1-2)
-                k_ = _kernel(q, "float16")
+            if m >= 64 and base.plan(m)[0] == "mma":   # the other tile of M > 32 (64 rows for 3-4 planes, 32 for 1-2)
+                k_ = _bench_kernel(name, q)
                 k_._mma_tile = _other_tile(k_, m)
                 k_.build(m, "float16")
                 count += 1
@@ -123,7 +141,7 @@ def prepare(sweep=False, bench=True):
                     count += 1
         for cps in GEMV_CPS if sweep else ():
             for mr in GEMV_MAXREG:
-                k_ = _kernel(q, "float16", cps, 1)
+                k_ = _bench_kernel(name, q, cps, 1)
                 k_._maxreg = {1: mr} if mr else {}
                 k_.build(1, "float16")
                 count += 1
@@ -251,7 +269,7 @@ def run_bench(log, bw, sweep=False):
             i4w = [i4[0]] + [i4[0].clone() for _ in range(copies_for(i4[0].nbytes + i4[1].nbytes) - 1)]
         lut = {}
         for name, q in wq.items():
-            base = _kernel(q, "float16", None)
+            base = _bench_kernel(name, q)
             cp = copies_for(base.weight_bytes)
             lut[name] = [base] + [base.clone() for _ in range(cp - 1)]
         for m in MS:
@@ -271,13 +289,13 @@ def run_bench(log, bw, sweep=False):
                 row[f"lutc_{name}_bytes"] = fs[0].weight_bytes
                 row[f"lutc_{name}_cps"] = fs[0].params(m).cps
                 row[f"lutc_{name}_kernel"] = fs[0].plan(m)[0]
-                if m > 1:   # the LUT kernel at this M (before the tensor-core kernel)
+                if m > 1 and _planes(fs[0]) and fs[0].plan(m)[0] != "lut":   # the LUT kernel at this M
                     for f in fs:
                         f._kind = "lut"
                     row[f"lutc_{name}_lut_us"] = _timer([lambda f=f: f(x16) for f in fs])
                     for f in fs:
                         f._kind = None
-                if m >= 64:
+                if m >= 64 and fs[0].plan(m)[0] == "mma":
                     other = _other_tile(fs[0], m)
                     for f in fs:
                         f._mma_tile = other
@@ -338,7 +356,9 @@ def markdown(results, bw, device, check_summary):
              "CUDA-event medians, cold weights (each method rotates through > 200 MB of weight copies), "
              "activations float16, lutc output float16, group size 128 (W4/W2 asymmetric rtn, ternary absmean). "
              "lutc time = the whole call (fused table build + LUT matmul + split-K reduction when K is split). "
-             "M = 1 runs the LUT kernel (table lookups); M > 1 the tensor-core kernel (weights dequantized to "
+             "M = 1 runs the LUT kernel (table lookups) for W2 and ternary, the dp4a GEMV for W4 (4-bit codes, "
+             "activations rounded to int8 per 32 K), with W4 as bit planes on the LUT kernel beside it (`planes`); "
+             "M > 1 the tensor-core kernel (weights dequantized to "
              "float16 in registers, `mma.sync`), with the LUT kernel's time beside it (`LUT kernel`) and at M = 128 "
              "the tensor-core kernel with its other activation tile (default: 64 rows for W4, 32 for W2 and "
              "ternary). "
@@ -358,6 +378,9 @@ def markdown(results, bw, device, check_summary):
             best = us
             if r.get(f"lutc_{name}_lut_us"):
                 text += f" (LUT kernel {r[f'lutc_{name}_lut_us']:.1f})"
+            if r.get(f"lutc_{name}-planes_us"):
+                pl = r.get(f"lutc_{name}-planes_graph_us") or r[f"lutc_{name}-planes_us"]
+                text += f" (planes {pl:.1f})"
             if r.get(f"lutc_{name}_other_tile_us"):
                 text += f" ({r[f'lutc_{name}_other_tile']}-row tile {r[f'lutc_{name}_other_tile_us']:.1f})"
             if gr:

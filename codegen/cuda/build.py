@@ -59,7 +59,7 @@ def nvcc_version() -> str:
 
 def key(p: KernelParams) -> str:
     h = hashlib.sha256()
-    for f in ("tir.py", "mma.py", "build.py", "layout.py"):
+    for f in ("tir.py", "mma.py", "dq.py", "build.py", "layout.py"):
         h.update((HERE / f).read_bytes())
     h.update(repr(sorted(p.as_dict().items())).encode())
     h.update(__version__.encode())
@@ -78,10 +78,11 @@ def cuda_source(p: KernelParams) -> str:
 def _compile_tvm(p: KernelParams):
     import tvm
 
+    from .dq import dq_gemv_func
     from .mma import mma_matmul_func
     from .tir import lut_matmul_func
 
-    funcs = {"lut": lut_matmul_func, "mma": mma_matmul_func}
+    funcs = {"lut": lut_matmul_func, "mma": mma_matmul_func, "dq": dq_gemv_func}
     if p.kind not in funcs:
         raise ValueError(f"unknown CUDA LUT kernel kind {p.kind!r}; known: {sorted(funcs)}")
     target = tvm.target.Target({"kind": "cuda", "arch": p.arch}, host={"kind": "llvm"})

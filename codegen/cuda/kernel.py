@@ -3,8 +3,8 @@ weights and workspaces, builds (here, with nvcc) or finds the cached kernel libr
 from __future__ import annotations
 
 from ...passes.quantize.weight import QuantizedWeight
-from . import mma
-from .layout import ROWS, pack_cuda
+from . import dq, mma
+from .layout import NIBBLE_LAYOUT, ROWS, pack_cuda
 from .tir import KernelParams, choose_cps
 
 X_DTYPES = ("float16", "bfloat16", "float32")
@@ -28,17 +28,27 @@ def tile_rows(m: int) -> int:
     return mt
 
 
-KINDS = ("lut", "mma")
+KINDS = ("lut", "mma", "dq")
 MMA_MIN_M = 4   # from this many activation rows on, the tensor-core kernel (where it takes the grouping): on an
                 # H200 at M = 4 it matched or beat the LUT kernel (16-25 us vs 16-30), whose cost grows with M
 
 
-def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False) -> str:
-    """The kernel rule for ``m`` rows: table lookups for one row (the GEMV reads each weight once and its
-    lookups cost less than dequantizing), the tensor-core kernel for more, the LUT kernel where the
-    tensor-core kernel does not take the grouping (groups of 8 or 16) or where float tables were asked for
-    (``exact``: the dequantized matmul to float32 rounding, where the tensor cores round weights to float16)."""
-    return "mma" if m >= MMA_MIN_M and not exact and mma.supports(group_size, groups) else "lut"
+def use_nibbles(bits: int, group_size: int, groups: int, exact: bool = False) -> bool:
+    """Whether 4-bit weights are stored as codes (layout ``cuda-n4-c128-v1``) instead of bit planes: at 4 bits
+    the LUT kernel's 4 lookups per weight cost more than dequantizing (dq.py), so codes, read by the dp4a GEMV
+    and the tensor-core kernel, where both take the grouping and int8 tables are allowed."""
+    return not exact and dq.supports(bits, group_size, groups) and mma.supports(group_size, groups)
+
+
+def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False, nibbles: bool = False) -> str:
+    """The kernel rule for ``m`` rows: table lookups for up to 3 rows of bit planes (the GEMV reads each weight
+    once and its lookups cost less than dequantizing), the dp4a GEMV for up to 3 rows of 4-bit codes, the
+    tensor-core kernel for more, the LUT kernel where the tensor-core kernel does not take the grouping (groups
+    of 8 or 16) or where float tables were asked for (``exact``: the dequantized matmul to float32 rounding,
+    where the tensor cores round weights to float16)."""
+    if m >= MMA_MIN_M and not exact and mma.supports(group_size, groups):
+        return "mma"
+    return "dq" if nibbles else "lut"
 
 
 class CudaLutMatmul:
@@ -46,10 +56,11 @@ class CudaLutMatmul:
 
     x: torch CUDA tensor [..., K], float16, bfloat16 or float32; y: [..., N] in ``out_dtype`` (float32 or float16).
     Up to three activation rows run the LUT kernel, whose tables are float32 (built from the activations inside
-    the kernel): the dequantized matmul to float32 rounding. Four or more rows run the tensor-core kernel
+    the kernel): the dequantized matmul to float32 rounding; 4-bit weights run the dp4a GEMV instead (activations
+    rounded to int8 per 32 K: ~5e-3 relative, the int8 table mode). Four or more rows run the tensor-core kernel
     (weights and activations rounded to float16, float32 sums: ~1e-3 relative) unless
-    ``qweight.config.table_dtype`` is "f32" (exact: the LUT kernel for every row count) or the grouping is finer
-    than 32 (``kind`` forces one).
+    ``qweight.config.table_dtype`` is "f32" (exact: bit planes and the LUT kernel for every row count) or the
+    grouping is finer than 32 (``kind`` forces one; ``kind="lut"`` keeps 4-bit weights in bit planes).
     """
 
     table_dtype = "f32"
@@ -61,7 +72,16 @@ class CudaLutMatmul:
             raise TypeError(f"build_lut_matmul takes a lutc.QuantizedWeight, got {type(qweight).__name__}")
         if out_dtype not in Y_DTYPES:
             raise ValueError(f"out_dtype must be one of {Y_DTYPES}, got {out_dtype!r}")
-        self.cw = pack_cuda(qweight)
+        if kind not in (None, *KINDS):
+            raise ValueError(f"kind must be one of {KINDS} (or None: chosen by row count), got {kind!r}")
+        self.exact = getattr(qweight.config, "table_dtype", "int8") == "f32"
+        gs, groups = qweight.group_size, qweight.scales.shape[1]
+        nibbles = kind != "lut" and use_nibbles(qweight.bits, gs, groups, self.exact)
+        if kind == "dq" and not nibbles:
+            raise NotImplementedError(f"the dp4a GEMV takes 4-bit weights with int8 tables in groups of a multiple "
+                                      f"of 32, got bits={qweight.config.bits}, group {gs}, table_dtype "
+                                      f"{qweight.config.table_dtype!r}")
+        self.cw = pack_cuda(qweight, nibbles=nibbles)
         self.n, self.k, self.bits = self.cw.n, self.cw.k, self.cw.bits
         self.layout = self.cw.layout
         self.out_dtype = out_dtype
@@ -69,14 +89,11 @@ class CudaLutMatmul:
         self._sms = sms
         self._cps = dict(cps or {})          # {mt: chunks per block}: overrides (benchmark sweeps)
         self._maxreg = dict(maxreg or {})    # {mt: nvcc -maxrregcount}: overrides (benchmark sweeps)
-        if kind not in (None, *KINDS):
-            raise ValueError(f"kind must be one of {KINDS} (or None: chosen by row count), got {kind!r}")
         if kind == "mma" and not mma.supports(self.cw.group_size, self.cw.groups):
             raise NotImplementedError(f"the tensor-core kernel needs groups of a multiple of 32 (or one per row), "
                                       f"got {self.cw.group_size}")
-        self._kind = kind                    # None: kernel_kind(m, ...); "lut"/"mma": forced (benchmarks)
+        self._kind = kind                    # None: kernel_kind(m, ...); else forced (benchmarks)
         self._mma_tile = None                # rows per block of the tensor-core kernel: forced (benchmarks)
-        self.exact = getattr(qweight.config, "table_dtype", "int8") == "f32"
         self._dev = None                     # device tensors, uploaded on first call
         self._fns: dict = {}
         self._work: dict = {}
@@ -92,10 +109,13 @@ class CudaLutMatmul:
 
     def plan(self, m: int) -> tuple[str, int]:
         """(kernel kind, activation rows per block) for ``m`` rows."""
-        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact)
+        nibbles = self.layout == NIBBLE_LAYOUT
+        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact, nibbles)
+        if (kind == "lut" and nibbles) or (kind == "dq" and not nibbles):
+            raise ValueError(f"the {kind} kernel does not read weights in layout {self.layout}")
         if kind == "mma":
             return kind, self._mma_tile or mma.mma_tile(m, self.cw.bits)
-        return kind, tile_rows(m)
+        return kind, 1 if kind == "dq" else tile_rows(m)
 
     def params(self, m: int, x_dtype: str = "float16", residual: bool = False) -> KernelParams:
         if x_dtype not in X_DTYPES:
@@ -109,7 +129,7 @@ class CudaLutMatmul:
         return KernelParams(n=cw.n, n_pad=cw.n_pad, k=cw.k, chunks=cw.chunks, bits=cw.bits,
                             group_size=cw.group_size, groups=cw.groups, has_zero=cw.zeros is not None, mt=mt,
                             cps=min(cps, cw.chunks), x_dtype=x_dtype, y_dtype=self.out_dtype, arch=self.arch,
-                            maxreg=self._maxreg.get(mt, 0), residual=residual, kind=kind)
+                            maxreg=self._maxreg.get(mt, 0), residual=residual, kind=kind, layout=self.layout)
 
     def build(self, m: int = 1, x_dtype: str = "float16", residual: bool = False):
         """Compile (TVM + nvcc, cached) the library for ``m`` rows; returns its path."""

@@ -16,7 +16,8 @@ One ``main`` PrimFunc, one kernel launch, per LUT matmul ``y[m, n] = sum_k x[m, 
 
 ``kernel_func`` holds what every CUDA LUT matmul kernel shares (the 8 arguments the runtime passes and the
 grid); a kernel is a TVMScript macro for one thread's work (``lut_matmul_func`` here, the tensor-core kernel in
-mma.py), and ``last_block_macro`` is their common split-K handoff.
+mma.py, the 4-bit dequantizing GEMV in dq.py), ``last_block_macro`` is their common split-K handoff and
+``store_macro`` the one-row-per-thread kernels' epilogue.
 
 The table build exists only fused into the matmul (no standalone ``lut_precompute`` kernel yet): a block
 rebuilds the tables of its K range, which costs about 35 instructions per thread and chunk of 128 K against
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .layout import CHUNK, ROWS
+from .layout import CHUNK, LAYOUT, ROWS
 
 THREADS = 128  # = ROWS: one weight row per thread
 
@@ -48,7 +49,9 @@ class KernelParams:
     arch: str = "sm_90a"
     maxreg: int = 0     # nvcc -maxrregcount (0: nvcc's choice); fewer registers, more resident warps
     residual: bool = False  # y = x @ W.T + r (r float32 [m, N], the fused residual add); else r is a [1] dummy
-    kind: str = "lut"   # "lut": table lookups on CUDA cores (this file); "mma": dequantize + tensor cores (mma.py)
+    kind: str = "lut"   # "lut": table lookups on CUDA cores (this file); "mma": dequantize + tensor cores (mma.py);
+                        # "dq": the 4-bit dp4a GEMV (dq.py)
+    layout: str = LAYOUT  # of the weight words: bit planes, or 4-bit codes (NIBBLE_LAYOUT: "dq" and "mma")
 
     @property
     def split(self) -> int:
@@ -85,6 +88,53 @@ def last_block_macro():
         lastl[0] = last[0]
 
     return last_block
+
+
+def store_macro(p: KernelParams):
+    """TVMScript macro for the end of a one-row-per-thread kernel (the LUT kernel, the dequantizing GEMV):
+    ``yacc[mm]`` (row ``n``, activation row ``bz * MT + mm``) goes to ``y`` (+ the residual) when K is not
+    split, else to the partial sums, and the last block of the (row tile, row block) reduces them."""
+    from ..tvmscript import T
+
+    MT, SPLIT, N, YDT, RES = p.mt, p.split, p.n, p.y_dtype, p.residual
+    DIRECT = SPLIT == 1
+    f32 = "float32"
+    last_block = last_block_macro()
+
+    @T.macro
+    def store(yacc, P, CNT, Y, R, m, bz, by, bx, tid, n):
+        racc = T.alloc_buffer((1,), f32, scope="local")
+        last = T.alloc_buffer((1,), "int32", scope="shared")
+        lastl = T.alloc_buffer((1,), "int32", scope="local")
+        for mm in T.unroll(MT):
+            if bz * MT + mm < m:
+                if DIRECT:
+                    if n < N:
+                        if RES:
+                            Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm] + R[bz * MT + mm, n])
+                        else:
+                            Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm])
+                else:
+                    P[by, bz * MT + mm, n] = yacc[mm]
+        if not DIRECT:
+            # split-K reduction by the last block of each (row block, row tile) to finish
+            # (threadfence reduction; the counter resets itself for the next call)
+            last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
+            if lastl[0] == 1:
+                T.evaluate(T.call_extern("void", "__threadfence"))
+                for mm in T.unroll(MT):
+                    if bz * MT + mm < m and n < N:
+                        racc[0] = T.float32(0)
+                        for sp in T.unroll(SPLIT):
+                            racc[0] = racc[0] + T.call_extern(
+                                f32, "__ldcg", T.address_of(P[sp, bz * MT + mm, n]))
+                        if RES:
+                            racc[0] = racc[0] + R[bz * MT + mm, n]
+                        Y[bz * MT + mm, n] = T.Cast(YDT, racc[0])
+                if tid == 0:
+                    CNT[bz, bx] = 0
+
+    return store
 
 
 def kernel_func(p: KernelParams, body):
@@ -130,16 +180,13 @@ def lut_matmul_func(p: KernelParams):
     U = min(SR, 8)                   # runs per stored activation-sum partial
     XPC = 32 // U                    # partials per chunk
     RAGGED = C % CPS != 0
-    DIRECT = SPLIT == 1
     HZ = p.has_zero
     TAB = MT * CPS * 32 * 16         # floats of table in shared memory
     XPN = MT * CPS * XPC
     LOGU = U.bit_length() - 1
     PRE = max(1, min(CPS, 72 // (B * 4 + 2 * SEGS)))   # chunks whose weights are loaded before the table build
-    YDT = p.y_dtype
-    RES = p.residual
     f32 = "float32"
-    last_block = last_block_macro()
+    store = store_macro(p)
 
     @T.macro
     def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
@@ -153,9 +200,6 @@ def lut_matmul_func(p: KernelParams):
         acc = T.alloc_buffer((B,), f32, scope="local")    # one chain per bit plane
         rs = T.alloc_buffer((1,), f32, scope="local")
         xsb = T.alloc_buffer((1,), f32, scope="local")
-        racc = T.alloc_buffer((1,), f32, scope="local")
-        last = T.alloc_buffer((1,), "int32", scope="shared")
-        lastl = T.alloc_buffer((1,), "int32", scope="local")
         n: T.let = bx * ROWS + tid
         # the first PRE chunks' weights and scales are loaded before the table build, so
         # their HBM latency overlaps it (loads do not move across the barrier)
@@ -229,32 +273,6 @@ def lut_matmul_func(p: KernelParams):
                             yacc[mm] = yacc[mm] + sc * (acc[0] - zf * xsb[0])
                         else:
                             yacc[mm] = yacc[mm] + sc * acc[0]
-        for mm in T.unroll(MT):
-            if bz * MT + mm < m:
-                if DIRECT:
-                    if n < N:
-                        if RES:
-                            Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm] + R[bz * MT + mm, n])
-                        else:
-                            Y[bz * MT + mm, n] = T.Cast(YDT, yacc[mm])
-                else:
-                    P[by, bz * MT + mm, n] = yacc[mm]
-        if not DIRECT:
-            # ---- split-K reduction by the last block of each (row block, row tile) to finish
-            # (threadfence reduction; the counter resets itself for the next call) ----
-            last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
-            if lastl[0] == 1:
-                T.evaluate(T.call_extern("void", "__threadfence"))
-                for mm in T.unroll(MT):
-                    if bz * MT + mm < m and n < N:
-                        racc[0] = T.float32(0)
-                        for sp in T.unroll(SPLIT):
-                            racc[0] = racc[0] + T.call_extern(
-                                f32, "__ldcg", T.address_of(P[sp, bz * MT + mm, n]))
-                        if RES:
-                            racc[0] = racc[0] + R[bz * MT + mm, n]
-                        Y[bz * MT + mm, n] = T.Cast(YDT, racc[0])
-                if tid == 0:
-                    CNT[bz, bx] = 0
+        store(yacc, P, CNT, Y, R, m, bz, by, bx, tid, n)
 
     return kernel_func(p, body)

@@ -7,7 +7,7 @@ import pytest
 
 import lutc
 from lutc.codegen.cuda.build import find_nvcc
-from lutc.codegen.cuda.layout import CHUNK, LAYOUT, ROWS, pack_cuda, unpack_codes
+from lutc.codegen.cuda.layout import CHUNK, LAYOUT, NIBBLE_LAYOUT, ROWS, pack_cuda, unpack_codes
 from lutc.runtime.cuda_libs import gpu_available
 from lutc.codegen.cuda.tir import KernelParams
 from lutc.passes.quantize import LayerQuant
@@ -199,7 +199,10 @@ def mma_dequant(cw):
                 for jj in range(2):
                     bit = 2 * st + jj
                     v = np.full(npad, 0x64006400, np.uint32)
-                    for t in range(nb):
+                    if cw.layout == NIBBLE_LAYOUT:   # codes j and 4 + j of word bit // 4, as 2q
+                        u, j = cw.w[c, bit // 4, :, q], bit % 4
+                        v |= ((u << np.uint32(1)) if j == 0 else (u >> np.uint32(4 * j - 1))) & np.uint32(0x1E001E)
+                    for t in range(nb if cw.layout == LAYOUT else 0):
                         v |= ((cw.w[c, t, :, q] >> np.uint32(bit)) & np.uint32(0x10001)) << np.uint32(t + 1)
                     halves = v.view(np.uint16).reshape(npad, 2).view(np.float16)   # little endian: lo, hi
                     a = ((halves - kz[:, None]) * s2[:, None]).astype(np.float16)
@@ -208,13 +211,14 @@ def mma_dequant(cw):
     return out[:cw.n]
 
 
-@pytest.mark.parametrize("bits", [1, 2, 3, 4, "ternary"])
+@pytest.mark.parametrize("bits, nibbles", [(1, False), (2, False), (3, False), (4, False), ("ternary", False),
+                                          (4, True)])
 @pytest.mark.parametrize("n, k, group, sym", [(100, 300, 64, False), (130, 1000, 128, True), (65, 257, 32, False),
                                               (64, 512, 256, False), (33, 200, None, False)])
-def test_mma_dequantization_covers_every_weight_once(bits, n, k, group, sym):
+def test_mma_dequantization_covers_every_weight_once(bits, nibbles, n, k, group, sym):
     q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group,
                                                                     symmetric=sym and bits != "ternary"))
-    cw = pack_cuda(q)
+    cw = pack_cuda(q, nibbles=nibbles)
     got = mma_dequant(cw)[:, :q.k].astype(np.float64)
     want = q.dequantize().astype(np.float64)
     # each weight s (q - z) rounded once to float16 (the scales are float16 already)
@@ -234,7 +238,16 @@ def test_kernel_choice_by_rows_and_grouping():
     assert f.plan(17) == ("mma", 32)
     assert f.plan(33) == ("mma", 32) and f.plan(500) == ("mma", 32) and f.params(500).kind == "mma"
     q4 = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=4, group_size=64))
-    assert CudaLutMatmul(q4, arch="sm_90a").plan(33) == ("mma", 64)   # 4 planes: the 64-row tile
+    f4 = CudaLutMatmul(q4, arch="sm_90a")
+    assert f4.layout == NIBBLE_LAYOUT and f4.params(4).layout == NIBBLE_LAYOUT
+    assert [f4.plan(m) for m in (1, 3, 4, 33)] == [("dq", 1), ("dq", 1), ("mma", 16), ("mma", 64)]  # 4 bits: 64 rows
+    planes4 = CudaLutMatmul(q4, arch="sm_90a", kind="lut")   # the LUT kernel reads bit planes
+    assert planes4.layout == LAYOUT and planes4.plan(1) == ("lut", 1)
+    f4._kind = "lut"
+    with pytest.raises(ValueError, match="does not read weights in layout cuda-n4"):
+        f4.plan(1)
+    with pytest.raises(NotImplementedError, match="dp4a GEMV takes 4-bit weights"):
+        CudaLutMatmul(q, kind="dq")
     assert CudaLutMatmul(q, arch="sm_90a", kind="lut").plan(17) == ("lut", 8)
     exact = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=64, table_dtype="f32"))
     assert CudaLutMatmul(exact, arch="sm_90a").plan(17) == ("lut", 8)   # float tables asked for: no float16

@@ -30,14 +30,15 @@ def compiled():
     return lutc.compile(_graph(), target="cuda", quant=lutc.QuantConfig(bits=4, group_size=32, table_dtype="f32"))
 
 
-def test_prefill_tiles_run_on_the_tensor_cores_with_int8_tables():
+def test_int8_tables_decode_4_bits_on_dp4a_and_prefill_on_the_tensor_cores():
     if find_nvcc() is None:
         pytest.skip("nvcc (CUDA toolkit) is not installed")
     from lutc.runtime.cuda import tile_for
 
     cm = lutc.compile(_graph(), target="cuda", quant=lutc.QuantConfig(bits=4, group_size=32))
     for spec in cm.executable.program.luts.values():
-        assert spec["kernels"] == {"1": "lut", "16": "mma", "64": "mma"}   # 4 planes: 64-row tiles past 32
+        assert spec["kernels"] == {"1": "dq", "16": "mma", "64": "mma"}   # 4 bits: 64-row tiles past 32
+        assert spec["layout"] == "cuda-n4-c128-v1"                          # 4-bit codes (dp4a GEMV, mma)
         tiles = {int(t) for t in spec["libraries"]}
         assert [tile_for(m, tiles) for m in (1, 13, 16, 17, 200)] == [1, 16, 16, 64, 64]
 

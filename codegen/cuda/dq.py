@@ -1,0 +1,133 @@
+"""The dequantizing GEMV for 4-bit weights (layout ``cuda-n4-c128-v1``), as TVMScript: ``dp4a`` on int8 activations.
+
+Why not table lookups at 4 bits: the LUT kernel looks each 4-bit plane index up once per plane, so a 4-bit
+weight costs 4 lookups (SHF + LOP3 + LDS + FADD each) and the W4 GEMV was issue-bound (H200: 0.97-1.17x torch's
+int4 kernel). Here a weight is one nibble: ``w & 0x0F0F0F0F`` and ``(w >> 4) & 0x0F0F0F0F`` turn a 32-bit word of
+8 codes into two words of 4 bytes, and two ``dp4a`` multiply them by 8 int8 activations (5 instructions per 8
+weights). The activations are what the int8 table mode quantizes (``table_dtype="int8"``, the default: ~1e-2
+relative, as the CPU's int8 tables): each block rounds its K range to int8 per 32 K (scale = absmax / 127,
+round to nearest even) while it stages them in shared memory, in the byte order of the weight words, with the
+integer sums that the zero points need. Per row, 32 K and chunk: ``y += s / 2 * xs * (2 dot - (z' + 15) sum x)``
+(z' = 2z - 15: the layout's zero-point encoding, 2 (q - z) = 2q - z' - 15), float32 from there.
+
+Grid and epilogue are the LUT kernel's (tir.py): 128 rows per block, one per thread, K split over blocks, the
+last block sums the partials; each activation row is its own ``blockIdx.z`` (up to 3 rows use this kernel; 4+
+the tensor-core kernel, which reads the same words). Float tables (``table_dtype="f32"``) keep bit planes and
+the float32 LUT kernel.
+"""
+from __future__ import annotations
+
+from .layout import CHUNK, ROWS
+from .tir import THREADS, KernelParams, kernel_func, store_macro
+
+SUB = 32            # K per int8 activation scale (a lane quad's word of the tensor-core layout)
+SUBS = CHUNK // SUB  # sub-blocks per chunk
+WORDS = 8           # int8 activation words per sub-block: slots t = 0..3, low / high nibbles
+
+
+def supports(bits: int, group_size: int, groups: int) -> bool:
+    """4-bit weights whose groups hold whole 32-K sub-blocks (or one group per row)."""
+    return bits == 4 and (groups == 1 or group_size % SUB == 0)
+
+
+def dq_gemv_func(p: KernelParams):
+    from ..tvmscript import T
+
+    if p.mt != 1 or not supports(p.bits, p.group_size, p.groups):
+        raise ValueError(f"the dequantizing GEMV takes one activation row per block and 4-bit weights in groups of "
+                         f"a multiple of {SUB}, got mt={p.mt}, bits={p.bits}, group {p.group_size}")
+    K, C, GS, CPS = p.k, p.chunks, p.group_size, p.cps
+    RAGGED = C % CPS != 0
+    HZ = p.has_zero
+    SEGK = min(GS, CHUNK)             # K per scale inside a chunk
+    SEGS = CHUNK // SEGK
+    NSUB = CPS * SUBS                 # sub-blocks staged per block
+    PASSES = -(-NSUB * WORDS // THREADS)
+    f32, i32 = "float32", "int32"
+    store = store_macro(p)
+
+    def lo_bytes(w):
+        return T.bitwise_and(w, T.int32(0x0F0F0F0F))
+
+    def hi_bytes(w):
+        return T.bitwise_and(T.shift_right(w, 4), T.int32(0x0F0F0F0F))
+
+    @T.macro
+    def stage_x(X, XQ, XSUM, XSC, bz, by, tid, m):
+        """Thread ``tid`` packs one int8 word: sub-block ``sb``, slot t = r // 2, nibble half h = r % 2 of the
+        weight words, i.e. the activations at offsets 4 t + h + (0, 2, 16, 18) of the sub-block (the byte order
+        of ``w & 0x0F0F0F0F`` for h = 0, ``(w >> 4) & 0x0F0F0F0F`` for h = 1)."""
+        xv = T.alloc_buffer((4,), f32, scope="local")
+        qv = T.alloc_buffer((4,), i32, scope="local")
+        amax = T.alloc_buffer((1,), f32, scope="local")
+        qs = T.alloc_buffer((1,), i32, scope="local")
+        for ps in T.unroll(PASSES):
+            sb: T.let = ps * (THREADS // WORDS) + tid // WORDS
+            r: T.let = tid % WORDS
+            k0: T.let = (by * CPS) * CHUNK + sb * SUB + 4 * (r // 2) + r % 2
+            for e in T.unroll(4):
+                xv[e] = T.if_then_else(sb < NSUB and k0 + (e % 2) * 2 + (e // 2) * 16 < K,
+                                       T.Cast(f32, X[bz, k0 + (e % 2) * 2 + (e // 2) * 16]), T.float32(0))
+            amax[0] = T.max(T.max(T.fabs(xv[0]), T.fabs(xv[1])), T.max(T.fabs(xv[2]), T.fabs(xv[3])))
+            for sh in T.unroll(3):   # max over the 8 lanes of the sub-block
+                amax[0] = T.max(amax[0], T.call_pure_extern(
+                    f32, "__shfl_xor_sync", T.uint32(0xFFFFFFFF), amax[0], 1 << sh, 32))
+            inv: T.let = T.if_then_else(amax[0] > T.float32(0), T.float32(127) / amax[0], T.float32(0))
+            for e in T.unroll(4):
+                qv[e] = T.call_pure_extern(i32, "__float2int_rn", xv[e] * inv)
+            qs[0] = qv[0] + qv[1] + qv[2] + qv[3]
+            for sh in T.unroll(3):
+                qs[0] = qs[0] + T.call_pure_extern(
+                    i32, "__shfl_xor_sync", T.uint32(0xFFFFFFFF), qs[0], 1 << sh, 32)
+            if sb < NSUB:
+                XQ[sb * WORDS + r] = T.bitwise_or(
+                    T.bitwise_or(T.bitwise_and(qv[0], 255), T.shift_left(T.bitwise_and(qv[1], 255), 8)),
+                    T.bitwise_or(T.shift_left(T.bitwise_and(qv[2], 255), 16), T.shift_left(qv[3], 24)))
+                if r == 0:
+                    XSUM[sb] = qs[0]
+                    XSC[sb] = amax[0] / T.float32(127)
+
+    @T.macro
+    def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
+        XQ = T.alloc_buffer((NSUB * WORDS,), i32, scope="shared")
+        XSUM = T.alloc_buffer((NSUB,), i32, scope="shared")
+        XSC = T.alloc_buffer((NSUB,), f32, scope="shared")
+        wr = T.alloc_buffer((CPS * 16,), i32, scope="local")     # [chunk, slot t, word i]
+        sl = T.alloc_buffer((CPS * SEGS,), f32, scope="local")
+        zl = T.alloc_buffer((CPS * SEGS,), i32, scope="local")
+        xq = T.alloc_buffer((WORDS,), i32, scope="local")
+        dot = T.alloc_buffer((1,), i32, scope="local")
+        yacc = T.alloc_buffer((1,), f32, scope="local")
+        n: T.let = bx * ROWS + tid
+        # the weights and scales of every chunk first: their HBM latency overlaps the staging
+        for cc in T.unroll(CPS):
+            if not RAGGED or by * CPS + cc < C:
+                for t in T.unroll(4):
+                    wr[T.Ramp((cc * 4 + t) * 4, 1, 4)] = W[by * CPS + cc, t, n, T.Ramp(0, 1, 4)]
+                for sg in T.unroll(SEGS):
+                    sl[cc * SEGS + sg] = T.Cast(f32, S[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
+                    if HZ:
+                        zl[cc * SEGS + sg] = T.Cast(i32, Z[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
+                    else:
+                        zl[cc * SEGS + sg] = 0
+        stage_x(X, XQ, XSUM, XSC, bz, by, tid, m)
+        T.tvm_storage_sync("shared")
+        yacc[0] = T.float32(0)
+        for cc in T.unroll(CPS):
+            if not RAGGED or by * CPS + cc < C:
+                for i in T.unroll(SUBS):
+                    sb: T.let = cc * SUBS + i
+                    xq[T.Ramp(0, 1, 4)] = XQ[T.Ramp(sb * WORDS, 1, 4)]
+                    xq[T.Ramp(4, 1, 4)] = XQ[T.Ramp(sb * WORDS + 4, 1, 4)]
+                    dot[0] = T.int32(0)
+                    for t in T.unroll(4):
+                        dot[0] = T.call_pure_extern(i32, "__dp4a", lo_bytes(wr[(cc * 4 + t) * 4 + i]),
+                                                    xq[2 * t], dot[0])
+                        dot[0] = T.call_pure_extern(i32, "__dp4a", hi_bytes(wr[(cc * 4 + t) * 4 + i]),
+                                                    xq[2 * t + 1], dot[0])
+                    seg: T.let = cc * SEGS + (i * SUB) // SEGK
+                    yacc[0] = yacc[0] + sl[seg] * T.float32(0.5) * XSC[sb] * T.Cast(
+                        f32, 2 * dot[0] - (zl[seg] + 15) * XSUM[sb])
+        store(yacc, P, CNT, Y, R, m, bz, by, bx, tid, n)
+
+    return kernel_func(p, body)

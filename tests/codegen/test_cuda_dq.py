@@ -1,0 +1,170 @@
+"""The 4-bit dp4a GEMV (codegen/cuda/dq.py) and its weight layout ``cuda-n4-c128-v1``: the repack round-trips,
+a numpy twin of the kernel (int8 activations per 32 K, byte order of the weight words, integer dot products,
+zero points) stays within the int8 rounding bound of float64, TVM + nvcc compile it for sm_80 and sm_90a with
+the dp4a structure. Runs on a GPU compare the kernel with its twin and with float64 (skipped without one)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lutc
+from lutc.codegen.cuda.build import find_nvcc
+from lutc.codegen.cuda.dq import SUB
+from lutc.codegen.cuda.layout import CHUNK, NIBBLE_LAYOUT, pack_cuda, unpack_codes
+from lutc.codegen.cuda.tir import KernelParams
+from lutc.passes.quantize import LayerQuant
+from lutc.runtime.cuda_libs import gpu_available
+
+RNG = np.random.default_rng(11)
+needs_nvcc = pytest.mark.skipif(find_nvcc() is None, reason="nvcc (CUDA toolkit) is not installed")
+needs_gpu = pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU (torch.cuda.is_available() is False)")
+
+
+def dq_twin(cw, x):
+    """numpy model of the dp4a GEMV, from the kernel's side: activations rounded to int8 per 32 K (absmax / 127,
+    ties to even), staged as words of bytes at offsets 4 t + h + (0, 2, 16, 18); each weight word gives its low
+    (h = 0) and high (h = 1) nibbles as bytes; integer dots per (row, sub-block); then
+    ``s / 2 * xs * (2 dot - (z' + 15) sum x)``. Returns (y [m, N] float64, the bound on |y - x @ W.T|)."""
+    m = x.shape[0]
+    xp = np.zeros((m, cw.k_pad))
+    xp[:, :x.shape[1]] = x
+    blocks = xp.reshape(m, -1, SUB)                                          # [m, sub-block, 32]
+    amax = np.abs(blocks).max(-1)
+    inv = np.where(amax > 0, 127 / np.where(amax > 0, amax, 1), 0)
+    xq = np.rint(blocks * inv[..., None]).astype(np.int64)                   # |xq| <= 127
+    subs = cw.chunks * (CHUNK // SUB)
+    w = cw.w.astype(np.int64)                                                # [chunk, t, n, i]
+    dot = np.zeros((m, cw.n_pad, subs), np.int64)
+    for c in range(cw.chunks):
+        for i in range(CHUNK // SUB):
+            sb = c * (CHUNK // SUB) + i
+            for t in range(4):
+                for h in range(2):
+                    bytes_ = (w[c, t, :, i, None] >> (4 * h + 8 * np.arange(4))) & 15          # [n, 4]
+                    offs = 4 * t + h + np.array([0, 2, 16, 18])
+                    dot[:, :, sb] += xq[:, sb, offs] @ bytes_.T
+    seg = (np.arange(subs) * SUB) // cw.group_size
+    s = cw.scales.astype(np.float64)[seg].T                                  # [n, sub-block]
+    zz = (np.zeros_like(s) if cw.zeros is None else cw.zeros.astype(np.float64)[seg].T) + 15
+    xs = amax / 127
+    y = (s[None] / 2 * xs[:, None, :] * (2 * dot - zz[None] * xq.sum(-1)[:, None, :])).sum(-1)
+    # each activation moves by at most xs / 2 when rounded; each weight s (q - z) stays exact
+    wabs = np.abs(unpack_codes(cw).astype(np.float64) - zz[:cw.n].repeat(SUB, 1) / 2) * s[:cw.n].repeat(SUB, 1)
+    bound = (wabs.reshape(cw.n, subs, SUB).sum(-1)[None] * xs[:, None, :] / 2).sum(-1)
+    return y[:, :cw.n], bound
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 200), k=st.integers(1, 700), group=st.sampled_from([32, 64, 128, 256, None]),
+       sym=st.booleans(), seed=st.integers(0, 2 ** 31))
+def test_nibble_layout_round_trips(n, k, group, sym, seed):
+    rng = np.random.default_rng(seed)
+    q = lutc.quantize_weight(rng.standard_normal((n, k)), LayerQuant(bits=4, group_size=group, symmetric=sym))
+    cw = pack_cuda(q, nibbles=True)
+    assert cw.layout == NIBBLE_LAYOUT and cw.w.shape == (cw.chunks, 4, cw.n_pad, 4) and cw.w.dtype == np.uint32
+    codes = unpack_codes(cw)
+    assert np.array_equal(codes[:, :q.k_pad], q.codes) and not codes[:, q.k_pad:].any()
+    # code j and 4 + j of a word are K positions k and k + 16 (the tensor-core kernel's half2 pairs)
+    c, t, i, j = 0, min(3, (k - 1) // 4 % 4), 0, 0
+    word = int(cw.w[c, t, 0, i])
+    assert (word >> 4 * j) & 15 == codes[0, 32 * i + 4 * t + j]
+    assert (word >> 4 * (4 + j)) & 15 == codes[0, 32 * i + 4 * t + j + 16]
+
+
+def test_nibbles_only_for_four_bits():
+    q = lutc.quantize_weight(RNG.standard_normal((8, 64)), LayerQuant(bits=3, group_size=32))
+    with pytest.raises(ValueError, match="holds 4-bit codes"):
+        pack_cuda(q, nibbles=True)
+
+
+@pytest.mark.parametrize("n, k, group, sym, m", [(100, 300, 64, False, 1), (130, 1000, 128, True, 3),
+                                                 (65, 257, 32, False, 2), (257, 4100, None, False, 1),
+                                                 (1000, 2048, 256, False, 1)])
+def test_dq_twin_within_the_int8_bound(n, k, group, sym, m):
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=4, group_size=group, symmetric=sym))
+    cw = pack_cuda(q, nibbles=True)
+    x = RNG.standard_normal((m, k))
+    x[:, ::37] *= 8                                         # a few large activations per 32 K
+    ref = x @ q.dequantize().astype(np.float64).T
+    y, bound = dq_twin(cw, x)
+    assert np.all(np.abs(y - ref) <= bound * (1 + 1e-9) + 1e-12)
+    rel = np.abs(y - ref).max() / np.abs(ref).max()
+    # rounded, not exact: Gaussian activations lose ~0.5% rms, with the outliers ~1% (half a step of absmax / 127)
+    assert 1e-4 < rel < 2e-2
+    # the twin is the dequantized matmul with int8-rounded activations: the byte order pairs each code with its x
+    xp = np.zeros((m, cw.k_pad))
+    xp[:, :k] = x
+    b = xp.reshape(m, -1, SUB)
+    amax = np.abs(b).max(-1, keepdims=True)
+    xr = (np.rint(b * np.where(amax > 0, 127 / np.where(amax > 0, amax, 1), 0)) * amax / 127).reshape(m, -1)
+    deq = np.zeros((n, cw.k_pad))
+    deq[:, :k] = q.dequantize()[:, :k]
+    assert np.abs(y - xr @ deq.T).max() <= 1e-9 * np.abs(ref).max()
+
+
+def _params(arch, **kw):
+    base = dict(n=300, n_pad=384, k=1000, chunks=8, bits=4, group_size=64, groups=16, has_zero=True, mt=1, cps=3,
+                x_dtype="float16", y_dtype="float32", arch=arch, kind="dq", layout=NIBBLE_LAYOUT)
+    base.update(kw)
+    return KernelParams(**base)
+
+
+def test_dq_cuda_source_structure():
+    from lutc.codegen.cuda.build import cuda_source
+
+    src = cuda_source(_params("sm_90a"))
+    assert src.count("__dp4a(") == 3 * 4 * 8                 # chunks x sub-blocks x (4 words x 2 halves)
+    assert src.count("& 252645135") == 3 * 4 * 8             # 0x0F0F0F0F: one mask per byte word
+    assert "*(int4*)(W_ptr" in src and "__float2int_rn" in src and "__shfl_xor_sync" in src
+    assert "atomicAdd" in src and "R_ptr[" not in src         # split K (8 chunks, 3 per block), no residual
+    direct = cuda_source(_params("sm_90a", cps=8, has_zero=False, residual=True))
+    assert "atomicAdd" not in direct and "R_ptr[" in direct
+    with pytest.raises(ValueError, match="one activation row per block"):
+        cuda_source(_params("sm_90a", mt=2))
+    with pytest.raises(ValueError, match="4-bit weights"):
+        cuda_source(_params("sm_90a", bits=2))
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+@pytest.mark.parametrize("xdt", ["float16", "bfloat16", "float32"])
+def test_nvcc_compiles_the_dq_kernel(arch, xdt):
+    from lutc.codegen.cuda.build import cuda_source, nvcc_compile
+    from lutc.codegen.cuda.mma import PRELUDE
+
+    ptx = nvcc_compile(PRELUDE + cuda_source(_params(arch, x_dtype=xdt)), arch, "ptx").decode()
+    assert ptx.count("dp4a.s32.s32") == 3 * 4 * 8
+    assert "ld.global.nc.v4.u32" in ptx or "ld.global.v4.u32" in ptx or "ld.global.nc.v4.b32" in ptx
+    assert "ld.shared.v4.u32" in ptx or "ld.shared.v4.b32" in ptx     # the staged int8 activations, 16 bytes
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_nvcc_compiles_the_tensor_core_kernel_on_nibbles(arch):
+    from lutc.codegen.cuda.build import cuda_source, nvcc_compile
+    from lutc.codegen.cuda.mma import PRELUDE
+
+    src = cuda_source(_params(arch, kind="mma", mt=32))
+    ptx = nvcc_compile(PRELUDE + src, arch, "ptx").decode()
+    assert ptx.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 4 * 2
+    assert src.count("& 1966110)") == 8 * 2 * 2 * 2          # 0x1E001E: one mask per pair (steps x tiles x ...)
+
+
+@needs_gpu
+@pytest.mark.parametrize("n, k, group, sym, m, xdt", [(100, 300, 64, False, 1, "float16"),
+                                                      (130, 1000, 128, True, 3, "float32"),
+                                                      (65, 257, 32, False, 2, "bfloat16"),
+                                                      (4100, 576, None, False, 1, "float16")])
+def test_dq_kernel_matches_its_twin(n, k, group, sym, m, xdt):
+    import torch
+
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=4, group_size=group, symmetric=sym))
+    f = lutc.kernels.build_lut_matmul(q, target="cuda")
+    assert f.plan(m) == ("dq", 1)
+    x = torch.randn(m, k, dtype=getattr(torch, xdt), device="cuda")
+    xs = x.double().cpu().numpy()
+    y = f(x).double().cpu().numpy()
+    twin, bound = dq_twin(f.cw, xs)
+    ref = xs @ q.dequantize().astype(np.float64).T
+    assert np.abs(y - twin).max() <= 1e-5 * np.abs(ref).max()     # float32 epilogue sums
+    assert np.all(np.abs(y - ref) <= bound + 1e-5 * np.abs(ref).max())
