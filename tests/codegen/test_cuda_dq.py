@@ -28,10 +28,12 @@ def dq_twin(cw, x):
     m = x.shape[0]
     xp = np.zeros((m, cw.k_pad))
     xp[:, :x.shape[1]] = x
-    blocks = xp.reshape(m, -1, SUB)                                          # [m, sub-block, 32]
+    blocks = xp.reshape(m, -1, SUB).astype(np.float32)                       # [m, sub-block, 32], as staged
     amax = np.abs(blocks).max(-1)
-    inv = np.where(amax > 0, 127 / np.where(amax > 0, amax, 1), 0)
-    xq = np.rint(blocks * inv[..., None]).astype(np.int64)                   # |xq| <= 127
+    with np.errstate(divide="ignore"):   # float32 like the kernel: x * (127 / amax) can land on a tie
+        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    xq = np.rint(blocks * inv[..., None]).astype(np.int64)                   # |xq| <= 127, ties to even
+    amax = amax.astype(np.float64)
     subs = cw.chunks * (CHUNK // SUB)
     w = cw.w.astype(np.int64)                                                # [chunk, t, n, i]
     dot = np.zeros((m, cw.n_pad, subs), np.int64)
@@ -46,7 +48,7 @@ def dq_twin(cw, x):
     seg = (np.arange(subs) * SUB) // cw.group_size
     s = cw.scales.astype(np.float64)[seg].T                                  # [n, sub-block]
     zz = (np.zeros_like(s) if cw.zeros is None else cw.zeros.astype(np.float64)[seg].T) + 15
-    xs = amax / 127
+    xs = (amax.astype(np.float32) / np.float32(127)).astype(np.float64)
     y = (s[None] / 2 * xs[:, None, :] * (2 * dot - zz[None] * xq.sum(-1)[:, None, :])).sum(-1)
     # each activation moves by at most xs / 2 when rounded; each weight s (q - z) stays exact
     wabs = np.abs(unpack_codes(cw).astype(np.float64) - zz[:cw.n].repeat(SUB, 1) / 2) * s[:cw.n].repeat(SUB, 1)
@@ -83,8 +85,9 @@ def test_nibbles_only_for_four_bits():
 def test_dq_twin_within_the_int8_bound(n, k, group, sym, m):
     q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=4, group_size=group, symmetric=sym))
     cw = pack_cuda(q, nibbles=True)
-    x = RNG.standard_normal((m, k))
+    x = RNG.standard_normal((m, k)).astype(np.float32)
     x[:, ::37] *= 8                                         # a few large activations per 32 K
+    x = x.astype(np.float64)
     ref = x @ q.dequantize().astype(np.float64).T
     y, bound = dq_twin(cw, x)
     assert np.all(np.abs(y - ref) <= bound * (1 + 1e-9) + 1e-12)
@@ -94,9 +97,10 @@ def test_dq_twin_within_the_int8_bound(n, k, group, sym, m):
     # the twin is the dequantized matmul with int8-rounded activations: the byte order pairs each code with its x
     xp = np.zeros((m, cw.k_pad))
     xp[:, :k] = x
-    b = xp.reshape(m, -1, SUB)
+    b = xp.reshape(m, -1, SUB).astype(np.float32)
     amax = np.abs(b).max(-1, keepdims=True)
-    xr = (np.rint(b * np.where(amax > 0, 127 / np.where(amax > 0, amax, 1), 0)) * amax / 127).reshape(m, -1)
+    inv = (np.float32(127) / np.maximum(amax, np.float32(1e-30))).astype(np.float32)
+    xr = (np.rint(b * inv) * (amax / np.float32(127)).astype(np.float64)).reshape(m, -1)
     deq = np.zeros((n, cw.k_pad))
     deq[:, :k] = q.dequantize()[:, :k]
     assert np.abs(y - xr @ deq.T).max() <= 1e-9 * np.abs(ref).max()
