@@ -29,7 +29,8 @@ SHAPES = [(4096, 4096), (11008, 4096), (14336, 4096)]
 MS = [1, 4, 16, 128]
 METHODS = {"W4": dict(bits=4, group_size=128), "W2": dict(bits=2, group_size=128),
            "ternary": dict(bits="ternary", group_size=128),
-           "W4-planes": dict(bits=4, group_size=128, kind="lut")}   # 4 bits as bit planes: the LUT kernel, as before
+           "W4-planes": dict(bits=4, group_size=128, kind="lut"),   # bit planes: the LUT kernel, as before the
+           "W2-planes": dict(bits=2, group_size=128, kind="lut")}   # dp4a GEMV (beside it in the table: `planes`)
 GEMV_CPS = [1, 2, 4, 8]        # chunks per block swept for M = 1 with --sweep (the default: a heuristic)
 GEMV_MAXREG = [0, 64]          # nvcc -maxrregcount swept for M = 1 with --sweep (0: nvcc's choice)
 MMA_CPS = [2, 4, 8, 32]        # chunks per block of the tensor-core kernel swept for W2 at M > 1
@@ -139,7 +140,7 @@ def prepare(sweep=False, bench=True):
                 for cps in MMA_CPS:
                     _kernel(q, "float16", cps, m).build(m, "float16")
                     count += 1
-        for cps in GEMV_CPS if sweep else ():
+        for cps in GEMV_CPS if sweep and "kind" not in METHODS[name] else ():
             for mr in GEMV_MAXREG:
                 k_ = _bench_kernel(name, q, cps, 1)
                 k_._maxreg = {1: mr} if mr else {}
@@ -313,7 +314,7 @@ def run_bench(log, bw, sweep=False):
                     for f in fs:
                         f._cps = {}
                     row[f"lutc_{name}_sweep_us"] = sweep_
-                if m == 1 and sweep:  # sweep the K split of the GEMV
+                if m == 1 and sweep and "kind" not in METHODS[name]:  # sweep the K split of the GEMV
                     gemv = {}
                     for cps in GEMV_CPS:
                         for mr in GEMV_MAXREG:
@@ -356,8 +357,8 @@ def markdown(results, bw, device, check_summary):
              "CUDA-event medians, cold weights (each method rotates through > 200 MB of weight copies), "
              "activations float16, lutc output float16, group size 128 (W4/W2 asymmetric rtn, ternary absmean). "
              "lutc time = the whole call (fused table build + LUT matmul + split-K reduction when K is split). "
-             "M = 1 runs the LUT kernel (table lookups) for W2 and ternary, the dp4a GEMV for W4 (4-bit codes, "
-             "activations rounded to int8 per 32 K), with W4 as bit planes on the LUT kernel beside it (`planes`); "
+             "M = 1 runs the dp4a GEMV (weights as 2- or 4-bit codes, activations rounded to int8 per 32 K), with the "
+             "same weights as bit planes on the LUT kernel (table lookups) beside it (`planes`); "
              "M > 1 the tensor-core kernel (weights dequantized to "
              "float16 in registers, `mma.sync`), with the LUT kernel's time beside it (`LUT kernel`) and at M = 128 "
              "the tensor-core kernel with its other activation tile (default: 64 rows for W4, 32 for W2 and "

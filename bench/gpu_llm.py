@@ -39,9 +39,9 @@ CHECK_QUANTS = {"W2 g64 asym": dict(bits=2, group_size=64), "W4 g32 sym": dict(b
                 "W2 g64 asym int8": dict(bits=2, group_size=64, table_dtype="int8"),
                 "W4 g64 asym int8": dict(bits=4, group_size=64, table_dtype="int8")}
 # float tables: the LUT kernels for every row count, the dequantized matmul to float32 rounding; int8 tables
-# (the default): prefill on the tensor cores, weights and activations rounded to float16; 4-bit weights with
-# int8 tables decode on the dp4a GEMV (activations rounded to int8 per 32 K: ~0.5% rms per matmul)
-CHECK_BOUND = {"f32": 1e-4, "int8": 5e-3, "int8 4-bit": 3e-2}
+# (the default): prefill on the tensor cores (weights and activations rounded to float16: ~1e-3), decode on the
+# dp4a GEMV (activations rounded to int8 per 32 K: ~0.5% rms per matmul)
+CHECK_BOUND = {"f32": 1e-4, "int8": 3e-2}
 SPEED_QUANTS = {"W2": dict(bits=2, group_size=128), "W4": dict(bits=4, group_size=128),
                 "W2-f32tables": dict(bits=2, group_size=128, table_dtype="f32")}   # prefill on the LUT kernel
 
@@ -158,8 +158,7 @@ def check(log) -> bool:
     ids = rng.integers(0, CHECK.vocab_size, (1, 19))
     for name, q in CHECK_QUANTS.items():
         cm = _compile(CHECK, q, "f32")
-        td = q.get("table_dtype", "f32")
-        bound = CHECK_BOUND[f"{td} 4-bit" if td == "int8" and q["bits"] == 4 else td]
+        bound = CHECK_BOUND[q.get("table_dtype", "f32")]
         g = build_llama(CHECK, random_llama_weights(CHECK, seed=0))
         ref = lutc.compile(g, target="reference", quant=lutc.QuantConfig(**{**q, "table_dtype": "f32"},
                                                                         exclude=[]))

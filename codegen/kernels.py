@@ -20,9 +20,10 @@ def build_lut_matmul(qweight: QuantizedWeight, m: int | None = None, target: str
     an error where the weight or the host cannot take it).
 
     ``target="cuda"``: a ``CudaLutMatmul`` over torch CUDA tensors (``cuda_options``: ``out_dtype``
-    "float32"/"float16", ``arch`` e.g. "sm_90a"/"sm_80"; ``kind`` "lut"/"mma" forces a kernel: by default
-    up to three activation rows run the LUT kernel and more rows the tensor-core kernel); it builds without a
-    GPU (``.build(m)``), and calling it without one raises ``NoGPUError``."""
+    "float32"/"float16", ``arch`` e.g. "sm_90a"/"sm_80"; ``kind`` "lut"/"mma"/"dq" forces a kernel: by default
+    up to three activation rows run the dp4a GEMV (1-, 2-, 4-bit and ternary weights as codes, int8 tables) or
+    the LUT kernel (3 bits, float tables, groups below 32), and more rows the tensor-core kernel); it builds
+    without a GPU (``.build(m)``), and calling it without one raises ``NoGPUError``."""
     if target == "cuda":
         from .cuda.kernel import CudaLutMatmul
 

@@ -1,14 +1,17 @@
-"""The dequantizing GEMV for 4-bit weights (layout ``cuda-n4-c128-v1``), as TVMScript: ``dp4a`` on int8 activations.
+"""The dequantizing GEMV for 1-, 2- and 4-bit weights (and ternary) in the code layouts (``cuda-n{b}-c128-v1``),
+as TVMScript: ``dp4a`` on int8 activations.
 
-Why not table lookups at 4 bits: the LUT kernel looks each 4-bit plane index up once per plane, so a 4-bit
-weight costs 4 lookups (SHF + LOP3 + LDS + FADD each) and the W4 GEMV was issue-bound (H200: 0.97-1.17x torch's
-int4 kernel). Here a weight is one nibble: ``w & 0x0F0F0F0F`` and ``(w >> 4) & 0x0F0F0F0F`` turn a 32-bit word of
-8 codes into two words of 4 bytes, and two ``dp4a`` multiply them by 8 int8 activations (5 instructions per 8
-weights). The activations are what the int8 table mode quantizes (``table_dtype="int8"``, the default: ~1e-2
-relative, as the CPU's int8 tables): each block rounds its K range to int8 per 32 K (scale = absmax / 127,
-round to nearest even) while it stages them in shared memory, in the byte order of the weight words, with the
-integer sums that the zero points need. Per row, 32 K and chunk: ``y += s / 2 * xs * (2 dot - (z' + 15) sum x)``
-(z' = 2z - 15: the layout's zero-point encoding, 2 (q - z) = 2q - z' - 15), float32 from there.
+Why not table lookups: the LUT kernel looks each 4-bit plane index up once per plane, so a b-bit weight costs b/4
+lookups (SHF + LOP3 + LDS + FADD each): at 4 bits the W4 GEMV was issue-bound (H200: 0.97-1.17x torch's int4
+kernel), and the float tables it builds per block cost a shared-memory phase of their own. Here a weight is one
+b-bit field: ``(w >> b h) & (2^b - 1) * 0x01010101`` (h < 8 / b) turns a 32-bit word of 32 / b codes into 8 / b
+words of 4 bytes, and a ``dp4a`` each multiplies them by 4 int8 activations (4 bits: 5 instructions per 8 weights;
+2 bits: 11 per 16). The activations are what the int8 table mode quantizes (``table_dtype="int8"``, the default:
+~1e-2 relative, as the CPU's int8 tables): each block rounds its K range to int8 per 32 K (scale = absmax / 127,
+round to nearest even, as llama.cpp's Q8_0 activation blocks) while it stages them in shared memory, in the byte
+order of the weight words, with the integer sums that the zero points need. Per row, 32 K and chunk:
+``y += s / 2 * xs * (2 dot - (z' + 2^b - 1) sum x)`` (z' = 2z + 1 - 2^b: the layout's zero-point encoding), float32
+from there.
 
 Grid and epilogue are the LUT kernel's (tir.py): 128 rows per block, one per thread, K split over blocks, the
 last block sums the partials; each activation row is its own ``blockIdx.z`` (up to 3 rows use this kernel; 4+
@@ -17,26 +20,38 @@ the float32 LUT kernel.
 """
 from __future__ import annotations
 
-from .layout import CHUNK, ROWS
+from .layout import CHUNK, CODE_LAYOUTS, ROWS
 from .tir import THREADS, KernelParams, kernel_func, store_macro
 
 SUB = 32            # K per int8 activation scale (a lane quad's word of the tensor-core layout)
 SUBS = CHUNK // SUB  # sub-blocks per chunk
-WORDS = 8           # int8 activation words per sub-block: slots t = 0..3, low / high nibbles
+WORDS = 8           # int8 activation words per sub-block: (slot t, byte field h) for t < b, h < 8 / b
 
 
 def supports(bits: int, group_size: int, groups: int) -> bool:
-    """4-bit weights whose groups hold whole 32-K sub-blocks (or one group per row)."""
-    return bits == 4 and (groups == 1 or group_size % SUB == 0)
+    """1-, 2- and 4-bit weights whose groups hold whole 32-K sub-blocks (or one group per row)."""
+    return bits in CODE_LAYOUTS and (groups == 1 or group_size % SUB == 0)
+
+
+def byte_offsets(bits: int, r: int) -> list[int]:
+    """K offsets (inside a 32-K sub-block) of the 4 activations in int8 word ``r`` = (slot t, field h): byte e
+    meets code field h + e * 8 / b of the slot's words, i.e. K ``F t + f % F + 16 (f // F)`` (F = 16 / b)."""
+    hh, f_ = 8 // bits, 16 // bits
+    t, h = divmod(r, hh)
+    return [f_ * t + (h + e * hh) % f_ + 16 * ((h + e * hh) // f_) for e in range(4)]
 
 
 def dq_gemv_func(p: KernelParams):
     from ..tvmscript import T
 
-    if p.mt != 1 or not supports(p.bits, p.group_size, p.groups):
-        raise ValueError(f"the dequantizing GEMV takes one activation row per block and 4-bit weights in groups of "
-                         f"a multiple of {SUB}, got mt={p.mt}, bits={p.bits}, group {p.group_size}")
-    K, C, GS, CPS = p.k, p.chunks, p.group_size, p.cps
+    if p.mt != 1 or not supports(p.bits, p.group_size, p.groups) or p.layout != CODE_LAYOUTS.get(p.bits):
+        raise ValueError(f"the dequantizing GEMV takes one activation row per block and 1, 2 or 4-bit codes in "
+                         f"groups of a multiple of {SUB}, got mt={p.mt}, bits={p.bits}, group {p.group_size}, "
+                         f"layout {p.layout}")
+    K, C, B, GS, CPS = p.k, p.chunks, p.bits, p.group_size, p.cps
+    HH = 8 // B                       # byte words per weight word
+    FF = 16 // B                      # code fields per half word
+    BYTES = ((1 << B) - 1) * 0x01010101
     RAGGED = C % CPS != 0
     HZ = p.has_zero
     SEGK = min(GS, CHUNK)             # K per scale inside a chunk
@@ -46,17 +61,19 @@ def dq_gemv_func(p: KernelParams):
     f32, i32 = "float32", "int32"
     store = store_macro(p)
 
-    def lo_bytes(w):
-        return T.bitwise_and(w, T.int32(0x0F0F0F0F))
+    def code_bytes(w, h):
+        return T.bitwise_and(T.shift_right(w, B * h), T.int32(BYTES))
 
-    def hi_bytes(w):
-        return T.bitwise_and(T.shift_right(w, 4), T.int32(0x0F0F0F0F))
+    def offset(r, e):
+        """``byte_offsets(B, r)[e]`` for TIR ``r`` and ``e``."""
+        f = r % HH + e * HH
+        return FF * (r // HH) + f % FF + 16 * (f // FF)
 
     @T.macro
     def stage_x(X, XQ, XSUM, XSC, bz, by, tid, m):
-        """Thread ``tid`` packs one int8 word: sub-block ``sb``, slot t = r // 2, nibble half h = r % 2 of the
-        weight words, i.e. the activations at offsets 4 t + h + (0, 2, 16, 18) of the sub-block (the byte order
-        of ``w & 0x0F0F0F0F`` for h = 0, ``(w >> 4) & 0x0F0F0F0F`` for h = 1)."""
+        """Thread ``tid`` packs one int8 word ``r`` of sub-block ``sb``: the activations at the offsets
+        ``byte_offsets(B, r)`` (for 4 bits: 4 t + h + (0, 2, 16, 18)), in the byte order of
+        ``(w >> B h) & BYTES``."""
         xv = T.alloc_buffer((4,), f32, scope="local")
         qv = T.alloc_buffer((4,), i32, scope="local")
         amax = T.alloc_buffer((1,), f32, scope="local")
@@ -64,10 +81,10 @@ def dq_gemv_func(p: KernelParams):
         for ps in T.unroll(PASSES):
             sb: T.let = ps * (THREADS // WORDS) + tid // WORDS
             r: T.let = tid % WORDS
-            k0: T.let = (by * CPS) * CHUNK + sb * SUB + 4 * (r // 2) + r % 2
+            k0: T.let = (by * CPS) * CHUNK + sb * SUB
             for e in T.unroll(4):
-                xv[e] = T.if_then_else(sb < NSUB and k0 + (e % 2) * 2 + (e // 2) * 16 < K,
-                                       T.Cast(f32, X[bz, k0 + (e % 2) * 2 + (e // 2) * 16]), T.float32(0))
+                xv[e] = T.if_then_else(sb < NSUB and k0 + offset(r, e) < K,
+                                       T.Cast(f32, X[bz, k0 + offset(r, e)]), T.float32(0))
             amax[0] = T.max(T.max(T.fabs(xv[0]), T.fabs(xv[1])), T.max(T.fabs(xv[2]), T.fabs(xv[3])))
             for sh in T.unroll(3):   # max over the 8 lanes of the sub-block
                 amax[0] = T.max(amax[0], T.call_pure_extern(
@@ -92,7 +109,7 @@ def dq_gemv_func(p: KernelParams):
         XQ = T.alloc_buffer((NSUB * WORDS,), i32, scope="shared")
         XSUM = T.alloc_buffer((NSUB,), i32, scope="shared")
         XSC = T.alloc_buffer((NSUB,), f32, scope="shared")
-        wr = T.alloc_buffer((CPS * 16,), i32, scope="local")     # [chunk, slot t, word i]
+        wr = T.alloc_buffer((CPS * B * 4,), i32, scope="local")  # [chunk, slot t, word i]
         sl = T.alloc_buffer((CPS * SEGS,), f32, scope="local")
         zl = T.alloc_buffer((CPS * SEGS,), i32, scope="local")
         xq = T.alloc_buffer((WORDS,), i32, scope="local")
@@ -102,8 +119,8 @@ def dq_gemv_func(p: KernelParams):
         # the weights and scales of every chunk first: their HBM latency overlaps the staging
         for cc in T.unroll(CPS):
             if not RAGGED or by * CPS + cc < C:
-                for t in T.unroll(4):
-                    wr[T.Ramp((cc * 4 + t) * 4, 1, 4)] = W[by * CPS + cc, t, n, T.Ramp(0, 1, 4)]
+                for t in T.unroll(B):
+                    wr[T.Ramp((cc * B + t) * 4, 1, 4)] = W[by * CPS + cc, t, n, T.Ramp(0, 1, 4)]
                 for sg in T.unroll(SEGS):
                     sl[cc * SEGS + sg] = T.Cast(f32, S[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
                     if HZ:
@@ -120,14 +137,13 @@ def dq_gemv_func(p: KernelParams):
                     xq[T.Ramp(0, 1, 4)] = XQ[T.Ramp(sb * WORDS, 1, 4)]
                     xq[T.Ramp(4, 1, 4)] = XQ[T.Ramp(sb * WORDS + 4, 1, 4)]
                     dot[0] = T.int32(0)
-                    for t in T.unroll(4):
-                        dot[0] = T.call_pure_extern(i32, "__dp4a", lo_bytes(wr[(cc * 4 + t) * 4 + i]),
-                                                    xq[2 * t], dot[0])
-                        dot[0] = T.call_pure_extern(i32, "__dp4a", hi_bytes(wr[(cc * 4 + t) * 4 + i]),
-                                                    xq[2 * t + 1], dot[0])
+                    for t in T.unroll(B):
+                        for h in T.unroll(HH):
+                            dot[0] = T.call_pure_extern(i32, "__dp4a", code_bytes(wr[(cc * B + t) * 4 + i], h),
+                                                        xq[t * HH + h], dot[0])
                     seg: T.let = cc * SEGS + (i * SUB) // SEGK
                     yacc[0] = yacc[0] + sl[seg] * T.float32(0.5) * XSC[sb] * T.Cast(
-                        f32, 2 * dot[0] - (zl[seg] + 15) * XSUM[sb])
+                        f32, 2 * dot[0] - (zl[seg] + ((1 << B) - 1)) * XSUM[sb])
         store(yacc, P, CNT, Y, R, m, bz, by, bx, tid, n)
 
     return kernel_func(p, body)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...passes.quantize.weight import QuantizedWeight
 from . import dq, mma
-from .layout import NIBBLE_LAYOUT, ROWS, pack_cuda
+from .layout import CODE_LAYOUTS, ROWS, pack_cuda
 from .tir import KernelParams, choose_cps
 
 X_DTYPES = ("float16", "bfloat16", "float32")
@@ -33,22 +33,23 @@ MMA_MIN_M = 4   # from this many activation rows on, the tensor-core kernel (whe
                 # H200 at M = 4 it matched or beat the LUT kernel (16-25 us vs 16-30), whose cost grows with M
 
 
-def use_nibbles(bits: int, group_size: int, groups: int, exact: bool = False) -> bool:
-    """Whether 4-bit weights are stored as codes (layout ``cuda-n4-c128-v1``) instead of bit planes: at 4 bits
-    the LUT kernel's 4 lookups per weight cost more than dequantizing (dq.py), so codes, read by the dp4a GEMV
-    and the tensor-core kernel, where both take the grouping and int8 tables are allowed."""
+def use_codes(bits: int, group_size: int, groups: int, exact: bool = False) -> bool:
+    """Whether weights are stored as b-bit codes (``CODE_LAYOUTS``: 1, 2, 4 bits and ternary) instead of bit
+    planes: the dp4a GEMV's bit-field extraction costs less than the LUT kernel's lookups and table build (dq.py),
+    so codes, read by the dp4a GEMV and the tensor-core kernel, where both take the grouping and int8 tables are
+    allowed. 3 bits (no whole codes per word) and float tables keep planes and the LUT kernel."""
     return not exact and dq.supports(bits, group_size, groups) and mma.supports(group_size, groups)
 
 
-def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False, nibbles: bool = False) -> str:
-    """The kernel rule for ``m`` rows: table lookups for up to 3 rows of bit planes (the GEMV reads each weight
-    once and its lookups cost less than dequantizing), the dp4a GEMV for up to 3 rows of 4-bit codes, the
+def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False, codes: bool = False) -> str:
+    """The kernel rule for ``m`` rows: table lookups for up to 3 rows of bit planes, the dp4a GEMV for up to 3
+    rows of codes, the
     tensor-core kernel for more, the LUT kernel where the tensor-core kernel does not take the grouping (groups
     of 8 or 16) or where float tables were asked for (``exact``: the dequantized matmul to float32 rounding,
     where the tensor cores round weights to float16)."""
     if m >= MMA_MIN_M and not exact and mma.supports(group_size, groups):
         return "mma"
-    return "dq" if nibbles else "lut"
+    return "dq" if codes else "lut"
 
 
 class CudaLutMatmul:
@@ -56,14 +57,13 @@ class CudaLutMatmul:
 
     x: torch CUDA tensor [..., K], float16, bfloat16 or float32; y: [..., N] in ``out_dtype`` (float32 or float16).
     Up to three activation rows run the LUT kernel, whose tables are float32 (built from the activations inside
-    the kernel): the dequantized matmul to float32 rounding; 4-bit weights run the dp4a GEMV instead (activations
-    rounded to int8 per 32 K: ~5e-3 relative, the int8 table mode). Four or more rows run the tensor-core kernel
+    the kernel): the dequantized matmul to float32 rounding; 1-, 2- and 4-bit weights (and ternary) with int8
+    tables are stored as codes and run the dp4a GEMV instead (activations rounded to int8 per 32 K: ~5e-3 relative,
+    the int8 table mode). Four or more rows run the tensor-core kernel
     (weights and activations rounded to float16, float32 sums: ~1e-3 relative) unless
     ``qweight.config.table_dtype`` is "f32" (exact: bit planes and the LUT kernel for every row count) or the
-    grouping is finer than 32 (``kind`` forces one; ``kind="lut"`` keeps 4-bit weights in bit planes).
+    grouping is finer than 32 (``kind`` forces one; ``kind="lut"`` keeps bit planes).
     """
-
-    table_dtype = "f32"
 
     def __init__(self, qweight: QuantizedWeight, out_dtype: str = "float32", arch: str | None = None,
                  sms: int | None = None, cps: dict | None = None, maxreg: dict | None = None,
@@ -76,12 +76,12 @@ class CudaLutMatmul:
             raise ValueError(f"kind must be one of {KINDS} (or None: chosen by row count), got {kind!r}")
         self.exact = getattr(qweight.config, "table_dtype", "int8") == "f32"
         gs, groups = qweight.group_size, qweight.scales.shape[1]
-        nibbles = kind != "lut" and use_nibbles(qweight.bits, gs, groups, self.exact)
-        if kind == "dq" and not nibbles:
-            raise NotImplementedError(f"the dp4a GEMV takes 4-bit weights with int8 tables in groups of a multiple "
-                                      f"of 32, got bits={qweight.config.bits}, group {gs}, table_dtype "
-                                      f"{qweight.config.table_dtype!r}")
-        self.cw = pack_cuda(qweight, nibbles=nibbles)
+        codes = kind != "lut" and use_codes(qweight.bits, gs, groups, self.exact)
+        if kind == "dq" and not codes:
+            raise NotImplementedError(f"the dp4a GEMV takes 1, 2 or 4-bit weights (or ternary) with int8 tables in "
+                                      f"groups of a multiple of 32, got bits={qweight.config.bits}, group {gs}, "
+                                      f"table_dtype {qweight.config.table_dtype!r}")
+        self.cw = pack_cuda(qweight, codes=codes)
         self.n, self.k, self.bits = self.cw.n, self.cw.k, self.cw.bits
         self.layout = self.cw.layout
         self.out_dtype = out_dtype
@@ -98,6 +98,12 @@ class CudaLutMatmul:
         self._fns: dict = {}
         self._work: dict = {}
 
+    @property
+    def table_dtype(self) -> str:
+        """What the one-row kernel computes with: "f32" (the LUT kernel's float32 tables, bit planes) or "int8"
+        (the dp4a GEMV's int8 activations, codes)."""
+        return "int8" if self.layout in CODE_LAYOUTS.values() else "f32"
+
     # ---- building (works without a GPU) ----
     @property
     def arch(self) -> str:
@@ -109,9 +115,9 @@ class CudaLutMatmul:
 
     def plan(self, m: int) -> tuple[str, int]:
         """(kernel kind, activation rows per block) for ``m`` rows."""
-        nibbles = self.layout == NIBBLE_LAYOUT
-        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact, nibbles)
-        if (kind == "lut" and nibbles) or (kind == "dq" and not nibbles):
+        codes = self.layout in CODE_LAYOUTS.values()
+        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact, codes)
+        if (kind == "lut" and codes) or (kind == "dq" and not codes):
             raise ValueError(f"the {kind} kernel does not read weights in layout {self.layout}")
         if kind == "mma":
             return kind, self._mma_tile or mma.mma_tile(m, self.cw.bits)
@@ -149,7 +155,7 @@ class CudaLutMatmul:
 
             cw = self.cw
             z = cw.zeros if cw.zeros is not None else np.zeros((cw.groups, cw.n_pad), np.int8)
-            self._dev = [torch.from_numpy(cw.w.view(np.int32)).cuda(), torch.from_numpy(cw.scales).cuda(),
+            self._dev = [torch.from_numpy(np.ascontiguousarray(cw.w).view(np.int32)).cuda(), torch.from_numpy(cw.scales).cuda(),
                          torch.from_numpy(z).cuda()]
         return self._dev
 

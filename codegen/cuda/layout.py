@@ -12,14 +12,14 @@ activation ``c*128 + 4r + i``) fill four 32-bit words, index r in bits ``4*(r%8)
 The kernels use the full 16-entry signed table T[idx] = sum_i (2 bit_i(idx) - 1) x_i, so no index inversion
 is stored: ``y = sum_groups s/2 * (sum_t 2^t sum_runs T[idx_t] - z' * sum_group x)``.
 
-Layout ``cuda-n4-c128-v1`` (4-bit weights for the dequantizing kernels, ``nibbles=True``): the same arrays, the
-same [C, 4, N_pad, 4] words, but each word holds 4-bit codes instead of plane indices, so a weight is one nibble
-(one bit-field op to dequantize) instead of four plane bits. Word ``i`` of slot ``t`` (the "plane" axis) of a
-chunk holds the codes of the K positions ``32 i + 4 t + j`` in nibble ``j`` and ``32 i + 4 t + j + 16`` in
-nibble ``4 + j`` (j < 4): ``(word >> 4 j) & 0x000F000F`` is the code pair of a half2 ``(k, k + 16)``, the pair
-the tensor-core kernel's fragments hold, and the 16-byte load of a slot and row is 32 weights of one 128-K
-chunk, as with planes. The bit-serial LUT kernel needs planes (table lookups cost one per plane, so at 4 bits
-dequantizing is cheaper: codegen/cuda/dq.py).
+Layouts ``cuda-n4-c128-v1``, ``cuda-n2-c128-v1``, ``cuda-n1-c128-v1`` (``codes=True``: 4-, 2- and 1-bit weights,
+ternary as 2-bit codes, for the dequantizing kernels): the same [C, b, N_pad, 4] words, but each word holds
+``32 / b`` b-bit codes instead of plane indices, so a weight is one bit field (one op to dequantize) instead of b
+plane bits. With F = 16 / b, word ``i`` of slot ``t`` (the "plane" axis) of a chunk holds the codes of the K
+positions ``32 i + F t + f`` in field ``f`` and ``32 i + F t + f + 16`` in field ``F + f`` (f < F):
+``(word >> b f) & (2^b - 1) * 0x10001`` is the code pair of a half2 ``(k, k + 16)``, the pair the tensor-core
+kernel's fragments hold, and the 16-byte load of a slot and row is 32 / b * 4 weights of one 128-K chunk, as
+with planes. The bit-serial LUT kernel needs planes; 3-bit codes do not tile a word, so 3 bits keep them.
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ from ...passes.quantize.packing import plane_indices
 from ...passes.quantize.weight import QuantizedWeight
 
 LAYOUT = "cuda-g4-c128-v1"
-NIBBLE_LAYOUT = "cuda-n4-c128-v1"
-LAYOUTS = (LAYOUT, NIBBLE_LAYOUT)
+CODE_LAYOUTS = {4: "cuda-n4-c128-v1", 2: "cuda-n2-c128-v1", 1: "cuda-n1-c128-v1"}   # bits -> layout of b-bit codes
+NIBBLE_LAYOUT = CODE_LAYOUTS[4]
+LAYOUTS = (LAYOUT, *CODE_LAYOUTS.values())
 CHUNK = 128      # K per chunk: 32 runs of 4, four 32-bit words per plane and row
 ROWS = 128       # rows per thread block; N is padded to a multiple of this
 
@@ -85,33 +86,35 @@ def check_supported(qw: QuantizedWeight) -> None:
                                       "as in GGUF Q4_1, are not supported yet)")
 
 
-def nibble_words(codes: np.ndarray) -> np.ndarray:
-    """4-bit codes [N_pad, C * 128] -> words [C, 4, N_pad, 4] of layout ``cuda-n4-c128-v1``."""
+def code_words(codes: np.ndarray, bits: int) -> np.ndarray:
+    """b-bit codes [N_pad, C * 128] -> words [C, b, N_pad, 4] of layout ``CODE_LAYOUTS[b]``."""
     n_pad, kp = codes.shape
-    c = codes.reshape(n_pad, kp // CHUNK, 4, 2, 4, 4).astype(np.uint32)   # [n, chunk, i, half, t, j]
-    nib = c.transpose(1, 4, 0, 2, 3, 5).reshape(kp // CHUNK, 4, n_pad, 4, 8)  # [chunk, t, n, i, half * 4 + j]
-    return (nib << (4 * np.arange(8, dtype=np.uint32))).sum(-1, dtype=np.uint32)
+    f = 16 // bits
+    c = codes.reshape(n_pad, kp // CHUNK, 4, 2, bits, f).astype(np.uint32)   # [n, chunk, i, half, t, f]
+    fld = c.transpose(1, 4, 0, 2, 3, 5).reshape(kp // CHUNK, bits, n_pad, 4, 2 * f)  # [chunk, t, n, i, field]
+    return (fld << (bits * np.arange(2 * f, dtype=np.uint32))).sum(-1, dtype=np.uint32)
 
 
-def pack_cuda(qw: QuantizedWeight, nibbles: bool = False) -> CudaWeight:
-    """Repack ``qw`` into layout ``cuda-g4-c128-v1`` (bit planes), or with ``nibbles`` (4-bit weights only)
-    ``cuda-n4-c128-v1``."""
+def pack_cuda(qw: QuantizedWeight, codes: bool = False) -> CudaWeight:
+    """Repack ``qw`` into layout ``cuda-g4-c128-v1`` (bit planes), or with ``codes`` (1, 2 and 4 bits, ternary)
+    into ``CODE_LAYOUTS[bits]``."""
     if not isinstance(qw, QuantizedWeight):
         raise TypeError(f"pack_cuda takes a lutc.QuantizedWeight, got {type(qw).__name__}")
     check_supported(qw)
-    if nibbles and qw.bits != 4:
-        raise ValueError(f"layout {NIBBLE_LAYOUT} holds 4-bit codes, got {qw.bits}-bit weights")
+    if codes and qw.bits not in CODE_LAYOUTS:
+        raise ValueError(f"the code layouts hold {sorted(CODE_LAYOUTS)}-bit codes (a word of 32 bits), got {qw.bits}-bit "
+                         "weights: they keep bit planes")
     bits, n, gs = qw.bits, qw.n, qw.group_size
     chunks = -(-qw.k_pad // CHUNK)
     kp, n_pad = chunks * CHUNK, -(-n // ROWS) * ROWS
     if qw.scales.shape[1] == 1:
         gs = kp  # one group per row
-    codes = np.zeros((n_pad, kp), np.uint8)
-    codes[:n, :qw.k_pad] = qw.codes
-    if nibbles:
-        w = nibble_words(codes)
+    padded = np.zeros((n_pad, kp), np.uint8)
+    padded[:n, :qw.k_pad] = qw.codes
+    if codes:
+        w = code_words(padded, bits)
     else:
-        idx = plane_indices(codes, bits).astype(np.uint32)          # [bits, N_pad, runs]
+        idx = plane_indices(padded, bits).astype(np.uint32)          # [bits, N_pad, runs]
         idx = idx.reshape(bits, n_pad, chunks, 4, 8)                # run r of a chunk = word r//8, nibble r%8
         words = (idx << (4 * np.arange(8, dtype=np.uint32))).sum(-1, dtype=np.uint32)   # [bits, N_pad, C, 4]
         w = np.ascontiguousarray(words.transpose(2, 0, 1, 3))       # [C, bits, N_pad, 4]
@@ -122,15 +125,16 @@ def pack_cuda(qw: QuantizedWeight, nibbles: bool = False) -> CudaWeight:
     if qw.zeros is not None:
         zeros = np.zeros((groups, n_pad), np.int8)
         zeros[:qw.scales.shape[1], :n] = (2 * qw.zeros.astype(np.float64) + 1 - (1 << bits)).astype(np.int8).T
-    return CudaWeight(w, scales, zeros, n, qw.k, bits, gs, NIBBLE_LAYOUT if nibbles else LAYOUT)
+    return CudaWeight(w, scales, zeros, n, qw.k, bits, gs, CODE_LAYOUTS[bits] if codes else LAYOUT)
 
 
 def unpack_codes(cw: CudaWeight) -> np.ndarray:
     """The codes [N, K_pad(cuda)] back from a CudaWeight (tests: the repack round-trips)."""
-    if cw.layout == NIBBLE_LAYOUT:
-        nib = (cw.w[..., None] >> (4 * np.arange(8, dtype=np.uint32))) & 15     # [chunk, t, n, i, half * 4 + j]
-        nib = nib.reshape(cw.chunks, 4, cw.n_pad, 4, 2, 4).transpose(2, 0, 3, 4, 1, 5)  # [n, chunk, i, half, t, j]
-        return nib.reshape(cw.n_pad, -1)[:cw.n].astype(np.uint8)
+    if cw.layout in CODE_LAYOUTS.values():
+        b, f = cw.bits, 16 // cw.bits
+        fld = (cw.w[..., None] >> (b * np.arange(2 * f, dtype=np.uint32))) & ((1 << b) - 1)   # [chunk, t, n, i, field]
+        fld = fld.reshape(cw.chunks, b, cw.n_pad, 4, 2, f).transpose(2, 0, 3, 4, 1, 5)      # [n, chunk, i, half, t, f]
+        return fld.reshape(cw.n_pad, -1)[:cw.n].astype(np.uint8)
     w = cw.w.transpose(1, 2, 0, 3)                                  # [bits, N_pad, C, 4]
     nib = (w[..., None] >> (4 * np.arange(8, dtype=np.uint32))) & 15  # [bits, N_pad, C, 4, 8]
     idx = nib.reshape(cw.bits, cw.n_pad, -1)                        # [bits, N_pad, runs]

@@ -26,7 +26,7 @@ goes subnormal). Activations beyond the float16 range (|x| > 65504) would overfl
 """
 from __future__ import annotations
 
-from .layout import CHUNK, NIBBLE_LAYOUT, ROWS
+from .layout import CHUNK, CODE_LAYOUTS, ROWS
 from .tir import THREADS, KernelParams, kernel_func, last_block_macro
 
 RSW = CHUNK // 2 + 4       # 32-bit words per staged activation row: 64 + 4 of padding (bank-conflict free)
@@ -91,9 +91,10 @@ def mma_matmul_func(p: KernelParams):
     RU = 8                               # rows reduced together in the split-K epilogue
     PFX = MT <= PREFETCH_X_MAX
     CB = (1 << B) - 1
-    NIB = p.layout == NIBBLE_LAYOUT
-    if NIB and B != 4:
-        raise ValueError(f"layout {NIBBLE_LAYOUT} holds 4-bit codes, got {B} planes")
+    CODES = p.layout in CODE_LAYOUTS.values()
+    if CODES and p.layout != CODE_LAYOUTS.get(B):
+        raise ValueError(f"layout {p.layout} does not hold {B}-bit codes")
+    F = 16 // B if CODES else 0          # code fields per half word
     YDT = p.y_dtype
     f32 = "float32"
     last_block = last_block_macro()
@@ -105,11 +106,11 @@ def mma_matmul_func(p: KernelParams):
         moved = T.Select(sh >= 0, T.shift_right(u, T.max(sh, 0)), T.shift_left(u, T.max(-sh, 0)))
         return T.bitwise_and(moved, T.shift_left(T.int32(0x10001), t + 1))
 
-    def nibble_pair(u, j):
-        """Codes ``j`` and ``4 + j`` of ``u`` (layout ``cuda-n4-c128-v1``: the pair K, K + 16) as ``2q`` in the
-        mantissa bits 1-4 and 17-20: the same ``1024 + 2q`` half2 as the plane bits make."""
-        moved = T.Select(j == 0, T.shift_left(u, 1), T.shift_right(u, T.max(4 * j - 1, 0)))
-        return T.bitwise_and(moved, T.int32(0x001E001E))
+    def code_pair(u, f):
+        """Codes ``f`` and ``F + f`` of ``u`` (a code layout: the pair K, K + 16) as ``2q`` in the mantissa bits
+        1..B and 17..16 + B: the same ``1024 + 2q`` half2 as the plane bits make."""
+        moved = T.Select(f == 0, T.shift_left(u, 1), T.shift_right(u, T.max(B * f - 1, 0)))
+        return T.bitwise_and(moved, T.int32(((1 << B) - 1) * 2 * 0x10001))
 
     @T.macro
     def fetch_w(c, W, S, Z, wn, sn, zn, n0, tig):
@@ -188,8 +189,8 @@ def mma_matmul_func(p: KernelParams):
                             for hr in T.unroll(2):
                                 rs2: T.let = a * 2 + hr
                                 vv[0] = T.int32(0x64006400)
-                                if NIB:   # word (2 st + jj) // 4, codes (2 st + jj) % 4 and + 4
-                                    vv[0] = vv[0] | nibble_pair(wr[rs2 * B + (2 * st + jj) // 4], (2 * st + jj) % 4)
+                                if CODES:   # word (2 st + jj) // F, codes (2 st + jj) % F and + F
+                                    vv[0] = vv[0] | code_pair(wr[rs2 * B + (2 * st + jj) // F], (2 * st + jj) % F)
                                 else:
                                     for t in T.unroll(B):
                                         vv[0] = vv[0] | plane_bits(wr[rs2 * B + t], t, 2 * st + jj)

@@ -51,7 +51,7 @@ class KernelParams:
     residual: bool = False  # y = x @ W.T + r (r float32 [m, N], the fused residual add); else r is a [1] dummy
     kind: str = "lut"   # "lut": table lookups on CUDA cores (this file); "mma": dequantize + tensor cores (mma.py);
                         # "dq": the 4-bit dp4a GEMV (dq.py)
-    layout: str = LAYOUT  # of the weight words: bit planes, or 4-bit codes (NIBBLE_LAYOUT: "dq" and "mma")
+    layout: str = LAYOUT  # of the weight words: bit planes, or b-bit codes (layout.CODE_LAYOUTS: "dq" and "mma")
 
     @property
     def split(self) -> int:

@@ -7,7 +7,7 @@ import pytest
 
 import lutc
 from lutc.codegen.cuda.build import find_nvcc
-from lutc.codegen.cuda.layout import CHUNK, LAYOUT, NIBBLE_LAYOUT, ROWS, pack_cuda, unpack_codes
+from lutc.codegen.cuda.layout import CHUNK, CODE_LAYOUTS, LAYOUT, NIBBLE_LAYOUT, ROWS, pack_cuda, unpack_codes
 from lutc.runtime.cuda_libs import gpu_available
 from lutc.codegen.cuda.tir import KernelParams
 from lutc.passes.quantize import LayerQuant
@@ -199,9 +199,11 @@ def mma_dequant(cw):
                 for jj in range(2):
                     bit = 2 * st + jj
                     v = np.full(npad, 0x64006400, np.uint32)
-                    if cw.layout == NIBBLE_LAYOUT:   # codes j and 4 + j of word bit // 4, as 2q
-                        u, j = cw.w[c, bit // 4, :, q], bit % 4
-                        v |= ((u << np.uint32(1)) if j == 0 else (u >> np.uint32(4 * j - 1))) & np.uint32(0x1E001E)
+                    if cw.layout in CODE_LAYOUTS.values():   # codes f and F + f of word bit // F, as 2q
+                        ff = 16 // nb
+                        u, f = cw.w[c, bit // ff, :, q], bit % ff
+                        moved = (u << np.uint32(1)) if f == 0 else (u >> np.uint32(nb * f - 1))
+                        v |= moved & np.uint32(((1 << nb) - 1) * 2 * 0x10001)
                     for t in range(nb if cw.layout == LAYOUT else 0):
                         v |= ((cw.w[c, t, :, q] >> np.uint32(bit)) & np.uint32(0x10001)) << np.uint32(t + 1)
                     halves = v.view(np.uint16).reshape(npad, 2).view(np.float16)   # little endian: lo, hi
@@ -211,14 +213,14 @@ def mma_dequant(cw):
     return out[:cw.n]
 
 
-@pytest.mark.parametrize("bits, nibbles", [(1, False), (2, False), (3, False), (4, False), ("ternary", False),
-                                          (4, True)])
+@pytest.mark.parametrize("bits, codes", [(1, False), (2, False), (3, False), (4, False), ("ternary", False),
+                                        (1, True), (2, True), (4, True), ("ternary", True)])
 @pytest.mark.parametrize("n, k, group, sym", [(100, 300, 64, False), (130, 1000, 128, True), (65, 257, 32, False),
                                               (64, 512, 256, False), (33, 200, None, False)])
-def test_mma_dequantization_covers_every_weight_once(bits, nibbles, n, k, group, sym):
+def test_mma_dequantization_covers_every_weight_once(bits, codes, n, k, group, sym):
     q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group,
                                                                     symmetric=sym and bits != "ternary"))
-    cw = pack_cuda(q, nibbles=nibbles)
+    cw = pack_cuda(q, codes=codes)
     got = mma_dequant(cw)[:, :q.k].astype(np.float64)
     want = q.dequantize().astype(np.float64)
     # each weight s (q - z) rounded once to float16 (the scales are float16 already)
@@ -233,9 +235,9 @@ def test_kernel_choice_by_rows_and_grouping():
     from lutc.runtime.cuda import tile_for
 
     q = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=64))
-    f = CudaLutMatmul(q, arch="sm_90a")
-    assert f.plan(1) == ("lut", 1) and f.plan(3) == ("lut", 4) and f.plan(4) == ("mma", 16)
-    assert f.plan(17) == ("mma", 32)
+    f = CudaLutMatmul(q, arch="sm_90a")   # int8 tables: 2-bit codes, the dp4a GEMV for up to 3 rows
+    assert f.layout == CODE_LAYOUTS[2] and f.plan(1) == ("dq", 1) and f.plan(3) == ("dq", 1)
+    assert f.plan(4) == ("mma", 16) and f.plan(17) == ("mma", 32)
     assert f.plan(33) == ("mma", 32) and f.plan(500) == ("mma", 32) and f.params(500).kind == "mma"
     q4 = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=4, group_size=64))
     f4 = CudaLutMatmul(q4, arch="sm_90a")
@@ -246,13 +248,18 @@ def test_kernel_choice_by_rows_and_grouping():
     f4._kind = "lut"
     with pytest.raises(ValueError, match="does not read weights in layout cuda-n4"):
         f4.plan(1)
-    with pytest.raises(NotImplementedError, match="dp4a GEMV takes 4-bit weights"):
-        CudaLutMatmul(q, kind="dq")
-    assert CudaLutMatmul(q, arch="sm_90a", kind="lut").plan(17) == ("lut", 8)
+    q3 = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=3, group_size=64))
+    with pytest.raises(NotImplementedError, match="dp4a GEMV takes 1, 2 or 4-bit weights"):
+        CudaLutMatmul(q3, kind="dq")
+    assert CudaLutMatmul(q3, arch="sm_90a").plan(1) == ("lut", 1)   # 3 bits: bit planes
+    planes = CudaLutMatmul(q, arch="sm_90a", kind="lut")
+    assert planes.layout == LAYOUT and planes.plan(3) == ("lut", 4) and planes.plan(17) == ("lut", 8)
     exact = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=64, table_dtype="f32"))
-    assert CudaLutMatmul(exact, arch="sm_90a").plan(17) == ("lut", 8)   # float tables asked for: no float16
+    fe = CudaLutMatmul(exact, arch="sm_90a")   # float tables asked for: bit planes, no float16
+    assert fe.layout == LAYOUT and fe.plan(1) == ("lut", 1) and fe.plan(17) == ("lut", 8)
     q8 = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=8))
-    assert CudaLutMatmul(q8, arch="sm_90a").plan(17) == ("lut", 8)   # pairs (p, p+16) straddle groups of 8
+    f8 = CudaLutMatmul(q8, arch="sm_90a")   # pairs (p, p+16) straddle groups of 8: planes and lookups
+    assert f8.layout == LAYOUT and f8.plan(1) == ("lut", 1) and f8.plan(17) == ("lut", 8)
     with pytest.raises(NotImplementedError, match="multiple of 32"):
         CudaLutMatmul(q8, kind="mma")
     with pytest.raises(ValueError, match="kind must be one of"):

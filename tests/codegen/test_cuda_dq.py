@@ -1,4 +1,4 @@
-"""The 4-bit dp4a GEMV (codegen/cuda/dq.py) and its weight layout ``cuda-n4-c128-v1``: the repack round-trips,
+"""The dp4a GEMV (codegen/cuda/dq.py) and its weight layouts of 1-, 2- and 4-bit codes: the repack round-trips,
 a numpy twin of the kernel (int8 activations per 32 K, byte order of the weight words, integer dot products,
 zero points) stays within the int8 rounding bound of float64, TVM + nvcc compile it for sm_80 and sm_90a with
 the dp4a structure. Runs on a GPU compare the kernel with its twin and with float64 (skipped without one)."""
@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 import lutc
 from lutc.codegen.cuda.build import find_nvcc
-from lutc.codegen.cuda.dq import SUB
-from lutc.codegen.cuda.layout import CHUNK, NIBBLE_LAYOUT, pack_cuda, unpack_codes
+from lutc.codegen.cuda.dq import SUB, byte_offsets
+from lutc.codegen.cuda.layout import CHUNK, CODE_LAYOUTS, NIBBLE_LAYOUT, pack_cuda, unpack_codes
 from lutc.codegen.cuda.tir import KernelParams
 from lutc.passes.quantize import LayerQuant
 from lutc.runtime.cuda_libs import gpu_available
@@ -22,9 +22,9 @@ needs_gpu = pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU (torch.c
 
 def dq_twin(cw, x):
     """numpy model of the dp4a GEMV, from the kernel's side: activations rounded to int8 per 32 K (absmax / 127,
-    ties to even), staged as words of bytes at offsets 4 t + h + (0, 2, 16, 18); each weight word gives its low
-    (h = 0) and high (h = 1) nibbles as bytes; integer dots per (row, sub-block); then
-    ``s / 2 * xs * (2 dot - (z' + 15) sum x)``. Returns (y [m, N] float64, the bound on |y - x @ W.T|)."""
+    ties to even), staged as words of bytes at ``byte_offsets`` (4 bits: 4 t + h + (0, 2, 16, 18)); each weight
+    word gives its byte words ``(w >> b h) & (2^b - 1) * 0x01010101``; integer dots per (row, sub-block); then
+    ``s / 2 * xs * (2 dot - (z' + 2^b - 1) sum x)``. Returns (y [m, N] float64, the bound on |y - x @ W.T|)."""
     m = x.shape[0]
     xp = np.zeros((m, cw.k_pad))
     xp[:, :x.shape[1]] = x
@@ -36,18 +36,18 @@ def dq_twin(cw, x):
     amax = amax.astype(np.float64)
     subs = cw.chunks * (CHUNK // SUB)
     w = cw.w.astype(np.int64)                                                # [chunk, t, n, i]
+    b, hh = cw.bits, 8 // cw.bits
     dot = np.zeros((m, cw.n_pad, subs), np.int64)
     for c in range(cw.chunks):
         for i in range(CHUNK // SUB):
             sb = c * (CHUNK // SUB) + i
-            for t in range(4):
-                for h in range(2):
-                    bytes_ = (w[c, t, :, i, None] >> (4 * h + 8 * np.arange(4))) & 15          # [n, 4]
-                    offs = 4 * t + h + np.array([0, 2, 16, 18])
-                    dot[:, :, sb] += xq[:, sb, offs] @ bytes_.T
+            for t in range(b):
+                for h in range(hh):
+                    bytes_ = (w[c, t, :, i, None] >> (b * h + 8 * np.arange(4))) & ((1 << b) - 1)   # [n, 4]
+                    dot[:, :, sb] += xq[:, sb, byte_offsets(b, t * hh + h)] @ bytes_.T
     seg = (np.arange(subs) * SUB) // cw.group_size
     s = cw.scales.astype(np.float64)[seg].T                                  # [n, sub-block]
-    zz = (np.zeros_like(s) if cw.zeros is None else cw.zeros.astype(np.float64)[seg].T) + 15
+    zz = (np.zeros_like(s) if cw.zeros is None else cw.zeros.astype(np.float64)[seg].T) + (1 << b) - 1
     xs = (amax.astype(np.float32) / np.float32(127)).astype(np.float64)
     y = (s[None] / 2 * xs[:, None, :] * (2 * dot - zz[None] * xq.sum(-1)[:, None, :])).sum(-1)
     # each activation moves by at most xs / 2 when rounded; each weight s (q - z) stays exact
@@ -58,33 +58,47 @@ def dq_twin(cw, x):
 
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 200), k=st.integers(1, 700), group=st.sampled_from([32, 64, 128, 256, None]),
-       sym=st.booleans(), seed=st.integers(0, 2 ** 31))
-def test_nibble_layout_round_trips(n, k, group, sym, seed):
+       sym=st.booleans(), bits=st.sampled_from([1, 2, 4, "ternary"]), seed=st.integers(0, 2 ** 31))
+def test_code_layouts_round_trip(n, k, group, sym, bits, seed):
     rng = np.random.default_rng(seed)
-    q = lutc.quantize_weight(rng.standard_normal((n, k)), LayerQuant(bits=4, group_size=group, symmetric=sym))
-    cw = pack_cuda(q, nibbles=True)
-    assert cw.layout == NIBBLE_LAYOUT and cw.w.shape == (cw.chunks, 4, cw.n_pad, 4) and cw.w.dtype == np.uint32
+    q = lutc.quantize_weight(rng.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group,
+                                                                    symmetric=sym and bits != "ternary"))
+    cw = pack_cuda(q, codes=True)
+    b = q.bits
+    assert cw.layout == CODE_LAYOUTS[b] and cw.w.shape == (cw.chunks, b, cw.n_pad, 4) and cw.w.dtype == np.uint32
     codes = unpack_codes(cw)
     assert np.array_equal(codes[:, :q.k_pad], q.codes) and not codes[:, q.k_pad:].any()
-    # code j and 4 + j of a word are K positions k and k + 16 (the tensor-core kernel's half2 pairs)
-    c, t, i, j = 0, min(3, (k - 1) // 4 % 4), 0, 0
-    word = int(cw.w[c, t, 0, i])
-    assert (word >> 4 * j) & 15 == codes[0, 32 * i + 4 * t + j]
-    assert (word >> 4 * (4 + j)) & 15 == codes[0, 32 * i + 4 * t + j + 16]
+    # fields f and F + f of a word are K positions k and k + 16 (the tensor-core kernel's half2 pairs)
+    f_, mask = 16 // b, (1 << b) - 1
+    for t in range(b):
+        for i in range(4):
+            for f in range(f_):
+                word = int(cw.w[0, t, 0, i])
+                assert (word >> b * f) & mask == codes[0, 32 * i + f_ * t + f]
+                assert (word >> b * (f_ + f)) & mask == codes[0, 32 * i + f_ * t + f + 16]
 
 
-def test_nibbles_only_for_four_bits():
+def test_byte_offsets_cover_each_sub_block_once():
+    for b in CODE_LAYOUTS:
+        offs = sorted(o for r in range(8) for o in byte_offsets(b, r))
+        assert offs == list(range(32)), b
+    assert byte_offsets(4, 0) == [0, 2, 16, 18] and byte_offsets(4, 3) == [5, 7, 21, 23]
+
+
+def test_codes_only_for_whole_fields():
     q = lutc.quantize_weight(RNG.standard_normal((8, 64)), LayerQuant(bits=3, group_size=32))
-    with pytest.raises(ValueError, match="holds 4-bit codes"):
-        pack_cuda(q, nibbles=True)
+    with pytest.raises(ValueError, match="keep bit planes"):
+        pack_cuda(q, codes=True)
 
 
+@pytest.mark.parametrize("bits", [1, 2, 4, "ternary"])
 @pytest.mark.parametrize("n, k, group, sym, m", [(100, 300, 64, False, 1), (130, 1000, 128, True, 3),
                                                  (65, 257, 32, False, 2), (257, 4100, None, False, 1),
                                                  (1000, 2048, 256, False, 1)])
-def test_dq_twin_within_the_int8_bound(n, k, group, sym, m):
-    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=4, group_size=group, symmetric=sym))
-    cw = pack_cuda(q, nibbles=True)
+def test_dq_twin_within_the_int8_bound(bits, n, k, group, sym, m):
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group,
+                                                                    symmetric=sym and bits != "ternary"))
+    cw = pack_cuda(q, codes=True)
     x = RNG.standard_normal((m, k)).astype(np.float32)
     x[:, ::37] *= 8                                         # a few large activations per 32 K
     x = x.astype(np.float64)
@@ -119,14 +133,18 @@ def test_dq_cuda_source_structure():
     src = cuda_source(_params("sm_90a"))
     assert src.count("__dp4a(") == 3 * 4 * 8                 # chunks x sub-blocks x (4 words x 2 halves)
     assert src.count("& 252645135") == 3 * 4 * 8             # 0x0F0F0F0F: one mask per byte word
+    two = cuda_source(_params("sm_90a", bits=2, layout=CODE_LAYOUTS[2]))
+    assert two.count("__dp4a(") == 3 * 4 * 8 and two.count("& 50529027") == 3 * 4 * 8   # 2 words x 4: 0x03030303
     assert "*(int4*)(W_ptr" in src and "__float2int_rn" in src and "__shfl_xor_sync" in src
     assert "atomicAdd" in src and "R_ptr[" not in src         # split K (8 chunks, 3 per block), no residual
     direct = cuda_source(_params("sm_90a", cps=8, has_zero=False, residual=True))
     assert "atomicAdd" not in direct and "R_ptr[" in direct
     with pytest.raises(ValueError, match="one activation row per block"):
         cuda_source(_params("sm_90a", mt=2))
-    with pytest.raises(ValueError, match="4-bit weights"):
-        cuda_source(_params("sm_90a", bits=2))
+    with pytest.raises(ValueError, match="1, 2 or 4-bit codes"):
+        cuda_source(_params("sm_90a", bits=3))
+    with pytest.raises(ValueError, match="1, 2 or 4-bit codes"):
+        cuda_source(_params("sm_90a", bits=2))   # the layout names 4-bit codes
 
 
 @needs_nvcc
@@ -144,7 +162,7 @@ def test_nvcc_compiles_the_dq_kernel(arch, xdt):
 
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
-def test_nvcc_compiles_the_tensor_core_kernel_on_nibbles(arch):
+def test_nvcc_compiles_the_tensor_core_kernel_on_codes(arch):
     from lutc.codegen.cuda.build import cuda_source, nvcc_compile
     from lutc.codegen.cuda.mma import PRELUDE
 
@@ -152,17 +170,23 @@ def test_nvcc_compiles_the_tensor_core_kernel_on_nibbles(arch):
     ptx = nvcc_compile(PRELUDE + src, arch, "ptx").decode()
     assert ptx.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 4 * 2
     assert src.count("& 1966110)") == 8 * 2 * 2 * 2          # 0x1E001E: one mask per pair (steps x tiles x ...)
+    two = cuda_source(_params(arch, kind="mma", mt=16, bits=2, layout=CODE_LAYOUTS[2]))
+    assert two.count("& 393222)") == 8 * 2 * 2 * 2           # 0x60006: 2-bit codes as 2q
+
+
+DQ_GPU_CASES = [(4, 100, 300, 64, False, 1, "float16"), (4, 130, 1000, 128, True, 3, "float32"),
+                (4, 65, 257, 32, False, 2, "bfloat16"), (4, 4100, 576, None, False, 1, "float16"),
+                (2, 100, 300, 64, False, 1, "float16"), (2, 130, 1000, 128, True, 3, "float32"),
+                (1, 65, 257, 32, False, 2, "bfloat16"), ("ternary", 4100, 576, None, False, 1, "float16")]
 
 
 @needs_gpu
-@pytest.mark.parametrize("n, k, group, sym, m, xdt", [(100, 300, 64, False, 1, "float16"),
-                                                      (130, 1000, 128, True, 3, "float32"),
-                                                      (65, 257, 32, False, 2, "bfloat16"),
-                                                      (4100, 576, None, False, 1, "float16")])
-def test_dq_kernel_matches_its_twin(n, k, group, sym, m, xdt):
+@pytest.mark.parametrize("bits, n, k, group, sym, m, xdt", DQ_GPU_CASES)
+def test_dq_kernel_matches_its_twin(bits, n, k, group, sym, m, xdt):
     import torch
 
-    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=4, group_size=group, symmetric=sym))
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group,
+                                                                    symmetric=sym and bits != "ternary"))
     f = lutc.kernels.build_lut_matmul(q, target="cuda")
     assert f.plan(m) == ("dq", 1)
     x = torch.randn(m, k, dtype=getattr(torch, xdt), device="cuda")
