@@ -21,7 +21,7 @@ the float32 LUT kernel.
 from __future__ import annotations
 
 from .layout import CHUNK, CODE_LAYOUTS, ROWS
-from .tir import THREADS, KernelParams, kernel_func, store_macro
+from .tir import THREADS, KernelParams, kernel_func, load_chunk_macro, store_macro
 
 SUB = 32            # K per int8 activation scale (a lane quad's word of the tensor-core layout)
 SUBS = CHUNK // SUB  # sub-blocks per chunk
@@ -53,13 +53,13 @@ def dq_gemv_func(p: KernelParams):
     FF = 16 // B                      # code fields per half word
     BYTES = ((1 << B) - 1) * 0x01010101
     RAGGED = C % CPS != 0
-    HZ = p.has_zero
     SEGK = min(GS, CHUNK)             # K per scale inside a chunk
     SEGS = CHUNK // SEGK
     NSUB = CPS * SUBS                 # sub-blocks staged per block
     PASSES = -(-NSUB * WORDS // THREADS)
     f32, i32 = "float32", "int32"
     store = store_macro(p)
+    load_chunk = load_chunk_macro(p, i32, zero_fill=True)
 
     def code_bytes(w, h):
         return T.bitwise_and(T.shift_right(w, B * h), T.int32(BYTES))
@@ -119,14 +119,7 @@ def dq_gemv_func(p: KernelParams):
         # the weights and scales of every chunk first: their HBM latency overlaps the staging
         for cc in T.unroll(CPS):
             if not RAGGED or by * CPS + cc < C:
-                for t in T.unroll(B):
-                    wr[T.Ramp((cc * B + t) * 4, 1, 4)] = W[by * CPS + cc, t, n, T.Ramp(0, 1, 4)]
-                for sg in T.unroll(SEGS):
-                    sl[cc * SEGS + sg] = T.Cast(f32, S[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
-                    if HZ:
-                        zl[cc * SEGS + sg] = T.Cast(i32, Z[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
-                    else:
-                        zl[cc * SEGS + sg] = 0
+                load_chunk(W, S, Z, wr, sl, zl, cc, by * CPS + cc, n)
         stage_x(X, XQ, XSUM, XSC, bz, by, tid, m)
         T.tvm_storage_sync("shared")
         yacc[0] = T.float32(0)

@@ -155,7 +155,7 @@ class CudaLutMatmul:
 
             cw = self.cw
             z = cw.zeros if cw.zeros is not None else np.zeros((cw.groups, cw.n_pad), np.int8)
-            self._dev = [torch.from_numpy(np.ascontiguousarray(cw.w).view(np.int32)).cuda(), torch.from_numpy(cw.scales).cuda(),
+            self._dev = [torch.from_numpy(cw.w.view(np.int32)).cuda(), torch.from_numpy(cw.scales).cuda(),
                          torch.from_numpy(z).cuda()]
         return self._dev
 

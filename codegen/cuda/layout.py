@@ -92,7 +92,8 @@ def code_words(codes: np.ndarray, bits: int) -> np.ndarray:
     f = 16 // bits
     c = codes.reshape(n_pad, kp // CHUNK, 4, 2, bits, f).astype(np.uint32)   # [n, chunk, i, half, t, f]
     fld = c.transpose(1, 4, 0, 2, 3, 5).reshape(kp // CHUNK, bits, n_pad, 4, 2 * f)  # [chunk, t, n, i, field]
-    return (fld << (bits * np.arange(2 * f, dtype=np.uint32))).sum(-1, dtype=np.uint32)
+    # compact: the kernels' buffers are compact arrays (the sum of a transposed view is not, for 1-bit words)
+    return np.ascontiguousarray((fld << (bits * np.arange(2 * f, dtype=np.uint32))).sum(-1, dtype=np.uint32))
 
 
 def pack_cuda(qw: QuantizedWeight, codes: bool = False) -> CudaWeight:

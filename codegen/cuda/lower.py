@@ -100,7 +100,7 @@ def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
     lid = f"lut{len(low.luts)}"
     keys = [f"{mm.name}.cuda.{part}" for part in ("w", "scales", "zeros")]
     zeros = cw.zeros if cw.zeros is not None else np.zeros((cw.groups, cw.n_pad), np.int8)
-    low.weights.update(zip(keys, (np.ascontiguousarray(cw.w).view(np.int32), cw.scales, zeros)))
+    low.weights.update(zip(keys, (cw.w.view(np.int32), cw.scales, zeros)))
     low.luts[lid] = {"libraries": libraries, "kernels": kernels, "weights": keys, "node": mm.name, "layout": cw.layout, "kernel_args": 8,
                      "params": {"n": cw.n, "k": cw.k, "n_pad": cw.n_pad, "bits": cw.bits,
                                 "group_size": cw.group_size}}

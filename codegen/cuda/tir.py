@@ -137,6 +137,30 @@ def store_macro(p: KernelParams):
     return store
 
 
+def load_chunk_macro(p: KernelParams, zero_dtype: str, zero_fill: bool = False):
+    """TVMScript macro for a one-row-per-thread kernel's loads of chunk ``c`` into register slot ``slot``: the
+    row's weight words (one 16-byte load per plane or code slot), its scales and (asymmetric) zero points per
+    scale segment of the chunk; ``zero_fill``: symmetric weights get zero points 0 in the slot."""
+    from ..tvmscript import T
+
+    B, GS, HZ = p.bits, p.group_size, p.has_zero
+    SEGK = min(GS, CHUNK)
+    SEGS = CHUNK // SEGK
+
+    @T.macro
+    def load_chunk(W, S, Z, wr, sl, zl, slot, c, n):
+        for t in T.unroll(B):
+            wr[T.Ramp((slot * B + t) * 4, 1, 4)] = W[c, t, n, T.Ramp(0, 1, 4)]
+        for sg in T.unroll(SEGS):
+            sl[slot * SEGS + sg] = T.Cast("float32", S[(c * CHUNK + sg * SEGK) // GS, n])
+            if HZ:
+                zl[slot * SEGS + sg] = T.Cast(zero_dtype, Z[(c * CHUNK + sg * SEGK) // GS, n])
+            elif zero_fill:
+                zl[slot * SEGS + sg] = 0
+
+    return load_chunk
+
+
 def kernel_func(p: KernelParams, body):
     """The PrimFunc of a CUDA LUT matmul kernel: the 8 arguments every kernel takes (the runtime's ABI:
     x, w, scales, zeros, partials, counters, y, r) and the grid (activation-row tiles x K splits x 128-row
@@ -187,6 +211,7 @@ def lut_matmul_func(p: KernelParams):
     PRE = max(1, min(CPS, 72 // (B * 4 + 2 * SEGS)))   # chunks whose weights are loaded before the table build
     f32 = "float32"
     store = store_macro(p)
+    load_chunk = load_chunk_macro(p, f32)
 
     @T.macro
     def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
@@ -205,12 +230,7 @@ def lut_matmul_func(p: KernelParams):
         # their HBM latency overlaps it (loads do not move across the barrier)
         for cc in T.unroll(PRE):
             if not RAGGED or by * CPS + cc < C:
-                for t in T.unroll(B):
-                    wr[T.Ramp((cc * B + t) * 4, 1, 4)] = W[by * CPS + cc, t, n, T.Ramp(0, 1, 4)]
-                for sg in T.unroll(SEGS):
-                    sl[cc * SEGS + sg] = T.Cast(f32, S[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
-                    if HZ:
-                        zl[cc * SEGS + sg] = T.Cast(f32, Z[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
+                load_chunk(W, S, Z, wr, sl, zl, cc, by * CPS + cc, n)
         # ---- lut_precompute (fused): tables of this block's K range, MT rows ----
         j: T.let = tid // 4          # run inside the chunk
         q: T.let = tid % 4           # which 4 of the 16 entries (index bits 2, 3)
@@ -242,15 +262,7 @@ def lut_matmul_func(p: KernelParams):
         for cc in T.unroll(CPS):
             if not RAGGED or by * CPS + cc < C:
                 if cc >= PRE:  # slot cc % PRE was used by chunk cc - PRE
-                    for t in T.unroll(B):
-                        wr[T.Ramp(((cc % PRE) * B + t) * 4, 1, 4)] = W[by * CPS + cc, t, n,
-                                                                       T.Ramp(0, 1, 4)]
-                    for sg in T.unroll(SEGS):
-                        sl[(cc % PRE) * SEGS + sg] = T.Cast(
-                            f32, S[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
-                        if HZ:
-                            zl[(cc % PRE) * SEGS + sg] = T.Cast(
-                                f32, Z[((by * CPS + cc) * CHUNK + sg * SEGK) // GS, n])
+                    load_chunk(W, S, Z, wr, sl, zl, cc % PRE, by * CPS + cc, n)
                 for sg in T.unroll(SEGS):
                     sc: T.let = sl[(cc % PRE) * SEGS + sg] * T.float32(0.5)
                     zf: T.let = zl[(cc % PRE) * SEGS + sg]

@@ -66,6 +66,7 @@ def test_code_layouts_round_trip(n, k, group, sym, bits, seed):
     cw = pack_cuda(q, codes=True)
     b = q.bits
     assert cw.layout == CODE_LAYOUTS[b] and cw.w.shape == (cw.chunks, b, cw.n_pad, 4) and cw.w.dtype == np.uint32
+    assert cw.w.flags.c_contiguous   # uploaded as is: TVM checks the strides of a compact buffer (1-bit words)
     codes = unpack_codes(cw)
     assert np.array_equal(codes[:, :q.k_pad], q.codes) and not codes[:, q.k_pad:].any()
     # fields f and F + f of a word are K positions k and k + 16 (the tensor-core kernel's half2 pairs)
