@@ -405,6 +405,33 @@ def markdown(results, bw, device, check_summary):
     return "\n".join(lines) + "\n"
 
 
+def gemv_sweep_cases():
+    """(name, weight) of the M = 1 K-split sweep under CUDA graphs (``--gemv-sweep``): the dp4a GEMV's widths."""
+    for (n, k, name), q in bench_weights():
+        if name in ("W2", "W4"):
+            yield n, k, name, q
+
+
+def gemv_graph_sweep(log):
+    """The dp4a GEMV's graph time per chunks-per-block (K split), M = 1, cold weights: what choose_cps should pick."""
+    import torch
+
+    out = []
+    for n, k, name, q in gemv_sweep_cases():
+        x16 = torch.randn(1, k, dtype=torch.float16, device="cuda")
+        base = _bench_kernel(name, q)
+        fs = [base] + [base.clone() for _ in range(copies_for(base.weight_bytes) - 1)]
+        row = {"n": n, "k": k, "name": name, "default_cps": base.params(1).cps, "graph_us": {}}
+        for cps in GEMV_CPS:
+            for f in fs:
+                f._cps, f._work = {1: cps}, {}
+            row["graph_us"][str(cps)] = _timer(_graphs(fs, x16))
+        out.append(row)
+        log(f"GEMV graph sweep N={n} K={k} {name} (default {row['default_cps']} chunks/block): "
+            + ", ".join(f"{c}: {t:.2f} us" for c, t in row["graph_us"].items()))
+    return out
+
+
 def profile_target():
     """A few calls of the default W2 and W4 GEMV kernels at 14336 x 4096 (run under ncu)."""
     import torch
@@ -425,13 +452,26 @@ def main(argv=None):
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--sweep", action="store_true", help="also sweep the GEMV's K split and register cap "
                     "(M = 1); pass it to --prepare as well")
+    ap.add_argument("--gemv-sweep", action="store_true", help="only the dp4a GEMV's K-split sweep under CUDA "
+                    "graphs (M = 1, W2/W4); pass it to --prepare as well")
     ap.add_argument("--profile", action="store_true", help="only run the 14336x4096 W2/W4 GEMV kernels (for ncu)")
     a = ap.parse_args(argv)
+    if a.prepare and a.gemv_sweep:
+        for n, k, name, q in gemv_sweep_cases():
+            for cps in GEMV_CPS:
+                _bench_kernel(name, q, cps, 1).build(1, "float16")
+            print(f"built the GEMV sweep of {n}x{k} {name}", flush=True)
+        return 0
     if a.prepare:
         prepare(a.sweep, bench=not a.no_bench)
         return 0
     if a.profile:
         profile_target()
+        return 0
+    if a.gemv_sweep:
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        res = gemv_graph_sweep(print)
+        (Path(a.out) / "gpu_gemv_sweep.json").write_text(json.dumps(res, indent=1))
         return 0
     import torch
 
