@@ -206,14 +206,14 @@ def _inspect_cuda(prog: dict) -> int:
         kinds = spec.get("kernels", {})
         return " ".join(f"{mt}:{kinds.get(mt, 'lut')}" for mt in sorted(spec["libraries"], key=int))
 
-    configs = Counter((s["params"]["n"], s["params"]["k"], s["params"]["bits"], s["params"]["group_size"], tiles(s))
-                      for s in prog["luts"].values())
+    configs = Counter((s["params"]["n"], s["params"]["k"], s["params"]["bits"], s["params"]["group_size"],
+                       s.get("layout", "cuda-g4-c128-v1"), tiles(s)) for s in prog["luts"].values())
     libs = {lib for s in prog["luts"].values() for lib, _ in s["libraries"].values()}
     print(f"LUT kernels: {len(prog['luts'])} calls, {len(configs)} configurations ({len(libs)} libraries; row tile: "
-          "kernel, lut = table lookups, mma = tensor cores):")
-    print(f"  {'N':>6} {'K':>6} {'bits':>4} {'group':>5} {'calls':>5}  row tiles")
-    for (n, k, b, gs, t), c in sorted(configs.items()):
-        print(f"  {n:>6} {k:>6} {b:>4} {gs:>5} {c:>5}  {t}")
+          "kernel, lut = table lookups, dq = dp4a on int8 activations, mma = tensor cores):")
+    print(f"  {'N':>6} {'K':>6} {'bits':>4} {'group':>5} {'calls':>5}  {'weights':<16} row tiles")
+    for (n, k, b, gs, lay, t), c in sorted(configs.items()):
+        print(f"  {n:>6} {k:>6} {b:>4} {gs:>5} {c:>5}  {lay:<16} {t}")
     fns = Counter((s["attrs"]["tvm"]["kind"], s["attrs"]["tvm"]["fn"]) for s in prog["steps"] if "tvm" in s["attrs"])
     print(f"ops library {prog['meta']['ops_library']}: {len(fns)} functions, {sum(fns.values())} calls")
     for (kind, fn), c in sorted(fns.items()):

@@ -30,7 +30,7 @@ def compiled():
     return lutc.compile(_graph(), target="cuda", quant=lutc.QuantConfig(bits=4, group_size=32, table_dtype="f32"))
 
 
-def test_int8_tables_decode_4_bits_on_dp4a_and_prefill_on_the_tensor_cores():
+def test_int8_tables_decode_4_bits_on_dp4a_and_prefill_on_the_tensor_cores(tmp_path):
     if find_nvcc() is None:
         pytest.skip("nvcc (CUDA toolkit) is not installed")
     from lutc.runtime.cuda import tile_for
@@ -41,6 +41,14 @@ def test_int8_tables_decode_4_bits_on_dp4a_and_prefill_on_the_tensor_cores():
         assert spec["layout"] == "cuda-n4-c128-v1"                          # 4-bit codes (dp4a GEMV, mma)
         tiles = {int(t) for t in spec["libraries"]}
         assert [tile_for(m, tiles) for m in (1, 13, 16, 17, 200)] == [1, 16, 16, 64, 64]
+    import subprocess
+    import sys
+
+    path = cm.save(tmp_path / "art")
+    out = subprocess.run([sys.executable, "-m", "lutc.runtime.cli", "inspect", str(path)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "cuda-n4-c128-v1  1:dq 16:mma 64:mma" in out.stdout   # codes: dp4a GEMV, then tensor cores
 
 
 def test_lowering_covers_the_model(compiled):
@@ -104,7 +112,7 @@ def test_saved_artifact_refuses_to_load_without_gpu(compiled, tmp_path):
                          text=True, timeout=300)   # inspecting needs no GPU
     assert out.returncode == 0, out.stderr
     assert "target cuda, arch sm_90a" in out.stdout and "decode steps: replayed from CUDA graphs" in out.stdout
-    assert "1:lut 8:lut" in out.stdout   # float tables: the LUT kernel for every row tile
+    assert "cuda-g4-c128-v1  1:lut 8:lut" in out.stdout   # float tables: bit planes, the LUT kernel for every tile
     assert (path / "lib" / "libtvm_runtime_cuda.so").exists()
     with pytest.raises(NoGPUError, match="no CUDA GPU is present"):
         lutc.runtime.load(path)
