@@ -357,7 +357,7 @@ def markdown(results, bw, device, check_summary):
              "CUDA-event medians, cold weights (each method rotates through > 200 MB of weight copies), "
              "activations float16, lutc output float16, group size 128 (W4/W2 asymmetric rtn, ternary absmean). "
              "lutc time = the whole call (fused table build + LUT matmul + split-K reduction when K is split). "
-             "M = 1 runs the dp4a GEMV (weights as 2- or 4-bit codes, activations rounded to int8 per 32 K), with the "
+             "M = 1 runs the dp4a GEMV (W2, W4 and ternary as codes, activations rounded to int8 per 32 K), with the "
              "same weights as bit planes on the LUT kernel (table lookups) beside it (`planes`); "
              "M > 1 the tensor-core kernel (weights dequantized to "
              "float16 in registers, `mma.sync`), with the LUT kernel's time beside it (`LUT kernel`) and at M = 128 "

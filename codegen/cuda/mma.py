@@ -1,6 +1,8 @@
 """The tensor-core kernel for LUT matmuls with several activation rows (prefill, batched decode), as TVMScript.
 
-Same weights (layout ``cuda-g4-c128-v1``), same arguments and split-K protocol as the LUT kernel (tir.py);
+Same weights (layout ``cuda-g4-c128-v1``, or the code layouts ``cuda-n{1,2,4}-c128-v1`` it shares with the
+dp4a GEMV: one shift + mask per weight pair instead of the plane bits below), same arguments and split-K protocol
+as the LUT kernel (tir.py);
 where the LUT kernel's lookups grow with M on CUDA cores, this one dequantizes each weight once to float16 in
 registers and multiplies on the tensor cores (``mma.sync.m16n8k16``, float32 accumulation):
 ``Y^T[N, M] = W[N, K] . X^T[K, M]`` with the weights as the A operand (16 rows per mma) and the activations
