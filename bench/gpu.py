@@ -109,13 +109,6 @@ def _bench_kernel(name, q, cps=None, m=1):
     return _kernel(q, "float16", cps, m, kind=METHODS[name].get("kind"))
 
 
-def _planes(f) -> bool:
-    """Whether ``f`` keeps bit planes (so the LUT kernel can be forced at any row count)."""
-    from lutc.codegen.cuda.layout import LAYOUT
-
-    return f.layout == LAYOUT
-
-
 def prepare(sweep=False, bench=True):
     t0 = time.time()
     count = 0
@@ -128,7 +121,7 @@ def prepare(sweep=False, bench=True):
             base = _bench_kernel(name, q)
             base.build(m, "float16")
             count += 1
-            if m > 1 and _planes(base) and base.plan(m)[0] != "lut":   # what the tensor-core kernel replaced
+            if m > 1 and not base.codes and base.plan(m)[0] != "lut":   # what the tensor-core kernel replaced
                 _kernel(q, "float16", kind="lut").build(m, "float16")
                 count += 1
             if m >= 64 and base.plan(m)[0] == "mma":   # the other tile of M > 32 (64 rows for 3-4 planes, 32 for 1-2)
@@ -290,7 +283,7 @@ def run_bench(log, bw, sweep=False):
                 row[f"lutc_{name}_bytes"] = fs[0].weight_bytes
                 row[f"lutc_{name}_cps"] = fs[0].params(m).cps
                 row[f"lutc_{name}_kernel"] = fs[0].plan(m)[0]
-                if m > 1 and _planes(fs[0]) and fs[0].plan(m)[0] != "lut":   # the LUT kernel at this M
+                if m > 1 and not fs[0].codes and fs[0].plan(m)[0] != "lut":   # the LUT kernel at this M
                     for f in fs:
                         f._kind = "lut"
                     row[f"lutc_{name}_lut_us"] = _timer([lambda f=f: f(x16) for f in fs])
@@ -424,7 +417,7 @@ def gemv_graph_sweep(log):
         row = {"n": n, "k": k, "name": name, "default_cps": base.params(1).cps, "graph_us": {}}
         for cps in GEMV_CPS:
             for f in fs:
-                f._cps, f._work = {1: cps}, {}
+                f._cps = {1: cps}
             row["graph_us"][str(cps)] = _timer(_graphs(fs, x16))
         out.append(row)
         log(f"GEMV graph sweep N={n} K={k} {name} (default {row['default_cps']} chunks/block): "

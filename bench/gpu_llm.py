@@ -80,10 +80,13 @@ def _attention_ops() -> dict:
     return ops
 
 
+DECODE_STEPS = [(0, 13)] + [(t, t + 1) for t in range(13, 19)]   # token spans: a 13-token prefill, 6 decode steps
+
+
 def _max_logit_error(run, names, full, ids) -> float:
     """Max over a 13-token prefill and 6 decode steps of max |logit - reference| / max |reference|."""
     worst, pasts = 0.0, _pasts(CHECK)
-    for lo, hi in [(0, 13)] + [(t, t + 1) for t in range(13, 19)]:
+    for lo, hi in DECODE_STEPS:
         outs = run({"input_ids": ids[:, lo:hi], **pasts})
         got = np.asarray(outs[0][0, -1].float().cpu().numpy() if hasattr(outs[0], "cpu") else outs[0][0, -1])
         want = full[0, hi - 1]
@@ -202,7 +205,7 @@ def check(log) -> bool:
         eager = interpreter(ex.program, ex.weights, ex.libraries, graphs=False)
         worst, gap = 0.0, 0.0
         pasts, eager_pasts = _pasts(CHECK), _pasts(CHECK)
-        for lo, hi in [(0, 13)] + [(t, t + 1) for t in range(13, 19)]:
+        for lo, hi in DECODE_STEPS:
             outs = ex({"input_ids": ids[:, lo:hi], **pasts})   # decode steps from CUDA graphs after the first
             got = outs[0][0, -1].float().cpu().numpy()
             want = full[0, hi - 1]

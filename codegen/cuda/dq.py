@@ -21,7 +21,7 @@ the float32 LUT kernel.
 from __future__ import annotations
 
 from .layout import CHUNK, CODE_LAYOUTS, ROWS
-from .tir import THREADS, KernelParams, kernel_func, load_chunk_macro, store_macro
+from .tir import THREADS, KernelParams, kernel_func, load_chunk_macro, scale_segments, store_macro
 
 SUB = 32            # K per int8 activation scale (a lane quad's word of the tensor-core layout)
 SUBS = CHUNK // SUB  # sub-blocks per chunk
@@ -53,8 +53,7 @@ def dq_gemv_func(p: KernelParams):
     FF = 16 // B                      # code fields per half word
     BYTES = ((1 << B) - 1) * 0x01010101
     RAGGED = C % CPS != 0
-    SEGK = min(GS, CHUNK)             # K per scale inside a chunk
-    SEGS = CHUNK // SEGK
+    SEGK, SEGS = scale_segments(GS)   # K per scale inside a chunk, scales per chunk
     NSUB = CPS * SUBS                 # sub-blocks staged per block
     PASSES = -(-NSUB * WORDS // THREADS)
     f32, i32 = "float32", "int32"

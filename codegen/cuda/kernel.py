@@ -43,10 +43,9 @@ def use_codes(bits: int, group_size: int, groups: int, exact: bool = False) -> b
 
 def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False, codes: bool = False) -> str:
     """The kernel rule for ``m`` rows: table lookups for up to 3 rows of bit planes, the dp4a GEMV for up to 3
-    rows of codes, the
-    tensor-core kernel for more, the LUT kernel where the tensor-core kernel does not take the grouping (groups
-    of 8 or 16) or where float tables were asked for (``exact``: the dequantized matmul to float32 rounding,
-    where the tensor cores round weights to float16)."""
+    rows of codes, the tensor-core kernel for more, the LUT kernel where the tensor-core kernel does not take
+    the grouping (groups of 8 or 16) or where float tables were asked for (``exact``: the dequantized matmul to
+    float32 rounding, where the tensor cores round weights to float16)."""
     if m >= MMA_MIN_M and not exact and mma.supports(group_size, groups):
         return "mma"
     return "dq" if codes else "lut"
@@ -99,10 +98,15 @@ class CudaLutMatmul:
         self._work: dict = {}
 
     @property
+    def codes(self) -> bool:
+        """Whether the weights are b-bit codes (the dp4a GEMV and the tensor-core kernel) rather than bit planes."""
+        return self.layout in CODE_LAYOUTS.values()
+
+    @property
     def table_dtype(self) -> str:
         """What the one-row kernel computes with: "f32" (the LUT kernel's float32 tables, bit planes) or "int8"
         (the dp4a GEMV's int8 activations, codes)."""
-        return "int8" if self.layout in CODE_LAYOUTS.values() else "f32"
+        return "int8" if self.codes else "f32"
 
     # ---- building (works without a GPU) ----
     @property
@@ -115,9 +119,8 @@ class CudaLutMatmul:
 
     def plan(self, m: int) -> tuple[str, int]:
         """(kernel kind, activation rows per block) for ``m`` rows."""
-        codes = self.layout in CODE_LAYOUTS.values()
-        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact, codes)
-        if (kind == "lut" and codes) or (kind == "dq" and not codes):
+        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact, self.codes)
+        if (kind == "lut" and self.codes) or (kind == "dq" and not self.codes):
             raise ValueError(f"the {kind} kernel does not read weights in layout {self.layout}")
         if kind == "mma":
             return kind, self._mma_tile or mma.mma_tile(m, self.cw.bits)

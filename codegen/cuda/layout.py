@@ -32,8 +32,6 @@ from ...passes.quantize.weight import QuantizedWeight
 
 LAYOUT = "cuda-g4-c128-v1"
 CODE_LAYOUTS = {4: "cuda-n4-c128-v1", 2: "cuda-n2-c128-v1", 1: "cuda-n1-c128-v1"}   # bits -> layout of b-bit codes
-NIBBLE_LAYOUT = CODE_LAYOUTS[4]
-LAYOUTS = (LAYOUT, *CODE_LAYOUTS.values())
 CHUNK = 128      # K per chunk: 32 runs of 4, four 32-bit words per plane and row
 ROWS = 128       # rows per thread block; N is padded to a multiple of this
 

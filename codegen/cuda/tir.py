@@ -16,7 +16,7 @@ One ``main`` PrimFunc, one kernel launch, per LUT matmul ``y[m, n] = sum_k x[m, 
 
 ``kernel_func`` holds what every CUDA LUT matmul kernel shares (the 8 arguments the runtime passes and the
 grid); a kernel is a TVMScript macro for one thread's work (``lut_matmul_func`` here, the tensor-core kernel in
-mma.py, the 4-bit dequantizing GEMV in dq.py), ``last_block_macro`` is their common split-K handoff and
+mma.py, the dp4a GEMV over 1-, 2- and 4-bit codes in dq.py), ``last_block_macro`` is their common split-K handoff and
 ``store_macro`` the one-row-per-thread kernels' epilogue.
 
 The table build exists only fused into the matmul (no standalone ``lut_precompute`` kernel yet): a block
@@ -50,7 +50,7 @@ class KernelParams:
     maxreg: int = 0     # nvcc -maxrregcount (0: nvcc's choice); fewer registers, more resident warps
     residual: bool = False  # y = x @ W.T + r (r float32 [m, N], the fused residual add); else r is a [1] dummy
     kind: str = "lut"   # "lut": table lookups on CUDA cores (this file); "mma": dequantize + tensor cores (mma.py);
-                        # "dq": the 4-bit dp4a GEMV (dq.py)
+                        # "dq": the dp4a GEMV over b-bit codes (dq.py)
     layout: str = LAYOUT  # of the weight words: bit planes, or b-bit codes (layout.CODE_LAYOUTS: "dq" and "mma")
 
     @property
@@ -137,6 +137,12 @@ def store_macro(p: KernelParams):
     return store
 
 
+def scale_segments(group_size: int) -> tuple[int, int]:
+    """(K per scale segment inside a 128-K chunk, segments per chunk) for groups of ``group_size``."""
+    segk = min(group_size, CHUNK)
+    return segk, CHUNK // segk
+
+
 def load_chunk_macro(p: KernelParams, zero_dtype: str, zero_fill: bool = False):
     """TVMScript macro for a one-row-per-thread kernel's loads of chunk ``c`` into register slot ``slot``: the
     row's weight words (one 16-byte load per plane or code slot), its scales and (asymmetric) zero points per
@@ -144,8 +150,7 @@ def load_chunk_macro(p: KernelParams, zero_dtype: str, zero_fill: bool = False):
     from ..tvmscript import T
 
     B, GS, HZ = p.bits, p.group_size, p.has_zero
-    SEGK = min(GS, CHUNK)
-    SEGS = CHUNK // SEGK
+    SEGK, SEGS = scale_segments(GS)
 
     @T.macro
     def load_chunk(W, S, Z, wr, sl, zl, slot, c, n):
@@ -198,9 +203,8 @@ def lut_matmul_func(p: KernelParams):
 
     N, K, C, B, GS, MT, CPS = p.n, p.k, p.chunks, p.bits, p.group_size, p.mt, p.cps
     SPLIT = p.split
-    SEGK = min(GS, CHUNK)            # K per scale segment inside a chunk
+    SEGK, SEGS = scale_segments(GS)  # K per scale segment inside a chunk, segments per chunk
     SR = SEGK // 4                   # runs per segment
-    SEGS = CHUNK // SEGK             # segments per chunk
     U = min(SR, 8)                   # runs per stored activation-sum partial
     XPC = 32 // U                    # partials per chunk
     RAGGED = C % CPS != 0

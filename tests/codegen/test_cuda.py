@@ -7,7 +7,7 @@ import pytest
 
 import lutc
 from lutc.codegen.cuda.build import find_nvcc
-from lutc.codegen.cuda.layout import CHUNK, CODE_LAYOUTS, LAYOUT, NIBBLE_LAYOUT, ROWS, pack_cuda, unpack_codes
+from lutc.codegen.cuda.layout import CHUNK, CODE_LAYOUTS, LAYOUT, ROWS, pack_cuda, unpack_codes
 from lutc.runtime.cuda_libs import gpu_available
 from lutc.codegen.cuda.tir import KernelParams
 from lutc.passes.quantize import LayerQuant
@@ -241,7 +241,7 @@ def test_kernel_choice_by_rows_and_grouping():
     assert f.plan(33) == ("mma", 32) and f.plan(500) == ("mma", 32) and f.params(500).kind == "mma"
     q4 = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=4, group_size=64))
     f4 = CudaLutMatmul(q4, arch="sm_90a")
-    assert f4.layout == NIBBLE_LAYOUT and f4.params(4).layout == NIBBLE_LAYOUT
+    assert f4.layout == CODE_LAYOUTS[4] and f4.params(4).layout == CODE_LAYOUTS[4]
     assert [f4.plan(m) for m in (1, 3, 4, 33)] == [("dq", 1), ("dq", 1), ("mma", 16), ("mma", 64)]  # 4 bits: 64 rows
     planes4 = CudaLutMatmul(q4, arch="sm_90a", kind="lut")   # the LUT kernel reads bit planes
     assert planes4.layout == LAYOUT and planes4.plan(1) == ("lut", 1)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import lutc
 from lutc.codegen.cuda.build import find_nvcc
 from lutc.codegen.cuda.dq import SUB, byte_offsets
-from lutc.codegen.cuda.layout import CHUNK, CODE_LAYOUTS, NIBBLE_LAYOUT, pack_cuda, unpack_codes
+from lutc.codegen.cuda.layout import CHUNK, CODE_LAYOUTS, pack_cuda, unpack_codes
 from lutc.codegen.cuda.tir import KernelParams
 from lutc.passes.quantize import LayerQuant
 from lutc.runtime.cuda_libs import gpu_available
@@ -123,7 +123,7 @@ def test_dq_twin_within_the_int8_bound(bits, n, k, group, sym, m):
 
 def _params(arch, **kw):
     base = dict(n=300, n_pad=384, k=1000, chunks=8, bits=4, group_size=64, groups=16, has_zero=True, mt=1, cps=3,
-                x_dtype="float16", y_dtype="float32", arch=arch, kind="dq", layout=NIBBLE_LAYOUT)
+                x_dtype="float16", y_dtype="float32", arch=arch, kind="dq", layout=CODE_LAYOUTS[4])
     base.update(kw)
     return KernelParams(**base)
 
