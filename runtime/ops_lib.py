@@ -1,10 +1,11 @@
-"""The compiled ops library at run time (codegen/cpu/ops.py builds it): attention, RoPE, SwiGLU and the fused
-RoPE + KV-cache append + attention block, with the interface of runtime/fused.py, over numpy arrays passed
-through DLPack."""
+"""The compiled ops library at run time (codegen/cpu/ops.py builds it): attention, RoPE, SwiGLU, the fused
+RoPE + KV-cache append + attention block and a float linear layer, with the interface of runtime/fused.py and
+runtime/kernels.py, over numpy arrays passed through DLPack."""
 from __future__ import annotations
 
 import numpy as np
 
+from .kernels import KERNELS
 from .tvm_libs import ensure_tvm_runtime, tvm_ffi
 
 PARALLEL_WORK = 1 << 16  # query rows x keys x heads above which attention splits heads over the thread pool
@@ -13,6 +14,10 @@ PARALLEL_WORK = 1 << 16  # query rows x keys x heads above which attention split
 # 245 kB per layer: 175 -> 184 tok/s, one process, interleaved, 5 rounds)
 PARALLEL_KV_BYTES = 64 << 10
 MAX_HEAD_DIM = 512  # ops_kernels.c MAX_HEAD_DIM: the fused attention block's scratch row
+# rows up to which a float linear layer runs the library's kernel (weights streamed once, four rows at a time) rather
+# than BLAS: a decode step's lm_head. SmolLM2's (49152 x 576), one thread: 12.6 / 17 / 33 ms at 1 / 4 / 16 rows vs
+# OpenBLAS 11.7 / 44 / 54 ms; above, BLAS's blocked GEMM wins.
+LINEAR_ROWS = 16
 
 
 def _inner_contiguous(a: np.ndarray) -> np.ndarray:
@@ -29,11 +34,14 @@ class CompiledOps:
         self._attention, self._attention_par = mod["attention"], mod["attention_parallel"]
         self._rope, self._swiglu = mod["rope"], mod["swiglu"]
         self._block, self._block_par = mod["rope_kv_attention"], mod["rope_kv_attention_parallel"]
+        # libraries of artifacts saved before the linear kernel existed: their float linear layers stay on BLAS
+        self._linear = mod["linear"] if mod.implements_function("linear") else None
         self._dl = tvm_ffi().from_dlpack
 
     def kernels(self, compiled_ops: bool = True) -> dict:
-        """Step kind -> kernel: the fused attention block always, attention/RoPE/SwiGLU when ``compiled_ops``."""
-        block = {"rope_kv_attention": self.rope_kv_attention}
+        """Step kind -> kernel: the fused attention block and the float linear layer always, attention/RoPE/SwiGLU
+        when ``compiled_ops``."""
+        block = {"rope_kv_attention": self.rope_kv_attention, **({"linear": self.linear} if self._linear else {})}
         return {"attention": self.attention, "rope": self.rope, "swiglu": self.swiglu, **block} if compiled_ops else block
 
     def rope_kv_attention(self, attrs, ins, kv):
@@ -62,6 +70,20 @@ class CompiledOps:
         fn(dl(q), dl(k), dl(v), dl(cos), dl(sin), dl(kbuf), dl(vbuf), dl(out), hq, p, float(attrs["scale"]),
            int(attrs.get("causal", False)), off)
         return [kbuf[:, :, :p + L], vbuf[:, :, :p + L], out]
+
+    def linear(self, attrs, ins, dim):
+        """``x @ W.T (+ b)`` for a float32 weight ``W [N, K]``: through the library's kernel (threads from TVM's pool)
+        for up to LINEAR_ROWS rows, else runtime/kernels.py's BLAS call."""
+        x, w = ins[0], ins[1]
+        rows = x.size // x.shape[-1] if x.ndim and x.shape[-1] else 0
+        if not 0 < rows <= LINEAR_ROWS or x.dtype != np.float32 or w.dtype != np.float32 or w.ndim != 2 \
+                or x.shape[-1] != w.shape[1] or not w.flags.c_contiguous:
+            return KERNELS["linear"](attrs, ins, dim)
+        x2 = _inner_contiguous(x.reshape(rows, x.shape[-1]))
+        y = np.empty((rows, w.shape[0]), np.float32)
+        self._linear(self._dl(x2), self._dl(w), self._dl(y))
+        y = y.reshape(x.shape[:-1] + (w.shape[0],))
+        return y + ins[2] if len(ins) > 2 else y
 
     def attention(self, attrs, ins, dim):
         q, k, v = (_inner_contiguous(a) for a in ins)

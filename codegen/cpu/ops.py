@@ -1,5 +1,5 @@
 """The ops library: TVM-generated entry points over the C kernels of ops_kernels.c (attention, RoPE, SwiGLU, the
-fused RoPE + KV-cache append + attention block).
+fused RoPE + KV-cache append + attention block, and the float linear layer of a decode step).
 Shapes are symbolic and inputs may be strided views (their DLPack strides become TIR variables), so one
 library per ISA and thread count serves every model. Cached on disk like the LUT libraries."""
 from __future__ import annotations
@@ -10,8 +10,11 @@ from .build import _key, cache_dir, export
 
 SOURCE = Path(__file__).with_name("ops_kernels.c")
 PREFILL_ROWS = 16  # query rows from which the attention block runs its prefill kernel (blocked queries and keys)
-OPS_LIBRARY_STEPS = ("rope_kv_attention",)  # steps that always take their C kernel when it is built
-FUNCTIONS = ("attention", "attention_parallel", "rope", "swiglu", "rope_kv_attention", "rope_kv_attention_parallel")
+# steps that always take their C kernel when it is built: a float linear layer too, so that a decode step's parallel
+# work all goes through TVM's thread pool (BLAS threads spinning beside the pool's starve it on a 2-vCPU host)
+OPS_LIBRARY_STEPS = ("rope_kv_attention", "linear")
+FUNCTIONS = ("attention", "attention_parallel", "rope", "swiglu", "rope_kv_attention", "rope_kv_attention_parallel",
+             "linear")
 
 
 def _functions(threads: int) -> dict:
@@ -83,7 +86,18 @@ def _functions(threads: int) -> dict:
         O = T.match_buffer(o, (n,), "float32")
         T.evaluate(T.call_extern("int32", "lutc_swiglu_f32", G.data, U.data, O.data, n))
 
-    return {"attention": attention_fn(1).with_attr("global_symbol", "attention"),
+    @T.prim_func
+    def linear(x: T.handle, w: T.handle, y: T.handle):
+        m, n, k, xs = T.int64(), T.int64(), T.int64(), T.int64()
+        X = T.match_buffer(x, (m, k), "float32", strides=(xs, T.int64(1)))
+        W = T.match_buffer(w, (n, k), "float32")
+        Y = T.match_buffer(y, (m, n), "float32")
+        per = (n + 4 * threads - 1) // (4 * threads) * 4  # four weight rows per micro-kernel step
+        for t in T.parallel(threads) if threads > 1 else T.serial(1):
+            T.evaluate(T.call_extern("int32", "lutc_linear_f32", X.data, xs, W.data, Y.data, m, n, k,
+                                     T.min(t * per, n), T.min(t * per + per, n)))
+
+    return {"linear": linear.with_attr("global_symbol", "linear"), "attention": attention_fn(1).with_attr("global_symbol", "attention"),
             "attention_parallel": attention_fn(threads).with_attr("global_symbol", "attention_parallel"),
             "rope": rope.with_attr("global_symbol", "rope"), "swiglu": swiglu.with_attr("global_symbol", "swiglu"),
             "rope_kv_attention": block_fn(1).with_attr("global_symbol", "rope_kv_attention"),

@@ -113,6 +113,44 @@ int32_t lutc_swiglu_f32(const float* gate, const float* up, float* out, int64_t 
   return 0;
 }
 
+/* y[0..4) = x . w[0..4) for four consecutive weight rows of length K: with AVX-512, four independent FMA chains
+ * that load each x chunk once for the four rows (gcc does not vectorize the 2-D accumulator form of dot()). */
+static inline void dot4(const float* x, const float* w, int64_t K, float* y) {
+#if LUTC_ISA == 512
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  const int64_t k16 = K & ~(int64_t)15;
+  for (int64_t i = 0; i < k16; i += 16) {
+    const __m512 xv = _mm512_loadu_ps(x + i);
+    for (int r = 0; r < 4; ++r) acc[r] = _mm512_fmadd_ps(xv, _mm512_loadu_ps(w + r * K + i), acc[r]);
+  }
+  if (k16 < K) {
+    const __mmask16 m = (__mmask16)((1u << (K - k16)) - 1);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + k16);
+    for (int r = 0; r < 4; ++r) acc[r] = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(m, w + r * K + k16), acc[r]);
+  }
+  for (int r = 0; r < 4; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
+#else
+  for (int r = 0; r < 4; ++r) y[r] = dot(x, w + r * K, K);
+#endif
+}
+
+/* y[r, n] = x[r, :] . w[n, :] for rows r < M and outputs n0 <= n < n1 (the driver splits N over threads): a float
+ * linear layer (an lm_head left unquantized) for the few rows of a decode step, the weights streamed once, four
+ * rows at a time against every activation row while they sit in cache. Rows of x are xs floats apart. */
+int32_t lutc_linear_f32(const float* x, int64_t xs, const float* w, float* y, int64_t M, int64_t N, int64_t K,
+                        int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4)
+    for (int64_t r = 0; r < M; ++r) {
+      float out[4];
+      dot4(x + r * xs, w + n * K, K, out);
+      for (int j = 0; j < 4; ++j) y[r * N + n + j] = out[j];
+    }
+  for (; n < n1; ++n)
+    for (int64_t r = 0; r < M; ++r) y[r * N + n] = dot(x + r * xs, w + n * K, K);
+  return 0;
+}
+
 #if LUTC_ISA == 512
 /* hsum16(v): lane j = the sum of the 16 lanes of v[HSUM_SLOT[j]] (a transposing tree of 15 adds, where 16 separate
  * horizontal sums would take 4 shuffles and 4 adds each). */

@@ -241,6 +241,43 @@ def test_fused_attention_block_matches_numpy(b, l, past, hq, hk, d, align, isa):
     np.testing.assert_array_equal(results[1][0][:, :, :past], past_k)  # the past is kept, the new keys follow
 
 
+@pytest.mark.parametrize("isa", ISA_LIST)
+def test_float_linear_kernel_matches_float64(isa):
+    """The ops library's float linear layer (a decode step's unquantized lm_head) against float64 on awkward shapes:
+    N not a multiple of the four rows per step nor split evenly over the threads, K off the 16-wide vectors, strided
+    activation rows, a bias; more rows than LINEAR_ROWS go to BLAS, with the same result."""
+    from lutc.codegen.cpu.ops import build_ops_library
+    from lutc.runtime.ops_lib import LINEAR_ROWS, CompiledOps
+
+    ops = CompiledOps(build_ops_library(isa, 2))
+    rng = np.random.default_rng(7)
+    for lead, n, k, bias in [((1, 1), 1001, 77, False), ((2, 3), 6, 16, True), ((1, 5), 4099, 200, False),
+                             ((LINEAR_ROWS,), 33, 1, True), ((3, LINEAR_ROWS), 50, 45, True)]:
+        x = rng.standard_normal((*lead, k + 3)).astype(np.float32)[..., 2:-1]   # rows k + 3 floats apart
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        ins = [x, w] + ([rng.standard_normal(n).astype(np.float32)] if bias else [])
+        y = ops.linear({}, ins, None)
+        ref = x.astype(np.float64) @ w.T.astype(np.float64) + (ins[2] if bias else 0)
+        assert y.shape == (*lead, n) and y.dtype == np.float32
+        # float32 products summed in 16 partial sums: each output within a few ulps of sum |x| |w|
+        bound = 1e-6 * (np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64)) * np.sqrt(k) + 1e-6
+        assert (np.abs(y - ref) <= bound).all(), (lead, n, k, np.abs(y - ref).max())
+
+
+def test_float_linear_layers_run_in_the_ops_library(kv_graph):
+    """Float linear layers (every projection of an unquantized model, the lm_head of a quantized one) are steps of
+    the ops library, not BLAS calls, and a few-row step (decode, a short prompt) matches the reference executor."""
+    for q in (None, Q2):
+        cm = lutc.compile(kv_graph, target="cpu", quant=q)
+        assert "linear" in [s.kernel for s in cm.executable.program.steps]
+        assert "linear" in cm.executable.interpreter.compiled
+    ids = np.random.default_rng(3).integers(0, SPEC.vocab_size, (1, 5))
+    ref = lutc.compile(kv_graph, target="reference").run(input_ids=ids, **pasts())
+    cpu = lutc.compile(kv_graph, target="cpu").run(input_ids=ids, **pasts())
+    for a, b in zip(ref, cpu):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("bits", [2, 4])
 def test_swiglu_prologue_matches_the_separate_steps(kv_graph, bits):
     q = lutc.QuantConfig(bits=bits, group_size=32, table_dtype="f32")
