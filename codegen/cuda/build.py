@@ -71,8 +71,11 @@ def library_path(p: KernelParams) -> Path:
 
 
 def cuda_source(p: KernelParams) -> str:
-    """The CUDA C source TVM generates for ``p`` (one __global__ function per launch)."""
-    return _compile_tvm(p).mod.imports[0].inspect_source()
+    """The CUDA C source nvcc compiles for ``p``: the helpers the kernels call (mma.PRELUDE) and what TVM
+    generates (one __global__ function per launch)."""
+    from .mma import PRELUDE
+
+    return PRELUDE + _compile_tvm(p).mod.imports[0].inspect_source()
 
 
 def _compile_tvm(p: KernelParams):

@@ -29,6 +29,7 @@ goes subnormal). Activations beyond the float16 range (|x| > 65504) would overfl
 from __future__ import annotations
 
 from .layout import CHUNK, CODE_LAYOUTS, ROWS
+from .tir import PRELUDE as HANDOFF_PRELUDE
 from .tir import THREADS, KernelParams, kernel_func, last_block_macro
 
 RSW = CHUNK // 2 + 4       # 32-bit words per staged activation row: 64 + 4 of padding (bank-conflict free)
@@ -38,6 +39,7 @@ PREFETCH_X_MAX = 32        # tiles up to this many rows keep the next chunk's ac
 
 PRELUDE = r"""
 #include <cuda_fp16.h>
+""" + HANDOFF_PRELUDE + r"""
 // lutc tensor-core helpers (codegen/cuda/mma.py): half2 values travel as 32-bit ints through TIR
 __device__ __forceinline__ int lutc_h2(float a) {
   half2 h = __float2half2_rn(a); return *reinterpret_cast<int*>(&h);
@@ -226,7 +228,6 @@ def mma_matmul_func(p: KernelParams):
             # at a time, so that their partial-sum loads are in flight together
             last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
             if lastl[0] == 1:
-                T.evaluate(T.call_extern("void", "__threadfence"))
                 nr: T.let = bx * ROWS + tid
                 for mo in T.serial(MT // RU):
                     for u in T.unroll(RU):

@@ -75,13 +75,13 @@ def test_generated_cuda_source_structure():
 
     src = cuda_source(_params("sm_90a"))
     assert src.count('extern "C" __global__') == 2         # one kernel (declaration + definition): fused
-    assert "atomicAdd" in src and "__threadfence" in src    # split-K reduction by the last block
+    assert "lutc_arrive((&(CNT_ptr" in src and "__threadfence" not in src   # split-K handoff: acq_rel counter, no full fences
     assert "__shared__ alignas(64) float TS_ptr[3072]" in src   # the tables: MT 2 x 3 chunks x 32 runs x 16
     assert "__shfl_xor_sync" in src                        # group sums of the activations for the zero points
     assert "*(int4*)(W_ptr" in src                         # 16-byte weight loads
     assert "& 15)]" in src                                 # table lookups indexed by 4-bit plane indices
     direct = cuda_source(_params("sm_90a", cps=8, has_zero=False, mt=1, y_dtype="float16"))
-    assert "__shfl_xor_sync" not in direct and "atomicAdd" not in direct and "Y_ptr[" in direct
+    assert "__shfl_xor_sync" not in direct and "lutc_arrive((&(CNT_ptr" not in direct and "Y_ptr[" in direct
     assert "R_ptr[" not in src and "R_ptr[" not in direct            # no residual: r is an unread dummy
     for kw in ({}, {"cps": 8}):                                      # split-K and direct epilogues add r
         assert "R_ptr[" in cuda_source(_params("sm_90a", residual=True, **kw))
@@ -273,12 +273,12 @@ def test_mma_cuda_source_structure():
 
     src = cuda_source(_params("sm_90a", kind="mma", mt=32, cps=3))
     assert src.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 4 * 2   # steps x n8 x A tiles
-    assert src.count("lutc_dq_h2(") == 8 * 2 * 2 * 2          # steps x A tiles x pairs x row halves
+    assert src.count("= lutc_dq_h2(") == 8 * 2 * 2 * 2         # steps x A tiles x pairs x row halves
     import re
 
     staged = int(re.search(r"__shared__ alignas\(64\) int XS_ptr\[(\d+)\]", src).group(1))
     assert 31 * 68 + 3 * 17 + 16 == staged                     # 32 rows x 68 words of half2 pairs (tail pad cut)
-    assert "atomicAdd" in src and "R_ptr[" not in src
+    assert "lutc_arrive((&(CNT_ptr" in src and "R_ptr[" not in src
     assert "R_ptr[" in cuda_source(_params("sm_90a", kind="mma", mt=16, cps=8, residual=True))
     with pytest.raises(ValueError, match="activation tiles of"):
         cuda_source(_params("sm_90a", kind="mma", mt=8))
@@ -288,9 +288,8 @@ def test_mma_cuda_source_structure():
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 def test_nvcc_compiles_the_tensor_core_kernel(arch):
     from lutc.codegen.cuda.build import cuda_source, nvcc_compile
-    from lutc.codegen.cuda.mma import PRELUDE
 
-    ptx = nvcc_compile(PRELUDE + cuda_source(_params(arch, kind="mma", mt=32, bits=4)), arch, "ptx").decode()
+    ptx = nvcc_compile(cuda_source(_params(arch, kind="mma", mt=32, bits=4)), arch, "ptx").decode()
     assert ptx.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 4 * 2
     assert "sub.f16x2" in ptx or "sub.rn.f16x2" in ptx
     assert "mul.f16x2" in ptx or "mul.rn.f16x2" in ptx
@@ -302,7 +301,6 @@ def test_nvcc_compiles_bfloat16_activations(arch):
     """bfloat16 activations: both kernels read them as 16-bit values and widen them to float32 (tables) or
     round them to float16 (tensor-core staging); the rest of each kernel is the float16 one."""
     from lutc.codegen.cuda.build import cuda_source, nvcc_compile
-    from lutc.codegen.cuda.mma import PRELUDE
 
     lut = cuda_source(_params(arch, x_dtype="bfloat16"))
     assert "nv_bfloat16* __restrict__ X_ptr" in lut and "(float)X_ptr[" in lut
@@ -311,7 +309,7 @@ def test_nvcc_compiles_bfloat16_activations(arch):
     assert "ld.global.nc.u16" in ptx or "ld.global.nc.b16" in ptx or "ld.global.u16" in ptx or "ld.global.b16" in ptx
     mma_src = cuda_source(_params(arch, kind="mma", mt=32, bits=4, x_dtype="bfloat16"))
     assert "nv_bfloat16* __restrict__ X_ptr" in mma_src
-    ptx = nvcc_compile(PRELUDE + mma_src, arch, "ptx").decode()
+    ptx = nvcc_compile(mma_src, arch, "ptx").decode()
     assert ptx.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 4 * 2
 
 

@@ -137,9 +137,9 @@ def test_dq_cuda_source_structure():
     two = cuda_source(_params("sm_90a", bits=2, layout=CODE_LAYOUTS[2]))
     assert two.count("__dp4a(") == 3 * 4 * 8 and two.count("& 50529027") == 3 * 4 * 8   # 2 words x 4: 0x03030303
     assert "*(int4*)(W_ptr" in src and "__float2int_rn" in src and "__shfl_xor_sync" in src
-    assert "atomicAdd" in src and "R_ptr[" not in src         # split K (8 chunks, 3 per block), no residual
+    assert "lutc_arrive((&(CNT_ptr" in src and "R_ptr[" not in src         # split K (8 chunks, 3 per block), no residual
     direct = cuda_source(_params("sm_90a", cps=8, has_zero=False, residual=True))
-    assert "atomicAdd" not in direct and "R_ptr[" in direct
+    assert "lutc_arrive((&(CNT_ptr" not in direct and "R_ptr[" in direct
     with pytest.raises(ValueError, match="one activation row per block"):
         cuda_source(_params("sm_90a", mt=2))
     with pytest.raises(ValueError, match="1, 2 or 4-bit codes"):
@@ -153,22 +153,22 @@ def test_dq_cuda_source_structure():
 @pytest.mark.parametrize("xdt", ["float16", "bfloat16", "float32"])
 def test_nvcc_compiles_the_dq_kernel(arch, xdt):
     from lutc.codegen.cuda.build import cuda_source, nvcc_compile
-    from lutc.codegen.cuda.mma import PRELUDE
 
-    ptx = nvcc_compile(PRELUDE + cuda_source(_params(arch, x_dtype=xdt)), arch, "ptx").decode()
+    ptx = nvcc_compile(cuda_source(_params(arch, x_dtype=xdt)), arch, "ptx").decode()
     assert ptx.count("dp4a.s32.s32") == 3 * 4 * 8
     assert "ld.global.nc.v4.u32" in ptx or "ld.global.v4.u32" in ptx or "ld.global.nc.v4.b32" in ptx
     assert "ld.shared.v4.u32" in ptx or "ld.shared.v4.b32" in ptx     # the staged int8 activations, 16 bytes
+    # the split-K handoff: one acq_rel counter increment, no full memory barriers
+    assert ptx.count("atom.acq_rel.gpu.global.add.s32") == 1 and "membar.gl" not in ptx and "fence.sc" not in ptx
 
 
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 def test_nvcc_compiles_the_tensor_core_kernel_on_codes(arch):
     from lutc.codegen.cuda.build import cuda_source, nvcc_compile
-    from lutc.codegen.cuda.mma import PRELUDE
 
     src = cuda_source(_params(arch, kind="mma", mt=32))
-    ptx = nvcc_compile(PRELUDE + src, arch, "ptx").decode()
+    ptx = nvcc_compile(src, arch, "ptx").decode()
     assert ptx.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 4 * 2
     assert src.count("& 1966110)") == 8 * 2 * 2 * 2          # 0x1E001E: one mask per pair (steps x tiles x ...)
     two = cuda_source(_params(arch, kind="mma", mt=16, bits=2, layout=CODE_LAYOUTS[2]))
