@@ -215,6 +215,37 @@ def _graphs(fs, x):
     return out
 
 
+STREAM_CALLS = 96   # calls per CUDA graph in _stream_us
+
+
+def _stream_us(fns, calls=STREAM_CALLS, reps=15):
+    """Median µs per call of ``calls`` calls cycling through ``fns`` (weight copies: cold in L2) captured in one
+    CUDA graph: every method's kernel time with no launch gaps between calls, as the matmuls of a decode step
+    replayed from a graph. (``_timer`` times one call between events, a graph launch or a stream launch each.)"""
+    import torch
+    import tvm_ffi
+
+    for f in fns[:3]:
+        f()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with tvm_ffi.use_torch_stream(torch.cuda.graph(g)):
+        for i in range(calls):
+            fns[i % len(fns)]()
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        g.replay()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) * 1e3 / calls)
+    del g
+    return statistics.median(times)
+
+
 def copies_for(nbytes, l2=50 << 20, floor=256 << 20):
     return max(3, -(-max(4 * l2, floor) // max(nbytes, 1)))
 
@@ -271,15 +302,22 @@ def run_bench(log, bw, sweep=False):
             xbf = x16.to(torch.bfloat16)
             row = {"n": n, "k": k, "m": m}
             row["cublas_fp16_us"] = _timer([lambda w=w: F.linear(x16, w) for w in fp16_copies])
+            row["cublas_fp16_stream_us"] = _stream_us([lambda w=w: F.linear(x16, w) for w in fp16_copies])
             row["cublas_fp16_bytes"] = w16.nbytes
             if i4 is not None:
                 row["torch_int4_us"] = _timer([lambda w=w: torch._weight_int4pack_mm(xbf, w, i4[2], i4[1])
                                                for w in i4w])
+                try:
+                    row["torch_int4_stream_us"] = _stream_us([lambda w=w: torch._weight_int4pack_mm(xbf, w, i4[2], i4[1])
+                                                              for w in i4w])
+                except Exception as e:  # noqa: BLE001 — a peer that cannot be captured is reported, not fatal
+                    row["torch_int4_stream_error"] = f"{type(e).__name__}: {e}"[:300]
                 row["torch_int4_bytes"] = i4[0].nbytes + i4[1].nbytes
             else:
                 row["torch_int4_error"] = i4_err
             for name, fs in lut.items():
                 row[f"lutc_{name}_us"] = _timer([lambda f=f: f(x16) for f in fs])
+                row[f"lutc_{name}_stream_us"] = _stream_us([lambda f=f: f(x16) for f in fs])
                 row[f"lutc_{name}_bytes"] = fs[0].weight_bytes
                 row[f"lutc_{name}_cps"] = fs[0].params(m).cps
                 row[f"lutc_{name}_kernel"] = fs[0].plan(m)[0]
@@ -325,7 +363,10 @@ def run_bench(log, bw, sweep=False):
                     except Exception as e:  # noqa: BLE001
                         row[f"lutc_{name}_graph_error"] = f"{type(e).__name__}: {e}"[:300]
             results.append(row)
-            msg = f"N={n} K={k} M={m}: cuBLAS {row['cublas_fp16_us']:.1f} us"
+            msg = (f"N={n} K={k} M={m}: in a {STREAM_CALLS}-call graph: cuBLAS {row['cublas_fp16_stream_us']:.2f}, "
+                   f"torch int4 {row.get('torch_int4_stream_us', float('nan')):.2f}, "
+                   + ", ".join(f"lutc {nm} {row[f'lutc_{nm}_stream_us']:.2f}" for nm in lut) + " us; per call: ")
+            msg += f"cuBLAS {row['cublas_fp16_us']:.1f} us"
             if "torch_int4_us" in row:
                 msg += f", torch int4 {row['torch_int4_us']:.1f} us"
             for name in lut:
@@ -395,6 +436,23 @@ def markdown(results, bw, device, check_summary):
         lines.append(f"| {r['n']}x{r['k']} | {r['m']} | {c:.1f} | {'n/a' if i4 is None else f'{i4:.1f}'} | {w4s} | "
                      f"{'n/a' if i4 is None else f'{i4 / w4b:.2f}x'} | {w2s} | {c / w2b:.2f}x | {hbm:.0f}% | {trs} | "
                      f"{c / trb:.2f}x |")
+    lines += ["", f"## In a graph of {STREAM_CALLS} calls (every method alike)", "",
+              f"Each method's calls (cycling through its weight copies: cold in L2) captured in one CUDA graph and "
+              f"replayed; µs = graph time / {STREAM_CALLS}: kernel time with no launch gaps, as the matmuls of a "
+              "decode step replayed from a graph. The table above times one call between events instead (a stream "
+              "launch for cuBLAS and torch int4, a stream or one-kernel graph launch for lutc), which adds each "
+              "launch's latency.", "",
+              "| N x K | M | cuBLAS fp16 µs | torch int4 µs | lutc W4 µs | W4 vs int4 | lutc W2 µs | W2 vs cuBLAS "
+              "| W2 %HBM | lutc ternary µs | ternary vs cuBLAS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "cublas_fp16_stream_us" not in r:
+            continue
+        c, i4 = r["cublas_fp16_stream_us"], r.get("torch_int4_stream_us")
+        w4, w2, tr = (r[f"lutc_{nm}_stream_us"] for nm in ("W4", "W2", "ternary"))
+        hbm = r["lutc_W2_bytes"] / (w2 * 1e-6) / 1e9 / bw * 100
+        lines.append(f"| {r['n']}x{r['k']} | {r['m']} | {c:.2f} | {'n/a' if i4 is None else f'{i4:.2f}'} | {w4:.2f} | "
+                     f"{'n/a' if i4 is None else f'{i4 / w4:.2f}x'} | {w2:.2f} | {c / w2:.2f}x | {hbm:.0f}% | {tr:.2f} | "
+                     f"{c / tr:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
