@@ -97,7 +97,8 @@ def _functions(threads: int) -> dict:
             T.evaluate(T.call_extern("int32", "lutc_linear_f32", X.data, xs, W.data, Y.data, m, n, k,
                                      T.min(t * per, n), T.min(t * per + per, n)))
 
-    return {"linear": linear.with_attr("global_symbol", "linear"), "attention": attention_fn(1).with_attr("global_symbol", "attention"),
+    return {"linear": linear.with_attr("global_symbol", "linear"),
+            "attention": attention_fn(1).with_attr("global_symbol", "attention"),
             "attention_parallel": attention_fn(threads).with_attr("global_symbol", "attention_parallel"),
             "rope": rope.with_attr("global_symbol", "rope"), "swiglu": swiglu.with_attr("global_symbol", "swiglu"),
             "rope_kv_attention": block_fn(1).with_attr("global_symbol", "rope_kv_attention"),
