@@ -122,7 +122,10 @@ class CudaLut:
         if m:
             fn, part, cnt, dummy = self._workspace(m, x.device)
             rr = dummy if r is None else compact(r.to(torch.float32), m, self.n)
-            fn(compact(x.to(torch.float32), m, self.k), self.w, self.s, self.z, part, cnt, y, rr)
+            xx = compact(x.to(torch.float32), m, self.k)
+            if xx.data_ptr() % 16:   # the prefill GEMM copies activation rows in 16-byte pieces
+                xx = xx.clone()
+            fn(xx, self.w, self.s, self.z, part, cnt, y, rr)
         return y.reshape(lead + (self.n,))
 
 

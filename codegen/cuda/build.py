@@ -59,7 +59,7 @@ def nvcc_version() -> str:
 
 def key(p: KernelParams) -> str:
     h = hashlib.sha256()
-    for f in ("tir.py", "mma.py", "dq.py", "build.py", "layout.py"):
+    for f in ("tir.py", "mma.py", "gemm.py", "dq.py", "build.py", "layout.py"):
         h.update((HERE / f).read_bytes())
     h.update(repr(sorted(p.as_dict().items())).encode())
     h.update(__version__.encode())
@@ -70,22 +70,29 @@ def library_path(p: KernelParams) -> Path:
     return cache_dir() / f"lut_cuda_{p.arch}_{key(p)}.so"
 
 
-def cuda_source(p: KernelParams) -> str:
-    """The CUDA C source nvcc compiles for ``p``: the helpers the kernels call (mma.PRELUDE) and what TVM
-    generates (one __global__ function per launch)."""
-    from .mma import PRELUDE
+def prelude() -> str:
+    """The device helpers the kernels call by name (call_extern): the split-K handoff, the float16 packing and
+    dequantization, the asynchronous copies; prepended to what TVM generates."""
+    from . import gemm, mma
 
-    return PRELUDE + _compile_tvm(p).mod.imports[0].inspect_source()
+    return mma.PRELUDE + gemm.PRELUDE
+
+
+def cuda_source(p: KernelParams) -> str:
+    """The CUDA C source nvcc compiles for ``p``: the helpers (``prelude()``) and what TVM generates (one
+    __global__ function per launch)."""
+    return prelude() + _compile_tvm(p).mod.imports[0].inspect_source()
 
 
 def _compile_tvm(p: KernelParams):
     import tvm
 
     from .dq import dq_gemv_func
+    from .gemm import gemm_func
     from .mma import mma_matmul_func
     from .tir import lut_matmul_func
 
-    funcs = {"lut": lut_matmul_func, "mma": mma_matmul_func, "dq": dq_gemv_func}
+    funcs = {"lut": lut_matmul_func, "mma": mma_matmul_func, "gemm": gemm_func, "dq": dq_gemv_func}
     if p.kind not in funcs:
         raise ValueError(f"unknown CUDA LUT kernel kind {p.kind!r}; known: {sorted(funcs)}")
     target = tvm.target.Target({"kind": "cuda", "arch": p.arch}, host={"kind": "llvm"})
@@ -181,10 +188,8 @@ def export_fatbin(exe, arch: str, lib: Path, extra=()) -> Path:
     instead of source; written atomically, with the source kept beside it (``.cu``) for inspection."""
     from tvm.runtime import _ffi_api
 
-    from .mma import PRELUDE
-
     source = exe.mod.imports[0].inspect_source()
-    fatbin = nvcc_compile(PRELUDE + source, arch, extra=extra)   # the helpers TVM's call_pure_extern names
+    fatbin = nvcc_compile(prelude() + source, arch, extra=extra)   # the helpers TVM's call_extern names
 
     def pack_imports(mod, is_system_lib, prefix, workspace_dir):
         c = _ffi_api.ModulePackImportsToC(mod, is_system_lib, prefix)
@@ -195,7 +200,7 @@ def export_fatbin(exe, arch: str, lib: Path, extra=()) -> Path:
 
     part = lib.with_name(f".{lib.stem}.{os.getpid()}.tmp.so")
     exe.mod.export_library(str(part), fpack_imports=pack_imports)
-    lib.with_suffix(".cu").write_text(PRELUDE + source)
+    lib.with_suffix(".cu").write_text(prelude() + source)
     os.replace(part, lib)
     return lib
 

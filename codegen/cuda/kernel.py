@@ -3,7 +3,7 @@ weights and workspaces, builds (here, with nvcc) or finds the cached kernel libr
 from __future__ import annotations
 
 from ...passes.quantize.weight import QuantizedWeight
-from . import dq, mma
+from . import dq, gemm, mma
 from .layout import CODE_LAYOUTS, ROWS, pack_cuda
 from .tir import KernelParams, choose_cps
 
@@ -28,7 +28,7 @@ def tile_rows(m: int) -> int:
     return mt
 
 
-KINDS = ("lut", "mma", "dq")
+KINDS = ("lut", "mma", "gemm", "dq")
 MMA_MIN_M = 4   # from this many activation rows on, the tensor-core kernel (where it takes the grouping): on an
                 # H200 at M = 4 it matched or beat the LUT kernel (16-25 us vs 16-30), whose cost grows with M
 
@@ -41,14 +41,22 @@ def use_codes(bits: int, group_size: int, groups: int, exact: bool = False) -> b
     return not exact and dq.supports(bits, group_size, groups) and mma.supports(group_size, groups)
 
 
-def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False, codes: bool = False) -> str:
+def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False, codes: bool = False,
+                gemm_ok: bool = False) -> str:
     """The kernel rule for ``m`` rows: table lookups for up to 3 rows of bit planes, the dp4a GEMV for up to 3
-    rows of codes, the tensor-core kernel for more, the LUT kernel where the tensor-core kernel does not take
+    rows of codes, the tensor-core kernel for more (from ``gemm.GEMM_MIN_M`` rows on the prefill GEMM, where it
+    takes the weights and activations: ``gemm_ok``), the LUT kernel where the tensor-core kernels do not take
     the grouping (groups of 8 or 16) or where float tables were asked for (``exact``: the dequantized matmul to
     float32 rounding, where the tensor cores round weights to float16)."""
     if m >= MMA_MIN_M and not exact and mma.supports(group_size, groups):
-        return "mma"
+        return "gemm" if gemm_ok and m >= gemm.GEMM_MIN_M else "mma"
     return "dq" if codes else "lut"
+
+
+def aligned(t):
+    """``t``, copied if its data does not start on 16 bytes (the prefill GEMM copies activation rows in 16-byte
+    pieces; torch's allocations are aligned, views at an offset may not be)."""
+    return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
 class CudaLutMatmul:
@@ -88,8 +96,8 @@ class CudaLutMatmul:
         self._sms = sms
         self._cps = dict(cps or {})          # {mt: chunks per block}: overrides (benchmark sweeps)
         self._maxreg = dict(maxreg or {})    # {mt: nvcc -maxrregcount}: overrides (benchmark sweeps)
-        if kind == "mma" and not mma.supports(self.cw.group_size, self.cw.groups):
-            raise NotImplementedError(f"the tensor-core kernel needs groups of a multiple of 32 (or one per row), "
+        if kind in ("mma", "gemm") and not mma.supports(self.cw.group_size, self.cw.groups):
+            raise NotImplementedError(f"the tensor-core kernels need groups of a multiple of 32 (or one per row), "
                                       f"got {self.cw.group_size}")
         self._kind = kind                    # None: kernel_kind(m, ...); else forced (benchmarks)
         self._mma_tile = None                # rows per block of the tensor-core kernel: forced (benchmarks)
@@ -117,11 +125,17 @@ class CudaLutMatmul:
             self._arch = arch_of_device() if gpu_available() else "sm_90a"
         return self._arch
 
-    def plan(self, m: int) -> tuple[str, int]:
-        """(kernel kind, activation rows per block) for ``m`` rows."""
-        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact, self.codes)
-        if (kind == "lut" and self.codes) or (kind == "dq" and not self.codes):
+    def plan(self, m: int, x_dtype: str = "float16") -> tuple[str, int]:
+        """(kernel kind, activation rows per block) for ``m`` rows of ``x_dtype`` activations."""
+        gemm_ok = gemm.supports(self.bits, self.layout, self.k, x_dtype)
+        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact, self.codes, gemm_ok)
+        if (kind == "lut" and self.codes) or (kind in ("dq", "gemm") and not self.codes):
             raise ValueError(f"the {kind} kernel does not read weights in layout {self.layout}")
+        if kind == "gemm":
+            if not gemm_ok:
+                raise ValueError(f"the prefill GEMM takes float16 or float32 activations whose rows are whole "
+                                 f"16-byte copies; got {x_dtype}, K = {self.k}")
+            return kind, self._mma_tile or gemm.gemm_tile(m)
         if kind == "mma":
             return kind, self._mma_tile or mma.mma_tile(m, self.cw.bits)
         return kind, 1 if kind == "dq" else tile_rows(m)
@@ -130,8 +144,10 @@ class CudaLutMatmul:
         if x_dtype not in X_DTYPES:
             raise TypeError(f"the CUDA LUT matmul takes {', '.join(X_DTYPES)} activations, got {x_dtype}")
         cw = self.cw
-        kind, mt = self.plan(m)
-        if kind == "mma":
+        kind, mt = self.plan(m, x_dtype)
+        if kind == "gemm":
+            cps = self._cps.get(mt) or gemm.choose_split(cw.chunks, cw.n_pad // ROWS, m, mt, sms=self._sms or 132)
+        elif kind == "mma":
             cps = self._cps.get(mt) or mma.choose_split(cw.chunks, m, mt)
         else:
             cps = self._cps.get(mt) or choose_cps(cw.chunks, cw.n_pad, mt, sms=self._sms or 132)
@@ -208,7 +224,7 @@ class CudaLutMatmul:
         ydt = torch.float32 if self.out_dtype == "float32" else torch.float16
         if m == 0:
             return torch.zeros(lead + (self.n,), dtype=ydt, device=x.device)
-        x2 = x.reshape(m, self.k).contiguous()
+        x2 = aligned(x.reshape(m, self.k).contiguous())
         if residual is not None:
             if (not isinstance(residual, torch.Tensor) or residual.dtype != torch.float32
                     or residual.device != x.device or residual.numel() != m * self.n):

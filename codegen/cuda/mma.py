@@ -76,6 +76,45 @@ def choose_split(chunks: int, m: int, mt: int) -> int:
     return min(chunks, 4 if m <= mt else 8)
 
 
+def reduce_partials_macro(p: KernelParams):
+    """TVMScript macro for the split-K end of the tensor-core kernels (here and gemm.py): the last block to
+    finish a (row tile, 128-row block) sums the partials of every split, thread ``tid`` for weight row
+    ``bx * 128 + tid``, RU activation rows at a time so that their partial-sum loads are in flight together."""
+    from ..tvmscript import T
+
+    MT, SPLIT, N, YDT, RES = p.mt, p.split, p.n, p.y_dtype, p.residual
+    RU = 8
+    f32 = "float32"
+    last_block = last_block_macro()
+
+    @T.macro
+    def reduce_partials(P, CNT, Y, R, m, bz, bx, tid):
+        red = T.alloc_buffer((RU,), f32, scope="local")
+        last = T.alloc_buffer((1,), "int32", scope="shared")
+        lastl = T.alloc_buffer((1,), "int32", scope="local")
+        last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
+        if lastl[0] == 1:
+            nr: T.let = bx * ROWS + tid
+            for mo in T.serial(MT // RU):
+                for u in T.unroll(RU):
+                    red[u] = T.float32(0)
+                for sp in T.unroll(SPLIT):
+                    for u in T.unroll(RU):
+                        if bz * MT + mo * RU + u < m:
+                            red[u] = red[u] + T.call_extern(
+                                f32, "__ldcg", T.address_of(P[sp, bz * MT + mo * RU + u, nr]))
+                for u in T.unroll(RU):
+                    if bz * MT + mo * RU + u < m and nr < N:
+                        if RES:
+                            Y[bz * MT + mo * RU + u, nr] = T.Cast(YDT, red[u] + R[bz * MT + mo * RU + u, nr])
+                        else:
+                            Y[bz * MT + mo * RU + u, nr] = T.Cast(YDT, red[u])
+            if tid == 0:
+                CNT[bz, bx] = 0
+
+    return reduce_partials
+
+
 def mma_matmul_func(p: KernelParams):
     from ..tvmscript import T
 
@@ -92,7 +131,6 @@ def mma_matmul_func(p: KernelParams):
     RES = p.residual
     NT = MT // 8                         # mma n8 tiles of activation rows
     PAIRS = MT * (CHUNK // 2) // THREADS  # staged activation pairs per thread and chunk
-    RU = 8                               # rows reduced together in the split-K epilogue
     PFX = MT <= PREFETCH_X_MAX
     CB = (1 << B) - 1
     CODES = p.layout in CODE_LAYOUTS.values()
@@ -101,7 +139,7 @@ def mma_matmul_func(p: KernelParams):
     F = 16 // B if CODES else 0          # code fields per half word
     YDT = p.y_dtype
     f32 = "float32"
-    last_block = last_block_macro()
+    reduce_partials = reduce_partials_macro(p)
 
     def plane_bits(u, t, cbit):
         """Bits ``cbit`` and ``cbit + 16`` of ``u`` moved to the mantissa bits ``t + 1`` and ``t + 17`` (the
@@ -151,9 +189,6 @@ def mma_matmul_func(p: KernelParams):
         bf = T.alloc_buffer((2,), "int32", scope="local")
         acc = T.alloc_buffer((2 * NT * 4,), f32, scope="local")
         vv = T.alloc_buffer((1,), "int32", scope="local")
-        red = T.alloc_buffer((RU,), f32, scope="local")
-        last = T.alloc_buffer((1,), "int32", scope="shared")
-        lastl = T.alloc_buffer((1,), "int32", scope="local")
         lane: T.let = tid % 32
         g: T.let = lane // 4
         tig: T.let = lane % 4
@@ -224,27 +259,6 @@ def mma_matmul_func(p: KernelParams):
                         else:
                             P[by, tok, nn] = acc[(a * NT + j8) * 4 + i]
         if not DIRECT:
-            # split-K reduction by the last block to finish (as in the LUT kernel); RU rows
-            # at a time, so that their partial-sum loads are in flight together
-            last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
-            if lastl[0] == 1:
-                nr: T.let = bx * ROWS + tid
-                for mo in T.serial(MT // RU):
-                    for u in T.unroll(RU):
-                        red[u] = T.float32(0)
-                    for sp in T.unroll(SPLIT):
-                        for u in T.unroll(RU):
-                            if bz * MT + mo * RU + u < m:
-                                red[u] = red[u] + T.call_extern(
-                                    f32, "__ldcg", T.address_of(P[sp, bz * MT + mo * RU + u, nr]))
-                    for u in T.unroll(RU):
-                        if bz * MT + mo * RU + u < m and nr < N:
-                            if RES:
-                                Y[bz * MT + mo * RU + u, nr] = T.Cast(
-                                    YDT, red[u] + R[bz * MT + mo * RU + u, nr])
-                            else:
-                                Y[bz * MT + mo * RU + u, nr] = T.Cast(YDT, red[u])
-                if tid == 0:
-                    CNT[bz, bx] = 0
+            reduce_partials(P, CNT, Y, R, m, bz, bx, tid)
 
     return kernel_func(p, body)

@@ -237,12 +237,21 @@ def test_kernel_choice_by_rows_and_grouping():
     q = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=64))
     f = CudaLutMatmul(q, arch="sm_90a")   # int8 tables: 2-bit codes, the dp4a GEMV for up to 3 rows
     assert f.layout == CODE_LAYOUTS[2] and f.plan(1) == ("dq", 1) and f.plan(3) == ("dq", 1)
-    assert f.plan(4) == ("mma", 16) and f.plan(17) == ("mma", 32)
-    assert f.plan(33) == ("mma", 32) and f.plan(500) == ("mma", 32) and f.params(500).kind == "mma"
+    assert f.plan(4) == ("mma", 16) and f.plan(17) == ("mma", 32) and f.plan(33) == ("mma", 32)
+    # from 48 rows on the prefill GEMM, float16 or float32 activations; bfloat16 keeps the tensor-core kernel
+    assert f.plan(48) == ("gemm", 64) and f.plan(65) == ("gemm", 128) and f.plan(500, "float32") == ("gemm", 128)
+    assert f.params(500).kind == "gemm" and f.plan(500, "bfloat16") == ("mma", 32)
+    odd = CudaLutMatmul(lutc.quantize_weight(RNG.standard_normal((70, 250)), LayerQuant(bits=2, group_size=64)),
+                        arch="sm_90a")   # rows of 250 float16 are not whole 16-byte copies
+    assert odd.plan(500) == ("mma", 32) and odd.plan(500, "float32") == ("mma", 32)
+    odd._kind = "gemm"
+    with pytest.raises(ValueError, match="whole 16-byte copies"):
+        odd.plan(500)
     q4 = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=4, group_size=64))
     f4 = CudaLutMatmul(q4, arch="sm_90a")
     assert f4.layout == CODE_LAYOUTS[4] and f4.params(4).layout == CODE_LAYOUTS[4]
     assert [f4.plan(m) for m in (1, 3, 4, 33)] == [("dq", 1), ("dq", 1), ("mma", 16), ("mma", 64)]  # 4 bits: 64 rows
+    assert f4.plan(64) == ("gemm", 64)
     planes4 = CudaLutMatmul(q4, arch="sm_90a", kind="lut")   # the LUT kernel reads bit planes
     assert planes4.layout == LAYOUT and planes4.plan(1) == ("lut", 1)
     f4._kind = "lut"
@@ -252,6 +261,7 @@ def test_kernel_choice_by_rows_and_grouping():
     with pytest.raises(NotImplementedError, match="dp4a GEMV takes 1, 2 or 4-bit weights"):
         CudaLutMatmul(q3, kind="dq")
     assert CudaLutMatmul(q3, arch="sm_90a").plan(1) == ("lut", 1)   # 3 bits: bit planes
+    assert CudaLutMatmul(q3, arch="sm_90a").plan(128) == ("mma", 64)   # which the GEMM does not read
     planes = CudaLutMatmul(q, arch="sm_90a", kind="lut")
     assert planes.layout == LAYOUT and planes.plan(3) == ("lut", 4) and planes.plan(17) == ("lut", 8)
     exact = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=2, group_size=64, table_dtype="f32"))
@@ -282,6 +292,49 @@ def test_mma_cuda_source_structure():
     assert "R_ptr[" in cuda_source(_params("sm_90a", kind="mma", mt=16, cps=8, residual=True))
     with pytest.raises(ValueError, match="activation tiles of"):
         cuda_source(_params("sm_90a", kind="mma", mt=8))
+
+
+def _gemm(arch, **kw):
+    return _params(arch, **{"kind": "gemm", "bits": 2, "layout": CODE_LAYOUTS[2], "k": 1000, "mt": 64, **kw})
+
+
+def test_gemm_cuda_source_structure():
+    """The prefill GEMM: per chunk 8 k16 steps x MT / 16 activation tiles x 4 weight tiles of mma, the
+    activations copied with cp.async (MT rows x 16 granules / 128 threads per chunk, at two call sites: the
+    first chunk and the next one) into dynamic shared memory (two stages), and one prmt (float16) or one
+    f32 -> f16x2 conversion (float32) per A-fragment register; the split-K reduction only when K is split."""
+    from lutc.codegen.cuda.build import cuda_source
+
+    for mt in (64, 128):
+        src = cuda_source(_gemm("sm_90a", mt=mt, cps=3))
+        assert src.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * (mt // 16) * 4
+        assert src.count("lutc_cp16((&(XS_ptr[") == 2 * mt * 16 // 128
+        assert src.count("__byte_perm(") == 8 * (mt // 16) * 4 and "lutc_f2h2(xr" not in src
+        assert "extern __shared__ __align__(64) int XS_ptr[];" in src
+        assert src.count("= lutc_dq_h2(") == 8 * 4 * 2            # steps x weight tiles x pairs: once per block
+        assert "lutc_arrive((&(CNT_ptr" in src
+    f32 = cuda_source(_gemm("sm_90a", mt=64, cps=8, x_dtype="float32", residual=True))
+    assert f32.count("= lutc_f2h2(") == 8 * 4 * 4 and "__byte_perm(" not in f32
+    assert f32.count("lutc_cp16((&(XS_ptr[") == 2 * 64 * 32 // 128   # 32 granules of float32 per row
+    assert "lutc_arrive" not in f32.split("main_kernel")[-1] and "R_ptr[" in f32   # one split: direct, residual
+    with pytest.raises(ValueError, match="activation tiles of"):
+        cuda_source(_gemm("sm_90a", mt=32))
+    with pytest.raises(ValueError, match="b-bit code layouts"):
+        cuda_source(_gemm("sm_90a", layout=LAYOUT))
+    with pytest.raises(ValueError, match="whole 16-byte rows"):
+        cuda_source(_gemm("sm_90a", k=1001))
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_nvcc_compiles_the_gemm(arch):
+    from lutc.codegen.cuda.build import cuda_source, nvcc_compile
+
+    ptx = nvcc_compile(cuda_source(_gemm(arch, bits=4, layout=CODE_LAYOUTS[4])), arch, "ptx").decode()
+    assert ptx.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 4 * 4
+    assert ptx.count("cp.async.cg.shared.global") == 2 * 64 * 16 // 128 and "cp.async.wait_group 0" in ptx
+    assert ptx.count("ld.shared.v4.u32") + ptx.count("ld.shared.v4.b32") == 2 * 4 * 2 * 2   # per chunk: step groups x A tiles x row halves x (p, p + 16)
+    assert "prmt.b32" in ptx
 
 
 @needs_nvcc

@@ -1,0 +1,150 @@
+"""The prefill GEMM (codegen/cuda/gemm.py) against the tensor-core kernel it replaces (mma.py) and cuBLAS fp16, at
+M = 64 / 128 / 256: correctness on awkward shapes, then CUDA-event and in-graph times over cold weight copies.
+
+    python bench/cuda_proto/gemm/run.py --prepare      # here: build every library (TVM + nvcc) into $LUTC_CACHE
+    python bench/cuda_proto/gemm/run.py --out DIR      # on the GPU machine (LUTC_CACHE = the carried cache)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lutc.bench.gpu import _quant, _stream_us, _timer, copies_for
+
+SHAPES = [(4096, 4096), (11008, 4096), (14336, 4096)]
+MS = [128, 64, 256]
+BITS = [2, 4]
+# (kind, tile, split override: None = the default rule, else a K split)
+VARIANTS = [("mma", None, None), ("gemm", 64, None), ("gemm", 128, None), ("gemm", 64, "x2"), ("gemm", 128, "x2"),
+            ("gemm", 128, "/2")]
+
+
+def variants(m, n, bits):
+    if m == 128:
+        return VARIANTS
+    return [("mma", None, None), ("gemm", None, None)] if (n, bits) == (14336, 2) else []
+
+
+# correctness: (n, k, group, symmetric, m, x dtype, residual)
+CHECKS = [(300, 1000, 128, False, 70, "float16", False), (130, 264, 32, True, 129, "float16", True),
+          (1000, 2048, 256, False, 200, "float32", False), (257, 4104, None, False, 64, "float16", False),
+          (200, 520, 64, False, 150, "float32", True)]
+
+
+def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16"):
+    from lutc.codegen.cuda.kernel import CudaLutMatmul
+
+    f = CudaLutMatmul(q, out_dtype=ydt, arch="sm_90a", kind=kind)
+    if tile:
+        f._mma_tile = tile
+    if split:
+        p = f.params(m, x_dtype)
+        target = p.split * 2 if split == "x2" else max(1, p.split // 2)
+        f._cps = {p.mt: -(-p.chunks // target)}
+    return f
+
+
+def cases():
+    for n, k in SHAPES:
+        for bits in BITS:
+            q = _quant(n, k, 128, False, bits, 1234)
+            yield n, k, bits, q
+
+
+def check_cases():
+    seed = 10
+    for n, k, group, sym, m, xdt, res in CHECKS:
+        for bits in (1, 2, 4, "ternary"):
+            seed += 1
+            yield _quant(n, k, group, sym, bits, seed), m, xdt, res, seed
+
+
+def splits(q):
+    return (None, "x2") if q.config.bits == 2 else (None,)
+
+
+def prepare(part=0, parts=1):
+    """Build every library (``part`` of ``parts``: run several at once on a machine with more cores)."""
+    i = 0
+    for q, m, xdt, res, _ in check_cases():
+        for split in splits(q):
+            if i % parts == part:
+                kernel(q, "gemm", None, split, m, "float32", xdt).build(m, xdt, res)
+            i += 1
+    for n, k, bits, q in cases():
+        for m in MS:
+            for kind, tile, split in variants(m, n, bits):
+                if i % parts == part:
+                    f = kernel(q, kind, tile, split, m)
+                    print(n, k, bits, m, kind, f.params(m).mt, f.params(m).split, f.build(m), flush=True)
+                i += 1
+
+
+def run(out: Path):
+    import torch
+    import torch.nn.functional as F
+
+    log = []
+
+    def say(s):
+        print(s, flush=True)
+        log.append(s)
+
+    fails = 0
+    for q, m, xdt, res, seed in check_cases():
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        x = torch.randn(m, q.k, dtype=getattr(torch, xdt), device="cuda", generator=g)
+        r = torch.randn(m, q.n, dtype=torch.float32, device="cuda", generator=g) if res else None
+        ref = x.half().double().cpu().numpy() @ q.dequantize().astype(np.float64).T
+        if res:
+            ref = ref + r.double().cpu().numpy()
+        for split in splits(q):
+            f = kernel(q, "gemm", None, split, m, "float32", xdt)
+            p = f.params(m, xdt, res)
+            y = f(x, residual=r).double().cpu().numpy()
+            err = np.abs(y - ref).max() / np.abs(ref).max()
+            ok = err <= 2e-3 and p.kind == "gemm"
+            fails += not ok
+            say(f"{'ok  ' if ok else 'FAIL'} n={q.n} k={q.k} bits={q.config.bits} group={q.group_size} m={m} "
+                f"x={xdt} residual={res} kind={p.kind} mt={p.mt} split={p.split}: rel err {err:.2e}")
+    say(f"{fails} failures")
+    rows = []
+    for n, k, bits, q in cases():
+        w16 = torch.randn(n, k, dtype=torch.float16, device="cuda") * 0.02
+        ws = [w16] + [w16.clone() for _ in range(copies_for(w16.nbytes) - 1)]
+        for m in MS:
+            if not variants(m, n, bits):
+                continue
+            x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+            row = {"n": n, "k": k, "bits": bits, "m": m}
+            row["cublas_graph_us"] = _stream_us([lambda w=w: F.linear(x, w) for w in ws])
+            row["cublas_us"] = _timer([lambda w=w: F.linear(x, w) for w in ws])
+            for kind, tile, split in variants(m, n, bits):
+                f = kernel(q, kind, tile, split, m)
+                fs = [f] + [f.clone() for _ in range(copies_for(f.weight_bytes) - 1)]
+                p = f.params(m)
+                name = f"{kind}{p.mt}/s{p.split}"
+                row[name + " graph"] = _stream_us([lambda f=f: f(x) for f in fs])
+                row[name] = _timer([lambda f=f: f(x) for f in fs])
+                del fs
+            rows.append(row)
+            say(json.dumps(row))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gemm_proto.json").write_text(json.dumps(rows, indent=1))
+    (out / "gemm_proto.log").write_text("\n".join(log) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prepare", action="store_true")
+    ap.add_argument("--part", default="0/1", help="i/n: build the i-th of n shares of the libraries")
+    ap.add_argument("--out", type=Path, default=Path("."))
+    a = ap.parse_args()
+    prepare(*map(int, a.part.split("/"))) if a.prepare else run(a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The prefill GEMM: LUT matmuls of many activation rows (M >= GEMM_MIN_M) on the tensor cores, as TVMScript.
+
+Where the tensor-core kernel of mma.py is built for a few rows (tiles of 16-64, activations staged through
+registers), this one takes a tile of MT = 64 or 128 activation rows per block, so that each weight is
+dequantized once per MT rows and read from L2 once per MT rows, and keeps its tensor cores fed from a
+multi-stage shared-memory pipeline:
+
+- activations (float16, or float32 rounded to float16 on the way into the fragments) are copied with
+  ``cp.async`` (16 bytes per copy, no registers) a chunk of 128 K ahead into shared memory, in their own order
+  (a row's 16 granules of 8 values, XOR-swizzled: conflict-free 16-byte fragment loads);
+- the activations are the A operand of ``mma.sync.m16n8k16`` (16 rows per A tile, so the C fragments hold
+  pairs of adjacent outputs), the weights the B operand (8 weight rows per B tile): a warp covers 32 weight
+  rows and all MT activation rows, a block of 4 warps 128 weight rows;
+- weights (the code layouts ``cuda-n{1,2,4}-c128-v1`` the dp4a GEMV reads, so one copy of the weights serves
+  decode and prefill) go from global memory straight to registers, a chunk ahead, and are dequantized once per
+  k16 step to float16 B fragments (one shift + mask + or into the ``0x6400`` exponent, one ``hsub2``, one
+  ``hmul2``), reused by all MT / 16 A tiles.
+
+The layout's K order (a lane's half2 holds K positions ``(p, p + 16)``) is the one of mma.py; the A fragments
+are built from the natural-order activation words with one ``prmt`` (or one ``cvt.rn.f16x2.f32`` for float32
+activations) per register. Same arguments, grid and split-K protocol as every CUDA LUT kernel (tir.py).
+
+Numerics: those of the tensor-core kernel (mma.py): float16 weights ``s (q - z)`` and activations, float32 sums.
+"""
+from __future__ import annotations
+
+from .layout import CHUNK, CODE_LAYOUTS, ROWS
+from .tir import THREADS, KernelParams, kernel_func
+from .mma import reduce_partials_macro
+
+GEMM_TILES = (64, 128)   # activation rows per block
+GEMM_MIN_M = 48          # from this many rows on (below, mma.py's smaller tiles waste less)
+X_DTYPES = ("float16", "float32")
+GRAN = 16                # bytes per cp.async copy
+
+PRELUDE = r"""
+// lutc prefill GEMM helpers (codegen/cuda/gemm.py): asynchronous global -> shared copies
+__device__ __forceinline__ void lutc_cp16(void* smem, const void* gmem, int bytes) {
+  unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(gmem), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void lutc_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void lutc_cp_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+__device__ __forceinline__ int lutc_f2h2(float lo, float hi) {
+  half2 h = __floats2half2_rn(lo, hi); return *reinterpret_cast<int*>(&h);
+}
+"""
+
+
+def supports(bits: int, layout: str, k: int, x_dtype: str) -> bool:
+    """Whether the GEMM takes these weights and activations: b-bit codes, and activation rows that split into
+    whole 16-byte copies (K a multiple of 8 float16 / 4 float32 values)."""
+    if x_dtype not in X_DTYPES or layout != CODE_LAYOUTS.get(bits):
+        return False
+    return k % (GRAN // (2 if x_dtype == "float16" else 4)) == 0
+
+
+def gemm_tile(m: int) -> int:
+    return GEMM_TILES[0] if m <= GEMM_TILES[0] else GEMM_TILES[-1]
+
+
+def choose_split(chunks: int, row_blocks: int, m: int, mt: int, sms: int = 132) -> int:
+    """Chunks per block: split K until the grid has about two blocks per SM (two fit by registers and
+    shared memory), keeping at least 4 chunks per block (the pipeline's depth)."""
+    tiles = -(-m // mt)
+    split = max(1, min(chunks // 4, round(2 * sms / (row_blocks * tiles))))
+    return -(-chunks // split)
+
+
+def gemm_func(p: KernelParams):
+    from ..tvmscript import T
+
+    if p.mt not in GEMM_TILES:
+        raise ValueError(f"the prefill GEMM takes activation tiles of {GEMM_TILES} rows, got {p.mt}")
+    if not supports(p.bits, p.layout, p.k, p.x_dtype):
+        raise ValueError(f"the prefill GEMM takes b-bit code layouts {sorted(CODE_LAYOUTS.values())} and "
+                         f"{'/'.join(X_DTYPES)} activations with whole 16-byte rows; got layout {p.layout}, "
+                         f"{p.bits} bits, K = {p.k}, {p.x_dtype}")
+
+    N, K, C, B, GS, MT, CPS = p.n, p.k, p.chunks, p.bits, p.group_size, p.mt, p.cps
+    SPLIT = p.split
+    RAGGED = C % CPS != 0
+    DIRECT = SPLIT == 1
+    HZ, RES, YDT = p.has_zero, p.residual, p.y_dtype
+    F16 = p.x_dtype == "float16"
+    EPG = GRAN // (2 if F16 else 4)      # activations per 16-byte granule
+    GR = CHUNK // EPG                    # granules per row and chunk: 16 (float16) or 32 (float32)
+    RW = CHUNK // (2 if F16 else 1)      # 32-bit words per staged row: 64 (float16) or 128 (float32)
+    XW = MT * RW                         # words per stage
+    WPR = 8 if F16 else 16               # words of one row a lane reads per 4 k16 steps
+    GPL = GR // 4                        # granules of a lane's 32 K positions
+    CPT = MT * GR // THREADS             # copies per thread and chunk
+    TT = MT // 16                        # A tiles
+    CB = (1 << B) - 1
+    F = 16 // B                          # code fields per half word
+    f32 = "float32"
+    reduce_partials = reduce_partials_macro(p)
+
+    def slot(gi, r):
+        """Where granule ``gi`` of staged row ``r`` lies: bits 3-4 of the granule (from the lane's index in
+        its quad, for the fragment loads) flip bits 1-2, and odd rows flip bit 0, so the 8 lanes of each
+        quarter warp (2 rows x 4 lanes of a quad) read 8 different 16-byte bank groups."""
+        return T.bitwise_xor(T.bitwise_xor(gi, T.shift_left(T.bitwise_and(T.shift_right(gi, 3), 3), 1)),
+                             T.bitwise_and(r, 1))
+
+    def code_pair(u, f):
+        """Codes ``f`` and ``F + f`` of ``u`` as ``2q`` in the mantissa bits 1..B and 17..16 + B (mma.py)."""
+        moved = T.Select(f == 0, T.shift_left(u, 1), T.shift_right(u, T.max(B * f - 1, 0)))
+        return T.bitwise_and(moved, T.int32(CB * 2 * 0x10001))
+
+    @T.macro
+    def copy_chunk(X, XS, c, stage, bz, tid, m):
+        """Issue the cp.async copies of chunk ``c``'s activations (MT rows) into ``stage``; one commit group."""
+        for e in T.unroll(CPT):
+            r: T.let = (e * THREADS + tid) // GR
+            gi: T.let = (e * THREADS + tid) % GR
+            ok: T.let = bz * MT + r < m and c * CHUNK + gi * EPG < K
+            T.evaluate(T.call_extern(
+                "void", "lutc_cp16", T.address_of(XS[stage * XW + r * RW + slot(gi, r) * 4]),
+                T.address_of(X[T.if_then_else(ok, bz * MT + r, 0), T.if_then_else(ok, c * CHUNK + gi * EPG, 0)]),
+                T.if_then_else(ok, GRAN, 0)))
+        T.evaluate(T.call_extern("void", "lutc_cp_commit"))
+
+    @T.macro
+    def fetch_w(c, W, S, Z, wn, sn, zn, n0, tig):
+        """The lane's weight words of chunk ``c`` (4 rows x B slots), scales and zero points: in flight."""
+        for rs in T.unroll(4):
+            for t in T.unroll(B):
+                wn[rs * B + t] = W[c, t, n0 + 8 * rs, tig]
+            sn[rs] = T.Cast(f32, S[(c * CHUNK + tig * 32) // GS, n0 + 8 * rs])
+            if HZ:
+                zn[rs] = T.Cast(f32, Z[(c * CHUNK + tig * 32) // GS, n0 + 8 * rs])
+
+    @T.macro
+    def a_words(XS, xr, o, base, r, h4, tig):
+        """Row ``r``'s words for 4 k16 steps (``h4``: steps 0-3 or 4-7) into ``xr[o ..]``: K positions
+        ``32 tig + 8 h4 + 0..7`` (the pair members p), then the same + 16; 2 granules each (float32: 4)."""
+        for hh in T.unroll(2):
+            for q in T.unroll(WPR // 8):
+                xr[T.Ramp(o + hh * (WPR // 2) + q * 4, 1, 4)] = XS[T.Ramp(
+                    base + r * RW + slot(GPL * tig + (GPL // 2) * hh + (GPL // 4) * h4 + q, r) * 4, 1, 4)]
+
+    @T.macro
+    def a_pair(xr, o, s, jj, out, oi):
+        """One A-fragment register: the half2 of activations (p, p + 16) at step ``s`` of the group, slot ``jj``."""
+        if F16:   # words hold (p, p + 1): the low (jj = 0) or high halves of the p and the p + 16 words
+            out[oi] = T.call_pure_extern("int32", "__byte_perm", xr[o + s], xr[o + 4 + s],
+                                         T.int32(0x5410) + T.int32(0x2222) * jj)
+        else:
+            out[oi] = T.call_pure_extern("int32", "lutc_f2h2", T.reinterpret(f32, xr[o + 2 * s + jj]),
+                                         T.reinterpret(f32, xr[o + 8 + 2 * s + jj]))
+
+    @T.macro
+    def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
+        XS = T.alloc_buffer((2 * XW,), "int32", scope="shared.dyn")   # two stages
+        wn = T.alloc_buffer((4 * B,), "int32", scope="local")        # next chunk, in flight
+        sn = T.alloc_buffer((4,), f32, scope="local")
+        zn = T.alloc_buffer((4,), f32, scope="local")
+        wr = T.alloc_buffer((4 * B,), "int32", scope="local")
+        kz = T.alloc_buffer((4,), "int32", scope="local")            # half2 1024 + 2z
+        sc = T.alloc_buffer((4,), "int32", scope="local")            # half2 s / 2
+        bq = T.alloc_buffer((4 * 4 * 2,), "int32", scope="local")    # B fragments of 4 steps: [step, rs, jj]
+        xr = T.alloc_buffer((2 * WPR,), "int32", scope="local")      # [row half, words of 4 steps]
+        af = T.alloc_buffer((4,), "int32", scope="local")
+        acc = T.alloc_buffer((TT * 4 * 4,), f32, scope="local")
+        vv = T.alloc_buffer((1,), "int32", scope="local")
+        lane: T.let = tid % 32
+        g: T.let = lane // 4
+        tig: T.let = lane % 4
+        n0: T.let = bx * ROWS + (tid // 32) * 32 + g      # B tile rs: weight row n0 + 8 rs
+        for i in T.unroll(TT * 16):
+            acc[i] = T.float32(0)
+        for i in T.unroll(4):
+            zn[i] = T.float32(0)
+        copy_chunk(X, XS, by * CPS, 0, bz, tid, m)
+        fetch_w(by * CPS, W, S, Z, wn, sn, zn, n0, tig)
+        for cc in T.serial(CPS):
+            c: T.let = by * CPS + cc
+            if not RAGGED or c < C:
+                # chunk c has landed (this thread's copies) and every thread is past chunk c - 1,
+                # whose stage the next copy overwrites
+                T.evaluate(T.call_extern("void", "lutc_cp_wait_all"))
+                T.tvm_storage_sync("shared")
+                if cc + 1 < CPS and (not RAGGED or c + 1 < C):
+                    copy_chunk(X, XS, c + 1, (cc + 1) % 2, bz, tid, m)
+                for i in T.unroll(4 * B):
+                    wr[i] = wn[i]
+                for i in T.unroll(4):
+                    sc[i] = T.call_pure_extern("int32", "lutc_h2", sn[i] * T.float32(0.5))
+                    kz[i] = T.call_pure_extern("int32", "lutc_h2", zn[i] + T.float32(1024 + CB))
+                if cc + 1 < CPS and (not RAGGED or c + 1 < C):
+                    fetch_w(c + 1, W, S, Z, wn, sn, zn, n0, tig)
+                for h4 in T.unroll(2):     # steps 4 h4 .. 4 h4 + 3
+                    for s in T.unroll(4):
+                        for rs in T.unroll(4):
+                            for jj in T.unroll(2):
+                                vv[0] = T.bitwise_or(T.int32(0x64006400), code_pair(
+                                    wr[rs * B + (8 * h4 + 2 * s + jj) // F], (8 * h4 + 2 * s + jj) % F))
+                                bq[(s * 4 + rs) * 2 + jj] = T.call_pure_extern(
+                                    "int32", "lutc_dq_h2", vv[0], kz[rs], sc[rs])
+                    for tt in T.unroll(TT):
+                        for hr in T.unroll(2):   # rows g and g + 8 of the A tile
+                            a_words(XS, xr, hr * WPR, (cc % 2) * XW, tt * 16 + g + 8 * hr, h4, tig)
+                        for s in T.unroll(4):
+                            for hr in T.unroll(2):
+                                for jj in T.unroll(2):
+                                    a_pair(xr, hr * WPR, s, jj, af, jj * 2 + hr)
+                            for rs in T.unroll(4):
+                                T.ptx_legacy.mma("m16n8k16", "row", "col", "fp16", "fp16", "fp32",
+                                                 af.data, 0, bq.data, (s * 4 + rs) * 2, acc.data,
+                                                 (tt * 4 + rs) * 4, False, dtype=f32)
+        # accumulator i of tile (tt, rs): activation row tt * 16 + g + 8 (i // 2), weight row
+        # bx * 128 + warp * 32 + 8 rs + 2 tig + i % 2
+        for tt in T.unroll(TT):
+            for rs in T.unroll(4):
+                for i in T.unroll(4):
+                    tok: T.let = bz * MT + tt * 16 + g + 8 * (i // 2)
+                    nn: T.let = bx * ROWS + (tid // 32) * 32 + 8 * rs + 2 * tig + i % 2
+                    if tok < m:
+                        if DIRECT:
+                            if nn < N:
+                                if RES:
+                                    Y[tok, nn] = T.Cast(YDT, acc[(tt * 4 + rs) * 4 + i] + R[tok, nn])
+                                else:
+                                    Y[tok, nn] = T.Cast(YDT, acc[(tt * 4 + rs) * 4 + i])
+                        else:
+                            P[by, tok, nn] = acc[(tt * 4 + rs) * 4 + i]
+        if not DIRECT:
+            reduce_partials(P, CNT, Y, R, m, bz, bx, tid)
+
+    return kernel_func(p, body)
