@@ -84,8 +84,12 @@ def _kernel(q, ydt, cps=None, m=1, kind=None):
 
 
 def _other_tile(f, m):
-    """The tensor-core tile ``f`` does not use for ``m`` (> 32) rows: 32 where it takes 64, else 64."""
-    return 32 if f.plan(m)[1] == 64 else 64
+    """The tile ``f`` does not use for ``m`` (> 32) rows: the prefill GEMM's 64 or 128, the tensor-core
+    kernel's 32 or 64."""
+    kind, mt = f.plan(m)
+    if kind == "gemm":
+        return 64 if mt == 128 else 128
+    return 32 if mt == 64 else 64
 
 
 def _tolerance(f, m, ydt):
@@ -96,7 +100,7 @@ def _tolerance(f, m, ydt):
     kind = f.plan(m)[0]
     if kind == "dq":
         return 2e-2
-    return 2e-3 if ydt == "float16" or kind == "mma" else 1e-4
+    return 2e-3 if ydt == "float16" or kind in ("mma", "gemm") else 1e-4
 
 
 def bench_weights():
@@ -124,10 +128,13 @@ def prepare(sweep=False, bench=True):
             if m > 1 and not base.codes and base.plan(m)[0] != "lut":   # what the tensor-core kernel replaced
                 _kernel(q, "float16", kind="lut").build(m, "float16")
                 count += 1
-            if m >= 64 and base.plan(m)[0] == "mma":   # the other tile of M > 32 (64 rows for 3-4 planes, 32 for 1-2)
+            if m >= 64 and base.plan(m)[0] in ("mma", "gemm"):   # the other tile of M > 32
                 k_ = _bench_kernel(name, q)
                 k_._mma_tile = _other_tile(k_, m)
                 k_.build(m, "float16")
+                count += 1
+            if base.plan(m)[0] == "gemm":   # the tensor-core kernel the prefill GEMM replaced
+                _kernel(q, "float16", m=m, kind="mma").build(m, "float16")
                 count += 1
             if m > 1 and name == "W2":
                 for cps in MMA_CPS:
@@ -327,7 +334,13 @@ def run_bench(log, bw, sweep=False):
                     row[f"lutc_{name}_lut_us"] = _timer([lambda f=f: f(x16) for f in fs])
                     for f in fs:
                         f._kind = None
-                if m >= 64 and fs[0].plan(m)[0] == "mma":
+                if fs[0].plan(m)[0] == "gemm":   # the tensor-core kernel at this M
+                    for f in fs:
+                        f._kind = "mma"
+                    row[f"lutc_{name}_mma_us"] = _timer([lambda f=f: f(x16) for f in fs])
+                    for f in fs:
+                        f._kind = None
+                if m >= 64 and fs[0].plan(m)[0] in ("mma", "gemm"):
                     other = _other_tile(fs[0], m)
                     for f in fs:
                         f._mma_tile = other
@@ -393,10 +406,10 @@ def markdown(results, bw, device, check_summary):
              "lutc time = the whole call (fused table build + LUT matmul + split-K reduction when K is split). "
              "M = 1 runs the dp4a GEMV (W2, W4 and ternary as codes, activations rounded to int8 per 32 K), with the "
              "same weights as bit planes on the LUT kernel (table lookups) beside it (`planes`); "
-             "M > 1 the tensor-core kernel (weights dequantized to "
-             "float16 in registers, `mma.sync`), with the LUT kernel's time beside it (`LUT kernel`) and at M = 128 "
-             "the tensor-core kernel with its other activation tile (default: 64 rows for W4, 32 for W2 and "
-             "ternary). "
+             "M = 4 and 16 the tensor-core kernel (mma.py: weights dequantized to "
+             "float16 in registers, `mma.sync`), with the LUT kernel's time beside it (`LUT kernel`); M = 128 the "
+             "prefill GEMM (gemm.py: 128 activation rows per block staged by `cp.async`, `mma.sync`), with the "
+             "tensor-core kernel it replaced (`mma.py`) and its other activation tile (64 rows) beside it. "
              "`best` = fastest of a sweep over K split (chunks of 128 per block; at M = 1 x register cap), "
              "`graph` = the default kernel replayed from a CUDA graph (no launch gaps), `%HBM` = weight bytes "
              "(planes + scales + zeros) / best time / copy bandwidth. Ratio columns use the best lutc time (cuBLAS and "
@@ -416,6 +429,8 @@ def markdown(results, bw, device, check_summary):
             if r.get(f"lutc_{name}-planes_us"):
                 pl = r.get(f"lutc_{name}-planes_graph_us") or r[f"lutc_{name}-planes_us"]
                 text += f" (planes {pl:.1f})"
+            if r.get(f"lutc_{name}_mma_us"):
+                text += f" (mma.py {r[f'lutc_{name}_mma_us']:.1f})"
             if r.get(f"lutc_{name}_other_tile_us"):
                 text += f" ({r[f'lutc_{name}_other_tile']}-row tile {r[f'lutc_{name}_other_tile_us']:.1f})"
             if gr:

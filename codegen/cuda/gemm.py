@@ -1,20 +1,20 @@
 """The prefill GEMM: LUT matmuls of many activation rows (M >= GEMM_MIN_M) on the tensor cores, as TVMScript.
 
 Where the tensor-core kernel of mma.py is built for a few rows (tiles of 16-64, activations staged through
-registers), this one takes a tile of MT = 64 or 128 activation rows per block, so that each weight is
-dequantized once per MT rows and read from L2 once per MT rows, and keeps its tensor cores fed from a
-multi-stage shared-memory pipeline:
+registers, weights loaded into registers a chunk ahead), this one takes a tile of MT = 64 or 128 activation
+rows per block, so that each weight is dequantized once per MT rows and read from L2 once per MT rows, and feeds
+its tensor cores from a pipeline of ``stages`` chunks (128 K each) in shared memory:
 
-- activations (float16, or float32 rounded to float16 on the way into the fragments) are copied with
-  ``cp.async`` (16 bytes per copy, no registers) a chunk of 128 K ahead into shared memory, in their own order
-  (a row's 16 granules of 8 values, XOR-swizzled: conflict-free 16-byte fragment loads);
+- every chunk's activations (float16, or float32 rounded to float16 on the way into the fragments), the block's
+  weight words (the code layouts ``cuda-n{1,2,4}-c128-v1`` the dp4a GEMV reads: one copy of the weights serves
+  decode and prefill) and the scale and zero-point rows of its groups are copied with ``cp.async`` (16 bytes per
+  copy, no registers), ``stages - 1`` chunks ahead of the one being multiplied; activation rows are XOR-swizzled
+  by 16-byte granule so that the fragment loads are conflict-free;
 - the activations are the A operand of ``mma.sync.m16n8k16`` (16 rows per A tile, so the C fragments hold
   pairs of adjacent outputs), the weights the B operand (8 weight rows per B tile): a warp covers 32 weight
   rows and all MT activation rows, a block of 4 warps 128 weight rows;
-- weights (the code layouts ``cuda-n{1,2,4}-c128-v1`` the dp4a GEMV reads, so one copy of the weights serves
-  decode and prefill) go from global memory straight to registers, a chunk ahead, and are dequantized once per
-  k16 step to float16 B fragments (one shift + mask + or into the ``0x6400`` exponent, one ``hsub2``, one
-  ``hmul2``), reused by all MT / 16 A tiles.
+- the weights are dequantized once per k16 step into float16 B fragments (one shift + mask + or into the
+  ``0x6400`` exponent, one ``hsub2``, one ``hmul2``, as in mma.py), reused by all MT / 16 A tiles.
 
 The layout's K order (a lane's half2 holds K positions ``(p, p + 16)``) is the one of mma.py; the A fragments
 are built from the natural-order activation words with one ``prmt`` (or one ``cvt.rn.f16x2.f32`` for float32
@@ -40,7 +40,9 @@ __device__ __forceinline__ void lutc_cp16(void* smem, const void* gmem, int byte
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(gmem), "r"(bytes) : "memory");
 }
 __device__ __forceinline__ void lutc_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-__device__ __forceinline__ void lutc_cp_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void lutc_cp_wait() {
+  asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory");
+}
 __device__ __forceinline__ int lutc_f2h2(float lo, float hi) {
   half2 h = __floats2half2_rn(lo, hi); return *reinterpret_cast<int*>(&h);
 }
@@ -53,6 +55,21 @@ def supports(bits: int, layout: str, k: int, x_dtype: str) -> bool:
     if x_dtype not in X_DTYPES or layout != CODE_LAYOUTS.get(bits):
         return False
     return k % (GRAN // (2 if x_dtype == "float16" else 4)) == 0
+
+
+SCALE_SLOT = ROWS + 8    # float16 per staged scale row (one per 32-K piece): padded, conflict-free lane reads
+ZERO_SLOT = ROWS + 16    # int8 per staged zero-point row
+SMEM_PER_BLOCK = 110 * 1024   # two blocks per SM (228 KB) with the registers of one
+
+
+def stage_bytes(mt: int, x_dtype: str, bits: int) -> int:
+    """Shared memory per pipeline stage: activations, weight words, scale and zero-point rows."""
+    return mt * CHUNK * (2 if x_dtype == "float16" else 4) + bits * ROWS * 16 + 4 * (2 * SCALE_SLOT + ZERO_SLOT)
+
+
+def default_stages(mt: int, x_dtype: str, bits: int) -> int:
+    """The deepest pipeline (up to 4 chunks) whose stages fit two blocks on an SM; at least 2."""
+    return max(2, min(4, SMEM_PER_BLOCK // stage_bytes(mt, x_dtype, bits)))
 
 
 def gemm_tile(m: int) -> int:
@@ -86,8 +103,11 @@ def gemm_func(p: KernelParams):
     EPG = GRAN // (2 if F16 else 4)      # activations per 16-byte granule
     GR = CHUNK // EPG                    # granules per row and chunk: 16 (float16) or 32 (float32)
     RW = CHUNK // (2 if F16 else 1)      # 32-bit words per staged row: 64 (float16) or 128 (float32)
-    XW = MT * RW                         # words per stage
+    XW = MT * RW                         # activation words per stage
+    WW = B * ROWS * 4                    # weight words per stage: [slot t, row, word]
+    NS = p.stages or default_stages(MT, p.x_dtype, B)
     WPR = 8 if F16 else 16               # words of one row a lane reads per 4 k16 steps
+    SSW, ZSW = SCALE_SLOT, ZERO_SLOT
     GPL = GR // 4                        # granules of a lane's 32 K positions
     CPT = MT * GR // THREADS             # copies per thread and chunk
     TT = MT // 16                        # A tiles
@@ -109,8 +129,10 @@ def gemm_func(p: KernelParams):
         return T.bitwise_and(moved, T.int32(CB * 2 * 0x10001))
 
     @T.macro
-    def copy_chunk(X, XS, c, stage, bz, tid, m):
-        """Issue the cp.async copies of chunk ``c``'s activations (MT rows) into ``stage``; one commit group."""
+    def copy_stage(X, W, S, Z, XS, WS, SS, ZS, c, stage, bz, bx, tid, m):
+        """Issue the cp.async copies of chunk ``c`` into ``stage``: the MT activation rows, the block's weight
+        words (one 16-byte row slot per thread and slot t), and the scale and zero-point rows of the groups
+        of the chunk's four 32-K pieces (a lane reads those of its piece ``tig``)."""
         for e in T.unroll(CPT):
             r: T.let = (e * THREADS + tid) // GR
             gi: T.let = (e * THREADS + tid) % GR
@@ -119,17 +141,17 @@ def gemm_func(p: KernelParams):
                 "void", "lutc_cp16", T.address_of(XS[stage * XW + r * RW + slot(gi, r) * 4]),
                 T.address_of(X[T.if_then_else(ok, bz * MT + r, 0), T.if_then_else(ok, c * CHUNK + gi * EPG, 0)]),
                 T.if_then_else(ok, GRAN, 0)))
-        T.evaluate(T.call_extern("void", "lutc_cp_commit"))
-
-    @T.macro
-    def fetch_w(c, W, S, Z, wn, sn, zn, n0, tig):
-        """The lane's weight words of chunk ``c`` (4 rows x B slots), scales and zero points: in flight."""
-        for rs in T.unroll(4):
-            for t in T.unroll(B):
-                wn[rs * B + t] = W[c, t, n0 + 8 * rs, tig]
-            sn[rs] = T.Cast(f32, S[(c * CHUNK + tig * 32) // GS, n0 + 8 * rs])
-            if HZ:
-                zn[rs] = T.Cast(f32, Z[(c * CHUNK + tig * 32) // GS, n0 + 8 * rs])
+        for t in T.unroll(B):
+            T.evaluate(T.call_extern("void", "lutc_cp16", T.address_of(WS[stage * WW + (t * ROWS + tid) * 4]),
+                                     T.address_of(W[c, t, bx * ROWS + tid, 0]), GRAN))
+        if tid < 4 * (ROWS // 8):      # 4 pieces x 16 granules of 8 scales
+            T.evaluate(T.call_extern(
+                "void", "lutc_cp16", T.address_of(SS[stage * 4 * SSW + (tid // 16) * SSW + (tid % 16) * 8]),
+                T.address_of(S[(c * CHUNK + (tid // 16) * 32) // GS, bx * ROWS + (tid % 16) * 8]), GRAN))
+        if HZ and tid >= 64 and tid < 64 + 4 * (ROWS // 16):   # 4 pieces x 8 granules of 16 zero points
+            T.evaluate(T.call_extern(
+                "void", "lutc_cp16", T.address_of(ZS[stage * 4 * ZSW + ((tid - 64) // 8) * ZSW + ((tid - 64) % 8) * 16]),
+                T.address_of(Z[(c * CHUNK + ((tid - 64) // 8) * 32) // GS, bx * ROWS + ((tid - 64) % 8) * 16]), GRAN))
 
     @T.macro
     def a_words(XS, xr, o, base, r, h4, tig):
@@ -152,10 +174,10 @@ def gemm_func(p: KernelParams):
 
     @T.macro
     def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
-        XS = T.alloc_buffer((2 * XW,), "int32", scope="shared.dyn")   # two stages
-        wn = T.alloc_buffer((4 * B,), "int32", scope="local")        # next chunk, in flight
-        sn = T.alloc_buffer((4,), f32, scope="local")
-        zn = T.alloc_buffer((4,), f32, scope="local")
+        XS = T.alloc_buffer((NS * XW,), "int32", scope="shared.dyn")
+        WS = T.alloc_buffer((NS * WW,), "int32", scope="shared.dyn")
+        SS = T.alloc_buffer((NS * 4 * SSW,), "float16", scope="shared.dyn")
+        ZS = T.alloc_buffer((NS * 4 * ZSW if HZ else 16,), "int8", scope="shared.dyn")
         wr = T.alloc_buffer((4 * B,), "int32", scope="local")
         kz = T.alloc_buffer((4,), "int32", scope="local")            # half2 1024 + 2z
         sc = T.alloc_buffer((4,), "int32", scope="local")            # half2 s / 2
@@ -167,29 +189,34 @@ def gemm_func(p: KernelParams):
         lane: T.let = tid % 32
         g: T.let = lane // 4
         tig: T.let = lane % 4
-        n0: T.let = bx * ROWS + (tid // 32) * 32 + g      # B tile rs: weight row n0 + 8 rs
+        wl: T.let = (tid // 32) * 32 + g              # B tile rs: weight row bx * 128 + wl + 8 rs
         for i in T.unroll(TT * 16):
             acc[i] = T.float32(0)
-        for i in T.unroll(4):
-            zn[i] = T.float32(0)
-        copy_chunk(X, XS, by * CPS, 0, bz, tid, m)
-        fetch_w(by * CPS, W, S, Z, wn, sn, zn, n0, tig)
+        for st0 in T.unroll(NS - 1):   # the pipeline's first NS - 1 chunks; one commit group each
+            if st0 < CPS and (not RAGGED or by * CPS + st0 < C):
+                copy_stage(X, W, S, Z, XS, WS, SS, ZS, by * CPS + st0, st0, bz, bx, tid, m)
+            T.evaluate(T.call_extern("void", "lutc_cp_commit"))
         for cc in T.serial(CPS):
             c: T.let = by * CPS + cc
             if not RAGGED or c < C:
-                # chunk c has landed (this thread's copies) and every thread is past chunk c - 1,
-                # whose stage the next copy overwrites
-                T.evaluate(T.call_extern("void", "lutc_cp_wait_all"))
+                # chunk c has landed (this thread's copies: groups complete in order) and every thread is
+                # past chunk c - 1, whose stage the copy issued next overwrites
+                T.evaluate(T.call_extern("void", f"lutc_cp_wait<{NS - 2}>"))
                 T.tvm_storage_sync("shared")
-                if cc + 1 < CPS and (not RAGGED or c + 1 < C):
-                    copy_chunk(X, XS, c + 1, (cc + 1) % 2, bz, tid, m)
-                for i in T.unroll(4 * B):
-                    wr[i] = wn[i]
-                for i in T.unroll(4):
-                    sc[i] = T.call_pure_extern("int32", "lutc_h2", sn[i] * T.float32(0.5))
-                    kz[i] = T.call_pure_extern("int32", "lutc_h2", zn[i] + T.float32(1024 + CB))
-                if cc + 1 < CPS and (not RAGGED or c + 1 < C):
-                    fetch_w(c + 1, W, S, Z, wn, sn, zn, n0, tig)
+                if cc + NS - 1 < CPS and (not RAGGED or c + NS - 1 < C):
+                    copy_stage(X, W, S, Z, XS, WS, SS, ZS, c + NS - 1, (cc + NS - 1) % NS, bz, bx, tid, m)
+                T.evaluate(T.call_extern("void", "lutc_cp_commit"))
+                stg: T.let = cc % NS
+                for rs in T.unroll(4):
+                    for t in T.unroll(B):
+                        wr[rs * B + t] = WS[stg * WW + (t * ROWS + wl + 8 * rs) * 4 + tig]
+                    sc[rs] = T.call_pure_extern("int32", "lutc_h2", T.Cast(
+                        f32, SS[stg * 4 * SSW + tig * SSW + wl + 8 * rs]) * T.float32(0.5))
+                    if HZ:
+                        kz[rs] = T.call_pure_extern("int32", "lutc_h2", T.Cast(
+                            f32, ZS[stg * 4 * ZSW + tig * ZSW + wl + 8 * rs]) + T.float32(1024 + CB))
+                    else:
+                        kz[rs] = T.call_pure_extern("int32", "lutc_h2", T.float32(1024 + CB))
                 for h4 in T.unroll(2):     # steps 4 h4 .. 4 h4 + 3
                     for s in T.unroll(4):
                         for rs in T.unroll(4):
@@ -200,7 +227,7 @@ def gemm_func(p: KernelParams):
                                     "int32", "lutc_dq_h2", vv[0], kz[rs], sc[rs])
                     for tt in T.unroll(TT):
                         for hr in T.unroll(2):   # rows g and g + 8 of the A tile
-                            a_words(XS, xr, hr * WPR, (cc % 2) * XW, tt * 16 + g + 8 * hr, h4, tig)
+                            a_words(XS, xr, hr * WPR, stg * XW, tt * 16 + g + 8 * hr, h4, tig)
                         for s in T.unroll(4):
                             for hr in T.unroll(2):
                                 for jj in T.unroll(2):

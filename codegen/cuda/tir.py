@@ -52,6 +52,7 @@ class KernelParams:
     kind: str = "lut"   # "lut": table lookups on CUDA cores (this file); "mma": dequantize + tensor cores (mma.py);
                         # "dq": the dp4a GEMV over b-bit codes (dq.py)
     layout: str = LAYOUT  # of the weight words: bit planes, or b-bit codes (layout.CODE_LAYOUTS: "dq" and "mma")
+    stages: int = 0     # the prefill GEMM's shared-memory pipeline depth (0: its default for the tile, gemm.py)
 
     @property
     def split(self) -> int:

@@ -299,23 +299,28 @@ def _gemm(arch, **kw):
 
 
 def test_gemm_cuda_source_structure():
-    """The prefill GEMM: per chunk 8 k16 steps x MT / 16 activation tiles x 4 weight tiles of mma, the
-    activations copied with cp.async (MT rows x 16 granules / 128 threads per chunk, at two call sites: the
-    first chunk and the next one) into dynamic shared memory (two stages), and one prmt (float16) or one
-    f32 -> f16x2 conversion (float32) per A-fragment register; the split-K reduction only when K is split."""
+    """The prefill GEMM: per chunk 8 k16 steps x MT / 16 activation tiles x 4 weight tiles of mma; every chunk's
+    activations, weight words, scale and zero-point rows copied with cp.async (MT rows x 16 granules / 128
+    threads, B weight slots, one scale and one zero-point granule per thread) into a pipeline of ``stages``
+    chunks in dynamic shared memory (the copies appear once per prologue stage and once in the loop); one prmt
+    (float16) or one f32 -> f16x2 conversion (float32) per A-fragment register; weights dequantized once per
+    block and k16 step; the split-K reduction only when K is split."""
     from lutc.codegen.cuda.build import cuda_source
+    from lutc.codegen.cuda.gemm import default_stages
 
-    for mt in (64, 128):
-        src = cuda_source(_gemm("sm_90a", mt=mt, cps=3))
+    for mt, ns in ((64, 0), (128, 0), (64, 3)):
+        src = cuda_source(_gemm("sm_90a", mt=mt, cps=3, stages=ns))
+        ns = ns or default_stages(mt, "float16", 2)
         assert src.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * (mt // 16) * 4
-        assert src.count("lutc_cp16((&(XS_ptr[") == 2 * mt * 16 // 128
-        assert src.count("__byte_perm(") == 8 * (mt // 16) * 4 and "lutc_f2h2(xr" not in src
-        assert "extern __shared__ __align__(64) int XS_ptr[];" in src
+        assert src.count("lutc_cp16(") - 1 == ns * (mt * 16 // 128 + 2 + 1 + 1)
+        assert f"lutc_cp_wait<{ns - 2}>();" in src and "extern __shared__ __align__(64) uchar buf_dyn_shmem" in src
+        assert src.count("__byte_perm(") == 8 * (mt // 16) * 4 and "= lutc_f2h2(" not in src
         assert src.count("= lutc_dq_h2(") == 8 * 4 * 2            # steps x weight tiles x pairs: once per block
         assert "lutc_arrive((&(CNT_ptr" in src
-    f32 = cuda_source(_gemm("sm_90a", mt=64, cps=8, x_dtype="float32", residual=True))
+    assert default_stages(64, "float16", 2) == 4 and default_stages(128, "float16", 2) == 2
+    f32 = cuda_source(_gemm("sm_90a", mt=64, cps=8, x_dtype="float32", residual=True, has_zero=False))
     assert f32.count("= lutc_f2h2(") == 8 * 4 * 4 and "__byte_perm(" not in f32
-    assert f32.count("lutc_cp16((&(XS_ptr[") == 2 * 64 * 32 // 128   # 32 granules of float32 per row
+    assert f32.count("lutc_cp16(") - 1 == default_stages(64, "float32", 2) * (64 * 32 // 128 + 2 + 1)
     assert "lutc_arrive" not in f32.split("main_kernel")[-1] and "R_ptr[" in f32   # one split: direct, residual
     with pytest.raises(ValueError, match="activation tiles of"):
         cuda_source(_gemm("sm_90a", mt=32))
@@ -330,9 +335,9 @@ def test_gemm_cuda_source_structure():
 def test_nvcc_compiles_the_gemm(arch):
     from lutc.codegen.cuda.build import cuda_source, nvcc_compile
 
-    ptx = nvcc_compile(cuda_source(_gemm(arch, bits=4, layout=CODE_LAYOUTS[4])), arch, "ptx").decode()
+    ptx = nvcc_compile(cuda_source(_gemm(arch, bits=4, layout=CODE_LAYOUTS[4], stages=2)), arch, "ptx").decode()
     assert ptx.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * 4 * 4
-    assert ptx.count("cp.async.cg.shared.global") == 2 * 64 * 16 // 128 and "cp.async.wait_group 0" in ptx
+    assert ptx.count("cp.async.cg.shared.global") == 2 * (64 * 16 // 128 + 4 + 2) and "cp.async.wait_group 0" in ptx
     assert ptx.count("ld.shared.v4.u32") + ptx.count("ld.shared.v4.b32") == 2 * 4 * 2 * 2   # per chunk: step groups x A tiles x row halves x (p, p + 16)
     assert "prmt.b32" in ptx
 

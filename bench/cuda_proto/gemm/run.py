@@ -15,17 +15,15 @@ import numpy as np
 from lutc.bench.gpu import _quant, _stream_us, _timer, copies_for
 
 SHAPES = [(4096, 4096), (11008, 4096), (14336, 4096)]
-MS = [128, 64, 256]
+MS = [128]
 BITS = [2, 4]
-# (kind, tile, split override: None = the default rule, else a K split)
-VARIANTS = [("mma", None, None), ("gemm", 64, None), ("gemm", 128, None), ("gemm", 64, "x2"), ("gemm", 128, "x2"),
-            ("gemm", 128, "/2")]
+# (kind, tile, split override: None = the default rule, else a K split, pipeline stages (0: default), maxreg)
+VARIANTS = [("mma", None, None, 0, 0), ("gemm", 64, None, 0, 0), ("gemm", 64, None, 2, 0), ("gemm", 64, None, 3, 168),
+            ("gemm", 128, None, 0, 0), ("gemm", 64, "x2", 0, 0)]
 
 
 def variants(m, n, bits):
-    if m == 128:
-        return VARIANTS
-    return [("mma", None, None), ("gemm", None, None)] if (n, bits) == (14336, 2) else []
+    return VARIANTS if m == 128 else []
 
 
 # correctness: (n, k, group, symmetric, m, x dtype, residual)
@@ -34,10 +32,15 @@ CHECKS = [(300, 1000, 128, False, 70, "float16", False), (130, 264, 32, True, 12
           (200, 520, 64, False, 150, "float32", True)]
 
 
-def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16"):
+def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16", stages=0, maxreg=0):
+    import dataclasses
+
     from lutc.codegen.cuda.kernel import CudaLutMatmul
 
     f = CudaLutMatmul(q, out_dtype=ydt, arch="sm_90a", kind=kind)
+    if stages or maxreg:
+        params = f.params
+        f.params = lambda *a, **kw: dataclasses.replace(params(*a, **kw), stages=stages, maxreg=maxreg)
     if tile:
         f._mma_tile = tile
     if split:
@@ -63,7 +66,7 @@ def check_cases():
 
 
 def splits(q):
-    return (None, "x2") if q.config.bits == 2 else (None,)
+    return (None,)
 
 
 def prepare(part=0, parts=1):
@@ -76,9 +79,9 @@ def prepare(part=0, parts=1):
             i += 1
     for n, k, bits, q in cases():
         for m in MS:
-            for kind, tile, split in variants(m, n, bits):
+            for kind, tile, split, ns, mr in variants(m, n, bits):
                 if i % parts == part:
-                    f = kernel(q, kind, tile, split, m)
+                    f = kernel(q, kind, tile, split, m, stages=ns, maxreg=mr)
                     print(n, k, bits, m, kind, f.params(m).mt, f.params(m).split, f.build(m), flush=True)
                 i += 1
 
@@ -122,11 +125,11 @@ def run(out: Path):
             row = {"n": n, "k": k, "bits": bits, "m": m}
             row["cublas_graph_us"] = _stream_us([lambda w=w: F.linear(x, w) for w in ws])
             row["cublas_us"] = _timer([lambda w=w: F.linear(x, w) for w in ws])
-            for kind, tile, split in variants(m, n, bits):
-                f = kernel(q, kind, tile, split, m)
+            for kind, tile, split, ns, mr in variants(m, n, bits):
+                f = kernel(q, kind, tile, split, m, stages=ns, maxreg=mr)
                 fs = [f] + [f.clone() for _ in range(copies_for(f.weight_bytes) - 1)]
                 p = f.params(m)
-                name = f"{kind}{p.mt}/s{p.split}"
+                name = f"{kind}{p.mt}/s{p.split}" + (f"/ns{ns}" if ns else "") + (f"/r{mr}" if mr else "")
                 row[name + " graph"] = _stream_us([lambda f=f: f(x) for f in fs])
                 row[name] = _timer([lambda f=f: f(x) for f in fs])
                 del fs
