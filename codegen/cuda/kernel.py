@@ -3,7 +3,7 @@ weights and workspaces, builds (here, with nvcc) or finds the cached kernel libr
 from __future__ import annotations
 
 from ...passes.quantize.weight import QuantizedWeight
-from . import dq, gemm, mma
+from . import dq, gemm, mma, wgmma
 from .layout import CODE_LAYOUTS, ROWS, pack_cuda
 from .tir import KernelParams, choose_cps
 
@@ -28,7 +28,7 @@ def tile_rows(m: int) -> int:
     return mt
 
 
-KINDS = ("lut", "mma", "gemm", "dq")
+KINDS = ("lut", "mma", "gemm", "wgmma", "dq")
 MMA_MIN_M = 4   # from this many activation rows on, the tensor-core kernel (where it takes the grouping): on an
                 # H200 at M = 4 it matched or beat the LUT kernel (16-25 us vs 16-30), whose cost grows with M
 
@@ -42,14 +42,17 @@ def use_codes(bits: int, group_size: int, groups: int, exact: bool = False) -> b
 
 
 def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False, codes: bool = False,
-                gemm_ok: bool = False) -> str:
+                gemm_ok: bool = False, wgmma_ok: bool = False) -> str:
     """The kernel rule for ``m`` rows: table lookups for up to 3 rows of bit planes, the dp4a GEMV for up to 3
-    rows of codes, the tensor-core kernel for more (from ``gemm.GEMM_MIN_M`` rows on the prefill GEMM, where it
-    takes the weights and activations: ``gemm_ok``), the LUT kernel where the tensor-core kernels do not take
-    the grouping (groups of 8 or 16) or where float tables were asked for (``exact``: the dequantized matmul to
-    float32 rounding, where the tensor cores round weights to float16)."""
+    rows of codes, the tensor-core kernel for more; from ``gemm.GEMM_MIN_M`` rows on a prefill GEMM where it
+    takes the weights and activations: the warpgroup-MMA one on sm_90a (``wgmma_ok``), else the mma.sync one
+    (``gemm_ok``); the LUT kernel where the tensor-core kernels do not take the grouping (groups of 8 or 16) or
+    where float tables were asked for (``exact``: the dequantized matmul to float32 rounding, where the tensor
+    cores round weights to float16)."""
     if m >= MMA_MIN_M and not exact and mma.supports(group_size, groups):
-        return "gemm" if gemm_ok and m >= gemm.GEMM_MIN_M else "mma"
+        if m >= gemm.GEMM_MIN_M and (wgmma_ok or gemm_ok):
+            return "wgmma" if wgmma_ok else "gemm"
+        return "mma"
     return "dq" if codes else "lut"
 
 
@@ -128,9 +131,16 @@ class CudaLutMatmul:
     def plan(self, m: int, x_dtype: str = "float16") -> tuple[str, int]:
         """(kernel kind, activation rows per block) for ``m`` rows of ``x_dtype`` activations."""
         gemm_ok = gemm.supports(self.bits, self.layout, self.k, x_dtype)
-        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact, self.codes, gemm_ok)
-        if (kind == "lut" and self.codes) or (kind in ("dq", "gemm") and not self.codes):
+        wgmma_ok = wgmma.supports(self.bits, self.layout, self.k, x_dtype, self.arch)
+        kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact, self.codes, gemm_ok,
+                                         wgmma_ok)
+        if (kind == "lut" and self.codes) or (kind in ("dq", "gemm", "wgmma") and not self.codes):
             raise ValueError(f"the {kind} kernel does not read weights in layout {self.layout}")
+        if kind == "wgmma":
+            if not wgmma_ok:
+                raise ValueError(f"the Hopper GEMM takes float16 activations whose rows are whole 16-byte copies "
+                                 f"on {'/'.join(wgmma.ARCHS)}; got {x_dtype}, K = {self.k}, {self.arch}")
+            return kind, wgmma.MT
         if kind == "gemm":
             if not gemm_ok:
                 raise ValueError(f"the prefill GEMM takes float16 or float32 activations whose rows are whole "
@@ -145,7 +155,9 @@ class CudaLutMatmul:
             raise TypeError(f"the CUDA LUT matmul takes {', '.join(X_DTYPES)} activations, got {x_dtype}")
         cw = self.cw
         kind, mt = self.plan(m, x_dtype)
-        if kind == "gemm":
+        if kind == "wgmma":
+            cps = self._cps.get(mt) or wgmma.choose_split(cw.chunks, cw.n_pad // ROWS, m, sms=self._sms or 132)
+        elif kind == "gemm":
             cps = self._cps.get(mt) or gemm.choose_split(cw.chunks, cw.n_pad // ROWS, m, mt, sms=self._sms or 132)
         elif kind == "mma":
             cps = self._cps.get(mt) or mma.choose_split(cw.chunks, m, mt)

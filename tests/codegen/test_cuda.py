@@ -238,9 +238,16 @@ def test_kernel_choice_by_rows_and_grouping():
     f = CudaLutMatmul(q, arch="sm_90a")   # int8 tables: 2-bit codes, the dp4a GEMV for up to 3 rows
     assert f.layout == CODE_LAYOUTS[2] and f.plan(1) == ("dq", 1) and f.plan(3) == ("dq", 1)
     assert f.plan(4) == ("mma", 16) and f.plan(17) == ("mma", 32) and f.plan(33) == ("mma", 32)
-    # from 48 rows on the prefill GEMM, float16 or float32 activations; bfloat16 keeps the tensor-core kernel
-    assert f.plan(48) == ("gemm", 64) and f.plan(65) == ("gemm", 128) and f.plan(500, "float32") == ("gemm", 128)
-    assert f.params(500).kind == "gemm" and f.plan(500, "bfloat16") == ("mma", 32)
+    # from 48 rows on a prefill GEMM: warpgroup MMAs for float16 on sm_90a, mma.sync for float32 (or sm_80);
+    # bfloat16 keeps the tensor-core kernel
+    assert f.plan(48) == ("wgmma", 64) and f.plan(500) == ("wgmma", 64) and f.params(500).kind == "wgmma"
+    assert f.plan(65, "float32") == ("gemm", 128) and f.plan(48, "float32") == ("gemm", 64)
+    assert f.plan(500, "bfloat16") == ("mma", 32)
+    ampere = CudaLutMatmul(q, arch="sm_80")
+    assert ampere.plan(500) == ("gemm", 128) and ampere.params(500).kind == "gemm"
+    ampere._kind = "wgmma"
+    with pytest.raises(ValueError, match="sm_90a"):
+        ampere.plan(500)
     odd = CudaLutMatmul(lutc.quantize_weight(RNG.standard_normal((70, 250)), LayerQuant(bits=2, group_size=64)),
                         arch="sm_90a")   # rows of 250 float16 are not whole 16-byte copies
     assert odd.plan(500) == ("mma", 32) and odd.plan(500, "float32") == ("mma", 32)
@@ -251,7 +258,7 @@ def test_kernel_choice_by_rows_and_grouping():
     f4 = CudaLutMatmul(q4, arch="sm_90a")
     assert f4.layout == CODE_LAYOUTS[4] and f4.params(4).layout == CODE_LAYOUTS[4]
     assert [f4.plan(m) for m in (1, 3, 4, 33)] == [("dq", 1), ("dq", 1), ("mma", 16), ("mma", 64)]  # 4 bits: 64 rows
-    assert f4.plan(64) == ("gemm", 64)
+    assert f4.plan(64) == ("wgmma", 64) and f4.plan(64, "float32") == ("gemm", 64)
     planes4 = CudaLutMatmul(q4, arch="sm_90a", kind="lut")   # the LUT kernel reads bit planes
     assert planes4.layout == LAYOUT and planes4.plan(1) == ("lut", 1)
     f4._kind = "lut"
@@ -328,6 +335,45 @@ def test_gemm_cuda_source_structure():
         cuda_source(_gemm("sm_90a", layout=LAYOUT))
     with pytest.raises(ValueError, match="whole 16-byte rows"):
         cuda_source(_gemm("sm_90a", k=1001))
+
+
+def _wgmma(**kw):
+    return _params("sm_90a", **{"kind": "wgmma", "bits": 2, "layout": CODE_LAYOUTS[2], "k": 1000, "mt": 64, **kw})
+
+
+def test_wgmma_cuda_source_structure():
+    """The Hopper GEMM: per 64-K unit four wgmma k16 steps (one commit group), the activations copied with
+    cp.async (64 rows x 8 granules / 128 threads, once per prologue stage and once in the loop), the weight row
+    dequantized by its thread into 8 natural-order granules (two unrolled copies: one per B buffer), one fence
+    from the generic to the async proxy per unit; sm_90a only."""
+    from lutc.codegen.cuda.build import cuda_source
+    from lutc.codegen.cuda.wgmma import default_stages
+
+    ns = default_stages()
+    src = cuda_source(_wgmma(cps=3))
+    body = src.split("main_kernel(")[-1]
+    assert body.count("lutc_wgmma_k16(") == 4 and body.count("lutc_wgmma_commit()") == 1
+    assert "lutc_wgmma_wait<1>()" in body and "lutc_wgmma_wait<0>()" in body and body.count("lutc_fence_async()") == 1
+    assert body.count("lutc_cp16s(") == ns * (64 * 8 // 128) and f"lutc_cp_wait<{ns - 2}>()" in body
+    assert body.count("lutc_sts128(") == 2 * 8 and body.count("= lutc_dq_h2(") == 2 * 32
+    assert body.count("__byte_perm(") == 2 * 32 and "lutc_arrive((&(CNT_ptr" in body
+    direct = cuda_source(_wgmma(cps=8, residual=True, stages=3)).split("main_kernel(")[-1]
+    assert "lutc_arrive" not in direct and "R_ptr[" in direct and "lutc_cp_wait<1>()" in direct
+    for bad, match in ((dict(arch="sm_80"), "sm_90a"), (dict(mt=128), "tiles of 64"),
+                       (dict(x_dtype="float32"), "float16 activations"), (dict(layout=LAYOUT), "code layouts")):
+        with pytest.raises(ValueError, match=match):
+            cuda_source(_wgmma(**bad))
+
+
+@needs_nvcc
+def test_nvcc_compiles_the_wgmma_gemm():
+    from lutc.codegen.cuda.build import cuda_source, nvcc_compile
+
+    for bits in (1, 2, 4):
+        ptx = nvcc_compile(cuda_source(_wgmma(bits=bits, layout=CODE_LAYOUTS[bits])), "sm_90a", "ptx").decode()
+        assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16") == 4
+        assert ptx.count("fence.proxy.async.shared::cta") == 1 and ptx.count("st.shared.v4.b32") == 2 * 8
+        assert ptx.count("cp.async.cg.shared.global") == 4 * 4
 
 
 @needs_nvcc

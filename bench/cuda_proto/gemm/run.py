@@ -18,12 +18,15 @@ SHAPES = [(4096, 4096), (11008, 4096), (14336, 4096)]
 MS = [128]
 BITS = [2, 4]
 # (kind, tile, split override: None = the default rule, else a K split, pipeline stages (0: default), maxreg)
-VARIANTS = [("mma", None, None, 0, 0), ("gemm", 64, None, 0, 0), ("gemm", 64, None, 2, 0), ("gemm", 64, None, 3, 168),
-            ("gemm", 128, None, 0, 0), ("gemm", 64, "x2", 0, 0)]
+VARIANTS = [("mma", None, None, 0, 0), ("gemm", 64, None, 0, 0), ("gemm", 128, None, 0, 0), ("wgmma", None, None, 0, 0),
+            ("wgmma", None, None, 6, 0), ("wgmma", None, "x2", 0, 0)]
+
+
+KINDS = None   # --kinds: only these kernel kinds (checks and timings)
 
 
 def variants(m, n, bits):
-    return VARIANTS if m == 128 else []
+    return [v for v in VARIANTS if KINDS is None or v[0] in KINDS] if m == 128 else []
 
 
 # correctness: (n, k, group, symmetric, m, x dtype, residual)
@@ -65,17 +68,18 @@ def check_cases():
             yield _quant(n, k, group, sym, bits, seed), m, xdt, res, seed
 
 
-def splits(q):
-    return (None,)
+def check_kinds(xdt):
+    kinds = ("gemm", "wgmma") if xdt == "float16" else ("gemm",)
+    return [k for k in kinds if KINDS is None or k in KINDS]
 
 
 def prepare(part=0, parts=1):
     """Build every library (``part`` of ``parts``: run several at once on a machine with more cores)."""
     i = 0
     for q, m, xdt, res, _ in check_cases():
-        for split in splits(q):
+        for kind in check_kinds(xdt):
             if i % parts == part:
-                kernel(q, "gemm", None, split, m, "float32", xdt).build(m, xdt, res)
+                kernel(q, kind, None, None, m, "float32", xdt).build(m, xdt, res)
             i += 1
     for n, k, bits, q in cases():
         for m in MS:
@@ -104,12 +108,12 @@ def run(out: Path):
         ref = x.half().double().cpu().numpy() @ q.dequantize().astype(np.float64).T
         if res:
             ref = ref + r.double().cpu().numpy()
-        for split in splits(q):
-            f = kernel(q, "gemm", None, split, m, "float32", xdt)
+        for kind in check_kinds(xdt):
+            f = kernel(q, kind, None, None, m, "float32", xdt)
             p = f.params(m, xdt, res)
             y = f(x, residual=r).double().cpu().numpy()
             err = np.abs(y - ref).max() / np.abs(ref).max()
-            ok = err <= 2e-3 and p.kind == "gemm"
+            ok = err <= 2e-3 and p.kind == kind
             fails += not ok
             say(f"{'ok  ' if ok else 'FAIL'} n={q.n} k={q.k} bits={q.config.bits} group={q.group_size} m={m} "
                 f"x={xdt} residual={res} kind={p.kind} mt={p.mt} split={p.split}: rel err {err:.2e}")
@@ -145,7 +149,10 @@ def main():
     ap.add_argument("--prepare", action="store_true")
     ap.add_argument("--part", default="0/1", help="i/n: build the i-th of n shares of the libraries")
     ap.add_argument("--out", type=Path, default=Path("."))
+    ap.add_argument("--kinds", default=None, help="comma-separated kernel kinds (default: all)")
     a = ap.parse_args()
+    global KINDS
+    KINDS = a.kinds.split(",") if a.kinds else None
     prepare(*map(int, a.part.split("/"))) if a.prepare else run(a.out)
 
 

@@ -1,0 +1,256 @@
+"""The Hopper prefill GEMM (sm_90a): LUT matmuls of many activation rows on warpgroup MMAs, as TVMScript.
+
+``mma.sync`` on an H200 tops out near half the tensor cores' rate (the gemm.py kernel's HMMA pipe ran 43% active
+at M = 128 and was still 2x slower than cuBLAS fp16, ``bench/cuda_proto/gemm/``). Here one warpgroup (the block's
+128 threads) multiplies with ``wgmma.mma_async.m64n128k16`` (float16 in, float32 accumulators), both operands in
+shared memory in the canonical 128-byte-swizzled K-major layout:
+
+- A = MT = 64 activation rows x 64 K per pipeline unit (half a 128-K chunk), copied with ``cp.async`` ``stages - 1``
+  units ahead, each row's eight 16-byte granules at ``granule ^ (row % 8)``;
+- B = the block's 128 weight rows x 64 K, dequantized by the threads themselves (thread = weight row: its code
+  words, loaded into registers a chunk ahead, become ``s (q - z)`` half2 pairs ``(k, k + 16)`` as in mma.py,
+  and one ``prmt`` per register turns the pairs into natural-order 16-byte granules) into one of two buffers,
+  while the tensor cores multiply the previous unit (one wgmma group in flight).
+
+Per unit: wait for the unit's copies, ``fence.proxy.async`` (the generic-proxy writes become visible to the
+tensor cores' async proxy), one barrier, four wgmma k16 steps, commit, wait for the previous unit's group, issue
+the copies of unit + stages - 1 into the stage that group read. Accumulator ``d[4 j + i]`` of warp ``w``: row
+``16 w + g + 8 (i // 2)`` (g = lane / 4), column ``8 j + 2 (lane % 4) + i % 2``. Same arguments, grid and split-K
+protocol as every CUDA LUT kernel (tir.py); float16 activations with whole 16-byte rows (others: gemm.py).
+
+Numerics: those of mma.py and gemm.py (float16 weights and activations, float32 sums).
+"""
+from __future__ import annotations
+
+from .layout import CHUNK, CODE_LAYOUTS, ROWS
+from .tir import THREADS, KernelParams, kernel_func
+from .mma import reduce_partials_macro
+
+MT = 64                 # activation rows per block (the wgmma's M)
+UNIT = 64               # K per pipeline unit: one 128-byte swizzle row of float16
+A_BYTES = MT * UNIT * 2          # per activation stage
+B_BYTES = ROWS * UNIT * 2        # per dequantized weight buffer
+ACC = MT * ROWS // THREADS       # float32 accumulators per thread
+ARCHS = ("sm_90a",)
+
+_D = ", ".join(f"%{i}" for i in range(ACC))
+_OUTS = ", ".join(f'"+f"(d[{i}])' for i in range(ACC))
+
+PRELUDE = r"""
+// lutc Hopper GEMM helpers (codegen/cuda/wgmma.py): shared-memory addresses as 32-bit ints, wgmma
+__device__ __forceinline__ int lutc_smem_base(const void* p) {   // the first 1024-byte aligned shared address
+  unsigned a = (unsigned)__cvta_generic_to_shared(p); return (int)((a + 1023u) & ~1023u);
+}
+__device__ __forceinline__ void lutc_cp16s(int dst, const void* gmem, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(gmem), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void lutc_sts128(int dst, int a, int b, int c, int d) {
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" :: "r"(dst), "r"(a), "r"(b), "r"(c), "r"(d) : "memory");
+}
+__device__ __forceinline__ void lutc_fence_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+__device__ __forceinline__ void lutc_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void lutc_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void lutc_wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(N) : "memory");
+}
+__device__ __forceinline__ unsigned long long lutc_sw128_desc(int addr) {   // K-major, 128-byte swizzle atoms
+  return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void lutc_wgmma_k16(float* d, int a, int b) {   // d[ACC] += A[a] . B[b]^T
+  unsigned long long da = lutc_sw128_desc(a), db = lutc_sw128_desc(b);
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %""" + str(ACC + 2) + r""", 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {""" + _D + r"""}, %""" + str(ACC) + r""", %""" \
+    + str(ACC + 1) + r""", p, 1, 1, 0, 0;\n}\n"
+               : """ + _OUTS + r""" : "l"(da), "l"(db), "r"(1));
+}
+"""
+
+
+def supports(bits: int, layout: str, k: int, x_dtype: str, arch: str) -> bool:
+    """sm_90a, b-bit codes, float16 activations whose rows are whole 16-byte copies."""
+    return arch in ARCHS and x_dtype == "float16" and layout == CODE_LAYOUTS.get(bits) and k % 8 == 0
+
+
+def default_stages() -> int:
+    return 4
+
+
+def choose_split(chunks: int, row_blocks: int, m: int, sms: int = 132) -> int:
+    """Chunks per block: split K until the grid has about two blocks per SM, at least 4 chunks per block."""
+    tiles = -(-m // MT)
+    split = max(1, min(chunks // 4, round(2 * sms / (row_blocks * tiles))))
+    return -(-chunks // split)
+
+
+def wgmma_func(p: KernelParams):
+    from ..tvmscript import T
+
+    if p.mt != MT:
+        raise ValueError(f"the Hopper GEMM takes activation tiles of {MT} rows, got {p.mt}")
+    if not supports(p.bits, p.layout, p.k, p.x_dtype, p.arch):
+        raise ValueError(f"the Hopper GEMM takes {'/'.join(ARCHS)}, b-bit code layouts and float16 activations with "
+                         f"whole 16-byte rows; got {p.arch}, layout {p.layout}, K = {p.k}, {p.x_dtype}")
+
+    N, K, C, B, GS, CPS = p.n, p.k, p.chunks, p.bits, p.group_size, p.cps
+    SPLIT = p.split
+    RAGGED = C % CPS != 0
+    DIRECT = SPLIT == 1
+    HZ, RES, YDT = p.has_zero, p.residual, p.y_dtype
+    NS = p.stages or default_stages()
+    NSC = NS // 2 + 1                    # chunk stages of the weight side: chunk c + NSC - 1 is copied at unit
+                                         # 2c with the activations of unit 2c + NS - 1, needed at unit 2c + 2NSC - 2
+    SSW, ZSW = ROWS + 8, ROWS + 16       # float16 / int8 per staged scale / zero-point row (padded)
+    CB = (1 << B) - 1
+    F = 16 // B
+    CPT = MT * (UNIT // 8) // THREADS    # activation copies per thread and unit
+    SA, SB = NS * A_BYTES + 1024, 2 * B_BYTES + 1024   # (+ room to align the swizzle atoms to 1024 bytes)
+    f32 = "float32"
+    reduce_partials = reduce_partials_macro(p)
+
+    def code_pair(u, f):
+        """Codes ``f`` and ``F + f`` of ``u`` as ``2q`` in the mantissa bits 1..B and 17..16 + B (mma.py)."""
+        moved = T.Select(f == 0, T.shift_left(u, 1), T.shift_right(u, T.max(B * f - 1, 0)))
+        return T.bitwise_and(moved, T.int32(CB * 2 * 0x10001))
+
+    @T.macro
+    def copy_a(X, abase, u, c0, bz, tid, m):
+        """Issue the cp.async copies of unit ``u``'s activations (MT rows x 64 K) into its stage; one commit group."""
+        for e in T.unroll(CPT):
+            r: T.let = (e * THREADS + tid) // 8
+            j: T.let = (e * THREADS + tid) % 8
+            kk: T.let = c0 * CHUNK + u * UNIT + j * 8
+            ok: T.let = bz * MT + r < m and kk < K
+            T.evaluate(T.call_extern(
+                "void", "lutc_cp16s", abase + (u % NS) * A_BYTES + r * 128 + T.bitwise_xor(j, r % 8) * 16,
+                T.address_of(X[T.if_then_else(ok, bz * MT + r, 0), T.if_then_else(ok, kk, 0)]),
+                T.if_then_else(ok, 16, 0)))
+
+    @T.macro
+    def copy_w(W, S, Z, WSB, SSB, ZSB, c, bx, tid):
+        """Issue the cp.async copies of chunk ``c``'s weight side into chunk stage ``c % NSC``: the block's code
+        words (thread = row: B 16-byte slots), the scale and zero-point rows of the groups of its four 32-K
+        pieces (scales: 4 x 16 granules, threads 0-63; zero points: 4 x 8, threads 64-95)."""
+        cs: T.let = c % NSC
+        for t in T.unroll(B):
+            T.evaluate(T.call_extern("void", "lutc_cp16", T.address_of(WSB[cs * B * ROWS * 4 + (t * ROWS + tid) * 4]),
+                                     T.address_of(W[c, t, bx * ROWS + tid, 0]), 16))
+        if tid < 64:
+            T.evaluate(T.call_extern(
+                "void", "lutc_cp16", T.address_of(SSB[(cs * 4 + tid // 16) * SSW + (tid % 16) * 8]),
+                T.address_of(S[(c * CHUNK + (tid // 16) * 32) // GS, bx * ROWS + (tid % 16) * 8]), 16))
+        if HZ and tid >= 64 and tid < 96:
+            T.evaluate(T.call_extern(
+                "void", "lutc_cp16", T.address_of(ZSB[(cs * 4 + (tid - 64) // 8) * ZSW + ((tid - 64) % 8) * 16]),
+                T.address_of(Z[(c * CHUNK + ((tid - 64) // 8) * 32) // GS, bx * ROWS + ((tid - 64) % 8) * 16]), 16))
+
+    @T.macro
+    def take_w(WSB, SSB, ZSB, wr, sc, kz, c, tid):
+        """Chunk ``c``'s code words, scales and zero points of the thread's row, out of shared memory."""
+        cs: T.let = c % NSC
+        for t in T.unroll(B):
+            wr[T.Ramp(t * 4, 1, 4)] = WSB[T.Ramp(cs * B * ROWS * 4 + (t * ROWS + tid) * 4, 1, 4)]
+        for i in T.unroll(4):
+            sc[i] = T.call_pure_extern("int32", "lutc_h2", T.Cast(f32, SSB[(cs * 4 + i) * SSW + tid]) * T.float32(0.5))
+            if HZ:
+                kz[i] = T.call_pure_extern("int32", "lutc_h2", T.Cast(f32, ZSB[(cs * 4 + i) * ZSW + tid])
+                                           + T.float32(1024 + CB))
+            else:
+                kz[i] = T.call_pure_extern("int32", "lutc_h2", T.float32(1024 + CB))
+
+    @T.macro
+    def dequant(wr, sc, kz, hv, gq, bbase, h, tid):
+        """Unit ``h`` (half ``h`` of the chunk: pieces 2h, 2h + 1) of the thread's weight row, as float16 in
+        natural K order, into B buffer ``h``: row ``tid``, granule ``j`` at ``j ^ (tid % 8)``."""
+        for ip in T.unroll(2):
+            for pp in T.unroll(16):          # pair (K = 32 i + pp, + 16): word (i, pp // F), field pp % F
+                hv[pp] = T.call_pure_extern("int32", "lutc_dq_h2", T.bitwise_or(
+                    T.int32(0x64006400), code_pair(wr[(pp // F) * 4 + 2 * h + ip], pp % F)),
+                    kz[2 * h + ip], sc[2 * h + ip])
+            for q in T.unroll(2):            # granules q (K 8q .. 8q + 7) and q + 2 (the same + 16)
+                for e in T.unroll(4):
+                    gq[e] = T.call_pure_extern("int32", "__byte_perm", hv[8 * q + 2 * e], hv[8 * q + 2 * e + 1],
+                                               T.int32(0x5410))
+                    gq[4 + e] = T.call_pure_extern("int32", "__byte_perm", hv[8 * q + 2 * e],
+                                                   hv[8 * q + 2 * e + 1], T.int32(0x7632))
+                for hh in T.unroll(2):
+                    T.evaluate(T.call_extern(
+                        "void", "lutc_sts128",
+                        bbase + h * B_BYTES + tid * 128
+                        + T.bitwise_xor(4 * ip + q + 2 * hh, tid % 8) * 16,
+                        gq[4 * hh], gq[4 * hh + 1], gq[4 * hh + 2], gq[4 * hh + 3]))
+
+    @T.macro
+    def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
+        SMA = T.alloc_buffer((SA,), "uint8", scope="shared.dyn")
+        SMB = T.alloc_buffer((SB,), "uint8", scope="shared.dyn")
+        WSB = T.alloc_buffer((NSC * B * ROWS * 4,), "int32", scope="shared.dyn")
+        SSB = T.alloc_buffer((NSC * 4 * SSW,), "float16", scope="shared.dyn")
+        ZSB = T.alloc_buffer((NSC * 4 * ZSW if HZ else 16,), "int8", scope="shared.dyn")
+        wr = T.alloc_buffer((4 * B,), "int32", scope="local")
+        sc = T.alloc_buffer((4,), "int32", scope="local")            # half2 s / 2 per 32-K piece
+        kz = T.alloc_buffer((4,), "int32", scope="local")            # half2 1024 + 2z
+        hv = T.alloc_buffer((16,), "int32", scope="local")
+        gq = T.alloc_buffer((8,), "int32", scope="local")
+        acc = T.alloc_buffer((ACC,), f32, scope="local")
+        abase: T.let = T.call_pure_extern("int32", "lutc_smem_base", T.address_of(SMA[0]))
+        bbase: T.let = T.call_pure_extern("int32", "lutc_smem_base", T.address_of(SMB[0]))
+        if tid == 0:   # a plain store into each region's unused last byte: TVM sizes the launch's dynamic
+            SMA[SA - 1] = T.uint8(0)   # shared memory by the buffers it sees accessed (the helpers take
+            SMB[SB - 1] = T.uint8(0)   # addresses only)
+        lane: T.let = tid % 32
+        c0: T.let = by * CPS
+        nc: T.let = T.min(CPS, C - c0) if RAGGED else CPS       # chunks of this block
+        for i in T.unroll(ACC):
+            acc[i] = T.float32(0)
+        # the pipeline's first NS - 1 units' activations, one commit group each; the weight side of chunk
+        # h (< NSC - 1) rides in unit h's group
+        for u0 in T.unroll(NS - 1):
+            if u0 < 2 * nc:
+                copy_a(X, abase, u0, c0, bz, tid, m)
+            if u0 < NSC - 1 and u0 < nc:
+                copy_w(W, S, Z, WSB, SSB, ZSB, c0 + u0, bx, tid)
+            T.evaluate(T.call_extern("void", "lutc_cp_commit"))
+        for u in T.serial(2 * nc):
+            # this thread's copies of unit u (and of chunk u // 2's weight side) have landed
+            T.evaluate(T.call_extern("void", f"lutc_cp_wait<{NS - 2}>"))
+            if u % 2 == 0:
+                T.tvm_storage_sync("shared")     # the other threads' scale and zero-point copies
+                take_w(WSB, SSB, ZSB, wr, sc, kz, c0 + u // 2, tid)
+            # B buffer u % 2 was last read by the group of unit u - 2, complete since unit u - 1
+            for h in T.unroll(2):
+                if u % 2 == h:
+                    dequant(wr, sc, kz, hv, gq, bbase, h, tid)
+            T.evaluate(T.call_extern("void", "lutc_fence_async"))
+            T.tvm_storage_sync("shared")
+            T.evaluate(T.call_extern("void", "lutc_wgmma_fence"))
+            for ks in T.unroll(UNIT // 16):
+                T.evaluate(T.call_extern("void", "lutc_wgmma_k16", acc.data,
+                                         abase + (u % NS) * A_BYTES + ks * 32, bbase + (u % 2) * B_BYTES + ks * 32))
+            T.evaluate(T.call_extern("void", "lutc_wgmma_commit"))
+            T.evaluate(T.call_extern("void", "lutc_wgmma_wait<1>"))
+            # the group of unit u - 1 is done: its activation stage takes unit u + NS - 1; at a chunk's first
+            # unit (every thread is past the previous chunk's take_w), the weight side of chunk + NSC - 1
+            if u + NS - 1 < 2 * nc:
+                copy_a(X, abase, u + NS - 1, c0, bz, tid, m)
+            if u % 2 == 0 and u // 2 + NSC - 1 < nc:
+                copy_w(W, S, Z, WSB, SSB, ZSB, c0 + u // 2 + NSC - 1, bx, tid)
+            T.evaluate(T.call_extern("void", "lutc_cp_commit"))
+        T.evaluate(T.call_extern("void", "lutc_wgmma_wait<0>"))
+        # accumulator 4 j + i: activation row 16 w + g + 8 (i // 2), weight row 8 j + 2 (lane % 4) + i % 2
+        for j in T.unroll(ROWS // 8):
+            for i in T.unroll(4):
+                tok: T.let = bz * MT + (tid // 32) * 16 + lane // 4 + 8 * (i // 2)
+                nn: T.let = bx * ROWS + 8 * j + 2 * (lane % 4) + i % 2
+                if tok < m:
+                    if DIRECT:
+                        if nn < N:
+                            if RES:
+                                Y[tok, nn] = T.Cast(YDT, acc[4 * j + i] + R[tok, nn])
+                            else:
+                                Y[tok, nn] = T.Cast(YDT, acc[4 * j + i])
+                    else:
+                        P[by, tok, nn] = acc[4 * j + i]
+        if not DIRECT:
+            reduce_partials(P, CNT, Y, R, m, bz, bx, tid)
+
+    return kernel_func(p, body)
