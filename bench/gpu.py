@@ -6,7 +6,7 @@
                                             # checks, then timings; writes DIR/gpu_check.log, gpu.json, gpu.md
 
 Checks: random awkward shapes, bits 1-4 and ternary, group sizes 32..256 and per row, symmetric and not,
-M = 1, 3, 17, 128, float16/bfloat16/float32 activations, float32/float16 output (float32 also with the fused residual
+M = 1, 3, 17, 70, 128, 130, 200, float16/bfloat16/float32 activations, float32/float16 output (float32 also with the fused residual
 add), K split over blocks or not (ragged too), against ``x @ W_deq.T`` (+ r) in float64 (x as the kernel sees
 it, rounded to its dtype).
 Timings: CUDA events, medians; every method rotates through enough weight copies (> 4x the L2) that
@@ -51,6 +51,10 @@ CHECKS = [
     (1000, 2048, 256, False, [2, 4, "ternary"],
      [(1, "float16", "float32", None), (17, "float16", "float32", None), (128, "float16", "float32", None)]),
     (2000, 1536, 8, False, [2], [(1, "float16", "float32", None), (5, "float16", "float32", None)]),
+    # the prefill GEMMs at awkward row counts: wgmma.py (float16), gemm.py (float32 activations), K split or not
+    (300, 1000, 128, False, [1, 2, 4, "ternary"],
+     [(70, "float16", "float32", None), (70, "float32", "float32", None), (200, "float16", "float16", 2),
+      (130, "float32", "float16", None)]),
 ]
 
 
@@ -133,9 +137,10 @@ def prepare(sweep=False, bench=True):
                 k_._mma_tile = _other_tile(k_, m)
                 k_.build(m, "float16")
                 count += 1
-            if base.plan(m)[0] == "gemm":   # the tensor-core kernel the prefill GEMM replaced
-                _kernel(q, "float16", m=m, kind="mma").build(m, "float16")
-                count += 1
+            if base.plan(m)[0] in ("gemm", "wgmma"):   # the kernels the prefill GEMM replaced or stands in for
+                for kind in ("mma", "gemm") if base.plan(m)[0] == "wgmma" else ("mma",):
+                    _kernel(q, "float16", m=m, kind=kind).build(m, "float16")
+                    count += 1
             if m > 1 and name == "W2":
                 for cps in MMA_CPS:
                     _kernel(q, "float16", cps, m).build(m, "float16")
@@ -334,10 +339,11 @@ def run_bench(log, bw, sweep=False):
                     row[f"lutc_{name}_lut_us"] = _timer([lambda f=f: f(x16) for f in fs])
                     for f in fs:
                         f._kind = None
-                if fs[0].plan(m)[0] == "gemm":   # the tensor-core kernel at this M
-                    for f in fs:
-                        f._kind = "mma"
-                    row[f"lutc_{name}_mma_us"] = _timer([lambda f=f: f(x16) for f in fs])
+                if fs[0].plan(m)[0] in ("gemm", "wgmma"):   # the other tensor-core kernels at this M
+                    for kind in ("mma", "gemm") if fs[0].plan(m)[0] == "wgmma" else ("mma",):
+                        for f in fs:
+                            f._kind = kind
+                        row[f"lutc_{name}_{kind}_us"] = _timer([lambda f=f: f(x16) for f in fs])
                     for f in fs:
                         f._kind = None
                 if m >= 64 and fs[0].plan(m)[0] in ("mma", "gemm"):
@@ -408,8 +414,9 @@ def markdown(results, bw, device, check_summary):
              "same weights as bit planes on the LUT kernel (table lookups) beside it (`planes`); "
              "M = 4 and 16 the tensor-core kernel (mma.py: weights dequantized to "
              "float16 in registers, `mma.sync`), with the LUT kernel's time beside it (`LUT kernel`); M = 128 the "
-             "prefill GEMM (gemm.py: 128 activation rows per block staged by `cp.async`, `mma.sync`), with the "
-             "tensor-core kernel it replaced (`mma.py`) and its other activation tile (64 rows) beside it. "
+             "Hopper prefill GEMM (wgmma.py: 64 activation rows x 128 weight rows per block, `cp.async` pipeline, "
+             "weights dequantized into shared memory, `wgmma.mma_async`), with the tensor-core kernel it replaced "
+             "(`mma.py`) and the `mma.sync` prefill GEMM (`gemm.py`, for float32 activations and sm_80) beside it. "
              "`best` = fastest of a sweep over K split (chunks of 128 per block; at M = 1 x register cap), "
              "`graph` = the default kernel replayed from a CUDA graph (no launch gaps), `%HBM` = weight bytes "
              "(planes + scales + zeros) / best time / copy bandwidth. Ratio columns use the best lutc time (cuBLAS and "
@@ -429,8 +436,9 @@ def markdown(results, bw, device, check_summary):
             if r.get(f"lutc_{name}-planes_us"):
                 pl = r.get(f"lutc_{name}-planes_graph_us") or r[f"lutc_{name}-planes_us"]
                 text += f" (planes {pl:.1f})"
-            if r.get(f"lutc_{name}_mma_us"):
-                text += f" (mma.py {r[f'lutc_{name}_mma_us']:.1f})"
+            for kind in ("mma", "gemm"):
+                if r.get(f"lutc_{name}_{kind}_us"):
+                    text += f" ({kind}.py {r[f'lutc_{name}_{kind}_us']:.1f})"
             if r.get(f"lutc_{name}_other_tile_us"):
                 text += f" ({r[f'lutc_{name}_other_tile']}-row tile {r[f'lutc_{name}_other_tile_us']:.1f})"
             if gr:

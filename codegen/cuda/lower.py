@@ -96,7 +96,7 @@ def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
         lib = build_library(p)
         low.libraries[lib.name] = str(lib)
         libraries[str(p.mt)] = [lib.name, p.split]   # keyed by the kernel's row tile: the runtime sizes by it
-        kernels[str(p.mt)] = p.kind                  # "lut" or "mma" (for lutc inspect)
+        kernels[str(p.mt)] = p.kind                  # "lut", "dq", "mma", "gemm" or "wgmma" (for lutc inspect)
     lid = f"lut{len(low.luts)}"
     keys = [f"{mm.name}.cuda.{part}" for part in ("w", "scales", "zeros")]
     zeros = cw.zeros if cw.zeros is not None else np.zeros((cw.groups, cw.n_pad), np.int8)

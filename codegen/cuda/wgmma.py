@@ -1,22 +1,29 @@
 """The Hopper prefill GEMM (sm_90a): LUT matmuls of many activation rows on warpgroup MMAs, as TVMScript.
 
-``mma.sync`` on an H200 tops out near half the tensor cores' rate (the gemm.py kernel's HMMA pipe ran 43% active
-at M = 128 and was still 2x slower than cuBLAS fp16, ``bench/cuda_proto/gemm/``). Here one warpgroup (the block's
-128 threads) multiplies with ``wgmma.mma_async.m64n128k16`` (float16 in, float32 accumulators), both operands in
-shared memory in the canonical 128-byte-swizzled K-major layout:
+One warpgroup (the block's 128 threads) multiplies with ``wgmma.mma_async.m64n128k16`` (float16 in, float32
+accumulators), both operands in shared memory in the canonical 128-byte-swizzled K-major layout:
 
-- A = MT = 64 activation rows x 64 K per pipeline unit (half a 128-K chunk), copied with ``cp.async`` ``stages - 1``
-  units ahead, each row's eight 16-byte granules at ``granule ^ (row % 8)``;
+- A = MT = 64 activation rows x 64 K per pipeline unit (half a 128-K chunk), copied with ``cp.async``
+  ``stages - 1`` units ahead, each row's eight 16-byte granules at ``granule ^ (row % 8)``;
 - B = the block's 128 weight rows x 64 K, dequantized by the threads themselves (thread = weight row: its code
-  words, loaded into registers a chunk ahead, become ``s (q - z)`` half2 pairs ``(k, k + 16)`` as in mma.py,
-  and one ``prmt`` per register turns the pairs into natural-order 16-byte granules) into one of two buffers,
-  while the tensor cores multiply the previous unit (one wgmma group in flight).
+  words become ``s (q - z)`` half2 pairs ``(k, k + 16)`` as in mma.py, and one ``prmt`` per register turns the
+  pairs into natural-order 16-byte granules) into one of two buffers, while the tensor cores multiply the
+  previous unit (one wgmma group in flight);
+- the weight side of a chunk (code words, the scale and zero-point rows of its groups) rides in the same
+  ``cp.async`` groups, ``stages // 2`` chunks ahead (weights come from HBM: with them loaded into registers one
+  chunk ahead, the zero-point conversion waiting on its load held 11% of the stall samples).
 
 Per unit: wait for the unit's copies, ``fence.proxy.async`` (the generic-proxy writes become visible to the
 tensor cores' async proxy), one barrier, four wgmma k16 steps, commit, wait for the previous unit's group, issue
 the copies of unit + stages - 1 into the stage that group read. Accumulator ``d[4 j + i]`` of warp ``w``: row
 ``16 w + g + 8 (i // 2)`` (g = lane / 4), column ``8 j + 2 (lane % 4) + i % 2``. Same arguments, grid and split-K
 protocol as every CUDA LUT kernel (tir.py); float16 activations with whole 16-byte rows (others: gemm.py).
+
+Measured (H200, M = 128, 96-call graphs, ``bench/cuda_proto/gemm/``): W2 25.2 / 57.2 / 54.7 us at N = 4096 /
+11008 / 14336 (K = 4096) against mma.py's 27.9 / 73.1 / 92.7 and cuBLAS fp16's 13.2 / 26.1 / 34.3: faster than
+the kernels it replaces, still half cuBLAS's speed. Not the tensor cores (mma.sync and wgmma versions ran the same
+within 10-20%) nor dequantization (W2 = W4 within 5%) nor the copy pipeline's depth (2-6 stages alike); the
+profiles show about 2 warps per scheduler stalled on barriers and dependent waits, a third of issue slots used.
 
 Numerics: those of mma.py and gemm.py (float16 weights and activations, float32 sums).
 """
@@ -75,11 +82,18 @@ def default_stages() -> int:
     return 4
 
 
-def choose_split(chunks: int, row_blocks: int, m: int, sms: int = 132) -> int:
-    """Chunks per block: split K until the grid has about two blocks per SM, at least 4 chunks per block."""
+def choose_split(chunks: int, row_blocks: int, m: int, sms: int = 132, per_sm: int = 2) -> int:
+    """Chunks per block: the K split with the least waves x chunks per block (``per_sm`` blocks fit an SM by
+    shared memory) + 3 chunks' worth per split (the last block sums the partials one split after another), at
+    least 4 chunks per block. H200, M = 128: split 4 at N = 4096 (8: 1.5x slower), 1 at 14336 (2: 1.2x slower)."""
     tiles = -(-m // MT)
-    split = max(1, min(chunks // 4, round(2 * sms / (row_blocks * tiles))))
-    return -(-chunks // split)
+
+    def cost(split):
+        cps = -(-chunks // split)
+        return -(-row_blocks * tiles * split // (sms * per_sm)) * cps + 3 * split, split
+
+    best = min((s for s in (1, 2, 4, 8, 16) if s == 1 or chunks // s >= 4), key=cost)
+    return -(-chunks // best)
 
 
 def wgmma_func(p: KernelParams):
@@ -194,9 +208,12 @@ def wgmma_func(p: KernelParams):
         acc = T.alloc_buffer((ACC,), f32, scope="local")
         abase: T.let = T.call_pure_extern("int32", "lutc_smem_base", T.address_of(SMA[0]))
         bbase: T.let = T.call_pure_extern("int32", "lutc_smem_base", T.address_of(SMB[0]))
-        if tid == 0:   # a plain store into each region's unused last byte: TVM sizes the launch's dynamic
-            SMA[SA - 1] = T.uint8(0)   # shared memory by the buffers it sees accessed (the helpers take
-            SMB[SB - 1] = T.uint8(0)   # addresses only)
+        # plain stores into the two swizzled regions' unused last bytes, here and after the loop: TVM sizes the
+        # launch's dynamic shared memory by the buffers it sees accessed, and lets buffers share memory outside
+        # their accessed range (the helpers that use these regions take addresses only)
+        if tid == 0:
+            SMA[SA - 1] = T.uint8(0)
+            SMB[SB - 1] = T.uint8(0)
         lane: T.let = tid % 32
         c0: T.let = by * CPS
         nc: T.let = T.min(CPS, C - c0) if RAGGED else CPS       # chunks of this block
@@ -236,6 +253,9 @@ def wgmma_func(p: KernelParams):
                 copy_w(W, S, Z, WSB, SSB, ZSB, c0 + u // 2 + NSC - 1, bx, tid)
             T.evaluate(T.call_extern("void", "lutc_cp_commit"))
         T.evaluate(T.call_extern("void", "lutc_wgmma_wait<0>"))
+        if tid == 0:
+            SMA[SA - 1] = T.uint8(0)
+            SMB[SB - 1] = T.uint8(0)
         # accumulator 4 j + i: activation row 16 w + g + 8 (i // 2), weight row 8 j + 2 (lane % 4) + i % 2
         for j in T.unroll(ROWS // 8):
             for i in T.unroll(4):

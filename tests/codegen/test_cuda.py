@@ -316,7 +316,7 @@ def test_gemm_cuda_source_structure():
     from lutc.codegen.cuda.gemm import default_stages
 
     for mt, ns in ((64, 0), (128, 0), (64, 3)):
-        src = cuda_source(_gemm("sm_90a", mt=mt, cps=3, stages=ns))
+        src = cuda_source(_gemm("sm_90a", mt=mt, k=2000, chunks=16, cps=8, stages=ns))   # K split in 2
         ns = ns or default_stages(mt, "float16", 2)
         assert src.count("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32") == 8 * (mt // 16) * 4
         assert src.count("lutc_cp16(") - 1 == ns * (mt * 16 // 128 + 2 + 1 + 1)
@@ -337,8 +337,8 @@ def test_gemm_cuda_source_structure():
         cuda_source(_gemm("sm_90a", k=1001))
 
 
-def _wgmma(**kw):
-    return _params("sm_90a", **{"kind": "wgmma", "bits": 2, "layout": CODE_LAYOUTS[2], "k": 1000, "mt": 64, **kw})
+def _wgmma(arch="sm_90a", **kw):
+    return _params(arch, **{"kind": "wgmma", "bits": 2, "layout": CODE_LAYOUTS[2], "k": 1000, "mt": 64, **kw})
 
 
 def test_wgmma_cuda_source_structure():
@@ -373,7 +373,7 @@ def test_nvcc_compiles_the_wgmma_gemm():
         ptx = nvcc_compile(cuda_source(_wgmma(bits=bits, layout=CODE_LAYOUTS[bits])), "sm_90a", "ptx").decode()
         assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16") == 4
         assert ptx.count("fence.proxy.async.shared::cta") == 1 and ptx.count("st.shared.v4.b32") == 2 * 8
-        assert ptx.count("cp.async.cg.shared.global") == 4 * 4
+        assert ptx.count("cp.async.cg.shared.global") == 4 * 4 + 3 * (bits + 2)   # + weight side at 3 sites
 
 
 @needs_nvcc

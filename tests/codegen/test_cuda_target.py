@@ -37,7 +37,7 @@ def test_int8_tables_decode_4_bits_on_dp4a_and_prefill_on_the_tensor_cores(tmp_p
 
     cm = lutc.compile(_graph(), target="cuda", quant=lutc.QuantConfig(bits=4, group_size=32))
     for spec in cm.executable.program.luts.values():
-        assert spec["kernels"] == {"1": "dq", "16": "mma", "64": "mma"}   # 4 bits: 64-row tiles past 32
+        assert spec["kernels"] == {"1": "dq", "16": "mma", "64": "gemm"}  # 64 rows: the prefill GEMM (float32 x)
         assert spec["layout"] == "cuda-n4-c128-v1"                          # 4-bit codes (dp4a GEMV, mma)
         tiles = {int(t) for t in spec["libraries"]}
         assert [tile_for(m, tiles) for m in (1, 13, 16, 17, 200)] == [1, 16, 16, 64, 64]
@@ -48,7 +48,7 @@ def test_int8_tables_decode_4_bits_on_dp4a_and_prefill_on_the_tensor_cores(tmp_p
     out = subprocess.run([sys.executable, "-m", "lutc.runtime.cli", "inspect", str(path)], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "cuda-n4-c128-v1  1:dq 16:mma 64:mma" in out.stdout   # codes: dp4a GEMV, then tensor cores
+    assert "cuda-n4-c128-v1  1:dq 16:mma 64:gemm" in out.stdout   # codes: dp4a GEMV, then tensor cores
 
 
 def test_lowering_covers_the_model(compiled):

@@ -19,7 +19,7 @@ MS = [128]
 BITS = [2, 4]
 # (kind, tile, split override: None = the default rule, else a K split, pipeline stages (0: default), maxreg)
 VARIANTS = [("mma", None, None, 0, 0), ("gemm", 64, None, 0, 0), ("gemm", 128, None, 0, 0), ("wgmma", None, None, 0, 0),
-            ("wgmma", None, None, 6, 0), ("wgmma", None, "x2", 0, 0)]
+            ("wgmma", None, "x2", 0, 0)]
 
 
 KINDS = None   # --kinds: only these kernel kinds (checks and timings)
