@@ -122,10 +122,7 @@ class CudaLut:
         if m:
             fn, part, cnt, dummy = self._workspace(m, x.device)
             rr = dummy if r is None else compact(r.to(torch.float32), m, self.n)
-            xx = compact(x.to(torch.float32), m, self.k)
-            if xx.data_ptr() % 16:   # the prefill GEMM copies activation rows in 16-byte pieces
-                xx = xx.clone()
-            fn(xx, self.w, self.s, self.z, part, cnt, y, rr)
+            fn(aligned(compact(x.to(torch.float32), m, self.k)), self.w, self.s, self.z, part, cnt, y, rr)
         return y.reshape(lead + (self.n,))
 
 
@@ -147,6 +144,12 @@ def compact(t, *shape):
     if (t.is_contiguous() and 1 not in t.shape) or t.stride() == canonical_strides(t.shape):
         return t
     return _torch().empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)
+
+
+def aligned(t):
+    """``t``, copied if its data does not start on 16 bytes (the prefill GEMMs copy activation rows in 16-byte
+    pieces; torch's allocations are aligned, views at an offset may not be)."""
+    return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
 def _flat(t):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from .layout import CHUNK, CODE_LAYOUTS, ROWS
 from .tir import THREADS, KernelParams, kernel_func
-from .mma import reduce_partials_macro
+from .mma import code_pair, reduce_partials_macro
 
 GEMM_TILES = (64, 128)   # activation rows per block
 GEMM_MIN_M = 48          # from this many rows on (below, mma.py's smaller tiles waste less)
@@ -40,9 +40,11 @@ GRAN = 16                # bytes per cp.async copy
 
 PRELUDE = r"""
 // lutc prefill GEMM helpers (codegen/cuda/gemm.py): asynchronous global -> shared copies
+__device__ __forceinline__ void lutc_cp16s(int dst, const void* gmem, int bytes) {   // dst: a shared address
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(gmem), "r"(bytes) : "memory");
+}
 __device__ __forceinline__ void lutc_cp16(void* smem, const void* gmem, int bytes) {
-  unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(gmem), "r"(bytes) : "memory");
+  lutc_cp16s((int)__cvta_generic_to_shared(smem), gmem, bytes);
 }
 __device__ __forceinline__ void lutc_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> __device__ __forceinline__ void lutc_cp_wait() {
@@ -77,6 +79,34 @@ def default_stages(mt: int, x_dtype: str, bits: int) -> int:
     return max(2, min(4, SMEM_PER_BLOCK // stage_bytes(mt, x_dtype, bits)))
 
 
+def copy_weights_macro(p: KernelParams):
+    """TVMScript macro issuing the cp.async copies of chunk ``c``'s weight side into ``stage`` of three rings
+    (shared by gemm.py and wgmma.py): the block's code words ``WS[stage, slot t, row, 4]`` (one 16-byte copy per
+    thread and slot), the scale rows ``SS[stage, piece, SCALE_SLOT]`` and zero-point rows
+    ``ZS[stage, piece, ZERO_SLOT]`` of the groups of the chunk's four 32-K pieces (threads 0-63: 4 pieces x 16
+    granules of 8 scales; threads 64-95: 4 x 8 granules of 16 zero points)."""
+    from ..tvmscript import T
+
+    B, GS, HZ = p.bits, p.group_size, p.has_zero
+    WW, SSW, ZSW = B * ROWS * 4, SCALE_SLOT, ZERO_SLOT
+
+    @T.macro
+    def copy_weights(W, S, Z, WS, SS, ZS, c, stage, bx, tid):
+        for t in T.unroll(B):
+            T.evaluate(T.call_extern("void", "lutc_cp16", T.address_of(WS[stage * WW + (t * ROWS + tid) * 4]),
+                                     T.address_of(W[c, t, bx * ROWS + tid, 0]), GRAN))
+        if tid < 4 * (ROWS // 8):
+            T.evaluate(T.call_extern(
+                "void", "lutc_cp16", T.address_of(SS[stage * 4 * SSW + (tid // 16) * SSW + (tid % 16) * 8]),
+                T.address_of(S[(c * CHUNK + (tid // 16) * 32) // GS, bx * ROWS + (tid % 16) * 8]), GRAN))
+        if HZ and tid >= 64 and tid < 64 + 4 * (ROWS // 16):
+            T.evaluate(T.call_extern(
+                "void", "lutc_cp16", T.address_of(ZS[stage * 4 * ZSW + ((tid - 64) // 8) * ZSW + ((tid - 64) % 8) * 16]),
+                T.address_of(Z[(c * CHUNK + ((tid - 64) // 8) * 32) // GS, bx * ROWS + ((tid - 64) % 8) * 16]), GRAN))
+
+    return copy_weights
+
+
 def gemm_tile(m: int) -> int:
     return GEMM_TILES[0] if m <= GEMM_TILES[0] else GEMM_TILES[-1]
 
@@ -99,7 +129,7 @@ def gemm_func(p: KernelParams):
                          f"{'/'.join(X_DTYPES)} activations with whole 16-byte rows; got layout {p.layout}, "
                          f"{p.bits} bits, K = {p.k}, {p.x_dtype}")
 
-    N, K, C, B, GS, MT, CPS = p.n, p.k, p.chunks, p.bits, p.group_size, p.mt, p.cps
+    N, K, C, B, MT, CPS = p.n, p.k, p.chunks, p.bits, p.mt, p.cps
     SPLIT = p.split
     RAGGED = C % CPS != 0
     DIRECT = SPLIT == 1
@@ -120,6 +150,7 @@ def gemm_func(p: KernelParams):
     F = 16 // B                          # code fields per half word
     f32 = "float32"
     reduce_partials = reduce_partials_macro(p)
+    copy_weights = copy_weights_macro(p)
 
     def slot(gi, r):
         """Where granule ``gi`` of staged row ``r`` lies: bits 3-4 of the granule (from the lane's index in
@@ -127,11 +158,6 @@ def gemm_func(p: KernelParams):
         quarter warp (2 rows x 4 lanes of a quad) read 8 different 16-byte bank groups."""
         return T.bitwise_xor(T.bitwise_xor(gi, T.shift_left(T.bitwise_and(T.shift_right(gi, 3), 3), 1)),
                              T.bitwise_and(r, 1))
-
-    def code_pair(u, f):
-        """Codes ``f`` and ``F + f`` of ``u`` as ``2q`` in the mantissa bits 1..B and 17..16 + B (mma.py)."""
-        moved = T.Select(f == 0, T.shift_left(u, 1), T.shift_right(u, T.max(B * f - 1, 0)))
-        return T.bitwise_and(moved, T.int32(CB * 2 * 0x10001))
 
     @T.macro
     def copy_stage(X, W, S, Z, XS, WS, SS, ZS, c, stage, bz, bx, tid, m):
@@ -146,17 +172,7 @@ def gemm_func(p: KernelParams):
                 "void", "lutc_cp16", T.address_of(XS[stage * XW + r * RW + slot(gi, r) * 4]),
                 T.address_of(X[T.if_then_else(ok, bz * MT + r, 0), T.if_then_else(ok, c * CHUNK + gi * EPG, 0)]),
                 T.if_then_else(ok, GRAN, 0)))
-        for t in T.unroll(B):
-            T.evaluate(T.call_extern("void", "lutc_cp16", T.address_of(WS[stage * WW + (t * ROWS + tid) * 4]),
-                                     T.address_of(W[c, t, bx * ROWS + tid, 0]), GRAN))
-        if tid < 4 * (ROWS // 8):      # 4 pieces x 16 granules of 8 scales
-            T.evaluate(T.call_extern(
-                "void", "lutc_cp16", T.address_of(SS[stage * 4 * SSW + (tid // 16) * SSW + (tid % 16) * 8]),
-                T.address_of(S[(c * CHUNK + (tid // 16) * 32) // GS, bx * ROWS + (tid % 16) * 8]), GRAN))
-        if HZ and tid >= 64 and tid < 64 + 4 * (ROWS // 16):   # 4 pieces x 8 granules of 16 zero points
-            T.evaluate(T.call_extern(
-                "void", "lutc_cp16", T.address_of(ZS[stage * 4 * ZSW + ((tid - 64) // 8) * ZSW + ((tid - 64) % 8) * 16]),
-                T.address_of(Z[(c * CHUNK + ((tid - 64) // 8) * 32) // GS, bx * ROWS + ((tid - 64) % 8) * 16]), GRAN))
+        copy_weights(W, S, Z, WS, SS, ZS, c, stage, bx, tid)
 
     @T.macro
     def a_words(XS, xr, o, base, r, h4, tig):
@@ -227,7 +243,7 @@ def gemm_func(p: KernelParams):
                         for rs in T.unroll(4):
                             for jj in T.unroll(2):
                                 vv[0] = T.bitwise_or(T.int32(0x64006400), code_pair(
-                                    wr[rs * B + (8 * h4 + 2 * s + jj) // F], (8 * h4 + 2 * s + jj) % F))
+                                    wr[rs * B + (8 * h4 + 2 * s + jj) // F], (8 * h4 + 2 * s + jj) % F, B))
                                 bq[(s * 4 + rs) * 2 + jj] = T.call_pure_extern(
                                     "int32", "lutc_dq_h2", vv[0], kz[rs], sc[rs])
                     for tt in T.unroll(TT):

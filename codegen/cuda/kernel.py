@@ -56,12 +56,6 @@ def kernel_kind(m: int, group_size: int, groups: int, exact: bool = False, codes
     return "dq" if codes else "lut"
 
 
-def aligned(t):
-    """``t``, copied if its data does not start on 16 bytes (the prefill GEMM copies activation rows in 16-byte
-    pieces; torch's allocations are aligned, views at an offset may not be)."""
-    return t if t.data_ptr() % 16 == 0 else t.clone()
-
-
 class CudaLutMatmul:
     """``y = x @ W.T`` for a quantized ``W[N, K]`` on an NVIDIA GPU.
 
@@ -219,6 +213,7 @@ class CudaLutMatmul:
         """``x @ W.T`` (``+ residual``: a float32 tensor [..., N] added in the kernel's epilogue)."""
         import torch
 
+        from ...runtime.cuda import aligned
         from ...runtime.cuda_libs import require_gpu
 
         require_gpu()

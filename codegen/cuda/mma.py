@@ -76,6 +76,16 @@ def choose_split(chunks: int, m: int, mt: int) -> int:
     return min(chunks, 4 if m <= mt else 8)
 
 
+def code_pair(u, f, bits: int):
+    """Codes ``f`` and ``F + f`` of ``u`` (a code layout, F = 16 / bits: the pair K, K + 16) as ``2q`` in the
+    mantissa bits 1..bits and 17..16 + bits: the same ``1024 + 2q`` half2 as the plane bits make (the shift folds
+    to one direction once the unrolled loops make ``f`` a constant). Shared by the tensor-core kernels."""
+    from ..tvmscript import T
+
+    moved = T.Select(f == 0, T.shift_left(u, 1), T.shift_right(u, T.max(bits * f - 1, 0)))
+    return T.bitwise_and(moved, T.int32(((1 << bits) - 1) * 2 * 0x10001))
+
+
 def reduce_partials_macro(p: KernelParams):
     """TVMScript macro for the split-K end of the tensor-core kernels (here and gemm.py): the last block to
     finish a (row tile, 128-row block) sums the partials of every split, thread ``tid`` for weight row
@@ -147,12 +157,6 @@ def mma_matmul_func(p: KernelParams):
         sh = cbit - (t + 1)
         moved = T.Select(sh >= 0, T.shift_right(u, T.max(sh, 0)), T.shift_left(u, T.max(-sh, 0)))
         return T.bitwise_and(moved, T.shift_left(T.int32(0x10001), t + 1))
-
-    def code_pair(u, f):
-        """Codes ``f`` and ``F + f`` of ``u`` (a code layout: the pair K, K + 16) as ``2q`` in the mantissa bits
-        1..B and 17..16 + B: the same ``1024 + 2q`` half2 as the plane bits make."""
-        moved = T.Select(f == 0, T.shift_left(u, 1), T.shift_right(u, T.max(B * f - 1, 0)))
-        return T.bitwise_and(moved, T.int32(((1 << B) - 1) * 2 * 0x10001))
 
     @T.macro
     def fetch_w(c, W, S, Z, wn, sn, zn, n0, tig):
@@ -229,7 +233,7 @@ def mma_matmul_func(p: KernelParams):
                                 rs2: T.let = a * 2 + hr
                                 vv[0] = T.int32(0x64006400)
                                 if CODES:   # word (2 st + jj) // F, codes (2 st + jj) % F and + F
-                                    vv[0] = vv[0] | code_pair(wr[rs2 * B + (2 * st + jj) // F], (2 * st + jj) % F)
+                                    vv[0] = vv[0] | code_pair(wr[rs2 * B + (2 * st + jj) // F], (2 * st + jj) % F, B)
                                 else:
                                     for t in T.unroll(B):
                                         vv[0] = vv[0] | plane_bits(wr[rs2 * B + t], t, 2 * st + jj)

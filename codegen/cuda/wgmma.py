@@ -29,9 +29,10 @@ Numerics: those of mma.py and gemm.py (float16 weights and activations, float32 
 """
 from __future__ import annotations
 
-from .layout import CHUNK, CODE_LAYOUTS, ROWS
+from .layout import CHUNK, ROWS
 from .tir import THREADS, KernelParams, kernel_func
-from .mma import reduce_partials_macro
+from . import gemm
+from .mma import code_pair, reduce_partials_macro
 
 MT = 64                 # activation rows per block (the wgmma's M)
 UNIT = 64               # K per pipeline unit: one 128-byte swizzle row of float16
@@ -47,9 +48,6 @@ PRELUDE = r"""
 // lutc Hopper GEMM helpers (codegen/cuda/wgmma.py): shared-memory addresses as 32-bit ints, wgmma
 __device__ __forceinline__ int lutc_smem_base(const void* p) {   // the first 1024-byte aligned shared address
   unsigned a = (unsigned)__cvta_generic_to_shared(p); return (int)((a + 1023u) & ~1023u);
-}
-__device__ __forceinline__ void lutc_cp16s(int dst, const void* gmem, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(gmem), "r"(bytes) : "memory");
 }
 __device__ __forceinline__ void lutc_sts128(int dst, int a, int b, int c, int d) {
   asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" :: "r"(dst), "r"(a), "r"(b), "r"(c), "r"(d) : "memory");
@@ -75,7 +73,7 @@ __device__ __forceinline__ void lutc_wgmma_k16(float* d, int a, int b) {   // d[
 
 def supports(bits: int, layout: str, k: int, x_dtype: str, arch: str) -> bool:
     """sm_90a, b-bit codes, float16 activations whose rows are whole 16-byte copies."""
-    return arch in ARCHS and x_dtype == "float16" and layout == CODE_LAYOUTS.get(bits) and k % 8 == 0
+    return arch in ARCHS and x_dtype == "float16" and gemm.supports(bits, layout, k, x_dtype)
 
 
 def default_stages() -> int:
@@ -105,7 +103,7 @@ def wgmma_func(p: KernelParams):
         raise ValueError(f"the Hopper GEMM takes {'/'.join(ARCHS)}, b-bit code layouts and float16 activations with "
                          f"whole 16-byte rows; got {p.arch}, layout {p.layout}, K = {p.k}, {p.x_dtype}")
 
-    N, K, C, B, GS, CPS = p.n, p.k, p.chunks, p.bits, p.group_size, p.cps
+    N, K, C, B, CPS = p.n, p.k, p.chunks, p.bits, p.cps
     SPLIT = p.split
     RAGGED = C % CPS != 0
     DIRECT = SPLIT == 1
@@ -113,18 +111,14 @@ def wgmma_func(p: KernelParams):
     NS = p.stages or default_stages()
     NSC = NS // 2 + 1                    # chunk stages of the weight side: chunk c + NSC - 1 is copied at unit
                                          # 2c with the activations of unit 2c + NS - 1, needed at unit 2c + 2NSC - 2
-    SSW, ZSW = ROWS + 8, ROWS + 16       # float16 / int8 per staged scale / zero-point row (padded)
+    SSW, ZSW = gemm.SCALE_SLOT, gemm.ZERO_SLOT   # the weight-side rings of gemm.copy_weights_macro
     CB = (1 << B) - 1
     F = 16 // B
     CPT = MT * (UNIT // 8) // THREADS    # activation copies per thread and unit
     SA, SB = NS * A_BYTES + 1024, 2 * B_BYTES + 1024   # (+ room to align the swizzle atoms to 1024 bytes)
     f32 = "float32"
     reduce_partials = reduce_partials_macro(p)
-
-    def code_pair(u, f):
-        """Codes ``f`` and ``F + f`` of ``u`` as ``2q`` in the mantissa bits 1..B and 17..16 + B (mma.py)."""
-        moved = T.Select(f == 0, T.shift_left(u, 1), T.shift_right(u, T.max(B * f - 1, 0)))
-        return T.bitwise_and(moved, T.int32(CB * 2 * 0x10001))
+    copy_weights = gemm.copy_weights_macro(p)
 
     @T.macro
     def copy_a(X, abase, u, c0, bz, tid, m):
@@ -138,24 +132,6 @@ def wgmma_func(p: KernelParams):
                 "void", "lutc_cp16s", abase + (u % NS) * A_BYTES + r * 128 + T.bitwise_xor(j, r % 8) * 16,
                 T.address_of(X[T.if_then_else(ok, bz * MT + r, 0), T.if_then_else(ok, kk, 0)]),
                 T.if_then_else(ok, 16, 0)))
-
-    @T.macro
-    def copy_w(W, S, Z, WSB, SSB, ZSB, c, bx, tid):
-        """Issue the cp.async copies of chunk ``c``'s weight side into chunk stage ``c % NSC``: the block's code
-        words (thread = row: B 16-byte slots), the scale and zero-point rows of the groups of its four 32-K
-        pieces (scales: 4 x 16 granules, threads 0-63; zero points: 4 x 8, threads 64-95)."""
-        cs: T.let = c % NSC
-        for t in T.unroll(B):
-            T.evaluate(T.call_extern("void", "lutc_cp16", T.address_of(WSB[cs * B * ROWS * 4 + (t * ROWS + tid) * 4]),
-                                     T.address_of(W[c, t, bx * ROWS + tid, 0]), 16))
-        if tid < 64:
-            T.evaluate(T.call_extern(
-                "void", "lutc_cp16", T.address_of(SSB[(cs * 4 + tid // 16) * SSW + (tid % 16) * 8]),
-                T.address_of(S[(c * CHUNK + (tid // 16) * 32) // GS, bx * ROWS + (tid % 16) * 8]), 16))
-        if HZ and tid >= 64 and tid < 96:
-            T.evaluate(T.call_extern(
-                "void", "lutc_cp16", T.address_of(ZSB[(cs * 4 + (tid - 64) // 8) * ZSW + ((tid - 64) % 8) * 16]),
-                T.address_of(Z[(c * CHUNK + ((tid - 64) // 8) * 32) // GS, bx * ROWS + ((tid - 64) % 8) * 16]), 16))
 
     @T.macro
     def take_w(WSB, SSB, ZSB, wr, sc, kz, c, tid):
@@ -178,7 +154,7 @@ def wgmma_func(p: KernelParams):
         for ip in T.unroll(2):
             for pp in T.unroll(16):          # pair (K = 32 i + pp, + 16): word (i, pp // F), field pp % F
                 hv[pp] = T.call_pure_extern("int32", "lutc_dq_h2", T.bitwise_or(
-                    T.int32(0x64006400), code_pair(wr[(pp // F) * 4 + 2 * h + ip], pp % F)),
+                    T.int32(0x64006400), code_pair(wr[(pp // F) * 4 + 2 * h + ip], pp % F, B)),
                     kz[2 * h + ip], sc[2 * h + ip])
             for q in T.unroll(2):            # granules q (K 8q .. 8q + 7) and q + 2 (the same + 16)
                 for e in T.unroll(4):
@@ -225,7 +201,7 @@ def wgmma_func(p: KernelParams):
             if u0 < 2 * nc:
                 copy_a(X, abase, u0, c0, bz, tid, m)
             if u0 < NSC - 1 and u0 < nc:
-                copy_w(W, S, Z, WSB, SSB, ZSB, c0 + u0, bx, tid)
+                copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u0, (c0 + u0) % NSC, bx, tid)
             T.evaluate(T.call_extern("void", "lutc_cp_commit"))
         for u in T.serial(2 * nc):
             # this thread's copies of unit u (and of chunk u // 2's weight side) have landed
@@ -250,7 +226,8 @@ def wgmma_func(p: KernelParams):
             if u + NS - 1 < 2 * nc:
                 copy_a(X, abase, u + NS - 1, c0, bz, tid, m)
             if u % 2 == 0 and u // 2 + NSC - 1 < nc:
-                copy_w(W, S, Z, WSB, SSB, ZSB, c0 + u // 2 + NSC - 1, bx, tid)
+                copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u // 2 + NSC - 1, (c0 + u // 2 + NSC - 1) % NSC, bx,
+                             tid)
             T.evaluate(T.call_extern("void", "lutc_cp_commit"))
         T.evaluate(T.call_extern("void", "lutc_wgmma_wait<0>"))
         if tid == 0:
