@@ -134,7 +134,7 @@ class CudaLutMatmul:
             if not wgmma_ok:
                 raise ValueError(f"the Hopper GEMM takes float16 activations whose rows are whole 16-byte copies "
                                  f"on {'/'.join(wgmma.ARCHS)}; got {x_dtype}, K = {self.k}, {self.arch}")
-            return kind, wgmma.MT
+            return kind, self._mma_tile or wgmma.wgmma_tile(m)
         if kind == "gemm":
             if not gemm_ok:
                 raise ValueError(f"the prefill GEMM takes float16 or float32 activations whose rows are whole "
@@ -150,7 +150,7 @@ class CudaLutMatmul:
         cw = self.cw
         kind, mt = self.plan(m, x_dtype)
         if kind == "wgmma":
-            cps = self._cps.get(mt) or wgmma.choose_split(cw.chunks, cw.n_pad // ROWS, m, sms=self._sms or 132)
+            cps = self._cps.get(mt) or wgmma.choose_split(cw.chunks, cw.n_pad // ROWS, m, mt, sms=self._sms or 132)
         elif kind == "gemm":
             cps = self._cps.get(mt) or gemm.choose_split(cw.chunks, cw.n_pad // ROWS, m, mt, sms=self._sms or 132)
         elif kind == "mma":

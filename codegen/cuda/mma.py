@@ -86,13 +86,15 @@ def code_pair(u, f, bits: int):
     return T.bitwise_and(moved, T.int32(((1 << bits) - 1) * 2 * 0x10001))
 
 
-def reduce_partials_macro(p: KernelParams):
-    """TVMScript macro for the split-K end of the tensor-core kernels (here and gemm.py): the last block to
-    finish a (row tile, 128-row block) sums the partials of every split, thread ``tid`` for weight row
-    ``bx * 128 + tid``, RU activation rows at a time so that their partial-sum loads are in flight together."""
+def reduce_partials_macro(p: KernelParams, threads: int = THREADS):
+    """TVMScript macro for the split-K end of the tensor-core kernels (here, gemm.py, wgmma.py): the last block
+    to finish a (row tile, 128-row block) sums the partials of every split, thread ``tid`` for weight row
+    ``bx * 128 + tid % 128`` and the activation rows of its ``tid // 128``-th share of the tile, RU rows at a time
+    so that their partial-sum loads are in flight together."""
     from ..tvmscript import T
 
     MT, SPLIT, N, YDT, RES = p.mt, p.split, p.n, p.y_dtype, p.residual
+    SHARE = MT // (threads // ROWS)      # activation rows per thread
     RU = 8
     f32 = "float32"
     last_block = last_block_macro()
@@ -104,21 +106,22 @@ def reduce_partials_macro(p: KernelParams):
         lastl = T.alloc_buffer((1,), "int32", scope="local")
         last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
         if lastl[0] == 1:
-            nr: T.let = bx * ROWS + tid
-            for mo in T.serial(MT // RU):
+            nr: T.let = bx * ROWS + tid % ROWS
+            r0: T.let = bz * MT + (tid // ROWS) * SHARE
+            for mo in T.serial(SHARE // RU):
                 for u in T.unroll(RU):
                     red[u] = T.float32(0)
                 for sp in T.unroll(SPLIT):
                     for u in T.unroll(RU):
-                        if bz * MT + mo * RU + u < m:
+                        if r0 + mo * RU + u < m:
                             red[u] = red[u] + T.call_extern(
-                                f32, "__ldcg", T.address_of(P[sp, bz * MT + mo * RU + u, nr]))
+                                f32, "__ldcg", T.address_of(P[sp, r0 + mo * RU + u, nr]))
                 for u in T.unroll(RU):
-                    if bz * MT + mo * RU + u < m and nr < N:
+                    if r0 + mo * RU + u < m and nr < N:
                         if RES:
-                            Y[bz * MT + mo * RU + u, nr] = T.Cast(YDT, red[u] + R[bz * MT + mo * RU + u, nr])
+                            Y[r0 + mo * RU + u, nr] = T.Cast(YDT, red[u] + R[r0 + mo * RU + u, nr])
                         else:
-                            Y[bz * MT + mo * RU + u, nr] = T.Cast(YDT, red[u])
+                            Y[r0 + mo * RU + u, nr] = T.Cast(YDT, red[u])
             if tid == 0:
                 CNT[bz, bx] = 0
 

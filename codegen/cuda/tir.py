@@ -179,10 +179,10 @@ def load_chunk_macro(p: KernelParams, zero_dtype: str, zero_fill: bool = False):
     return load_chunk
 
 
-def kernel_func(p: KernelParams, body):
+def kernel_func(p: KernelParams, body, threads: int = THREADS):
     """The PrimFunc of a CUDA LUT matmul kernel: the 8 arguments every kernel takes (the runtime's ABI:
     x, w, scales, zeros, partials, counters, y, r) and the grid (activation-row tiles x K splits x 128-row
-    blocks, 128 threads); ``body``, a TVMScript macro, is one thread's work."""
+    blocks, ``threads`` threads); ``body``, a TVMScript macro, is one thread's work."""
     from ..tvmscript import T
 
     N, NP, K, C, B, G, MT, SPLIT = p.n, p.n_pad, p.k, p.chunks, p.bits, p.groups, p.mt, p.split
@@ -205,7 +205,7 @@ def kernel_func(p: KernelParams, body):
         for bz in T.thread_binding((m + MT - 1) // MT, thread="blockIdx.z"):
             for by in T.thread_binding(SPLIT, thread="blockIdx.y"):
                 for bx in T.thread_binding(NB, thread="blockIdx.x"):
-                    for tid in T.thread_binding(THREADS, thread="threadIdx.x"):
+                    for tid in T.thread_binding(threads, thread="threadIdx.x"):
                         body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid)
 
     return main

@@ -34,11 +34,11 @@ from .tir import THREADS, KernelParams, kernel_func
 from . import gemm
 from .mma import code_pair, reduce_partials_macro
 
-MT = 64                 # activation rows per block (the wgmma's M)
+WG_ROWS = 64            # activation rows per warpgroup (the wgmma's M)
+TILES = (64, 128)       # activation rows per block: one or two warpgroups on the same dequantized weights
 UNIT = 64               # K per pipeline unit: one 128-byte swizzle row of float16
-A_BYTES = MT * UNIT * 2          # per activation stage
 B_BYTES = ROWS * UNIT * 2        # per dequantized weight buffer
-ACC = MT * ROWS // THREADS       # float32 accumulators per thread
+ACC = WG_ROWS * ROWS // THREADS  # float32 accumulators per thread
 ARCHS = ("sm_90a",)
 
 _D = ", ".join(f"%{i}" for i in range(ACC))
@@ -76,15 +76,23 @@ def supports(bits: int, layout: str, k: int, x_dtype: str, arch: str) -> bool:
     return arch in ARCHS and x_dtype == "float16" and gemm.supports(bits, layout, k, x_dtype)
 
 
-def default_stages() -> int:
-    return 4
+def wgmma_tile(m: int) -> int:
+    return TILES[0] if m <= TILES[0] else TILES[-1]
 
 
-def choose_split(chunks: int, row_blocks: int, m: int, sms: int = 132, per_sm: int = 2) -> int:
-    """Chunks per block: the K split with the least waves x chunks per block (``per_sm`` blocks fit an SM by
-    shared memory) + 3 chunks' worth per split (the last block sums the partials one split after another), at
-    least 4 chunks per block. H200, M = 128: split 4 at N = 4096 (8: 1.5x slower), 1 at 14336 (2: 1.2x slower)."""
-    tiles = -(-m // MT)
+def default_stages(mt: int = TILES[0]) -> int:
+    """Activation stages: 4 for one warpgroup; 3 for two (16 KB stages: two blocks per SM)."""
+    return 4 if mt == TILES[0] else 3
+
+
+def choose_split(chunks: int, row_blocks: int, m: int, mt: int = TILES[0], sms: int = 132) -> int:
+    """Chunks per block: the K split with the least waves x chunks per block + 3 chunks' worth per split (the
+    last block sums the partials one split after another), at least 4 chunks per block. A wave is two blocks
+    per SM of one warpgroup, one of two (two of them fit an SM too, but ran no faster than one: H200, M = 128,
+    N = 11008 / 14336, split 2 vs 1: 51.8 vs 49.8, 54.6 vs 50.5 us). H200, M = 128, one warpgroup: split 4 at
+    N = 4096 (8: 1.5x slower), 1 at 14336 (2: 1.2x slower); two: 4 at 4096, 1 at 11008 and 14336."""
+    tiles = -(-m // mt)
+    per_sm = 2 if mt == TILES[0] else 1
 
     def cost(split):
         cps = -(-chunks // split)
@@ -97,35 +105,39 @@ def choose_split(chunks: int, row_blocks: int, m: int, sms: int = 132, per_sm: i
 def wgmma_func(p: KernelParams):
     from ..tvmscript import T
 
-    if p.mt != MT:
-        raise ValueError(f"the Hopper GEMM takes activation tiles of {MT} rows, got {p.mt}")
+    if p.mt not in TILES:
+        raise ValueError(f"the Hopper GEMM takes activation tiles of {TILES} rows, got {p.mt}")
     if not supports(p.bits, p.layout, p.k, p.x_dtype, p.arch):
         raise ValueError(f"the Hopper GEMM takes {'/'.join(ARCHS)}, b-bit code layouts and float16 activations with "
                          f"whole 16-byte rows; got {p.arch}, layout {p.layout}, K = {p.k}, {p.x_dtype}")
 
-    N, K, C, B, CPS = p.n, p.k, p.chunks, p.bits, p.cps
+    N, K, C, B, MT, CPS = p.n, p.k, p.chunks, p.bits, p.mt, p.cps
     SPLIT = p.split
     RAGGED = C % CPS != 0
     DIRECT = SPLIT == 1
     HZ, RES, YDT = p.has_zero, p.residual, p.y_dtype
-    NS = p.stages or default_stages()
+    WG = MT // WG_ROWS                   # warpgroups: each multiplies its 64 activation rows by the whole B tile
+    NT = WG * THREADS                    # threads; thread tid dequantizes row tid % 128 of B, 32-K pieces
+    PP = 2 // WG                         # ip = tid // 128 + i (i < PP) of each unit (two per unit)
+    A_BYTES = MT * UNIT * 2              # per activation stage
+    NS = p.stages or default_stages(MT)
     NSC = NS // 2 + 1                    # chunk stages of the weight side: chunk c + NSC - 1 is copied at unit
                                          # 2c with the activations of unit 2c + NS - 1, needed at unit 2c + 2NSC - 2
     SSW, ZSW = gemm.SCALE_SLOT, gemm.ZERO_SLOT   # the weight-side rings of gemm.copy_weights_macro
     CB = (1 << B) - 1
     F = 16 // B
-    CPT = MT * (UNIT // 8) // THREADS    # activation copies per thread and unit
+    CPT = MT * (UNIT // 8) // NT         # activation copies per thread and unit
     SA, SB = NS * A_BYTES + 1024, 2 * B_BYTES + 1024   # (+ room to align the swizzle atoms to 1024 bytes)
     f32 = "float32"
-    reduce_partials = reduce_partials_macro(p)
+    reduce_partials = reduce_partials_macro(p, NT)
     copy_weights = gemm.copy_weights_macro(p)
 
     @T.macro
     def copy_a(X, abase, u, c0, bz, tid, m):
         """Issue the cp.async copies of unit ``u``'s activations (MT rows x 64 K) into its stage; one commit group."""
         for e in T.unroll(CPT):
-            r: T.let = (e * THREADS + tid) // 8
-            j: T.let = (e * THREADS + tid) % 8
+            r: T.let = (e * NT + tid) // 8
+            j: T.let = (e * NT + tid) % 8
             kk: T.let = c0 * CHUNK + u * UNIT + j * 8
             ok: T.let = bz * MT + r < m and kk < K
             T.evaluate(T.call_extern(
@@ -134,28 +146,36 @@ def wgmma_func(p: KernelParams):
                 T.if_then_else(ok, 16, 0)))
 
     @T.macro
-    def take_w(WSB, SSB, ZSB, wr, sc, kz, c, tid):
-        """Chunk ``c``'s code words, scales and zero points of the thread's row, out of shared memory."""
+    def take_w(WSB, SSB, ZSB, wr, sc, kz, c, row, ip0):
+        """Chunk ``c``'s code words, scales and zero points of the thread's row and pieces ``2 h + ip0 + i``
+        (unit h, i < PP) out of shared memory: word ``(t, h, i)`` at ``wr[(2 t + h) PP + i]``."""
         cs: T.let = c % NSC
         for t in T.unroll(B):
-            wr[T.Ramp(t * 4, 1, 4)] = WSB[T.Ramp(cs * B * ROWS * 4 + (t * ROWS + tid) * 4, 1, 4)]
-        for i in T.unroll(4):
-            sc[i] = T.call_pure_extern("int32", "lutc_h2", T.Cast(f32, SSB[(cs * 4 + i) * SSW + tid]) * T.float32(0.5))
-            if HZ:
-                kz[i] = T.call_pure_extern("int32", "lutc_h2", T.Cast(f32, ZSB[(cs * 4 + i) * ZSW + tid])
-                                           + T.float32(1024 + CB))
+            if PP == 2:
+                wr[T.Ramp(t * 4, 1, 4)] = WSB[T.Ramp(cs * B * ROWS * 4 + (t * ROWS + row) * 4, 1, 4)]
             else:
-                kz[i] = T.call_pure_extern("int32", "lutc_h2", T.float32(1024 + CB))
+                for h in T.unroll(2):
+                    wr[2 * t + h] = WSB[cs * B * ROWS * 4 + (t * ROWS + row) * 4 + 2 * h + ip0]
+        for h in T.unroll(2):
+            for i in T.unroll(PP):
+                sc[h * PP + i] = T.call_pure_extern(
+                    "int32", "lutc_h2", T.Cast(f32, SSB[(cs * 4 + 2 * h + ip0 + i) * SSW + row]) * T.float32(0.5))
+                if HZ:
+                    kz[h * PP + i] = T.call_pure_extern(
+                        "int32", "lutc_h2", T.Cast(f32, ZSB[(cs * 4 + 2 * h + ip0 + i) * ZSW + row])
+                        + T.float32(1024 + CB))
+                else:
+                    kz[h * PP + i] = T.call_pure_extern("int32", "lutc_h2", T.float32(1024 + CB))
 
     @T.macro
-    def dequant(wr, sc, kz, hv, gq, bbase, h, tid):
-        """Unit ``h`` (half ``h`` of the chunk: pieces 2h, 2h + 1) of the thread's weight row, as float16 in
-        natural K order, into B buffer ``h``: row ``tid``, granule ``j`` at ``j ^ (tid % 8)``."""
-        for ip in T.unroll(2):
-            for pp in T.unroll(16):          # pair (K = 32 i + pp, + 16): word (i, pp // F), field pp % F
+    def dequant(wr, sc, kz, hv, gq, bbase, h, row, ip0):
+        """Unit ``h`` (pieces 2h + ip0 + i of the chunk) of the thread's weight row, as float16 in natural K
+        order, into B buffer ``h``: row ``row``, granule ``j`` at ``j ^ (row % 8)``."""
+        for i in T.unroll(PP):
+            for pp in T.unroll(16):          # pair (K = 32 ip + pp, + 16): word (ip, pp // F), field pp % F
                 hv[pp] = T.call_pure_extern("int32", "lutc_dq_h2", T.bitwise_or(
-                    T.int32(0x64006400), code_pair(wr[(pp // F) * 4 + 2 * h + ip], pp % F, B)),
-                    kz[2 * h + ip], sc[2 * h + ip])
+                    T.int32(0x64006400), code_pair(wr[((pp // F) * 2 + h) * PP + i], pp % F, B)),
+                    kz[h * PP + i], sc[h * PP + i])
             for q in T.unroll(2):            # granules q (K 8q .. 8q + 7) and q + 2 (the same + 16)
                 for e in T.unroll(4):
                     gq[e] = T.call_pure_extern("int32", "__byte_perm", hv[8 * q + 2 * e], hv[8 * q + 2 * e + 1],
@@ -165,8 +185,8 @@ def wgmma_func(p: KernelParams):
                 for hh in T.unroll(2):
                     T.evaluate(T.call_extern(
                         "void", "lutc_sts128",
-                        bbase + h * B_BYTES + tid * 128
-                        + T.bitwise_xor(4 * ip + q + 2 * hh, tid % 8) * 16,
+                        bbase + h * B_BYTES + row * 128
+                        + T.bitwise_xor(4 * (ip0 + i) + q + 2 * hh, row % 8) * 16,
                         gq[4 * hh], gq[4 * hh + 1], gq[4 * hh + 2], gq[4 * hh + 3]))
 
     @T.macro
@@ -191,41 +211,48 @@ def wgmma_func(p: KernelParams):
             SMA[SA - 1] = T.uint8(0)
             SMB[SB - 1] = T.uint8(0)
         lane: T.let = tid % 32
+        row: T.let = tid % ROWS              # the B row this thread dequantizes
+        wg: T.let = tid // THREADS           # its warpgroup: activation rows 64 wg .. 64 wg + 63 of the tile
+        ip0: T.let = wg * (2 - PP)           # its first 32-K piece of a unit
         c0: T.let = by * CPS
         nc: T.let = T.min(CPS, C - c0) if RAGGED else CPS       # chunks of this block
         for i in T.unroll(ACC):
             acc[i] = T.float32(0)
         # the pipeline's first NS - 1 units' activations, one commit group each; the weight side of chunk
-        # h (< NSC - 1) rides in unit h's group
+        # h (< NSC - 1) rides in unit h's group (copied by the first warpgroup)
         for u0 in T.unroll(NS - 1):
             if u0 < 2 * nc:
                 copy_a(X, abase, u0, c0, bz, tid, m)
-            if u0 < NSC - 1 and u0 < nc:
+            if u0 < NSC - 1 and u0 < nc and tid < THREADS:
                 copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u0, (c0 + u0) % NSC, bx, tid)
             T.evaluate(T.call_extern("void", "lutc_cp_commit"))
         for u in T.serial(2 * nc):
             # this thread's copies of unit u (and of chunk u // 2's weight side) have landed
             T.evaluate(T.call_extern("void", f"lutc_cp_wait<{NS - 2}>"))
             if u % 2 == 0:
-                T.tvm_storage_sync("shared")     # the other threads' scale and zero-point copies
-                take_w(WSB, SSB, ZSB, wr, sc, kz, c0 + u // 2, tid)
-            # B buffer u % 2 was last read by the group of unit u - 2, complete since unit u - 1
+                T.tvm_storage_sync("shared")     # the other threads' code, scale and zero-point copies
+                take_w(WSB, SSB, ZSB, wr, sc, kz, c0 + u // 2, row, ip0)
+            # B buffer u % 2 was last read by the groups of unit u - 2, complete since unit u - 1
             for h in T.unroll(2):
                 if u % 2 == h:
-                    dequant(wr, sc, kz, hv, gq, bbase, h, tid)
+                    dequant(wr, sc, kz, hv, gq, bbase, h, row, ip0)
             T.evaluate(T.call_extern("void", "lutc_fence_async"))
             T.tvm_storage_sync("shared")
             T.evaluate(T.call_extern("void", "lutc_wgmma_fence"))
             for ks in T.unroll(UNIT // 16):
                 T.evaluate(T.call_extern("void", "lutc_wgmma_k16", acc.data,
-                                         abase + (u % NS) * A_BYTES + ks * 32, bbase + (u % 2) * B_BYTES + ks * 32))
+                                         abase + (u % NS) * A_BYTES + wg * (WG_ROWS * 128) + ks * 32,
+                                         bbase + (u % 2) * B_BYTES + ks * 32))
             T.evaluate(T.call_extern("void", "lutc_wgmma_commit"))
             T.evaluate(T.call_extern("void", "lutc_wgmma_wait<1>"))
-            # the group of unit u - 1 is done: its activation stage takes unit u + NS - 1; at a chunk's first
-            # unit (every thread is past the previous chunk's take_w), the weight side of chunk + NSC - 1
+            if WG > 1:
+                T.tvm_storage_sync("shared")     # both warpgroups' groups of unit u - 1 are done
+            # the groups of unit u - 1 are done: its activation stage takes unit u + NS - 1, its B buffer unit
+            # u + 1; at a chunk's first unit (every thread is past the previous chunk's take_w), the weight side
+            # of chunk + NSC - 1
             if u + NS - 1 < 2 * nc:
                 copy_a(X, abase, u + NS - 1, c0, bz, tid, m)
-            if u % 2 == 0 and u // 2 + NSC - 1 < nc:
+            if u % 2 == 0 and u // 2 + NSC - 1 < nc and tid < THREADS:
                 copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u // 2 + NSC - 1, (c0 + u // 2 + NSC - 1) % NSC, bx,
                              tid)
             T.evaluate(T.call_extern("void", "lutc_cp_commit"))
@@ -233,10 +260,10 @@ def wgmma_func(p: KernelParams):
         if tid == 0:
             SMA[SA - 1] = T.uint8(0)
             SMB[SB - 1] = T.uint8(0)
-        # accumulator 4 j + i: activation row 16 w + g + 8 (i // 2), weight row 8 j + 2 (lane % 4) + i % 2
+        # accumulator 4 j + i: activation row 64 wg + 16 w + g + 8 (i // 2), weight row 8 j + 2 (lane % 4) + i % 2
         for j in T.unroll(ROWS // 8):
             for i in T.unroll(4):
-                tok: T.let = bz * MT + (tid // 32) * 16 + lane // 4 + 8 * (i // 2)
+                tok: T.let = bz * MT + wg * WG_ROWS + (row // 32) * 16 + lane // 4 + 8 * (i // 2)
                 nn: T.let = bx * ROWS + 8 * j + 2 * (lane % 4) + i % 2
                 if tok < m:
                     if DIRECT:
@@ -250,4 +277,4 @@ def wgmma_func(p: KernelParams):
         if not DIRECT:
             reduce_partials(P, CNT, Y, R, m, bz, bx, tid)
 
-    return kernel_func(p, body)
+    return kernel_func(p, body, NT)

@@ -18,8 +18,9 @@ SHAPES = [(4096, 4096), (11008, 4096), (14336, 4096)]
 MS = [128]
 BITS = [2, 4]
 # (kind, tile, split override: None = the default rule, else a K split, pipeline stages (0: default), maxreg)
-VARIANTS = [("mma", None, None, 0, 0), ("gemm", 64, None, 0, 0), ("gemm", 128, None, 0, 0), ("wgmma", None, None, 0, 0),
-            ("wgmma", None, "x2", 0, 0)]
+VARIANTS = [("mma", None, None, 0, 0), ("gemm", 64, None, 0, 0), ("gemm", 128, None, 0, 0), ("wgmma", 64, None, 0, 0),
+            ("wgmma", 128, None, 0, 0), ("wgmma", 128, "x2", 0, 0), ("wgmma", 128, "half", 0, 0),
+            ("wgmma", 128, None, 4, 0)]
 
 
 KINDS = None   # --kinds: only these kernel kinds (checks and timings)
@@ -48,7 +49,7 @@ def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16", stages=0, 
         f._mma_tile = tile
     if split:
         p = f.params(m, x_dtype)
-        target = p.split * 2 if split == "x2" else max(1, p.split // 2)
+        target = p.split * 2 if split == "x2" else max(1, p.split // 2)   # "x2" or "half"
         f._cps = {p.mt: -(-p.chunks // target)}
     return f
 
@@ -69,17 +70,18 @@ def check_cases():
 
 
 def check_kinds(xdt):
-    kinds = ("gemm", "wgmma") if xdt == "float16" else ("gemm",)
-    return [k for k in kinds if KINDS is None or k in KINDS]
+    """(kind, tile) pairs checked for activations of ``xdt``."""
+    kinds = (("gemm", None), ("wgmma", 64), ("wgmma", 128)) if xdt == "float16" else (("gemm", None),)
+    return [k for k in kinds if KINDS is None or k[0] in KINDS]
 
 
 def prepare(part=0, parts=1):
     """Build every library (``part`` of ``parts``: run several at once on a machine with more cores)."""
     i = 0
     for q, m, xdt, res, _ in check_cases():
-        for kind in check_kinds(xdt):
+        for kind, tile in check_kinds(xdt):
             if i % parts == part:
-                kernel(q, kind, None, None, m, "float32", xdt).build(m, xdt, res)
+                kernel(q, kind, tile, None, m, "float32", xdt).build(m, xdt, res)
             i += 1
     for n, k, bits, q in cases():
         for m in MS:
@@ -108,8 +110,8 @@ def run(out: Path):
         ref = x.half().double().cpu().numpy() @ q.dequantize().astype(np.float64).T
         if res:
             ref = ref + r.double().cpu().numpy()
-        for kind in check_kinds(xdt):
-            f = kernel(q, kind, None, None, m, "float32", xdt)
+        for kind, tile in check_kinds(xdt):
+            f = kernel(q, kind, tile, None, m, "float32", xdt)
             p = f.params(m, xdt, res)
             y = f(x, residual=r).double().cpu().numpy()
             err = np.abs(y - ref).max() / np.abs(ref).max()
