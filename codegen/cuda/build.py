@@ -59,7 +59,7 @@ def nvcc_version() -> str:
 
 def key(p: KernelParams) -> str:
     h = hashlib.sha256()
-    for f in ("tir.py", "mma.py", "gemm.py", "wgmma.py", "wgrs.py", "dq.py", "build.py", "layout.py"):
+    for f in ("tir.py", "mma.py", "gemm.py", "wgmma.py", "dq.py", "build.py", "layout.py"):
         h.update((HERE / f).read_bytes())
     h.update(repr(sorted(p.as_dict().items())).encode())
     h.update(__version__.encode())
@@ -73,9 +73,9 @@ def library_path(p: KernelParams) -> Path:
 def prelude() -> str:
     """The device helpers the kernels call by name (call_extern): the split-K handoff, the float16 packing and
     dequantization, the asynchronous copies; prepended to what TVM generates."""
-    from . import gemm, mma, wgmma, wgrs
+    from . import gemm, mma, wgmma
 
-    return mma.PRELUDE + gemm.PRELUDE + wgmma.PRELUDE + wgrs.PRELUDE
+    return mma.PRELUDE + gemm.PRELUDE + wgmma.PRELUDE
 
 
 def cuda_source(p: KernelParams) -> str:
@@ -92,9 +92,8 @@ def _compile_tvm(p: KernelParams):
     from .mma import mma_matmul_func
     from .tir import lut_matmul_func
     from .wgmma import wgmma_func
-    from .wgrs import wgrs_func
 
-    funcs = {"lut": lut_matmul_func, "mma": mma_matmul_func, "gemm": gemm_func, "wgmma": wgmma_func, "wgrs": wgrs_func,
+    funcs = {"lut": lut_matmul_func, "mma": mma_matmul_func, "gemm": gemm_func, "wgmma": wgmma_func,
              "dq": dq_gemv_func}
     if p.kind not in funcs:
         raise ValueError(f"unknown CUDA LUT kernel kind {p.kind!r}; known: {sorted(funcs)}")

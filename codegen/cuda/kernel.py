@@ -3,7 +3,7 @@ weights and workspaces, builds (here, with nvcc) or finds the cached kernel libr
 from __future__ import annotations
 
 from ...passes.quantize.weight import QuantizedWeight
-from . import dq, gemm, mma, wgmma, wgrs
+from . import dq, gemm, mma, wgmma
 from .layout import CODE_LAYOUTS, ROWS, pack_cuda
 from .tir import KernelParams, choose_cps
 
@@ -28,7 +28,7 @@ def tile_rows(m: int) -> int:
     return mt
 
 
-KINDS = ("lut", "mma", "gemm", "wgmma", "wgrs", "dq")
+KINDS = ("lut", "mma", "gemm", "wgmma", "dq")
 MMA_MIN_M = 4   # from this many activation rows on, the tensor-core kernel (where it takes the grouping): on an
                 # H200 at M = 4 it matched or beat the LUT kernel (16-25 us vs 16-30), whose cost grows with M
 
@@ -128,13 +128,8 @@ class CudaLutMatmul:
         wgmma_ok = wgmma.supports(self.bits, self.layout, self.k, x_dtype, self.arch)
         kind = self._kind or kernel_kind(m, self.cw.group_size, self.cw.groups, self.exact, self.codes, gemm_ok,
                                          wgmma_ok)
-        if (kind == "lut" and self.codes) or (kind in ("dq", "gemm", "wgmma", "wgrs") and not self.codes):
+        if (kind == "lut" and self.codes) or (kind in ("dq", "gemm", "wgmma") and not self.codes):
             raise ValueError(f"the {kind} kernel does not read weights in layout {self.layout}")
-        if kind == "wgrs":
-            if not wgmma_ok:
-                raise ValueError(f"the register-operand Hopper GEMM takes float16 activations whose rows are whole "
-                                 f"16-byte copies on {'/'.join(wgrs.ARCHS)}; got {x_dtype}, K = {self.k}, {self.arch}")
-            return kind, self._mma_tile or wgrs.tile(m)
         if kind == "wgmma":
             if not wgmma_ok:
                 raise ValueError(f"the Hopper GEMM takes float16 activations whose rows are whole 16-byte copies "
@@ -154,9 +149,7 @@ class CudaLutMatmul:
             raise TypeError(f"the CUDA LUT matmul takes {', '.join(X_DTYPES)} activations, got {x_dtype}")
         cw = self.cw
         kind, mt = self.plan(m, x_dtype)
-        if kind == "wgrs":
-            cps = self._cps.get(mt) or wgrs.choose_split(cw.chunks, cw.n_pad // ROWS, m, mt, sms=self._sms or 132)
-        elif kind == "wgmma":
+        if kind == "wgmma":
             cps = self._cps.get(mt) or wgmma.choose_split(cw.chunks, cw.n_pad // ROWS, m, mt, sms=self._sms or 132)
         elif kind == "gemm":
             cps = self._cps.get(mt) or gemm.choose_split(cw.chunks, cw.n_pad // ROWS, m, mt, sms=self._sms or 132)

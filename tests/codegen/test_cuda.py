@@ -240,7 +240,9 @@ def test_kernel_choice_by_rows_and_grouping():
     assert f.plan(4) == ("mma", 16) and f.plan(17) == ("mma", 32) and f.plan(33) == ("mma", 32)
     # from 48 rows on a prefill GEMM: warpgroup MMAs for float16 on sm_90a, mma.sync for float32 (or sm_80);
     # bfloat16 keeps the tensor-core kernel
-    assert f.plan(48) == ("wgmma", 64) and f.plan(500) == ("wgmma", 64) and f.params(500).kind == "wgmma"
+    # (64 rows: one warpgroup; more: two warpgroups on one dequantized weight tile)
+    assert f.plan(48) == ("wgmma", 64) and f.plan(64) == ("wgmma", 64) and f.plan(65) == ("wgmma", 128)
+    assert f.plan(500) == ("wgmma", 128) and f.params(500).kind == "wgmma"
     assert f.plan(65, "float32") == ("gemm", 128) and f.plan(48, "float32") == ("gemm", 64)
     assert f.plan(500, "bfloat16") == ("mma", 32)
     ampere = CudaLutMatmul(q, arch="sm_80")
@@ -349,7 +351,7 @@ def test_wgmma_cuda_source_structure():
     from lutc.codegen.cuda.build import cuda_source
     from lutc.codegen.cuda.wgmma import default_stages
 
-    ns = default_stages()
+    ns = default_stages(64)
     src = cuda_source(_wgmma(cps=3))
     body = src.split("main_kernel(")[-1]
     assert body.count("lutc_wgmma_k16(") == 4 and body.count("lutc_wgmma_commit()") == 1
@@ -359,10 +361,28 @@ def test_wgmma_cuda_source_structure():
     assert body.count("__byte_perm(") == 2 * 32 and "lutc_arrive((&(CNT_ptr" in body
     direct = cuda_source(_wgmma(cps=8, residual=True, stages=3)).split("main_kernel(")[-1]
     assert "lutc_arrive" not in direct and "R_ptr[" in direct and "lutc_cp_wait<1>()" in direct
-    for bad, match in ((dict(arch="sm_80"), "sm_90a"), (dict(mt=128), "tiles of 64"),
+    for bad, match in ((dict(arch="sm_80"), "sm_90a"), (dict(mt=32), r"tiles of \(64, 128\)"),
                        (dict(x_dtype="float32"), "float16 activations"), (dict(layout=LAYOUT), "code layouts")):
         with pytest.raises(ValueError, match=match):
             cuda_source(_wgmma(**bad))
+
+
+def test_wgmma_two_warpgroup_source_structure():
+    """128 activation rows: 256 threads (two warpgroups, each its 64 rows against the whole B tile, A offset by
+    64 rows of 128 bytes), each thread dequantizing one 32-K piece of its weight row per unit (half the one-
+    warpgroup kernel's stores), 128 x 8 granules of activations per unit over 256 threads, a second barrier per
+    unit (after the MMA wait: neither warpgroup refills what the other's MMAs still read), the split-K sums by
+    both warpgroups (64 activation rows each)."""
+    from lutc.codegen.cuda.build import cuda_source
+    from lutc.codegen.cuda.wgmma import default_stages
+
+    ns = default_stages(128)
+    body = cuda_source(_wgmma(mt=128, cps=3)).split("main_kernel(")[-1]
+    assert "__launch_bounds__(256)" in cuda_source(_wgmma(mt=128, cps=3))
+    assert body.count("lutc_wgmma_k16(") == 4 and body.count("lutc_cp16s(") == ns * (128 * 8 // 256)
+    assert body.count("lutc_sts128(") == 2 * 4 and body.count("= lutc_dq_h2(") == 2 * 16
+    assert body.count("__syncthreads()") >= 3 and "* 8192)" in body   # 64 rows x 128 bytes into the A tile
+    assert "lutc_arrive((&(CNT_ptr" in body and ">> 7) * 64)" in body   # partial sums: 64 rows per warpgroup
 
 
 @needs_nvcc
@@ -374,6 +394,8 @@ def test_nvcc_compiles_the_wgmma_gemm():
         assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16") == 4
         assert ptx.count("fence.proxy.async.shared::cta") == 1 and ptx.count("st.shared.v4.b32") == 2 * 8
         assert ptx.count("cp.async.cg.shared.global") == 4 * 4 + 3 * (bits + 2)   # + weight side at 3 sites
+        two = nvcc_compile(cuda_source(_wgmma(bits=bits, layout=CODE_LAYOUTS[bits], mt=128)), "sm_90a", "ptx").decode()
+        assert two.count("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16") == 4 and ".maxntid 256" in two
 
 
 @needs_nvcc

@@ -19,8 +19,7 @@ MS = [128]
 BITS = [2, 4]
 # (kind, tile, split override: None = the default rule, else a K split, pipeline stages (0: default), maxreg)
 VARIANTS = [("mma", None, None, 0, 0), ("gemm", 64, None, 0, 0), ("gemm", 128, None, 0, 0), ("wgmma", 64, None, 0, 0),
-            ("wgmma", 128, None, 0, 0), ("wgrs", 64, None, 0, 0), ("wgrs", 128, None, 0, 0), ("wgrs", 128, "x2", 0, 0),
-            ("wgrs", 128, None, 4, 0), ("wgrs", 128, None, 6, 0)]
+            ("wgmma", 128, None, 0, 0), ("wgmma", 128, "x2", 0, 0)]
 
 
 KINDS = None   # --kinds: only these kernel kinds (checks and timings)
@@ -71,7 +70,7 @@ def check_cases():
 
 def check_kinds(xdt):
     """(kind, tile) pairs checked for activations of ``xdt``."""
-    kinds = ((("gemm", None), ("wgmma", 64), ("wgmma", 128), ("wgrs", 64), ("wgrs", 128)) if xdt == "float16"
+    kinds = ((("gemm", None), ("wgmma", 64), ("wgmma", 128)) if xdt == "float16"
              else (("gemm", None),))
     return [k for k in kinds if KINDS is None or k[0] in KINDS]
 
