@@ -1,11 +1,14 @@
 """The Hopper prefill GEMM (sm_90a): LUT matmuls of many activation rows on warpgroup MMAs, as TVMScript.
 
-One warpgroup (the block's 128 threads) multiplies with ``wgmma.mma_async.m64n128k16`` (float16 in, float32
-accumulators), both operands in shared memory in the canonical 128-byte-swizzled K-major layout:
+One warpgroup per 64 activation rows (MT = 64: 128 threads; MT = 128: two warpgroups, 256 threads, sharing one
+dequantized weight tile, so each weight is dequantized and read from L2 once per 128 rows) multiplies with
+``wgmma.mma_async.m64n128k16`` (float16 in, float32 accumulators), both operands in shared memory in the
+canonical 128-byte-swizzled K-major layout:
 
-- A = MT = 64 activation rows x 64 K per pipeline unit (half a 128-K chunk), copied with ``cp.async``
+- A = MT activation rows x 64 K per pipeline unit (half a 128-K chunk), copied with ``cp.async``
   ``stages - 1`` units ahead, each row's eight 16-byte granules at ``granule ^ (row % 8)``;
-- B = the block's 128 weight rows x 64 K, dequantized by the threads themselves (thread = weight row: its code
+- B = the block's 128 weight rows x 64 K, dequantized by the threads themselves (thread = weight row, or with two
+  warpgroups thread = a 32-K piece of a weight row: its code
   words become ``s (q - z)`` half2 pairs ``(k, k + 16)`` as in mma.py, and one ``prmt`` per register turns the
   pairs into natural-order 16-byte granules) into one of two buffers, while the tensor cores multiply the
   previous unit (one wgmma group in flight);
@@ -15,8 +18,9 @@ accumulators), both operands in shared memory in the canonical 128-byte-swizzled
 
 Per unit: wait for the unit's copies, ``fence.proxy.async`` (the generic-proxy writes become visible to the
 tensor cores' async proxy), one barrier, four wgmma k16 steps, commit, wait for the previous unit's group, issue
-the copies of unit + stages - 1 into the stage that group read. Accumulator ``d[4 j + i]`` of warp ``w``: row
-``16 w + g + 8 (i // 2)`` (g = lane / 4), column ``8 j + 2 (lane % 4) + i % 2``. Same arguments, grid and split-K
+the copies of unit + stages - 1 into the stage that group read; with two warpgroups a second barrier after the
+wait (a warpgroup's wait covers only its own MMAs, and both read every stage and B buffer). Accumulator
+``d[4 j + i]`` of warp ``w`` of warpgroup ``wg``: row ``64 wg + 16 w + g + 8 (i // 2)`` (g = lane / 4), column ``8 j + 2 (lane % 4) + i % 2``. Same arguments, grid and split-K
 protocol as every CUDA LUT kernel (tir.py); float16 activations with whole 16-byte rows (others: gemm.py).
 
 Measured (H200, M = 128, 96-call graphs, ``bench/cuda_proto/gemm/``): W2 25.2 / 57.2 / 54.7 us at N = 4096 /
@@ -24,6 +28,11 @@ Measured (H200, M = 128, 96-call graphs, ``bench/cuda_proto/gemm/``): W2 25.2 / 
 the kernels it replaces, still half cuBLAS's speed. Not the tensor cores (mma.sync and wgmma versions ran the same
 within 10-20%) nor dequantization (W2 = W4 within 5%) nor the copy pipeline's depth (2-6 stages alike); the
 profiles show about 2 warps per scheduler stalled on barriers and dependent waits, a third of issue slots used.
+The 128-row tile (run 6): 26.2 / 50.6 / 51.3 us against the 64-row tile's 25.9 / 54.9 / 55.1 in the same run.
+Tried and dropped (run 6, commit 1c89d07): the weights as the register operand of wgmma (``m64n128k16`` RS, no
+dequantized tile in shared memory): 23.8 / 52.0 / 52.9 us; ncu: tensor pipe 26% busy, shared-memory pipe 29%:
+neither kernel is bound by shared memory, both by ~300 instructions per warp and unit at 2 warps per scheduler
+(5.4 cycles per issued instruction).
 
 Numerics: those of mma.py and gemm.py (float16 weights and activations, float32 sums).
 """
