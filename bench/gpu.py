@@ -414,7 +414,7 @@ def markdown(results, bw, device, check_summary):
              "same weights as bit planes on the LUT kernel (table lookups) beside it (`planes`); "
              "M = 4 and 16 the tensor-core kernel (mma.py: weights dequantized to "
              "float16 in registers, `mma.sync`), with the LUT kernel's time beside it (`LUT kernel`); M = 128 the "
-             "Hopper prefill GEMM (wgmma.py: 64 activation rows x 128 weight rows per block, `cp.async` pipeline, "
+             "Hopper prefill GEMM (wgmma.py: 128 activation rows (two warpgroups) x 128 weight rows per block, `cp.async` pipeline, "
              "weights dequantized into shared memory, `wgmma.mma_async`), with the tensor-core kernel it replaced "
              "(`mma.py`) and the `mma.sync` prefill GEMM (`gemm.py`, for float32 activations and sm_80) beside it. "
              "`best` = fastest of a sweep over K split (chunks of 128 per block; at M = 1 x register cap), "
