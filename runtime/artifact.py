@@ -15,7 +15,10 @@ import numpy as np
 from .. import __version__
 
 FORMAT = "lutc-artifact"
-FORMAT_VERSION = 1
+# 2: a CPU program's LUT step may read a second input, the residual it adds (version 1 runtimes would drop it);
+# everything version 1 wrote reads the same
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 TVM_RUNTIME = "lib/libtvm_runtime.so"
@@ -81,10 +84,10 @@ def read_manifest(path) -> dict:
         raise ArtifactError(f"{mf}: corrupt manifest ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArtifactError(f"{mf}: not a lutc artifact manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READS_VERSIONS:
         raise ArtifactError(f"{path}: artifact format version {manifest.get('format_version')} (written by lutc "
-                            f"{manifest.get('lutc_version')}); this runtime reads version {FORMAT_VERSION}: "
-                            "recompile the model")
+                            f"{manifest.get('lutc_version')}); this runtime reads versions "
+                            f"{', '.join(map(str, READS_VERSIONS))}: recompile the model")
     if _minor(manifest.get("lutc_version", "")) != _minor(__version__):
         raise ArtifactError(f"{path}: built by lutc {manifest.get('lutc_version')}, this is lutc {__version__}: "
                             "kernels and layouts may differ; recompile the model")

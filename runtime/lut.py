@@ -117,7 +117,9 @@ class LutKernel:
             self._work[m] = (bufs, [_dl(b) for b in bufs])
         return self._work[m]
 
-    def __call__(self, x, out: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, x, out: np.ndarray | None = None, residual: np.ndarray | None = None) -> np.ndarray:
+        """``x @ W.T`` (``residual +`` it when given: a decoder layer's residual connection, added while the result
+        leaves the kernel's buffer, so the step needs no add and no copy of its own)."""
         if type(x) is not np.ndarray:
             x = as_numpy(x)
         shape = x.shape
@@ -138,6 +140,15 @@ class LutKernel:
             xdl = dls[0]
         self._fn(xdl, *self._dl_norm, dls[1], dls[2], dls[3], *self._dl_weights, dls[4], *self.knobs)
         res = bufs[4][:, :self.n]
+        if residual is not None:
+            if type(residual) is not np.ndarray:
+                residual = as_numpy(residual)
+            if residual.shape != lead + (self.n,):
+                raise ValueError(f"the residual must be {list(lead + (self.n,))}, got {list(residual.shape)}")
+            if out is None:
+                return np.add(res, residual.reshape(m, self.n), dtype=np.float32).reshape(residual.shape)
+            np.add(res, residual.reshape(m, self.n), out=out.reshape(m, self.n), dtype=np.float32)
+            return out
         if out is None:
             return res.reshape(lead + (self.n,)).copy()
         np.copyto(out.reshape(m, self.n), res)

@@ -256,8 +256,10 @@ class Interpreter:
         return value
 
     def _kernel(self, step: Step) -> Callable:
-        if step.kernel == "lut":
+        if step.kernel == "lut":   # x, and the residual when the add is fused
             lut = self.luts[step.attrs["lut"]]
+            if len(step.inputs) == 2:
+                return lambda attrs, ins, dim: lut(ins[0], residual=ins[1])
             return lambda attrs, ins, dim: lut(ins[0])
         if step.kernel == "kv_append":
             return lambda attrs, ins, dim: self.kv.append(ins[0], ins[1], attrs.get("axis", 2))

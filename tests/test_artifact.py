@@ -36,7 +36,7 @@ def test_layout_and_manifest(saved):
     assert {"manifest.json", "weights.safetensors", "lib/libtvm_runtime.so"} <= names
     assert any(n.startswith("kernels/") and n.endswith(".so") for n in names)
     m = json.loads((path / "manifest.json").read_text())
-    assert m["format_version"] == 1 and m["target"] == "cpu" and m["isa"] in ("avx512", "avx2", "generic") and m["arch"] == "x86_64"
+    assert m["format_version"] == 2 and m["target"] == "cpu" and m["isa"] in ("avx512", "avx2", "generic") and m["arch"] == "x86_64"
     assert set(m["files"]) == names - {"manifest.json"}
     assert m["program"]["free"] and m["program"]["luts"]
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
@@ -144,6 +144,20 @@ def test_refuses_mismatched_manifests(saved, tmp_path, edit, message):
     (p / "manifest.json").write_text(json.dumps(m))
     with pytest.raises((ArtifactError, ValueError), match=message):
         lutc.runtime.load(p)
+
+
+def test_reads_format_version_1_without_fused_residuals(tmp_path):
+    """Version 1 artifacts (no LUT step with a residual input) still load and run; this lutc writes version 2."""
+    g = build_llama(SPEC, random_llama_weights(SPEC, seed=3), kv_cache=True, last_logits=True)
+    cm = lutc.compile(g, target="cpu", quant=lutc.QuantConfig(bits=2, group_size=32, exclude=()),
+                      target_options={"fuse_residual": False})
+    cm.save(tmp_path / "v1")
+    m = json.loads((tmp_path / "v1" / "manifest.json").read_text())
+    assert m["format_version"] == 2
+    (tmp_path / "v1" / "manifest.json").write_text(json.dumps(dict(m, format_version=1)))
+    ids = np.arange(4)[None] % SPEC.vocab_size
+    for a, b in zip(lutc.runtime.load(tmp_path / "v1").run(input_ids=ids, **_pasts()), cm.run(input_ids=ids, **_pasts())):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_refuses_garbage_and_non_artifacts(tmp_path):

@@ -36,6 +36,7 @@ class CpuOptions:
     # a decoder layer's RoPE + KV-cache append + attention as one step (the ops library's C kernel)
     fuse_attention: bool = True
     fuse_swiglu: bool = True  # silu(gate) * up computed inside the down projection's LUT call
+    fuse_residual: bool = True  # a residual add after a LUT matmul done by its step (one step and one copy less)
     progress: bool = False   # a progress bar over the kernel builds
     tune: bool = False       # time schedule candidates per LUT matmul shape (codegen/cpu/tune.py; cached on disk)
 
@@ -54,9 +55,19 @@ class Lowering:
     absorbed: set[str] = field(default_factory=set)            # nodes computed inside another node's step
     norms: dict[str, Node] = field(default_factory=dict)       # precompute -> the RMSNorm fused into its LUT call
     swiglus: dict[str, Node] = field(default_factory=dict)     # precompute -> the [gate | up] split of its SwiGLU
+    positions: dict[str, int] = field(default_factory=dict)    # node -> index in the graph's order
+    fused_adds: set[str] = field(default_factory=set)          # adds computed by an earlier LUT step
 
     def value(self, ref: Ref) -> str:
         return ref.node if ref.index == 0 else f"{ref.node}:{ref.index}"
+
+    def shape(self, ref) -> tuple:
+        return tuple(self.g.type_of(ref).shape)
+
+    def position(self, name: str) -> int:
+        if not self.positions:
+            self.positions.update((n.name, i) for i, n in enumerate(self.g.nodes()))
+        return self.positions[name]
 
     def only_user(self, node: Node) -> Node | None:
         users = self.g.users(node.name)
@@ -163,6 +174,39 @@ def _quantized_weight(low: Lowering, mm: Node) -> QuantizedWeight:
     return QuantizedWeight(unpack(packed), scales, zeros, cfg, a["k"])
 
 
+def residual_add(low: Lowering, mm: Node) -> tuple[Node, Ref] | None:
+    """(add, residual): the float32 add that is the only reader of this matmul's output, when its other
+    operand has the same shape and is computed before the matmul (a decoder layer's residual connection)."""
+    if not low.options.fuse_residual or mm.attrs.get("has_bias"):
+        return None
+    add = low.only_user(mm)
+    if add is None or add.op is not Op.ADD or len(add.inputs) != 2 or add.name in low.absorbed:
+        return None
+    others = [r for r in add.inputs if r != mm.out]
+    if len(others) != 1:
+        return None
+    (other,) = others
+    f32 = all(low.g.type_of(r).dtype.value == "f32" for r in (other, mm.out, add.out))
+    if not f32 or low.shape(other) != low.shape(mm.out):
+        return None
+    if other.node in low.fused_adds:   # the previous residual: its LUT step ran already
+        return add, other
+    if other.node in low.absorbed or low.position(other.node) > low.position(mm.name):
+        return None   # computed inside a group step, or later than the matmul
+    return add, other
+
+
+def claim_residual(low: Lowering, mm: Node) -> tuple[str, str] | None:
+    """(residual value, output value) of the residual add this matmul's step computes, claimed; None if none."""
+    fused = residual_add(low, mm)
+    if fused is None:
+        return None
+    add, other = fused
+    low.absorbed.add(add.name)
+    low.fused_adds.add(add.name)
+    return low.value(other), low.value(add.out)
+
+
 def _lut_matmul(low: Lowering, mm: Node) -> list[Step] | None:
     if mm.op is not Op.LUT_MATMUL:
         return None
@@ -190,6 +234,10 @@ def _lut_matmul(low: Lowering, mm: Node) -> list[Step] | None:
         low.weights[key] = low.g.weights[key]
         low.luts[lid]["norm"] = key
         x = norm.inputs[0]
+    residual = claim_residual(low, mm)
+    if residual is not None:   # y = residual + x @ W.T: the add done by the LUT step
+        low.luts[lid]["residual"] = True
+        return [Step("lut", [low.value(x), residual[0]], [residual[1]], {"lut": lid}, mm.name)]
     out = low.value(mm.out)
     if not mm.attrs.get("has_bias"):
         return [Step("lut", [low.value(x)], [out], {"lut": lid}, mm.name)]

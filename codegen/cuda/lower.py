@@ -12,7 +12,7 @@ from ...ir.graph import Graph, Node
 from ...ir.ops import Op
 from ...runtime.program import Program, Step
 from ..cpu.lower import (GROUP_RULES, Lowering, Rule, _absorbed_node, _const, _input, _kv_append, _numpy,
-                         _quantized_weight, apply_rules)
+                         _quantized_weight, apply_rules, claim_residual, residual_add)
 from .build import build_library
 from .kernel import CudaLutMatmul
 from .ops import ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, op_name
@@ -35,8 +35,6 @@ class CudaOptions:
 @dataclass
 class CudaLowering(Lowering):
     ops: dict[str, tuple[str, dict]] = field(default_factory=dict)   # ops library: function -> (kind, params)
-    positions: dict[str, int] = field(default_factory=dict)          # node -> index in the graph's order
-    fused_adds: set[str] = field(default_factory=set)                # adds computed by an earlier LUT step
 
     def function(self, kind: str, params: dict) -> dict:
         """The ops-library function for ``kind`` at ``params`` (added to the library), as a step attribute."""
@@ -48,40 +46,10 @@ class CudaLowering(Lowering):
         attrs = dict(node.attrs, tvm=self.function(kind, params))
         return [Step(node.op.value, [self.value(r) for r in node.inputs], [node.name], attrs, node.name)]
 
-    def shape(self, ref) -> tuple:
-        return tuple(self.g.type_of(ref).shape)
-
-    def position(self, name: str) -> int:
-        if not self.positions:
-            self.positions.update((n.name, i) for i, n in enumerate(self.g.nodes()))
-        return self.positions[name]
-
 
 def _precompute(low: CudaLowering, node: Node) -> list[Step] | None:
     """The LUT kernels build their tables from the activations themselves (in shared memory)."""
     return [] if node.op is Op.LUT_PRECOMPUTE else None
-
-
-def _residual_add(low: CudaLowering, mm: Node):
-    """(add, residual): the float32 add that is the only reader of this matmul's output, when its other
-    operand has the same shape and is computed before the matmul (a decoder layer's residual connection)."""
-    if not low.options.fuse_residual or mm.attrs.get("has_bias"):
-        return None
-    add = low.only_user(mm)
-    if add is None or add.op is not Op.ADD or len(add.inputs) != 2 or add.name in low.absorbed:
-        return None
-    others = [r for r in add.inputs if r != mm.out]
-    if len(others) != 1:
-        return None
-    (other,) = others
-    f32 = all(low.g.type_of(r).dtype.value == "f32" for r in (other, mm.out, add.out))
-    if not f32 or low.shape(other) != low.shape(mm.out):
-        return None
-    if other.node in low.fused_adds:   # the previous residual: its LUT step ran already
-        return add, other
-    if other.node in low.absorbed or low.position(other.node) > low.position(mm.name):
-        return None   # computed inside a group step, or later than the matmul
-    return add, other
 
 
 def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
@@ -89,7 +57,7 @@ def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
         return None
     lut = CudaLutMatmul(_quantized_weight(low, mm), out_dtype="float32", arch=low.options.arch)
     cw = lut.cw
-    residual = _residual_add(low, mm)
+    residual = residual_add(low, mm)
     libraries, kernels = {}, {}
     for m in ROW_TILES:
         p = lut.params(m, "float32", residual=residual is not None)
@@ -106,11 +74,9 @@ def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
                                 "group_size": cw.group_size}}
     x = low.value(low.g.node(mm.inputs[0].node).inputs[0])   # the precompute's input: tables built inside
     if residual is not None:
-        add, other = residual
-        low.absorbed.add(add.name)
-        low.fused_adds.add(add.name)
+        other, out = claim_residual(low, mm)
         low.luts[lid]["residual"] = True
-        return [Step("lut", [x, low.value(other)], [low.value(add.out)], {"lut": lid}, mm.name)]
+        return [Step("lut", [x, other], [out], {"lut": lid}, mm.name)]
     out = low.value(mm.out)
     if not mm.attrs.get("has_bias"):
         return [Step("lut", [x], [out], {"lut": lid}, mm.name)]

@@ -194,6 +194,24 @@ def test_inputs_are_checked_or_copied():
     assert kern(np.zeros((0, 96), np.float32)).shape == (0, 70)
 
 
+def test_residual_is_added_and_checked():
+    """A fused residual add: residual + x @ W.T (float32 adds of the same values), any float dtype or torch."""
+    q = lutc.quantize_weight(RNG.standard_normal((70, 96)), LayerQuant(bits=2, group_size=32))
+    kern = lutc.kernels.build_lut_matmul(q, threads=1)
+    x = RNG.standard_normal((2, 3, 96)).astype(np.float32)
+    r = RNG.standard_normal((2, 3, 70)).astype(np.float32)
+    got = kern(x, residual=r)
+    assert got.shape == (2, 3, 70) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, kern(x) + r)
+    np.testing.assert_array_equal(kern(x, residual=torch.from_numpy(r)), got)
+    np.testing.assert_allclose(kern(x, residual=r.astype(np.float64)), got)
+    out = np.empty((2, 3, 70), np.float32)
+    assert kern(x, out=out, residual=r) is out
+    np.testing.assert_array_equal(out, got)
+    with pytest.raises(ValueError, match=r"residual must be \[2, 3, 70\], got \[2, 70\]"):
+        kern(x, residual=r[:, 0])
+
+
 def test_unsupported_configurations_say_so():
     w = RNG.standard_normal((64, 512))
     with pytest.raises(NotImplementedError, match="group sizes up to 256"):

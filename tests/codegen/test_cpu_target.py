@@ -73,6 +73,27 @@ def test_lowering_shares_tables_and_fuses(kv_graph):
                                rtol=1e-5, atol=1e-5)
 
 
+def test_lowering_fuses_residual_adds(kv_graph):
+    """o and down add the residual stream in their LUT steps: no add step is left in a decoder layer, the fused
+    step outputs the add's value and reads the residual computed before it (the previous fused add, or the
+    embedding), and the logits equal the unfused program's."""
+    cm = lutc.compile(kv_graph, target="cpu", quant=Q2F)
+    steps = cm.executable.program.steps
+    assert "add" not in [s.kernel for s in steps]
+    fused = [s for s in steps if s.kernel == "lut" and len(s.inputs) == 2]
+    assert [s.name for s in fused] == [f"l{i}_{p}_lut" for i in range(SPEC.num_layers) for p in ("o", "down")]
+    produced = {v for s in steps[:steps.index(fused[0])] for v in s.outputs}
+    assert fused[0].inputs[1] in produced and fused[1].inputs[1] == fused[0].outputs[0]
+    assert sum(bool(spec.get("residual")) for spec in cm.executable.program.luts.values()) == 2 * SPEC.num_layers
+    plain = lutc.compile(kv_graph, target="cpu", quant=Q2F, target_options={"fuse_residual": False})
+    kinds = [s.kernel for s in plain.executable.program.steps]
+    assert kinds.count("add") == 2 * SPEC.num_layers and all(len(s.inputs) == 1 for s in plain.executable.program.steps
+                                                            if s.kernel == "lut")
+    ids = np.random.default_rng(4).integers(0, SPEC.vocab_size, (2, 6))
+    for a, b in zip(plain.run(input_ids=ids, **pasts(2)), cm.run(input_ids=ids, **pasts(2))):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)   # the same float32 adds, in the same order
+
+
 def test_kv_cache_decode_equals_full_sequence(kv_graph):
     cm = lutc.compile(kv_graph, target="cpu")
     full = lutc.compile(build_llama(SPEC, kv_graph.weights), target="cpu")
