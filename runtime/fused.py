@@ -83,11 +83,24 @@ def views(attrs, ins, dim):
     return x
 
 
+def block_inputs(attrs, ins) -> list:
+    """The attention block's [q, k, v, cos, sin, past_k, past_v]: with ``qkv_sizes``, q, k, v are views of the
+    stacked projection's rows (the step's first input), split here rather than by a step of their own."""
+    sizes = attrs.get("qkv_sizes")
+    if sizes is None:
+        return ins
+    x = ins[0]
+    if x.shape[-1] != sum(sizes):
+        raise ValueError(f"rope_kv_attention: q/k/v rows of {sum(sizes)} expected, got {list(x.shape)}")
+    a, b = sizes[0], sizes[0] + sizes[1]
+    return [x[..., :a], x[..., a:b], x[..., b:], *ins[1:]]
+
+
 def rope_kv_attention(attrs, ins, kv):
     """A decoder layer's attention block (codegen/cpu/patterns.py ATTENTION_BLOCK): q, k, v rows [b, L, h * d]
     split into heads, RoPE on q and k, k and v appended to the KV caches ``kv`` (program.KvCaches) in place,
     attention, heads merged back into rows. Returns [present_k, present_v, out]."""
-    q, k, v, cos, sin, past_k, past_v = ins
+    q, k, v, cos, sin, past_k, past_v = block_inputs(attrs, ins)
     hq, hk, d = attrs["heads"], attrs["kv_heads"], attrs["head_dim"]
     b, L = q.shape[:2]
     kbuf, p = kv.reserve(past_k, L)

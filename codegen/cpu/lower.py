@@ -352,8 +352,24 @@ def _rope_kv_attention(low: Lowering, node: Node) -> list[Step] | None:
     attrs = {"heads": hq, "kv_heads": hk, "head_dim": d, "scale": sdpa.get("scale") or 1 / float(np.sqrt(d)),
              "causal": bool(sdpa.get("causal")), "causal_align": sdpa.get("causal_align", "top_left")}
     ins = [low.value(m[n]) for n in ("q", "k", "v", "cos", "sin", "past_k", "past_v")]
+    qkv = _qkv_split(low, [m[n] for n in ("q", "k", "v")])
+    if qkv is not None:   # the block slices q, k, v out of the stacked projection's rows itself
+        low.absorbed.add(qkv.name)
+        attrs["qkv_sizes"] = list(qkv.attrs["sizes"])
+        ins = [low.value(qkv.inputs[0])] + ins[3:]
     return [Step("rope_kv_attention", ins, [m[p].node for p in ("present_k", "present_v")] + [node.name], attrs,
                  node.name)]
+
+
+def _qkv_split(low: Lowering, refs: list[Ref]) -> Node | None:
+    """The split of the last axis whose outputs 0, 1, 2 are these q, k, v refs and are read by nothing else."""
+    split = low.g.node(refs[0].node)
+    sizes = split.attrs.get("sizes") or ()
+    if split.op is not Op.SPLIT or refs != [Ref(split.name, i) for i in range(3)] or len(split.types) != 3 \
+            or split.attrs.get("axis") not in (-1, low.g.type_of(split.inputs[0]).rank - 1) \
+            or not all(isinstance(x, int) for x in sizes) or any(len(low.g.uses(r)) != 1 for r in refs):
+        return None
+    return split
 
 
 def _numpy(low: Lowering, node: Node) -> list[Step]:

@@ -61,7 +61,11 @@ def test_lowering_shares_tables_and_fuses(kv_graph):
     assert kinds.count("rope_kv_attention") == SPEC.num_layers and "swiglu" not in kinds
     swiglu = [spec for spec in cm.executable.program.luts.values() if spec["params"].get("prologue") == "swiglu"]
     assert len(swiglu) == SPEC.num_layers  # the down projection computes silu(gate) * up from the gate/up rows
-    assert kinds.count("split") == SPEC.num_layers  # q/k/v only: the gate/up split is inside the down call
+    assert "split" not in kinds  # q/k/v sliced inside the attention block, gate/up inside the down call
+    blocks = [s for s in cm.executable.program.steps if s.kernel == "rope_kv_attention"]
+    hd = SPEC.hidden_size // SPEC.num_heads
+    assert all(s.attrs["qkv_sizes"] == [SPEC.hidden_size, SPEC.num_kv_heads * hd, SPEC.num_kv_heads * hd]
+               and len(s.inputs) == 5 for s in blocks)
     assert "rms_norm" in kinds  # the final norm feeds a float linear: not fused
     fused = [spec for spec in cm.executable.program.luts.values() if spec["params"].get("prologue") == "rms_norm"]
     assert len(fused) == 2 * SPEC.num_layers  # q/k/v and gate/up read their norm inside the LUT call
