@@ -129,6 +129,11 @@ class LutKernel:
             raise TypeError(f"the LUT matmul takes float activations, got {x.dtype}")
         m = x.size // self.k_in
         lead = shape[:-1]
+        if residual is not None:
+            if type(residual) is not np.ndarray:
+                residual = as_numpy(residual)
+            if residual.shape != lead + (self.n,):
+                raise ValueError(f"the residual must be {list(lead + (self.n,))}, got {list(residual.shape)}")
         if m == 0:
             return np.zeros(lead + (self.n,), np.float32)
         bufs, dls = self._workspace(m)
@@ -141,10 +146,6 @@ class LutKernel:
         self._fn(xdl, *self._dl_norm, dls[1], dls[2], dls[3], *self._dl_weights, dls[4], *self.knobs)
         res = bufs[4][:, :self.n]
         if residual is not None:
-            if type(residual) is not np.ndarray:
-                residual = as_numpy(residual)
-            if residual.shape != lead + (self.n,):
-                raise ValueError(f"the residual must be {list(lead + (self.n,))}, got {list(residual.shape)}")
             if out is None:
                 return np.add(res, residual.reshape(m, self.n), dtype=np.float32).reshape(residual.shape)
             np.add(res, residual.reshape(m, self.n), out=out.reshape(m, self.n), dtype=np.float32)
