@@ -196,11 +196,8 @@ def residual_add(low: Lowering, mm: Node) -> tuple[Node, Ref] | None:
     return add, other
 
 
-def claim_residual(low: Lowering, mm: Node) -> tuple[str, str] | None:
-    """(residual value, output value) of the residual add this matmul's step computes, claimed; None if none."""
-    fused = residual_add(low, mm)
-    if fused is None:
-        return None
+def claim_residual(low: Lowering, fused: tuple[Node, Ref]) -> tuple[str, str]:
+    """Claims the residual add ``residual_add`` found for a LUT step: (residual value, output value) of the step."""
     add, other = fused
     low.absorbed.add(add.name)
     low.fused_adds.add(add.name)
@@ -234,10 +231,11 @@ def _lut_matmul(low: Lowering, mm: Node) -> list[Step] | None:
         low.weights[key] = low.g.weights[key]
         low.luts[lid]["norm"] = key
         x = norm.inputs[0]
-    residual = claim_residual(low, mm)
+    residual = residual_add(low, mm)
     if residual is not None:   # y = residual + x @ W.T: the add done by the LUT step
+        other, out = claim_residual(low, residual)
         low.luts[lid]["residual"] = True
-        return [Step("lut", [low.value(x), residual[0]], [residual[1]], {"lut": lid}, mm.name)]
+        return [Step("lut", [low.value(x), other], [out], {"lut": lid}, mm.name)]
     out = low.value(mm.out)
     if not mm.attrs.get("has_bias"):
         return [Step("lut", [low.value(x)], [out], {"lut": lid}, mm.name)]

@@ -74,7 +74,7 @@ def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
                                 "group_size": cw.group_size}}
     x = low.value(low.g.node(mm.inputs[0].node).inputs[0])   # the precompute's input: tables built inside
     if residual is not None:
-        other, out = claim_residual(low, mm)
+        other, out = claim_residual(low, residual)
         low.luts[lid]["residual"] = True
         return [Step("lut", [x, other], [out], {"lut": lid}, mm.name)]
     out = low.value(mm.out)
