@@ -218,7 +218,7 @@ def _inspect_cuda(prog: dict) -> int:
     print(f"ops library {prog['meta']['ops_library']}: {len(fns)} functions, {sum(fns.values())} calls")
     for (kind, fn), c in sorted(fns.items()):
         print(f"  {fn:<22} {kind:<10} {c:>5} calls")
-    from .cuda_graphs import analyse
+    from .decode import analyse
     from .program import Program
 
     blocker = analyse(Program.from_json(prog)).blocker

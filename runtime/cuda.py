@@ -321,20 +321,12 @@ class CudaInterpreter(Interpreter):
         self.convert_input = device_input(device)
         self.scalars = DeviceScalars(device)
         super().__init__(program, weights, luts)
-        self.graphs = DecodeGraphs(self) if graphs else None
+        self.replay = DecodeGraphs(self) if graphs else None
 
-    def __call__(self, inputs) -> list:
-        if self.graphs is not None:
-            outs = self.graphs.run_again(inputs)
-            if outs is not None:
-                return outs
-        arrays, env = bind_inputs(self.program.inputs, inputs, self.convert_input)
-        outs = self.graphs.run(arrays, env) if self.graphs is not None else None
-        if outs is not None:
-            return outs
-        if self.graphs is not None:
-            self.graphs.forget()
-        return self.execute(self.plan, arrays, env)
+    @property
+    def graphs(self):
+        """The decode graphs (runtime/cuda_graphs.py), or None when they are off."""
+        return self.replay
 
     def constant(self, value: np.ndarray):
         return _torch().from_numpy(np.ascontiguousarray(value)).to(self.device)

@@ -197,9 +197,10 @@ class KvCaches:
         self._filled = {a: e for a, e in self._filled.items() if e[0]() is not None}
         return buf
 
-    def mark_filled(self, buf, n: int) -> None:
-        """``buf``'s first ``n`` positions are filled; its view of them is the next step's past."""
-        self._filled[self._address(buf)] = (weakref.ref(buf), n)
+    def mark_filled(self, buf, n: int, address: int | None = None) -> None:
+        """``buf``'s first ``n`` positions are filled; its view of them is the next step's past. ``address``:
+        ``buf``'s, when the caller knows it (numpy's costs microseconds to read)."""
+        self._filled[self._address(buf) if address is None else address] = (weakref.ref(buf), n)
 
     def owner(self, past: np.ndarray) -> np.ndarray | None:
         """The buffer whose filled part ``past`` is, if any."""
@@ -224,6 +225,7 @@ class Interpreter:
 
     kv_caches = KvCaches                  # a device runtime keeps its caches in device memory
     convert_input = staticmethod(numpy_input)
+    replay = None   # replays decode steps (runtime/decode.py DecodeReplay) when a runtime sets one
 
     def __init__(self, program: Program, weights: Mapping[str, np.ndarray], luts: Mapping[str, Callable],
                  compiled: Mapping[str, Callable] | None = None):
@@ -272,7 +274,17 @@ class Interpreter:
         return fn
 
     def __call__(self, inputs) -> list[np.ndarray]:
+        replay = self.replay
+        if replay is not None:
+            outs = replay.run_again(inputs)
+            if outs is not None:
+                return outs
         arrays, env = bind_inputs(self.program.inputs, inputs, self.convert_input)
+        if replay is not None:
+            outs = replay.run(arrays, env)
+            if outs is not None:
+                return outs
+            replay.forget()
         return self.execute(self.plan, arrays, env)
 
     def execute(self, plan: list, arrays: list, env: dict[str, int]) -> list:

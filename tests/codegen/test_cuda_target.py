@@ -236,7 +236,8 @@ def test_device_interpreter_plumbing_matches_reference(compiled):
 def test_decode_graph_variant_matches_reference(compiled):
     """What a decode graph records (the position read on the device, attention over a bucket of the cache,
     the RoPE tables gathered), run without capturing: the same logits as the reference, presents as views."""
-    from lutc.runtime.cuda_graphs import DecodeGraphs, analyse
+    from lutc.runtime.cuda_graphs import DecodeGraphs
+    from lutc.runtime.decode import analyse
 
     ex = compiled.executable
     assert analyse(ex.program).blocker is None
@@ -270,7 +271,7 @@ def test_decode_graph_variant_matches_reference(compiled):
 
 
 def test_decode_graph_blockers():
-    from lutc.runtime.cuda_graphs import analyse
+    from lutc.runtime.decode import analyse
     from lutc.runtime.program import Program, Step
 
     inputs = [{"name": "ids", "dtype": "i64", "shape": ["batch", "seq"]},
