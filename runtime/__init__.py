@@ -1,12 +1,13 @@
 """The thin runtime: loads a saved artifact and runs it with numpy, tvm_ffi and safetensors only."""
 
 
-def load(path, cuda_graphs: bool = True):
+def load(path, replay: bool = True, cuda_graphs: bool | None = None):
     """Load a saved artifact (``CompiledModel.save``); refuses corrupt, truncated or mismatched ones.
-    ``cuda_graphs``: a cuda artifact replays its decode steps from CUDA graphs."""
+    ``replay``: decode steps are replayed (CUDA graphs on a GPU, a bound plan on the CPU); ``cuda_graphs``: its
+    older name."""
     from .model import load as _load
 
-    return _load(path, cuda_graphs)
+    return _load(path, replay, cuda_graphs)
 
 
 __all__ = ["load"]

@@ -133,7 +133,7 @@ def cmd_run(args) -> int:
 
     from . import load
 
-    m = load(args.artifact, cuda_graphs=not args.no_cuda_graphs)
+    m = load(args.artifact, replay=not args.no_replay)
     gen = m.manifest.get("generation", {})
     tok = m.tokenizer
     if args.ids:
@@ -196,6 +196,14 @@ def cmd_inspect_artifact(path) -> int:
     print(f"  {'N':>6} {'K':>6} {'bits':>4} {'group':>5} {'threads':>7} {'prologue':>9} {'calls':>5}")
     for (n, k, b, gs, th, pro), c in sorted(configs.items()):
         print(f"  {n:>6} {k:>6} {b:>4} {gs:>5} {th:>7} {pro:>9} {c:>5}")
+    from .decode import analyse
+    from .program import Program
+    from .replay import unbound
+
+    program = Program.from_json(prog)
+    ops = {"rope_kv_attention"} if prog["meta"].get("ops_library") else set()   # CompiledOps.binders
+    blocker = analyse(program).blocker or unbound(program, {"lut"} | ops)
+    print("decode steps: replayed from a bound plan" if blocker is None else f"decode steps: eager ({blocker})")
     return 0
 
 
@@ -260,8 +268,9 @@ def main(argv=None) -> int:
     p.add_argument("--raw", action="store_true", help="do not wrap the prompt in the model's chat template")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--ignore-eos", action="store_true")
-    p.add_argument("--no-cuda-graphs", action="store_true",
-                   help="cuda artifacts: launch every kernel from Python instead of replaying decode steps")
+    p.add_argument("--no-replay", "--no-cuda-graphs", dest="no_replay", action="store_true",
+                   help="run decode steps step by step instead of replaying them (CUDA graphs on a GPU, a bound "
+                        "plan on the CPU), e.g. to profile the kernels")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("bench", help="SmolLM2 decode/prefill against torch and onnxruntime (bench/llm.py)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for bench/llm.py")

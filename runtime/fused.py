@@ -87,13 +87,17 @@ def block_inputs(attrs, ins) -> list:
     """The attention block's [q, k, v, cos, sin, past_k, past_v]: with ``qkv_sizes``, q, k, v are views of the
     stacked projection's rows (the step's first input), split here rather than by a step of their own."""
     sizes = attrs.get("qkv_sizes")
-    if sizes is None:
-        return ins
-    x = ins[0]
-    if x.shape[-1] != sum(sizes):
-        raise ValueError(f"rope_kv_attention: q/k/v rows of {sum(sizes)} expected, got {list(x.shape)}")
-    a, b = sizes[0], sizes[0] + sizes[1]
-    return [x[..., :a], x[..., a:b], x[..., b:], *ins[1:]]
+    if sizes is not None:
+        x = ins[0]
+        if x.shape[-1] != sum(sizes):
+            raise ValueError(f"rope_kv_attention: q/k/v rows of {sum(sizes)} expected, got {list(x.shape)}")
+        a, b = sizes[0], sizes[0] + sizes[1]
+        ins = [x[..., :a], x[..., a:b], x[..., b:], *ins[1:]]
+    L, cos = ins[0].shape[-2], ins[3]
+    if cos.ndim == 2 and cos.shape[0] != L:   # a window sliced past the end of the tables
+        raise ValueError(f"the RoPE tables cover {cos.shape[0]} of this step's {L} positions: the sequence runs past "
+                         "the model's context")
+    return ins
 
 
 def rope_kv_attention(attrs, ins, kv):

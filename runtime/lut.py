@@ -3,7 +3,9 @@ input checks and 64-byte aligned buffers TVM's code assumes. numpy and tvm_ffi o
 from __future__ import annotations
 
 import copy
+import functools
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -117,9 +119,8 @@ class LutKernel:
             self._work[m] = (bufs, [_dl(b) for b in bufs])
         return self._work[m]
 
-    def __call__(self, x, out: np.ndarray | None = None, residual: np.ndarray | None = None) -> np.ndarray:
-        """``x @ W.T`` (``residual +`` it when given: a decoder layer's residual connection, added while the result
-        leaves the kernel's buffer, so the step needs no add and no copy of its own)."""
+    def _rows(self, x, residual) -> tuple[np.ndarray, np.ndarray | None, int, tuple]:
+        """Checked ``x`` and ``residual`` as numpy arrays, the row count and the leading dims."""
         if type(x) is not np.ndarray:
             x = as_numpy(x)
         shape = x.shape
@@ -127,13 +128,18 @@ class LutKernel:
             raise ValueError(f"activations must be [..., {self.k_in}], got shape {list(shape)}")
         if x.dtype.kind != "f":
             raise TypeError(f"the LUT matmul takes float activations, got {x.dtype}")
-        m = x.size // self.k_in
         lead = shape[:-1]
         if residual is not None:
             if type(residual) is not np.ndarray:
                 residual = as_numpy(residual)
             if residual.shape != lead + (self.n,):
                 raise ValueError(f"the residual must be {list(lead + (self.n,))}, got {list(residual.shape)}")
+        return x, residual, x.size // self.k_in, lead
+
+    def __call__(self, x, out: np.ndarray | None = None, residual: np.ndarray | None = None) -> np.ndarray:
+        """``x @ W.T`` (``residual +`` it when given: a decoder layer's residual connection, added while the result
+        leaves the kernel's buffer, so the step needs no add and no copy of its own)."""
+        x, residual, m, lead = self._rows(x, residual)
         if m == 0:
             return np.zeros(lead + (self.n,), np.float32)
         bufs, dls = self._workspace(m)
@@ -154,6 +160,52 @@ class LutKernel:
             return res.reshape(lead + (self.n,)).copy()
         np.copyto(out.reshape(m, self.n), res)
         return out
+
+    def bind(self, x: np.ndarray, residual: np.ndarray | None = None) -> tuple[Callable[[], None], np.ndarray]:
+        """``self(x, residual=residual)`` as a call without arguments over arrays fixed now (runtime/replay.py):
+        each call reads ``x`` and ``residual`` as they are then and overwrites the returned array. Buffers and
+        DLPack handles are made here, once: an aligned float32 ``x`` is read in place, the result of one row
+        (or of a multiple of 64 columns) is a view of the kernel's output buffer, not a copy."""
+        x, residual, m, lead = self._rows(x, residual)
+        if m == 0:
+            return _nothing, np.zeros(lead + (self.n,), np.float32)
+        work = [aligned_empty((m, self.runs, 16), self.table_dtype), aligned_empty((m, self.groups), np.float32),
+                aligned_empty((m, self.groups), np.float32), aligned_empty((m, self.n_pad), np.float32)]
+        steps = []
+        if x.dtype == np.float32 and is_aligned(x):
+            xdl = _dl(x.reshape(m, self.k_in))
+        else:
+            xbuf = aligned_empty(x.shape, np.float32)
+            steps.append(functools.partial(np.copyto, xbuf, x, casting="same_kind"))
+            xdl = _dl(xbuf.reshape(m, self.k_in))
+        tables, sums, scales, out = (_dl(w) for w in work)
+        steps.append(functools.partial(self._fn, xdl, *self._dl_norm, tables, sums, scales, *self._dl_weights, out,
+                                       *self.knobs))
+        res = work[3][:, :self.n].reshape(lead + (self.n,))   # a view: only the first axis is split
+        if residual is not None:
+            value = aligned_empty(residual.shape, np.float32)
+            steps.append(functools.partial(np.add, res, residual, out=value, dtype=np.float32))
+        elif m == 1 or self.n == self.n_pad:
+            value = res
+        else:   # rows of n of n_pad floats: compact, as the kernels that read them want
+            value = aligned_empty(res.shape, np.float32)
+            steps.append(functools.partial(np.copyto, value, res))
+        return _chain(steps), value
+
+def _nothing() -> None:
+    pass
+
+
+def _chain(calls: list[Callable[[], None]]) -> Callable[[], None]:
+    """One call that makes ``calls`` in order."""
+    if len(calls) == 1:
+        return calls[0]
+    calls = tuple(calls)
+
+    def run():
+        for c in calls:
+            c()
+    return run
 
 
 def as_numpy(x) -> np.ndarray:

@@ -8,14 +8,13 @@ import numpy as np
 from .artifact import TVM_RUNTIME, WEIGHTS, ArtifactError, read_manifest
 from .generate import Generation, generate
 from .isa import host_arch, supported
-from .lut import KERNEL_NEEDS, LutKernel, missing_kernels
-from .ops_lib import CompiledOps
-from .program import Interpreter, Program
+from .lut import KERNEL_NEEDS, missing_kernels
+from .program import Program
 
 
 class LoadedModel:
-    def __init__(self, path, cuda_graphs: bool = True):
-        self.path, self.cuda_graphs = Path(path), cuda_graphs
+    def __init__(self, path, replay: bool = True):
+        self.path, self.replay = Path(path), replay
         self.manifest = m = read_manifest(self.path)
         self.target = m.get("target")
         if self.target not in TARGETS:
@@ -29,7 +28,7 @@ class LoadedModel:
 
         return load_file(str(self.path / WEIGHTS))
 
-    def _cpu(self) -> Interpreter:
+    def _cpu(self):
         arch = self.manifest.get("arch")  # older artifacts record the ISA only (they were all x86_64)
         if arch is not None and arch != host_arch():
             raise ArtifactError(f"{self.path}: built for {arch} ({self.manifest['isa']} kernels); this machine is "
@@ -43,14 +42,10 @@ class LoadedModel:
             n = sum(map(bool, per_lut))
             raise ArtifactError(f"{self.path}: {n} LUT kernels run {' and '.join(KERNEL_NEEDS[k] for k in missing)} "
                                 "(many-row calls), which this CPU or OS does not offer: recompile on this machine")
-        weights = self._weights()
-        tvm_runtime = str(self.path / TVM_RUNTIME)
-        luts = {lid: LutKernel.from_spec(spec, weights, self.path / "kernels" / spec["library"], tvm_runtime)
-                for lid, spec in self.program.luts.items()}
-        ops = self.program.meta.get("ops_library")
-        compiled = (CompiledOps(self.path / "kernels" / ops, tvm_runtime).kernels(self.program.meta.get("compiled_ops", True))
-                    if ops else {})
-        return Interpreter(self.program, weights, luts, compiled)
+        from .cpu import interpreter
+
+        libraries = {p.name: str(p) for p in (self.path / "kernels").iterdir()}
+        return interpreter(self.program, self._weights(), libraries, str(self.path / TVM_RUNTIME), self.replay)
 
     def _cuda(self):
         """Device memory through torch, kernels through the bundled TVM runtime (lib/): needs an NVIDIA GPU."""
@@ -64,7 +59,7 @@ class LoadedModel:
 
         check_arch(arch)
         libraries = {p.name: str(p) for p in (self.path / "kernels").iterdir()}
-        return interpreter(self.program, self._weights(), libraries, lib_dir=self.path / "lib", graphs=self.cuda_graphs)
+        return interpreter(self.program, self._weights(), libraries, lib_dir=self.path / "lib", graphs=self.replay)
 
     @property
     def input_names(self) -> list[str]:
@@ -108,8 +103,9 @@ class LoadedModel:
 TARGETS = {"cpu": LoadedModel._cpu, "cuda": LoadedModel._cuda}
 
 
-def load(path, cuda_graphs: bool = True) -> LoadedModel:
+def load(path, replay: bool = True, cuda_graphs: bool | None = None) -> LoadedModel:
     """Load a saved artifact (``CompiledModel.save``) for running; refuses corrupt or mismatched ones.
-    ``cuda_graphs``: a cuda artifact replays its decode steps from CUDA graphs (off: every kernel launched
-    from Python, e.g. to profile them)."""
-    return LoadedModel(path, cuda_graphs)
+    ``replay``: decode steps are replayed, from CUDA graphs on a GPU (runtime/cuda_graphs.py) and from a bound
+    plan on the CPU (runtime/replay.py); off, every kernel is called step by step (e.g. to profile them).
+    ``cuda_graphs``: the older name of ``replay``."""
+    return LoadedModel(path, replay if cuda_graphs is None else cuda_graphs)

@@ -7,6 +7,7 @@ import numpy as np
 
 from .fused import block_inputs
 from .kernels import KERNELS
+from .lut import aligned_empty
 from .tvm_libs import ensure_tvm_runtime, tvm_ffi
 
 PARALLEL_WORK = 1 << 16  # query rows x keys x heads above which attention splits heads over the thread pool
@@ -28,6 +29,22 @@ def _inner_contiguous(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _block_shapes(attrs, q, k, v, cos, sin, past_k, past_v) -> tuple[int, int, int, int, int]:
+    hq, hk, d = attrs["heads"], attrs["kv_heads"], attrs["head_dim"]
+    b, L = q.shape[:2]
+    if q.shape != (b, L, hq * d) or k.shape != (b, L, hk * d) or v.shape != k.shape or cos.shape != (L, d) \
+            or sin.shape != cos.shape or past_k.shape[:2] != (b, hk) or past_k.shape[3] != d \
+            or past_v.shape != past_k.shape:
+        raise ValueError(f"rope_kv_attention: q {list(q.shape)}, k {list(k.shape)}, v {list(v.shape)}, cos "
+                         f"{list(cos.shape)}, past {list(past_k.shape)} do not fit {hq}/{hk} heads of {d}")
+    return hq, hk, d, b, L
+
+
+def _parallel_block(L: int, p: int, hq: int, hk: int, d: int) -> bool:
+    """Whether the attention block of ``L`` new rows over ``p`` cached positions splits heads over the pool."""
+    return L * (p + L) * hq > PARALLEL_WORK or 8 * hk * (p + L) * d >= PARALLEL_KV_BYTES
+
+
 class CompiledOps:
     def __init__(self, path, tvm_runtime: str | None = None):
         ensure_tvm_runtime(tvm_runtime)
@@ -45,16 +62,14 @@ class CompiledOps:
         block = {"rope_kv_attention": self.rope_kv_attention, **({"linear": self.linear} if self._linear else {})}
         return {"attention": self.attention, "rope": self.rope, "swiglu": self.swiglu, **block} if compiled_ops else block
 
+    def binders(self) -> dict:
+        """Step kind -> its bound form for a replayed decode step (runtime/replay.py)."""
+        return {"rope_kv_attention": self.bind_rope_kv_attention}
+
     def rope_kv_attention(self, attrs, ins, kv):
         """runtime/fused.py rope_kv_attention in one C call (codegen/cpu/ops_kernels.c)."""
         q, k, v, cos, sin, past_k, past_v = block_inputs(attrs, ins)
-        hq, hk, d = attrs["heads"], attrs["kv_heads"], attrs["head_dim"]
-        b, L = q.shape[:2]
-        if q.shape != (b, L, hq * d) or k.shape != (b, L, hk * d) or v.shape != k.shape or cos.shape != (L, d) \
-                or sin.shape != cos.shape or past_k.shape[:2] != (b, hk) or past_k.shape[3] != d \
-                or past_v.shape != past_k.shape:
-            raise ValueError(f"rope_kv_attention: q {list(q.shape)}, k {list(k.shape)}, v {list(v.shape)}, cos "
-                             f"{list(cos.shape)}, past {list(past_k.shape)} do not fit {hq}/{hk} heads of {d}")
+        hq, hk, d, b, L = _block_shapes(attrs, q, k, v, cos, sin, past_k, past_v)
         if d > MAX_HEAD_DIM or d % 2:  # beyond the C kernel's scratch rows (it would return an error code unread)
             from .fused import rope_kv_attention
 
@@ -65,11 +80,36 @@ class CompiledOps:
         vbuf, _ = kv.reserve(past_v, L)
         out = np.empty((b, L, hq * d), np.float32)
         off = p if attrs.get("causal_align") == "bottom_right" else 0
-        parallel = L * (p + L) * hq > PARALLEL_WORK or 8 * hk * (p + L) * d >= PARALLEL_KV_BYTES
-        fn = self._block_par if parallel else self._block
+        fn = self._block_par if _parallel_block(L, p, hq, hk, d) else self._block
         # numpy arrays go in as they are: tvm_ffi takes DLPack exporters (3-4 us less than 8 from_dlpack calls)
         fn(q, k, v, cos, sin, kbuf, vbuf, out, hq, p, float(attrs["scale"]), int(attrs.get("causal", False)), off)
         return [kbuf[:, :, :p + L], vbuf[:, :, :p + L], out]
+
+    def bind_rope_kv_attention(self, attrs, ins, kv, cursor):
+        """The block as a call without arguments over arrays fixed now: q/k/v, the RoPE rows and the cache
+        buffers the pasts are the filled views of; the call appends at ``cursor.p`` (cache positions before the
+        step). Returns it and the step's outputs [k cache buffer, v cache buffer, attention rows]."""
+        from .replay import Unbindable
+
+        q, k, v, cos, sin, past_k, past_v = block_inputs(attrs, ins)
+        hq, hk, d, b, L = _block_shapes(attrs, q, k, v, cos, sin, past_k, past_v)
+        kbuf, vbuf = kv.owner(past_k), kv.owner(past_v)
+        if kbuf is None or vbuf is None:
+            raise Unbindable("rope_kv_attention: a past is not the filled view of a cache buffer")
+        if d > MAX_HEAD_DIM or d % 2 or any(a is not _inner_contiguous(a) for a in (q, k, v)) \
+                or any(not a.flags.c_contiguous or a.dtype != np.float32 for a in (cos, sin)):
+            raise Unbindable("rope_kv_attention: its inputs are not in the C kernel's layout")
+        out = aligned_empty((b, L, hq * d), np.float32)
+        dl = self._dl
+        args = tuple(dl(a) for a in (q, k, v, cos, sin, kbuf, vbuf, out))
+        block, block_par = self._block, self._block_par
+        scale, causal, bottom = float(attrs["scale"]), int(attrs.get("causal", False)), attrs.get("causal_align") == "bottom_right"
+
+        def call():
+            p = cursor.p
+            fn = block_par if _parallel_block(L, p, hq, hk, d) else block
+            fn(*args, hq, p, scale, causal, p if bottom else 0)
+        return call, [kbuf, vbuf, out]
 
     def linear(self, attrs, ins, dim):
         """``x @ W.T (+ b)`` for a float32 weight ``W [N, K]``: through the library's kernel (threads from TVM's pool)

@@ -96,6 +96,7 @@ def test_cli_inspect_summarizes_a_cpu_artifact(saved):
     assert out.returncode == 0, out.stderr
     m = json.loads((path / "manifest.json").read_text())
     assert f"ISA {m['isa']} ({m['arch']}), {m['threads']} threads" in out.stdout
+    assert "decode steps: replayed from a bound plan" in out.stdout
 
 
 def _copy(path, tmp_path) -> Path:

@@ -39,6 +39,7 @@ class CpuOptions:
     fuse_residual: bool = True  # a residual add after a LUT matmul done by its step (one step and one copy less)
     progress: bool = False   # a progress bar over the kernel builds
     tune: bool = False       # time schedule candidates per LUT matmul shape (codegen/cpu/tune.py; cached on disk)
+    replay: bool = True      # decode steps of the compiled model run from a bound plan (runtime/replay.py)
 
 
 @dataclass

@@ -10,9 +10,9 @@ from ...ir.graph import Graph
 from ...passes.dce import DeadCodeElimination
 from ...passes.lut_share import ShareTables
 from ...passes.manager import Pass
-from ...runtime.lut import LutKernel, default_threads
-from ...runtime.ops_lib import CompiledOps
-from ...runtime.program import Interpreter, Program
+from ...runtime.cpu import interpreter
+from ...runtime.lut import default_threads
+from ...runtime.program import Program
 from .isa import arch_of
 from .kernel import check_isa
 from .lower import CpuOptions, lower
@@ -22,12 +22,10 @@ from .ops import OPS_LIBRARY_STEPS, build_ops_library
 class CpuExecutable:
     """A lowered program with its arrays and libraries; ``__call__(inputs) -> list of arrays``."""
 
-    def __init__(self, program: Program, weights: dict[str, np.ndarray], libraries: dict[str, str]):
+    def __init__(self, program: Program, weights: dict[str, np.ndarray], libraries: dict[str, str],
+                 replay: bool = True):
         self.program, self.weights, self.libraries = program, weights, libraries
-        luts = {lid: LutKernel.from_spec(spec, weights, libraries[spec["library"]]) for lid, spec in program.luts.items()}
-        ops = program.meta.get("ops_library")
-        compiled = CompiledOps(libraries[ops]).kernels(program.meta.get("compiled_ops", True)) if ops else {}
-        self.interpreter = Interpreter(program, weights, luts, compiled)
+        self.interpreter = interpreter(program, weights, libraries, replay=replay)
 
     def __call__(self, inputs) -> list[np.ndarray]:
         return self.interpreter(inputs)
@@ -66,4 +64,4 @@ class CpuTarget:
             lib = build_ops_library(self.isa, self.threads)
             libraries[lib.name] = str(lib)
             program.meta.update(ops_library=lib.name, compiled_ops=self.options.compiled_ops)
-        return CpuExecutable(program, weights, libraries)
+        return CpuExecutable(program, weights, libraries, self.options.replay)

@@ -212,6 +212,35 @@ def test_residual_is_added_and_checked():
         kern(x, residual=r[:, 0])
 
 
+@pytest.mark.parametrize("lead", [(1,), (1, 1), (3,), (2, 2)])
+def test_bound_call_reads_its_arrays_at_each_call(lead):
+    """LutKernel.bind (replayed decode steps): the call reads x and the residual as they are when it runs and
+    overwrites the returned array; equal to the plain call for aligned and unaligned float32 and float64
+    inputs, one row (a view of the kernel's buffer) and several (n = 70 is not a multiple of 64: compacted)."""
+    from lutc.runtime.lut import aligned_empty
+
+    q = lutc.quantize_weight(RNG.standard_normal((70, 96)), LayerQuant(bits=2, group_size=32))
+    kern = lutc.kernels.build_lut_matmul(q, threads=1)
+    aligned = aligned_empty(lead + (96,), np.float32)
+    unaligned = np.empty(int(np.prod(lead)) * 96 + 1, np.float32)[1:].reshape(lead + (96,))
+    for x in (aligned, unaligned, np.empty(lead + (96,), np.float64)):
+        r = np.empty(lead + (70,), np.float32)
+        call, y = kern.bind(x)
+        call_r, y_r = kern.bind(x, residual=r)
+        for _ in range(2):
+            x[...] = RNG.standard_normal(x.shape)
+            r[...] = RNG.standard_normal(r.shape)
+            call()
+            call_r()
+            np.testing.assert_array_equal(y, kern(x))
+            np.testing.assert_array_equal(y_r, kern(x, residual=r))
+        assert y.shape == lead + (70,) and y_r.shape == y.shape
+    with pytest.raises(ValueError, match=r"activations must be \[\.\.\., 96\]"):
+        kern.bind(np.zeros((1, 95), np.float32))
+    with pytest.raises(ValueError, match="residual must be"):
+        kern.bind(aligned, residual=np.zeros((70,), np.float32))
+
+
 def test_unsupported_configurations_say_so():
     w = RNG.standard_normal((64, 512))
     with pytest.raises(NotImplementedError, match="group sizes up to 256"):
