@@ -42,10 +42,12 @@ def source_tag() -> str:
 
 # -- engines: each has step(ids [1, n]) -> next token, and reset() -------------------------------------
 class LutcEngine:
+    replay = True
+
     def __init__(self, path):
         import lutc.runtime
 
-        self.m = lutc.runtime.load(path)
+        self.m = lutc.runtime.load(path, replay=self.replay)
         self.names = self.m.output_names
         self.specs = [s for s in self.m.program.inputs if s["name"].startswith("past_")]
 
@@ -56,6 +58,11 @@ class LutcEngine:
         outs = self.m.run_dict({"input_ids": ids, **self.pasts})
         self.pasts = {n.replace("present_", "past_"): v for n, v in zip(self.names[1:], outs[1:])}
         return int(outs[0][0, -1].argmax())
+
+
+class LutcEagerEngine(LutcEngine):
+    """Every decode step run step by step (no bound plan: runtime/replay.py)."""
+    replay = False
 
 
 class OrtEngine:
@@ -135,6 +142,8 @@ def prepare(bits_list, variants=True) -> dict[str, tuple[type, Path]]:
             print(f"compiling {name} ...", flush=True)
             lutc.compile(graph, target="cpu", quant=q, target_options=opts).save(path)
         engines[name] = (LutcEngine, path)
+        if variants and name == configs[0][0]:
+            engines[f"{name} eager steps"] = (LutcEagerEngine, path)
     if not onnx4.exists():
         if graph is None:
             graph, spec = smollm2_graph_and_spec()
@@ -196,11 +205,17 @@ def measure(engines, args) -> list[dict]:
     return rows
 
 
+# the stack's first steps per round, untimed: the copy of the given cache, the first step of its shapes (eager),
+# the step that binds the replay (runtime/replay.py)
+UNTIMED_STEPS = 3
+
+
 def stack_bench(layers: int, bits_list, args) -> list[dict]:
     """A LLaMA-7B-shaped decoder stack (hidden 4096, intermediate 11008, 32 heads / 8 KV heads): decode time
     per token against the time to read its packed weights once at the measured read bandwidth."""
     import lutc
     from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights
+    from lutc.runtime.cpu import interpreter
 
     from .kernels import CacheEvictor, read_bandwidth, wake_up
 
@@ -217,24 +232,27 @@ def stack_bench(layers: int, bits_list, args) -> list[dict]:
         names = list(graph.output_names)
         start = {s["name"]: np.random.default_rng(1).standard_normal((1, 8, 127, 128)).astype(np.float32)
                  for s in ex.program.inputs if s["name"].startswith("past_")}
-        times = []
-        for _ in range(args.rounds + 1):   # steps back to back, as in generation: after an idle pause these
-            time.sleep(args.settle)        # VMs run slow for a while (a paused step measured 45% of the
-            wake_up()                      # roofline where back-to-back steps reach 56%)
-            pasts = dict(start)
-            for i in range(5):             # each step's presents are the next step's pasts (the KV cache grows
-                evict()                    # in place); the first step copies the given 127 positions: untimed
-                t = time.perf_counter()
-                outs = cm.run(input_ids=np.asarray([[7]]), **pasts)
-                if i:
-                    times.append(time.perf_counter() - t)
-                pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
-        t = statistics.median(times[4:])
+        runs = {"replayed": ex.interpreter, "eager": interpreter(ex.program, ex.weights, ex.libraries, replay=False)}
+        times = {mode: [] for mode in runs}
+        for r in range(args.rounds + 1):   # steps back to back, as in generation: after an idle pause these
+            for mode, run in runs.items():   # VMs run slow for a while (a paused step measured 45% of the
+                time.sleep(args.settle)      # roofline where back-to-back steps reach 56%)
+                wake_up()
+                pasts = dict(start)
+                for i in range(UNTIMED_STEPS + 5):   # each step's presents are the next step's pasts (the KV
+                    evict()                          # cache grows in place)
+                    t = time.perf_counter()
+                    outs = run({"input_ids": np.asarray([[7]]), **pasts})
+                    if r and i >= UNTIMED_STEPS:
+                        times[mode].append(time.perf_counter() - t)
+                    pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
         floor = lut_bytes / (bw * 1e9)
-        rows.append({"bits": b, "layers": layers, "ms": t * 1e3, "weight_mib": lut_bytes / 2 ** 20,
-                     "roofline_ms": floor * 1e3, "pct_roofline": 100 * floor / t, "bandwidth_gbs": bw})
-        print(f"7B-shaped stack W{b}: {t * 1e3:.2f} ms/token, roofline {floor * 1e3:.2f} ms "
-              f"({100 * floor / t:.0f}%)", flush=True)
+        t, eager = (statistics.median(times[mode]) for mode in runs)
+        rows.append({"bits": b, "layers": layers, "ms": t * 1e3, "eager_ms": eager * 1e3,
+                     "weight_mib": lut_bytes / 2 ** 20, "roofline_ms": floor * 1e3, "pct_roofline": 100 * floor / t,
+                     "bandwidth_gbs": bw})
+        print(f"7B-shaped stack W{b}: {t * 1e3:.2f} ms/token (eager steps {eager * 1e3:.2f}), roofline "
+              f"{floor * 1e3:.2f} ms ({100 * floor / t:.0f}%)", flush=True)
     return rows
 
 
@@ -254,18 +272,22 @@ def report(rows, stack, args) -> str:
     lines += ["", "lutc: artifacts loaded by the thin runtime; RTN, groups of 64, lm_head quantized too (as onnxruntime's "
               "MatMulNBits quantizer does; SmolLM2's tied embedding stays float for the lookup). 'no norm fusion': "
               "RMSNorm runs as its own step before the LUT call; 'no table sharing': q/k/v and gate/up each build "
-              "their own tables in their own call (and the norm cannot fuse).", ""]
+              "their own tables in their own call (and the norm cannot fuse); 'eager steps': the same artifact with "
+              "every decode step run step by step instead of replayed from a bound plan (runtime/replay.py).", ""]
     if stack:
         lines += [f"## LLaMA-7B-shaped decoder stack ({stack[0]['layers']} layers, random weights, KV cache of 127)", "",
                   f"Roofline: packed LUT weight bytes / {stack[0]['bandwidth_gbs']:.1f} GB/s (best streaming read measured "
                   "in this run, bench/kernels.py's probe). ms/token: median of decode steps run back to back "
-                  "(4 per round after a pause and an untimed first step), each step's presents fed back as the "
-                  "next one's pasts as in generation (127 to 131 cached positions); before each step other weights "
+                  f"(5 per round after a pause and {UNTIMED_STEPS} untimed steps: the cache copied in, the first "
+                  "step eager, the replay bound), replayed from a bound plan, and 'eager steps' step by step "
+                  "(interleaved rounds), each step's presents fed back as the next one's pasts as in generation "
+                  "(130 to 134 cached positions); before each step other weights "
                   "(twice the last-level cache) stream through LUT GEMVs, as the other layers of a 32-layer model "
                   "would: the step's weights come from DRAM.", "",
-                  "| bits | ms/token | packed weights MiB | roofline ms | % of roofline |", "|---:|---:|---:|---:|---:|"]
-        lines += [f"| W{s['bits']} | {s['ms']:.2f} | {s['weight_mib']:.1f} | {s['roofline_ms']:.2f} | "
-                  f"{s['pct_roofline']:.0f}% |" for s in stack]
+                  "| bits | ms/token | eager steps ms/token | packed weights MiB | roofline ms | % of roofline |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| W{s['bits']} | {s['ms']:.2f} | {s.get('eager_ms', float('nan')):.2f} | {s['weight_mib']:.1f} | "
+                  f"{s['roofline_ms']:.2f} | {s['pct_roofline']:.0f}% |" for s in stack]
     return "\n".join(lines) + "\n"
 
 

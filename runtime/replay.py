@@ -111,6 +111,8 @@ class CpuReplay(DecodeReplay):
                 inputs.append((i, a))
             regs[i] = a
         for i, c in it.symbolic:
+            if mentions(c.reshape(-1).tolist(), self._symbols):
+                raise Unbindable(f"a shape constant {c.tolist()} depends on the cache length")
             regs[i] = np.asarray([self.cursor.dim(x) for x in c.reshape(-1).tolist()], np.int64).reshape(c.shape)
         calls = []
         for fn, step, ins, outs, _ in it.plan:
