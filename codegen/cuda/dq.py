@@ -14,8 +14,9 @@ order of the weight words, with the integer sums that the zero points need. Per 
 from there.
 
 Grid and epilogue are the LUT kernel's (tir.py): 128 rows per block, one per thread, K split over blocks, the
-last block sums the partials; each activation row is its own ``blockIdx.z`` (up to 3 rows use this kernel; 4+
-the tensor-core kernel, which reads the same words). Float tables (``table_dtype="f32"``) keep bit planes and
+last block sums the partials; or, when the GPU holds every 32-row block at once, blocks of 32 rows whose warps
+split K and add their sums in shared memory (``slices``, below). Each activation row is its own ``blockIdx.z``
+(up to 3 rows use this kernel; 4+ the tensor-core kernel, which reads the same words). Float tables (``table_dtype="f32"``) keep bit planes and
 the float32 LUT kernel.
 """
 from __future__ import annotations
@@ -41,23 +42,44 @@ def byte_offsets(bits: int, r: int) -> list[int]:
     return [f_ * t + (h + e * hh) % f_ + 16 * ((h + e * hh) // f_) for e in range(4)]
 
 
-def dq_gemv_func(p: KernelParams):
-    from ..tvmscript import T
+# the in-block split (``slices``): when the 32-row blocks of the GEMV fit the GPU in one wave, a block's warps split
+# K between them and reduce in shared memory, instead of 128-row blocks splitting K over the grid and the last one
+# summing partials from global memory (~1.1-1.5 us of L2 round trips per call). H200, 200-launch graphs, cold L2
+# (bench/cuda_proto/dq_rows): 4096 x 4096 W2 4.21 -> 3.83 us (16 warps of 2 chunks), W4 4.97 -> 4.51 (32 warps of
+# 1 chunk); at N = 11008 and 14336 (344-448 blocks restaging all of x) the grid split stays ahead (W2 6.6 vs 7.2,
+# 7.5 vs 8.0 us).
+SLICE_ROWS = 32          # rows per block with the in-block split: one warp reads 32 rows' 16-byte words
+MAX_SLICE_CHUNKS = 32    # K up to 4096: each thread holds its chunks' words in registers
 
+
+def choose_slices(bits: int, chunks: int, n_pad: int, sms: int = 132) -> int:
+    """Warps splitting K inside a block (0: split K over blocks): when the 32-row blocks are at most one per SM and
+    each thread holds at most 2 chunks (1 for 4-bit words: 32 warps of 1024 threads)."""
+    if n_pad // SLICE_ROWS > sms or chunks > MAX_SLICE_CHUNKS:
+        return 0
+    return min(chunks, 32 if bits == 4 else 16)
+
+
+def dq_gemv_func(p: KernelParams):
     if p.mt != 1 or not supports(p.bits, p.group_size, p.groups) or p.layout != CODE_LAYOUTS.get(p.bits):
         raise ValueError(f"the dequantizing GEMV takes one activation row per block and 1, 2 or 4-bit codes in "
                          f"groups of a multiple of {SUB}, got mt={p.mt}, bits={p.bits}, group {p.group_size}, "
                          f"layout {p.layout}")
-    K, C, B, GS, CPS = p.k, p.chunks, p.bits, p.group_size, p.cps
+    return _sliced_func(p) if p.slices else _split_func(p)
+
+
+def _macros(p: KernelParams, nsub: int, threads: int, cpt: int):
+    """The pieces both forms share, for ``nsub`` staged 32-K sub-blocks, ``threads`` threads and ``cpt`` chunks
+    per thread: the activation staging, the loads of a chunk, and its dp4a dot products into ``yacc``."""
+    from ..tvmscript import T
+
+    K, B = p.k, p.bits
     HH = 8 // B                       # byte words per weight word
     FF = 16 // B                      # code fields per half word
     BYTES = ((1 << B) - 1) * 0x01010101
-    RAGGED = C % CPS != 0
-    SEGK, SEGS = scale_segments(GS)   # K per scale inside a chunk, scales per chunk
-    NSUB = CPS * SUBS                 # sub-blocks staged per block
-    PASSES = -(-NSUB * WORDS // THREADS)
+    SEGK, SEGS = scale_segments(p.group_size)   # K per scale inside a chunk, scales per chunk
+    PASSES = -(-nsub * WORDS // threads)
     f32, i32 = "float32", "int32"
-    store = store_macro(p)
     load_chunk = load_chunk_macro(p, i32, zero_fill=True)
 
     def code_bytes(w, h):
@@ -69,20 +91,20 @@ def dq_gemv_func(p: KernelParams):
         return FF * (r // HH) + f % FF + 16 * (f // FF)
 
     @T.macro
-    def stage_x(X, XQ, XSUM, XSC, bz, by, tid, m):
-        """Thread ``tid`` packs one int8 word ``r`` of sub-block ``sb``: the activations at the offsets
-        ``byte_offsets(B, r)`` (for 4 bits: 4 t + h + (0, 2, 16, 18)), in the byte order of
+    def stage_x(X, XQ, XSUM, XSC, bz, c0, tid):
+        """Thread ``tid`` packs one int8 word ``r`` of sub-block ``sb`` (from chunk ``c0`` on): the activations at
+        the offsets ``byte_offsets(B, r)`` (for 4 bits: 4 t + h + (0, 2, 16, 18)), in the byte order of
         ``(w >> B h) & BYTES``."""
         xv = T.alloc_buffer((4,), f32, scope="local")
         qv = T.alloc_buffer((4,), i32, scope="local")
         amax = T.alloc_buffer((1,), f32, scope="local")
         qs = T.alloc_buffer((1,), i32, scope="local")
         for ps in T.unroll(PASSES):
-            sb: T.let = ps * (THREADS // WORDS) + tid // WORDS
+            sb: T.let = ps * (threads // WORDS) + tid // WORDS
             r: T.let = tid % WORDS
-            k0: T.let = (by * CPS) * CHUNK + sb * SUB
+            k0: T.let = c0 * CHUNK + sb * SUB
             for e in T.unroll(4):
-                xv[e] = T.if_then_else(sb < NSUB and k0 + offset(r, e) < K,
+                xv[e] = T.if_then_else(sb < nsub and k0 + offset(r, e) < K,
                                        T.Cast(f32, X[bz, k0 + offset(r, e)]), T.float32(0))
             amax[0] = T.max(T.max(T.fabs(xv[0]), T.fabs(xv[1])), T.max(T.fabs(xv[2]), T.fabs(xv[3])))
             for sh in T.unroll(3):   # max over the 8 lanes of the sub-block
@@ -95,13 +117,45 @@ def dq_gemv_func(p: KernelParams):
             for sh in T.unroll(3):
                 qs[0] = qs[0] + T.call_pure_extern(
                     i32, "__shfl_xor_sync", T.uint32(0xFFFFFFFF), qs[0], 1 << sh, 32)
-            if sb < NSUB:
+            if sb < nsub:
                 XQ[sb * WORDS + r] = T.bitwise_or(
                     T.bitwise_or(T.bitwise_and(qv[0], 255), T.shift_left(T.bitwise_and(qv[1], 255), 8)),
                     T.bitwise_or(T.shift_left(T.bitwise_and(qv[2], 255), 16), T.shift_left(qv[3], 24)))
                 if r == 0:
                     XSUM[sb] = qs[0]
                     XSC[sb] = amax[0] / T.float32(127)
+
+    @T.macro
+    def accumulate(XQ, XSUM, XSC, wr, sl, zl, xq, dot, yacc, cc, staged):
+        """Chunk slot ``cc`` of the registers (staged as chunk ``staged``): per sub-block,
+        ``y += s / 2 * xs * (2 dot - (z' + 2^b - 1) sum x)``."""
+        for i in T.unroll(SUBS):
+            sb: T.let = staged * SUBS + i
+            xq[T.Ramp(0, 1, 4)] = XQ[T.Ramp(sb * WORDS, 1, 4)]
+            xq[T.Ramp(4, 1, 4)] = XQ[T.Ramp(sb * WORDS + 4, 1, 4)]
+            dot[0] = T.int32(0)
+            for t in T.unroll(B):
+                for h in T.unroll(HH):
+                    dot[0] = T.call_pure_extern(i32, "__dp4a", code_bytes(wr[(cc * B + t) * 4 + i], h),
+                                                xq[t * HH + h], dot[0])
+            seg: T.let = cc * SEGS + (i * SUB) // SEGK
+            yacc[0] = yacc[0] + sl[seg] * T.float32(0.5) * XSC[sb] * T.Cast(
+                f32, 2 * dot[0] - (zl[seg] + ((1 << B) - 1)) * XSUM[sb])
+
+    return stage_x, load_chunk, accumulate
+
+
+def _split_func(p: KernelParams):
+    """K split over blocks of 128 rows (``cps`` chunks each); the last block sums the partials (tir.store_macro)."""
+    from ..tvmscript import T
+
+    C, B, CPS = p.chunks, p.bits, p.cps
+    RAGGED = C % CPS != 0
+    _, SEGS = scale_segments(p.group_size)
+    NSUB = CPS * SUBS                 # sub-blocks staged per block
+    f32, i32 = "float32", "int32"
+    store = store_macro(p)
+    stage_x, load_chunk, accumulate = _macros(p, NSUB, THREADS, CPS)
 
     @T.macro
     def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
@@ -119,23 +173,84 @@ def dq_gemv_func(p: KernelParams):
         for cc in T.unroll(CPS):
             if not RAGGED or by * CPS + cc < C:
                 load_chunk(W, S, Z, wr, sl, zl, cc, by * CPS + cc, n)
-        stage_x(X, XQ, XSUM, XSC, bz, by, tid, m)
+        stage_x(X, XQ, XSUM, XSC, bz, by * CPS, tid)
         T.tvm_storage_sync("shared")
         yacc[0] = T.float32(0)
         for cc in T.unroll(CPS):
             if not RAGGED or by * CPS + cc < C:
-                for i in T.unroll(SUBS):
-                    sb: T.let = cc * SUBS + i
-                    xq[T.Ramp(0, 1, 4)] = XQ[T.Ramp(sb * WORDS, 1, 4)]
-                    xq[T.Ramp(4, 1, 4)] = XQ[T.Ramp(sb * WORDS + 4, 1, 4)]
-                    dot[0] = T.int32(0)
-                    for t in T.unroll(B):
-                        for h in T.unroll(HH):
-                            dot[0] = T.call_pure_extern(i32, "__dp4a", code_bytes(wr[(cc * B + t) * 4 + i], h),
-                                                        xq[t * HH + h], dot[0])
-                    seg: T.let = cc * SEGS + (i * SUB) // SEGK
-                    yacc[0] = yacc[0] + sl[seg] * T.float32(0.5) * XSC[sb] * T.Cast(
-                        f32, 2 * dot[0] - (zl[seg] + ((1 << B) - 1)) * XSUM[sb])
+                accumulate(XQ, XSUM, XSC, wr, sl, zl, xq, dot, yacc, cc, cc)
         store(yacc, P, CNT, Y, R, m, bz, by, bx, tid, n)
 
     return kernel_func(p, body)
+
+
+def _sliced_func(p: KernelParams):
+    """Blocks of 32 rows whose ``slices`` warps split K (warp w takes chunks w, w + slices, ...), the whole row of
+    activations staged per block, the warps' sums added in shared memory by the first: no partials, no handoff."""
+    from ..tvmscript import T
+
+    K, C, B, N, NP, G = p.k, p.chunks, p.bits, p.n, p.n_pad, p.groups
+    XDT, YDT, RES, SL = p.x_dtype, p.y_dtype, p.residual, p.slices
+    CPT = -(-C // SL)                 # chunks per thread
+    TH = SLICE_ROWS * SL
+    NSUB = C * SUBS
+    _, SEGS = scale_segments(p.group_size)
+    f32, i32 = "float32", "int32"
+    stage_x, load_chunk, accumulate = _macros(p, NSUB, TH, CPT)
+
+    @T.macro
+    def body(X, W, S, Z, Y, R, bz, bx, tid):
+        XQ = T.alloc_buffer((NSUB * WORDS,), i32, scope="shared")
+        XSUM = T.alloc_buffer((NSUB,), i32, scope="shared")
+        XSC = T.alloc_buffer((NSUB,), f32, scope="shared")
+        RED = T.alloc_buffer((TH,), f32, scope="shared")
+        wr = T.alloc_buffer((CPT * B * 4,), i32, scope="local")
+        sl = T.alloc_buffer((CPT * SEGS,), f32, scope="local")
+        zl = T.alloc_buffer((CPT * SEGS,), i32, scope="local")
+        xq = T.alloc_buffer((WORDS,), i32, scope="local")
+        dot = T.alloc_buffer((1,), i32, scope="local")
+        yacc = T.alloc_buffer((1,), f32, scope="local")
+        racc = T.alloc_buffer((1,), f32, scope="local")
+        lane: T.let = tid % SLICE_ROWS
+        wp: T.let = tid // SLICE_ROWS
+        n: T.let = bx * SLICE_ROWS + lane
+        for cc in T.unroll(CPT):
+            if wp + SL * cc < C:
+                load_chunk(W, S, Z, wr, sl, zl, cc, wp + SL * cc, n)
+        stage_x(X, XQ, XSUM, XSC, bz, 0, tid)
+        T.tvm_storage_sync("shared")
+        yacc[0] = T.float32(0)
+        for cc in T.unroll(CPT):
+            if wp + SL * cc < C:
+                accumulate(XQ, XSUM, XSC, wr, sl, zl, xq, dot, yacc, cc, wp + SL * cc)
+        RED[tid] = yacc[0]
+        T.tvm_storage_sync("shared")
+        if wp == 0:
+            racc[0] = RED[lane]
+            for w in T.unroll(SL - 1):
+                racc[0] = racc[0] + RED[(w + 1) * SLICE_ROWS + lane]
+            if n < N:
+                if RES:
+                    Y[bz, n] = T.Cast(YDT, racc[0] + R[bz, n])
+                else:
+                    Y[bz, n] = T.Cast(YDT, racc[0])
+
+    @T.prim_func
+    def main(x: T.handle, w: T.handle, s: T.handle, z: T.handle, part: T.handle, cnt: T.handle, y: T.handle,
+             r: T.handle):   # the arguments of tir.kernel_func (partials and counters unused: split = 1)
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        m = T.int32()
+        X = T.match_buffer(x, (m, K), XDT)
+        W = T.match_buffer(w, (C, B, NP, 4), "int32")
+        S = T.match_buffer(s, (G, NP), "float16")
+        Z = T.match_buffer(z, (G, NP), "int8")
+        P = T.match_buffer(part, (1, m, NP), "float32")  # noqa: F841
+        CNT = T.match_buffer(cnt, (m, NP // ROWS), "int32")  # noqa: F841
+        Y = T.match_buffer(y, (m, N), YDT)
+        R = T.match_buffer(r, (m, N) if RES else (1,), "float32")
+        for bz in T.thread_binding(m, thread="blockIdx.z"):
+            for bx in T.thread_binding(NP // SLICE_ROWS, thread="blockIdx.x"):
+                for tid in T.thread_binding(TH, thread="threadIdx.x"):
+                    body(X, W, S, Z, Y, R, bz, bx, tid)
+
+    return main

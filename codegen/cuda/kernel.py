@@ -157,10 +157,14 @@ class CudaLutMatmul:
             cps = self._cps.get(mt) or mma.choose_split(cw.chunks, m, mt)
         else:
             cps = self._cps.get(mt) or choose_cps(cw.chunks, cw.n_pad, mt, sms=self._sms or 132)
+        # the dp4a GEMV splits K inside its blocks when they fit the GPU at once (a K split swept by a benchmark
+        # (``_cps``) is over blocks)
+        slices = dq.choose_slices(cw.bits, cw.chunks, cw.n_pad, self._sms or 132) if kind == "dq" and not self._cps else 0
         return KernelParams(n=cw.n, n_pad=cw.n_pad, k=cw.k, chunks=cw.chunks, bits=cw.bits,
                             group_size=cw.group_size, groups=cw.groups, has_zero=cw.zeros is not None, mt=mt,
-                            cps=min(cps, cw.chunks), x_dtype=x_dtype, y_dtype=self.out_dtype, arch=self.arch,
-                            maxreg=self._maxreg.get(mt, 0), residual=residual, kind=kind, layout=self.layout)
+                            cps=cw.chunks if slices else min(cps, cw.chunks), x_dtype=x_dtype, y_dtype=self.out_dtype,
+                            arch=self.arch, maxreg=self._maxreg.get(mt, 0), residual=residual, kind=kind,
+                            layout=self.layout, slices=slices)
 
     def build(self, m: int = 1, x_dtype: str = "float16", residual: bool = False):
         """Compile (TVM + nvcc, cached) the library for ``m`` rows; returns its path."""

@@ -53,6 +53,8 @@ class KernelParams:
                         # "dq": the dp4a GEMV over b-bit codes (dq.py)
     layout: str = LAYOUT  # of the weight words: bit planes, or b-bit codes (layout.CODE_LAYOUTS: "dq" and "mma")
     stages: int = 0     # the prefill GEMM's shared-memory pipeline depth (0: its default for the tile, gemm.py)
+    slices: int = 0     # the dp4a GEMV: K split over this many warps of the block (blocks of 32 rows, dq.py);
+                        # 0: over blocks (128 rows each, ``cps`` chunks per block, the last block reduces)
 
     @property
     def split(self) -> int:

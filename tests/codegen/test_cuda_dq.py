@@ -162,6 +162,36 @@ def test_nvcc_compiles_the_dq_kernel(arch, xdt):
     assert ptx.count("atom.acq_rel.gpu.global.add.s32") == 1 and "membar.gl" not in ptx and "fence.sc" not in ptx
 
 
+def test_dq_splits_k_inside_blocks_when_they_fit_the_gpu():
+    """Blocks of 32 rows whose warps split K and add in shared memory: no partials, no handoff; chosen when the
+    blocks fit one per SM and K is at most 4096."""
+    from lutc.codegen.cuda.build import cuda_source
+    from lutc.codegen.cuda.dq import choose_slices
+
+    assert choose_slices(4, 32, 4096) == 32 and choose_slices(2, 32, 4096) == 16 and choose_slices(2, 8, 384) == 8
+    assert choose_slices(2, 32, 11008) == 0 and choose_slices(2, 33, 4096) == 0   # many blocks; K > 4096
+    src = cuda_source(_params("sm_90a", cps=8, slices=8))          # 8 chunks: one per warp
+    assert "__launch_bounds__(256)" in src and "lutc_arrive((" not in src and "P_ptr[" not in src
+    assert src.count("__dp4a(") == 4 * 8 and "R_ptr[" not in src
+    two = cuda_source(_params("sm_90a", cps=8, slices=4, bits=2, layout=CODE_LAYOUTS[2], residual=True))
+    assert "__launch_bounds__(128)" in two and two.count("__dp4a(") == 2 * 4 * 8 and "R_ptr[" in two
+    q = lutc.quantize_weight(RNG.standard_normal((300, 1000)), LayerQuant(bits=2, group_size=64))
+    f = lutc.kernels.build_lut_matmul(q, target="cuda", arch="sm_90a")
+    p = f.params(1)
+    assert (p.kind, p.slices, p.split) == ("dq", 8, 1)
+    f._cps = {1: 3}   # a swept K split is over blocks
+    assert (f.params(1).slices, f.params(1).split) == (0, 3)
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_nvcc_compiles_the_sliced_dq_kernel(arch):
+    from lutc.codegen.cuda.build import cuda_source, nvcc_compile
+
+    ptx = nvcc_compile(cuda_source(_params(arch, cps=8, slices=4)), arch, "ptx").decode()
+    assert ptx.count("dp4a.s32.s32") == 2 * 4 * 8 and "atom" not in ptx   # 2 chunks per thread, no handoff
+
+
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 def test_nvcc_compiles_the_tensor_core_kernel_on_codes(arch):
@@ -182,14 +212,18 @@ DQ_GPU_CASES = [(4, 100, 300, 64, False, 1, "float16"), (4, 130, 1000, 128, True
 
 
 @needs_gpu
+@pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("bits, n, k, group, sym, m, xdt", DQ_GPU_CASES)
-def test_dq_kernel_matches_its_twin(bits, n, k, group, sym, m, xdt):
+def test_dq_kernel_matches_its_twin(bits, n, k, group, sym, m, xdt, split):
+    """Both forms: K split inside 32-row blocks (chosen for these sizes), and over blocks (``split``)."""
     import torch
 
     q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group,
                                                                     symmetric=sym and bits != "ternary"))
     f = lutc.kernels.build_lut_matmul(q, target="cuda")
-    assert f.plan(m) == ("dq", 1)
+    if split:
+        f._cps = {1: 2}
+    assert f.plan(m) == ("dq", 1) and bool(f.params(m).slices) != split
     x = torch.randn(m, k, dtype=getattr(torch, xdt), device="cuda")
     xs = x.double().cpu().numpy()
     y = f(x).double().cpu().numpy()
