@@ -134,7 +134,7 @@ class CudaLutMatmul:
             if not wgmma_ok:
                 raise ValueError(f"the Hopper GEMM takes float16 activations whose rows are whole 16-byte copies "
                                  f"on {'/'.join(wgmma.ARCHS)}; got {x_dtype}, K = {self.k}, {self.arch}")
-            return kind, self._mma_tile or wgmma.wgmma_tile(m)
+            return kind, self._mma_tile or gemm.gemm_tile(m)   # the same tiles (wgmma.TILES)
         if kind == "gemm":
             if not gemm_ok:
                 raise ValueError(f"the prefill GEMM takes float16 or float32 activations whose rows are whole "

@@ -44,7 +44,7 @@ from . import gemm
 from .mma import code_pair, reduce_partials_macro
 
 WG_ROWS = 64            # activation rows per warpgroup (the wgmma's M)
-TILES = (64, 128)       # activation rows per block: one or two warpgroups on the same dequantized weights
+TILES = gemm.GEMM_TILES  # activation rows per block: one or two warpgroups on the same dequantized weights
 UNIT = 64               # K per pipeline unit: one 128-byte swizzle row of float16
 B_BYTES = ROWS * UNIT * 2        # per dequantized weight buffer
 ACC = WG_ROWS * ROWS // THREADS  # float32 accumulators per thread
@@ -83,10 +83,6 @@ __device__ __forceinline__ void lutc_wgmma_k16(float* d, int a, int b) {   // d[
 def supports(bits: int, layout: str, k: int, x_dtype: str, arch: str) -> bool:
     """sm_90a, b-bit codes, float16 activations whose rows are whole 16-byte copies."""
     return arch in ARCHS and x_dtype == "float16" and gemm.supports(bits, layout, k, x_dtype)
-
-
-def wgmma_tile(m: int) -> int:
-    return TILES[0] if m <= TILES[0] else TILES[-1]
 
 
 def default_stages(mt: int = TILES[0]) -> int:
