@@ -197,11 +197,12 @@ def cmd_inspect_artifact(path) -> int:
     for (n, k, b, gs, th, pro), c in sorted(configs.items()):
         print(f"  {n:>6} {k:>6} {b:>4} {gs:>5} {th:>7} {pro:>9} {c:>5}")
     from .decode import analyse
+    from .ops_lib import CompiledOps
     from .program import Program
     from .replay import unbound
 
     program = Program.from_json(prog)
-    ops = {"rope_kv_attention"} if prog["meta"].get("ops_library") else set()   # CompiledOps.binders
+    ops = set(CompiledOps.BOUND) if prog["meta"].get("ops_library") else set()
     blocker = analyse(program).blocker or unbound(program, {"lut"} | ops)
     print("decode steps: replayed from a bound plan" if blocker is None else f"decode steps: eager ({blocker})")
     return 0

@@ -110,12 +110,16 @@ class LutKernel:
         other._work = {}
         return other
 
+    def _buffers(self, m: int) -> list[np.ndarray]:
+        """The kernel's work buffers for ``m`` rows, aligned: tables, table scales, xsum, output."""
+        return [aligned_empty((m, self.runs, 16), self.table_dtype), aligned_empty((m, self.groups), np.float32),
+                aligned_empty((m, self.groups), np.float32), aligned_empty((m, self.n_pad), np.float32)]
+
     def _workspace(self, m: int):
-        """Per row count: aligned input/table/output buffers and their DLPack handles, reused across calls."""
+        """Per row count: the aligned input buffer and the work buffers and their DLPack handles, reused across
+        calls."""
         if m not in self._work:
-            bufs = [aligned_empty((m, self.k_in), np.float32), aligned_empty((m, self.runs, 16), self.table_dtype),
-                    aligned_empty((m, self.groups), np.float32), aligned_empty((m, self.groups), np.float32),
-                    aligned_empty((m, self.n_pad), np.float32)]
+            bufs = [aligned_empty((m, self.k_in), np.float32), *self._buffers(m)]
             self._work[m] = (bufs, [_dl(b) for b in bufs])
         return self._work[m]
 
@@ -169,8 +173,7 @@ class LutKernel:
         x, residual, m, lead = self._rows(x, residual)
         if m == 0:
             return _nothing, np.zeros(lead + (self.n,), np.float32)
-        work = [aligned_empty((m, self.runs, 16), self.table_dtype), aligned_empty((m, self.groups), np.float32),
-                aligned_empty((m, self.groups), np.float32), aligned_empty((m, self.n_pad), np.float32)]
+        work = self._buffers(m)   # its own, not the workspace: a plain call between replays must not move them
         steps = []
         if x.dtype == np.float32 and is_aligned(x):
             xdl = _dl(x.reshape(m, self.k_in))

@@ -40,6 +40,11 @@ def _block_shapes(attrs, q, k, v, cos, sin, past_k, past_v) -> tuple[int, int, i
     return hq, hk, d, b, L
 
 
+def _block_fits(d: int) -> bool:
+    """Whether the C block takes heads of ``d`` (its scratch rows; beyond, it would return an error code unread)."""
+    return d <= MAX_HEAD_DIM and d % 2 == 0
+
+
 def _parallel_block(L: int, p: int, hq: int, hk: int, d: int) -> bool:
     """Whether the attention block of ``L`` new rows over ``p`` cached positions splits heads over the pool."""
     return L * (p + L) * hq > PARALLEL_WORK or 8 * hk * (p + L) * d >= PARALLEL_KV_BYTES
@@ -62,15 +67,17 @@ class CompiledOps:
         block = {"rope_kv_attention": self.rope_kv_attention, **({"linear": self.linear} if self._linear else {})}
         return {"attention": self.attention, "rope": self.rope, "swiglu": self.swiglu, **block} if compiled_ops else block
 
+    BOUND = ("rope_kv_attention",)   # the step kinds with a bound form (``bind_<kind>``)
+
     def binders(self) -> dict:
         """Step kind -> its bound form for a replayed decode step (runtime/replay.py)."""
-        return {"rope_kv_attention": self.bind_rope_kv_attention}
+        return {kind: getattr(self, f"bind_{kind}") for kind in self.BOUND}
 
     def rope_kv_attention(self, attrs, ins, kv):
         """runtime/fused.py rope_kv_attention in one C call (codegen/cpu/ops_kernels.c)."""
         q, k, v, cos, sin, past_k, past_v = block_inputs(attrs, ins)
         hq, hk, d, b, L = _block_shapes(attrs, q, k, v, cos, sin, past_k, past_v)
-        if d > MAX_HEAD_DIM or d % 2:  # beyond the C kernel's scratch rows (it would return an error code unread)
+        if not _block_fits(d):
             from .fused import rope_kv_attention
 
             return rope_kv_attention(attrs, ins, kv)
@@ -96,7 +103,7 @@ class CompiledOps:
         kbuf, vbuf = kv.owner(past_k), kv.owner(past_v)
         if kbuf is None or vbuf is None:
             raise Unbindable("rope_kv_attention: a past is not the filled view of a cache buffer")
-        if d > MAX_HEAD_DIM or d % 2 or any(a is not _inner_contiguous(a) for a in (q, k, v)) \
+        if not _block_fits(d) or any(a is not _inner_contiguous(a) for a in (q, k, v)) \
                 or any(not a.flags.c_contiguous or a.dtype != np.float32 for a in (cos, sin)):
             raise Unbindable("rope_kv_attention: its inputs are not in the C kernel's layout")
         out = aligned_empty((b, L, hq * d), np.float32)
