@@ -141,6 +141,10 @@ def prepare(sweep=False, bench=True):
                 for kind in ("mma", "gemm") if base.plan(m)[0] == "wgmma" else ("mma",):
                     _kernel(q, "float16", m=m, kind=kind).build(m, "float16")
                     count += 1
+            if base.params(m).pdl:   # the dp4a GEMV launched after its predecessor (no PDL), beside it
+                base._pdl = ""
+                base.build(m, "float16")
+                count += 1
             if m > 1 and name == "W2":
                 for cps in MMA_CPS:
                     _kernel(q, "float16", cps, m).build(m, "float16")
@@ -330,6 +334,13 @@ def run_bench(log, bw, sweep=False):
             for name, fs in lut.items():
                 row[f"lutc_{name}_us"] = _timer([lambda f=f: f(x16) for f in fs])
                 row[f"lutc_{name}_stream_us"] = _stream_us([lambda f=f: f(x16) for f in fs])
+                row[f"lutc_{name}_pdl"] = fs[0].params(m).pdl
+                if row[f"lutc_{name}_pdl"]:   # the same kernel launched after its predecessor
+                    for f in fs:
+                        f._pdl = ""
+                    row[f"lutc_{name}_nopdl_stream_us"] = _stream_us([lambda f=f: f(x16) for f in fs])
+                    for f in fs:
+                        f._pdl = None
                 row[f"lutc_{name}_bytes"] = fs[0].weight_bytes
                 row[f"lutc_{name}_cps"] = fs[0].params(m).cps
                 row[f"lutc_{name}_kernel"] = fs[0].plan(m)[0]
@@ -467,17 +478,24 @@ def markdown(results, bw, device, check_summary):
               f"replayed; µs = graph time / {STREAM_CALLS}: kernel time with no launch gaps, as the matmuls of a "
               "decode step replayed from a graph. The table above times one call between events instead (a stream "
               "launch for cuBLAS and torch int4, a stream or one-kernel graph launch for lutc), which adds each "
-              "launch's latency.", "",
+              "launch's latency. At M = 1 the dp4a GEMV is launched with programmatic dependent launch (sm_90: it "
+              "loads its weights while its predecessor finishes, `wait`; for 4-bit codes it also lets its successor "
+              "start at its entry, `trigger`); `no PDL` = the same kernel launched after its predecessor.", "",
               "| N x K | M | cuBLAS fp16 µs | torch int4 µs | lutc W4 µs | W4 vs int4 | lutc W2 µs | W2 vs cuBLAS "
               "| W2 %HBM | lutc ternary µs | ternary vs cuBLAS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def nopdl(r, nm):
+        v = r.get(f"lutc_{nm}_nopdl_stream_us")
+        return f" (no PDL {v:.2f})" if v else ""
     for r in results:
         if "cublas_fp16_stream_us" not in r:
             continue
         c, i4 = r["cublas_fp16_stream_us"], r.get("torch_int4_stream_us")
         w4, w2, tr = (r[f"lutc_{nm}_stream_us"] for nm in ("W4", "W2", "ternary"))
         hbm = r["lutc_W2_bytes"] / (w2 * 1e-6) / 1e9 / bw * 100
-        lines.append(f"| {r['n']}x{r['k']} | {r['m']} | {c:.2f} | {'n/a' if i4 is None else f'{i4:.2f}'} | {w4:.2f} | "
-                     f"{'n/a' if i4 is None else f'{i4 / w4:.2f}x'} | {w2:.2f} | {c / w2:.2f}x | {hbm:.0f}% | {tr:.2f} | "
+        lines.append(f"| {r['n']}x{r['k']} | {r['m']} | {c:.2f} | {'n/a' if i4 is None else f'{i4:.2f}'} | "
+                     f"{w4:.2f}{nopdl(r, 'W4')} | {'n/a' if i4 is None else f'{i4 / w4:.2f}x'} | "
+                     f"{w2:.2f}{nopdl(r, 'W2')} | {c / w2:.2f}x | {hbm:.0f}% | {tr:.2f}{nopdl(r, 'ternary')} | "
                      f"{c / tr:.2f}x |")
     return "\n".join(lines) + "\n"
 

@@ -73,9 +73,9 @@ def library_path(p: KernelParams) -> Path:
 def prelude() -> str:
     """The device helpers the kernels call by name (call_extern): the split-K handoff, the float16 packing and
     dequantization, the asynchronous copies; prepended to what TVM generates."""
-    from . import gemm, mma, wgmma
+    from . import dq, gemm, mma, wgmma
 
-    return mma.PRELUDE + gemm.PRELUDE + wgmma.PRELUDE
+    return mma.PRELUDE + gemm.PRELUDE + wgmma.PRELUDE + dq.PRELUDE
 
 
 def cuda_source(p: KernelParams) -> str:
@@ -98,7 +98,38 @@ def _compile_tvm(p: KernelParams):
     if p.kind not in funcs:
         raise ValueError(f"unknown CUDA LUT kernel kind {p.kind!r}; known: {sorted(funcs)}")
     target = tvm.target.Target({"kind": "cuda", "arch": p.arch}, host={"kind": "llvm"})
-    return tvm.compile(tvm.IRModule({"main": funcs[p.kind](p)}), target=target)
+    return tvm.compile(tvm.IRModule({"main": funcs[p.kind](p)}), target=target,
+                       tir_pipeline=_pdl_pipeline() if p.pdl else "default")
+
+
+PDL_TAG = "tirx.use_programtic_dependent_launch"   # (TVM's spelling) a launch tag: cuLaunchKernelEx with
+DYN_SHARED_TAG = "tirx.use_dyn_shared_memory"      # programmatic stream serialization; the last tag, if present
+
+
+@functools.lru_cache(maxsize=1)
+def _pdl_pipeline() -> str:
+    """The name of a TIR pipeline that is TVM's default plus the PDL launch tag on every kernel: TVM computes the
+    launch tags in its pipeline (a function attribute set before it is not read), so the tag is added after it."""
+    import tvm
+
+    def factory():
+        pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
+
+        @tvm.transform.module_pass(opt_level=0, name="lutc.AddPdlLaunchTag")
+        def with_pdl(mod, _ctx):
+            mod = pipeline(mod)
+            for gv, f in list(mod.functions.items()):
+                tags = f.attrs.get("tirx.kernel_launch_params") if f.attrs else None
+                if tags is not None:
+                    tags = [str(t) for t in tags]
+                    at = len(tags) - (tags[-1:] == [DYN_SHARED_TAG])
+                    mod[gv] = f.with_attr("tirx.kernel_launch_params", tags[:at] + [PDL_TAG] + tags[at:])
+            return mod
+
+        return with_pdl, finalize_host, finalize_device
+
+    tvm.tirx.register_tir_pipeline("lutc_pdl", factory)
+    return "lutc_pdl"
 
 
 def nvcc_compile(source: str, arch: str, fmt: str = "fatbin", extra=()) -> bytes:

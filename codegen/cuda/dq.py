@@ -60,6 +60,38 @@ def choose_slices(bits: int, chunks: int, n_pad: int, sms: int = 132) -> int:
     return min(chunks, 32 if bits == 4 else 16)
 
 
+# programmatic dependent launch (sm_90+): launched with programmatic stream serialization, the GEMV may start
+# while its predecessor still runs; it loads its weights (constant) at once and waits for the predecessor
+# (``griddepcontrol.wait``: its completion and memory flush) only before it reads the activations or residual or
+# writes anything. "trigger" also lets the next such kernel start at this one's entry. H200, 200-launch graphs,
+# cold L2 (bench/cuda_proto/pdl), us, none / wait / trigger: 4096 x 4096 W2 (sliced) 3.82 / 3.63 / 4.01, W4 (sliced)
+# 4.53 / 4.36 / 3.59; 11008 W2 6.65 / 6.50 / 7.12, W4 9.24 / 9.07 / 8.66; 14336 W2 7.58 / 7.42 / 7.26, W4 10.82 /
+# 10.56 / 10.29. Every kernel launched this way waits before it exits, so waits chain: a kernel that waited has
+# seen everything before its predecessor too.
+PDL_ARCHS = ("sm_90", "sm_90a")
+PRELUDE = r"""
+// lutc dp4a GEMV (codegen/cuda/dq.py): programmatic dependent launch, no-ops before sm_90
+__device__ __forceinline__ void lutc_grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void lutc_grid_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+"""
+
+
+def choose_pdl(bits: int, arch: str) -> str:
+    """The launch mode that measured fastest: "trigger" for 4-bit codes, "wait" for 1- and 2-bit (where letting
+    the successor in early cost up to 0.5 us at N = 11008), "" before sm_90."""
+    if arch not in PDL_ARCHS:
+        return ""
+    return "trigger" if bits == 4 else "wait"
+
+
 def dq_gemv_func(p: KernelParams):
     if p.mt != 1 or not supports(p.bits, p.group_size, p.groups) or p.layout != CODE_LAYOUTS.get(p.bits):
         raise ValueError(f"the dequantizing GEMV takes one activation row per block and 1, 2 or 4-bit codes in "
@@ -142,7 +174,19 @@ def _macros(p: KernelParams, nsub: int, threads: int, cpt: int):
             yacc[0] = yacc[0] + sl[seg] * T.float32(0.5) * XSC[sb] * T.Cast(
                 f32, 2 * dot[0] - (zl[seg] + ((1 << B) - 1)) * XSUM[sb])
 
-    return stage_x, load_chunk, accumulate
+    TRIGGER, WAIT = p.pdl == "trigger", bool(p.pdl)
+
+    @T.macro
+    def grid_entry():
+        if TRIGGER:
+            T.evaluate(T.call_extern("void", "lutc_grid_trigger"))
+
+    @T.macro
+    def grid_wait():
+        if WAIT:
+            T.evaluate(T.call_extern("void", "lutc_grid_wait"))
+
+    return stage_x, load_chunk, accumulate, grid_entry, grid_wait
 
 
 def _split_func(p: KernelParams):
@@ -155,7 +199,7 @@ def _split_func(p: KernelParams):
     NSUB = CPS * SUBS                 # sub-blocks staged per block
     f32, i32 = "float32", "int32"
     store = store_macro(p)
-    stage_x, load_chunk, accumulate = _macros(p, NSUB, THREADS, CPS)
+    stage_x, load_chunk, accumulate, grid_entry, grid_wait = _macros(p, NSUB, THREADS, CPS)
 
     @T.macro
     def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
@@ -169,10 +213,12 @@ def _split_func(p: KernelParams):
         dot = T.alloc_buffer((1,), i32, scope="local")
         yacc = T.alloc_buffer((1,), f32, scope="local")
         n: T.let = bx * ROWS + tid
-        # the weights and scales of every chunk first: their HBM latency overlaps the staging
+        grid_entry()
+        # the weights and scales of every chunk first: their HBM latency overlaps the staging (and the predecessor)
         for cc in T.unroll(CPS):
             if not RAGGED or by * CPS + cc < C:
                 load_chunk(W, S, Z, wr, sl, zl, cc, by * CPS + cc, n)
+        grid_wait()
         stage_x(X, XQ, XSUM, XSC, bz, by * CPS, tid)
         T.tvm_storage_sync("shared")
         yacc[0] = T.float32(0)
@@ -196,7 +242,7 @@ def _sliced_func(p: KernelParams):
     NSUB = C * SUBS
     _, SEGS = scale_segments(p.group_size)
     f32, i32 = "float32", "int32"
-    stage_x, load_chunk, accumulate = _macros(p, NSUB, TH, CPT)
+    stage_x, load_chunk, accumulate, grid_entry, grid_wait = _macros(p, NSUB, TH, CPT)
 
     @T.macro
     def body(X, W, S, Z, Y, R, bz, bx, tid):
@@ -214,9 +260,11 @@ def _sliced_func(p: KernelParams):
         lane: T.let = tid % SLICE_ROWS
         wp: T.let = tid // SLICE_ROWS
         n: T.let = bx * SLICE_ROWS + lane
+        grid_entry()
         for cc in T.unroll(CPT):
             if wp + SL * cc < C:
                 load_chunk(W, S, Z, wr, sl, zl, cc, wp + SL * cc, n)
+        grid_wait()
         stage_x(X, XQ, XSUM, XSC, bz, 0, tid)
         T.tvm_storage_sync("shared")
         yacc[0] = T.float32(0)

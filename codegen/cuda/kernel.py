@@ -93,6 +93,7 @@ class CudaLutMatmul:
         self._sms = sms
         self._cps = dict(cps or {})          # {mt: chunks per block}: overrides (benchmark sweeps)
         self._maxreg = dict(maxreg or {})    # {mt: nvcc -maxrregcount}: overrides (benchmark sweeps)
+        self._pdl = None                     # the dp4a GEMV's launch mode (dq.choose_pdl): forced (benchmarks, tests)
         if kind in ("mma", "gemm") and not mma.supports(self.cw.group_size, self.cw.groups):
             raise NotImplementedError(f"the tensor-core kernels need groups of a multiple of 32 (or one per row), "
                                       f"got {self.cw.group_size}")
@@ -164,7 +165,9 @@ class CudaLutMatmul:
                             group_size=cw.group_size, groups=cw.groups, has_zero=cw.zeros is not None, mt=mt,
                             cps=cw.chunks if slices else min(cps, cw.chunks), x_dtype=x_dtype, y_dtype=self.out_dtype,
                             arch=self.arch, maxreg=self._maxreg.get(mt, 0), residual=residual, kind=kind,
-                            layout=self.layout, slices=slices)
+                            layout=self.layout, slices=slices,
+                            pdl=(dq.choose_pdl(cw.bits, self.arch) if self._pdl is None else self._pdl)
+                            if kind == "dq" else "")
 
     def build(self, m: int = 1, x_dtype: str = "float16", residual: bool = False):
         """Compile (TVM + nvcc, cached) the library for ``m`` rows; returns its path."""
@@ -242,7 +245,8 @@ class CudaLutMatmul:
                 raise ValueError(f"residual must be a float32 tensor of {m * self.n} elements on {x.device}")
             r = residual.reshape(m, self.n).contiguous()
         res = residual is not None
-        key = (m, xdt, res, self._kind, self._mma_tile, tuple(sorted(self._cps.items())), tuple(sorted(self._maxreg.items())))
+        key = (m, xdt, res, self._kind, self._mma_tile, self._pdl, tuple(sorted(self._cps.items())),
+               tuple(sorted(self._maxreg.items())))
         hit = self._work.get(key)
         if hit is None:   # per row count: the kernel, its partial-sum workspace
             p = self.params(m, xdt, res)

@@ -55,6 +55,9 @@ class KernelParams:
     stages: int = 0     # the prefill GEMM's shared-memory pipeline depth (0: its default for the tile, gemm.py)
     slices: int = 0     # the dp4a GEMV: K split over this many warps of the block (blocks of 32 rows, dq.py);
                         # 0: over blocks (128 rows each, ``cps`` chunks per block, the last block reduces)
+    pdl: str = ""       # the dp4a GEMV's programmatic dependent launch (sm_90, dq.choose_pdl): "wait" (it may start
+                        # before its predecessor ends and waits for it only to read the activations), "trigger"
+                        # (also lets its successor start at its entry); "": launched after its predecessor
 
     @property
     def split(self) -> int:

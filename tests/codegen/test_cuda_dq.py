@@ -183,6 +183,50 @@ def test_dq_splits_k_inside_blocks_when_they_fit_the_gpu():
     assert (f.params(1).slices, f.params(1).split) == (0, 3)
 
 
+def _launch_tags(p) -> list[str]:
+    """The launch tags TVM records for the kernel of ``p`` (what the CUDA runtime launches it with)."""
+    import re
+
+    from tvm.runtime import _ffi_api
+
+    from lutc.codegen.cuda.build import _compile_tvm
+
+    c = _ffi_api.ModulePackImportsToC(_compile_tvm(p).mod, False, "")
+    blob = bytes(int(v, 16) for v in re.findall(r"0x[0-9a-fA-F]{2}", c[c.index("= {"):]))
+    blob = blob[:blob.index(b"extern \"C\"")]   # the function table, before the CUDA source
+    return [t.decode() for t in re.findall(rb"(blockIdx\.[xyz]|threadIdx\.[xyz]|tirx\.[a-z_]+)", blob)]
+
+
+@pytest.mark.parametrize("slices", [0, 8])
+def test_dq_waits_for_its_predecessor_only_to_read_activations(slices):
+    """Programmatic dependent launch on sm_90: the weight loads come before ``griddepcontrol.wait``, every read of
+    the activations and every store after it; "trigger" lets the successor in at entry; launched with the tag."""
+    from lutc.codegen.cuda.build import PDL_TAG, cuda_source
+    from lutc.codegen.cuda.dq import choose_pdl
+
+    assert (choose_pdl(4, "sm_90a"), choose_pdl(2, "sm_90"), choose_pdl(1, "sm_90a")) == ("trigger", "wait", "wait")
+    assert choose_pdl(4, "sm_80") == choose_pdl(2, "sm_89") == ""
+    for pdl in ("wait", "trigger"):
+        p = _params("sm_90a", cps=8 if slices else 3, slices=slices, pdl=pdl, residual=True)
+        body = cuda_source(p).split('extern "C" __global__')[-1]
+        wait = body.index("lutc_grid_wait();")
+        assert body.count("lutc_grid_wait();") == 1
+        assert body.rindex("*(int4*)(W_ptr") < wait < body.index("X_ptr[") and wait < body.index("R_ptr[")
+        assert wait < min(body.index(f"{b}_ptr[") for b in ("Y", "P", "CNT") if f"{b}_ptr[" in body)
+        assert (pdl == "trigger") == ("lutc_grid_trigger();" in body)
+        if pdl == "trigger":
+            assert body.index("lutc_grid_trigger();") < body.index("*(int4*)(W_ptr")
+        tags = _launch_tags(p)
+        assert tags[-1] == PDL_TAG and tags.count(PDL_TAG) == 1
+    plain = _params("sm_90a", cps=8 if slices else 3, slices=slices)
+    assert "lutc_grid_" not in cuda_source(plain).split('extern "C" __global__')[-1]
+    assert PDL_TAG not in _launch_tags(plain)
+    q = lutc.quantize_weight(RNG.standard_normal((300, 1000)), LayerQuant(bits=4, group_size=64))
+    assert lutc.kernels.build_lut_matmul(q, target="cuda", arch="sm_90a").params(1).pdl == "trigger"
+    assert lutc.kernels.build_lut_matmul(q, target="cuda", arch="sm_80").params(1).pdl == ""
+    assert lutc.kernels.build_lut_matmul(q, target="cuda", arch="sm_90a").params(8).pdl == ""   # not the GEMV
+
+
 @needs_nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 def test_nvcc_compiles_the_sliced_dq_kernel(arch):
@@ -190,6 +234,10 @@ def test_nvcc_compiles_the_sliced_dq_kernel(arch):
 
     ptx = nvcc_compile(cuda_source(_params(arch, cps=8, slices=4)), arch, "ptx").decode()
     assert ptx.count("dp4a.s32.s32") == 2 * 4 * 8 and "atom" not in ptx   # 2 chunks per thread, no handoff
+    pdl = nvcc_compile(cuda_source(_params(arch, cps=8, slices=4, pdl="trigger")), arch, "ptx").decode()
+    # the PDL helpers compile to the griddepcontrol instructions on sm_90 and to nothing before
+    assert (pdl.count("griddepcontrol.wait;"), pdl.count("griddepcontrol.launch_dependents;")) == (
+        (1, 1) if arch == "sm_90a" else (0, 0))
 
 
 @needs_nvcc
@@ -203,6 +251,44 @@ def test_nvcc_compiles_the_tensor_core_kernel_on_codes(arch):
     assert src.count("& 1966110)") == 8 * 2 * 2 * 2          # 0x1E001E: one mask per pair (steps x tiles x ...)
     two = cuda_source(_params(arch, kind="mma", mt=16, bits=2, layout=CODE_LAYOUTS[2]))
     assert two.count("& 393222)") == 8 * 2 * 2 * 2           # 0x60006: 2-bit codes as 2q
+
+
+@needs_gpu
+@pytest.mark.parametrize("bits, n", [(2, 4096), (4, 4096), (2, 1100), (4, 1100)])
+def test_dq_chained_calls_see_their_predecessors_results(bits, n):
+    """y <- W y (+ y) a dozen times, eagerly and in a CUDA graph: the kernels launched early (programmatic
+    dependent launch) read each predecessor's output, not what was there before: identical to the same chain
+    launched one after the other."""
+    import torch
+    import tvm_ffi
+
+    q = lutc.quantize_weight(RNG.standard_normal((n, n)) / np.sqrt(n), LayerQuant(bits=bits, group_size=128))
+    f = lutc.kernels.build_lut_matmul(q, target="cuda")
+    assert f.params(1).pdl == ("trigger" if bits == 4 else "wait") or f.params(1).arch < "sm_90"
+    x0 = torch.randn(1, n, dtype=torch.float32, device="cuda")
+
+    def chain(pdl, graph):
+        f._pdl = pdl
+        ys = [x0.clone()] + [torch.empty(1, n, dtype=torch.float32, device="cuda") for _ in range(12)]
+
+        def run():
+            for i in range(12):
+                f(ys[i], out=ys[i + 1], residual=ys[i] if i % 3 == 2 else None)
+        run()   # builds/loads the kernel and its workspace outside the capture
+        if graph:
+            for y in ys[1:]:
+                y.zero_()
+            g = torch.cuda.CUDAGraph()
+            with tvm_ffi.use_torch_stream(torch.cuda.graph(g)):
+                run()
+            g.replay()
+        torch.cuda.synchronize()
+        return torch.cat(ys[1:]).cpu().numpy()
+
+    plain = chain("", False)
+    assert np.isfinite(plain).all() and np.abs(plain[-1]).max() > 0
+    for graph in (False, True):
+        assert np.array_equal(chain(None, graph), plain), f"graph={graph}"
 
 
 DQ_GPU_CASES = [(4, 100, 300, 64, False, 1, "float16"), (4, 130, 1000, 128, True, 3, "float32"),
