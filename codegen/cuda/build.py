@@ -99,37 +99,47 @@ def _compile_tvm(p: KernelParams):
         raise ValueError(f"unknown CUDA LUT kernel kind {p.kind!r}; known: {sorted(funcs)}")
     target = tvm.target.Target({"kind": "cuda", "arch": p.arch}, host={"kind": "llvm"})
     return tvm.compile(tvm.IRModule({"main": funcs[p.kind](p)}), target=target,
-                       tir_pipeline=_pdl_pipeline() if p.pdl else "default")
+                       tir_pipeline=pdl_pipeline() if p.pdl else "default")
 
 
 PDL_TAG = "tirx.use_programtic_dependent_launch"   # (TVM's spelling) a launch tag: cuLaunchKernelEx with
 DYN_SHARED_TAG = "tirx.use_dyn_shared_memory"      # programmatic stream serialization; the last tag, if present
 
 
-@functools.lru_cache(maxsize=1)
-def _pdl_pipeline() -> str:
-    """The name of a TIR pipeline that is TVM's default plus the PDL launch tag on every kernel: TVM computes the
-    launch tags in its pipeline (a function attribute set before it is not read), so the tag is added after it."""
+@functools.lru_cache(maxsize=None)
+def pdl_pipeline(wait_at_entry: bool = False) -> str:
+    """The name of a TIR pipeline that is TVM's default plus the PDL launch tag on every kernel (TVM computes the
+    launch tags in its pipeline: a function attribute set before it is not read, so the tag is added after it).
+    ``wait_at_entry``: every kernel also starts with ``lutc_grid_wait()`` (for kernels that read their
+    predecessor's results at once, the ops: launched early, they only save the launch latency); the dp4a GEMV
+    places its own wait."""
     import tvm
+    from tvm import tirx
+
+    name = "lutc_pdl_entry" if wait_at_entry else "lutc_pdl"
 
     def factory():
         pipeline, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
 
-        @tvm.transform.module_pass(opt_level=0, name="lutc.AddPdlLaunchTag")
+        @tvm.transform.module_pass(opt_level=0, name="lutc.AddPdlLaunch")
         def with_pdl(mod, _ctx):
             mod = pipeline(mod)
             for gv, f in list(mod.functions.items()):
                 tags = f.attrs.get("tirx.kernel_launch_params") if f.attrs else None
-                if tags is not None:
-                    tags = [str(t) for t in tags]
-                    at = len(tags) - (tags[-1:] == [DYN_SHARED_TAG])
-                    mod[gv] = f.with_attr("tirx.kernel_launch_params", tags[:at] + [PDL_TAG] + tags[at:])
+                if tags is None:   # host functions
+                    continue
+                tags = [str(t) for t in tags]
+                at = len(tags) - (tags[-1:] == [DYN_SHARED_TAG])
+                f = f.with_attr("tirx.kernel_launch_params", tags[:at] + [PDL_TAG] + tags[at:])
+                if wait_at_entry:
+                    f = f.with_body(tirx.SeqStmt([tirx.Evaluate(tirx.call_extern("void", "lutc_grid_wait")), f.body]))
+                mod[gv] = f
             return mod
 
         return with_pdl, finalize_host, finalize_device
 
-    tvm.tirx.register_tir_pipeline("lutc_pdl", factory)
-    return "lutc_pdl"
+    tvm.tirx.register_tir_pipeline(name, factory)
+    return name
 
 
 def nvcc_compile(source: str, arch: str, fmt: str = "fatbin", extra=()) -> bytes:

@@ -171,6 +171,12 @@ def op_module(ops: dict[str, tuple[str, dict]], arch: str):
     """The compiled TVM executable holding every op of ``ops`` (function name -> (kind, params))."""
     import tvm
 
+    from .build import pdl_pipeline
+    from .dq import PDL_ARCHS
+
     target = tvm.target.Target({"kind": "cuda", "arch": arch}, host={"kind": "llvm"})
     mod = tvm.IRModule({name: prim_func(kind, params, name) for name, (kind, params) in sorted(ops.items())})
-    return tvm.compile(schedule(mod, target), target=target)
+    # on sm_90 every op kernel is launched early (programmatic dependent launch) and waits for its predecessor at
+    # entry: the launch latency between the kernels of a decode step overlaps the predecessor's end
+    pipeline = pdl_pipeline(wait_at_entry=True) if arch in PDL_ARCHS else "default"
+    return tvm.compile(schedule(mod, target), target=target, tir_pipeline=pipeline)

@@ -356,7 +356,7 @@ def test_attention_kernel_source_and_ptx(arch, head_dim):
     """The hand-scheduled attention kernel compiles for both architectures, as one launch with the intended
     structure (the numbers are checked on the GPU: python -m lutc.bench.gpu_llm)."""
     from lutc.codegen.cuda.attention import THREADS
-    from lutc.codegen.cuda.build import nvcc_compile
+    from lutc.codegen.cuda.build import nvcc_compile, prelude
     from lutc.codegen.cuda.ops import op_module
 
     p = {"heads": 8, "kv_heads": 2, "head_dim": head_dim, "scale": head_dim ** -0.5, "causal": True,
@@ -366,8 +366,13 @@ def test_attention_kernel_source_and_ptx(arch, head_dim):
     assert f"__launch_bounds__({THREADS})" in src and "__shfl_xor_sync" in src and "expf" in src
     assert ("*(float4*)(K_ptr" in src) == (head_dim % 4 == 0)   # 16-byte key loads
     assert "int64_t" not in src.split("attn_kernel(")[1].split(")")[0].replace("int64_t* __restrict__ NV_ptr", "")
-    ptx = nvcc_compile(src, arch, "ptx").decode()
+    ptx = nvcc_compile(prelude() + src, arch, "ptx").decode()
     assert f".target {arch}" in ptx and "shfl.sync.bfly" in ptx and "bar.sync" in ptx
+    # sm_90: launched early (programmatic dependent launch), the kernel waits for its predecessor first thing
+    body = src.split("attn_kernel(")[-1]
+    body = body[body.index("{") + 1:].lstrip()
+    assert body.startswith("lutc_grid_wait();") == (arch == "sm_90a") and src.count("lutc_grid_wait();") == (arch == "sm_90a")
+    assert ptx.count("griddepcontrol.wait;") == (arch == "sm_90a")
 
 
 def test_decode_graphs_at_the_cache_limit_and_with_a_batch(compiled, monkeypatch):
