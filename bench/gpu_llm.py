@@ -48,12 +48,15 @@ SPEED_QUANTS = {"W2": dict(bits=2, group_size=128), "W4": dict(bits=4, group_siz
                 "W2-f32tables": dict(bits=2, group_size=128, table_dtype="f32")}   # prefill on the LUT kernel
 
 
-def _compile(spec: LlamaSpec, quant: dict, table_dtype: str = "int8", target: str = "cuda"):
+def _compile(spec: LlamaSpec, quant: dict, table_dtype: str = "int8", target: str = "cuda", **options):
     import lutc
 
     g = build_llama(spec, random_llama_weights(spec, seed=0), kv_cache=True, last_logits=True)
     return lutc.compile(g, target=target, quant=lutc.QuantConfig(**{"table_dtype": table_dtype, **quant},
-                                                                 exclude=[]))
+                                                                 exclude=[]), target_options=options or None)
+
+
+NO_PDL = ("W2",)   # also timed without programmatic dependent launch (CudaOptions.pdl=False), graphs on
 
 
 ATTENTION_CASES = [   # (params, batch, query rows s, span L, filled n_valid, capacity)
@@ -126,6 +129,8 @@ def prepare() -> None:
         for name, q in SPEED_QUANTS.items():
             print(label, name, flush=True)
             _compile(spec, q)
+            if name in NO_PDL:
+                _compile(spec, q, pdl=False)
 
 
 # ---- checks ----
@@ -328,6 +333,9 @@ def timings(models=tuple(MODELS), rounds: int = 3, prompt_len: int = 128, new: i
             ex = cm.executable
             packed[name] = sum(a.nbytes for k, a in ex.weights.items() if ".cuda." in k)
             engines[f"lutc {name}"] = (lambda cm=cm: _rates(cm.generate(prompt, max_new_tokens=new)))
+            if name in NO_PDL:
+                engines[f"lutc {name} no PDL"] = (lambda cm=_compile(spec, q, pdl=False): _rates(
+                    cm.generate(prompt, max_new_tokens=new)))
             eager = interpreter(ex.program, ex.weights, ex.libraries, graphs=False)
             engines[f"lutc {name} no graphs"] = (lambda f=eager, p=ex.program, o=list(cm.graph.output_names): _rates(
                 generate(f, p.inputs, o, prompt, new, p.meta.get("max_positions"))))

@@ -248,13 +248,14 @@ def export_fatbin(exe, arch: str, lib: Path, extra=()) -> Path:
     return lib
 
 
-def build_ops_library(ops: dict[str, tuple[str, dict]], arch: str) -> Path:
-    """The library of the non-LUT ops ``ops`` (function name -> (kind, params), see ops.py), cached by content."""
+def build_ops_library(ops: dict[str, tuple[str, dict]], arch: str, pdl: bool = True) -> Path:
+    """The library of the non-LUT ops ``ops`` (function name -> (kind, params), see ops.py), cached by content;
+    ``pdl``: its kernels launched with programmatic dependent launch on sm_90 (ops.op_module)."""
     h = hashlib.sha256()
     for f in ("ops.py", "attention.py", "build.py"):
         h.update((HERE / f).read_bytes())
     h.update(repr(sorted(ops.items())).encode())
-    h.update(f"{__version__} {arch}".encode())   # as for the LUT libraries: found again without nvcc or TVM
+    h.update(f"{__version__} {arch}{'' if pdl else ' no-pdl'}".encode())   # as for the LUT libraries: found again without nvcc or TVM
     lib = cache_dir() / f"ops_cuda_{arch}_{h.hexdigest()[:20]}.so"
     if lib.exists():
         return lib
@@ -265,4 +266,4 @@ def build_ops_library(ops: dict[str, tuple[str, dict]], arch: str) -> Path:
                            "installed here to build it") from e
     from .ops import op_module
 
-    return export_fatbin(op_module(ops, arch), arch, lib)
+    return export_fatbin(op_module(ops, arch, pdl), arch, lib)

@@ -25,11 +25,14 @@ ROW_TILES = (1, 16, 64)   # row counts a library is built for: 1 (decode GEMV, L
 class CudaOptions:
     """``arch``: the GPU the kernels are compiled for ("sm_90a": H100/H200, "sm_80": A100, ...); ``graphs``:
     replay decode steps from CUDA graphs when the compiled model runs (runtime/cuda_graphs.py);
-    ``fuse_residual``: a residual add after a LUT matmul runs in the LUT kernel's epilogue."""
+    ``fuse_residual``: a residual add after a LUT matmul runs in the LUT kernel's epilogue; ``pdl``: on sm_90 the
+    decode GEMV and the other ops' kernels are launched with programmatic dependent launch (each may start while
+    its predecessor ends: dq.py, build.pdl_pipeline)."""
     arch: str = "sm_90a"
     progress: bool = False
     graphs: bool = True
     fuse_residual: bool = True
+    pdl: bool = True
 
 
 @dataclass
@@ -56,6 +59,8 @@ def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
     if mm.op is not Op.LUT_MATMUL:
         return None
     lut = CudaLutMatmul(_quantized_weight(low, mm), out_dtype="float32", arch=low.options.arch)
+    if not low.options.pdl:
+        lut._pdl = ""
     cw = lut.cw
     residual = residual_add(low, mm)
     libraries, kernels = {}, {}

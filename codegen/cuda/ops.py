@@ -167,8 +167,9 @@ def schedule(mod, target):
                                        dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback())(mod)
 
 
-def op_module(ops: dict[str, tuple[str, dict]], arch: str):
-    """The compiled TVM executable holding every op of ``ops`` (function name -> (kind, params))."""
+def op_module(ops: dict[str, tuple[str, dict]], arch: str, pdl: bool = True):
+    """The compiled TVM executable holding every op of ``ops`` (function name -> (kind, params)); ``pdl``: launched
+    with programmatic dependent launch where the GPU has it."""
     import tvm
 
     from .build import pdl_pipeline
@@ -178,5 +179,5 @@ def op_module(ops: dict[str, tuple[str, dict]], arch: str):
     mod = tvm.IRModule({name: prim_func(kind, params, name) for name, (kind, params) in sorted(ops.items())})
     # on sm_90 every op kernel is launched early (programmatic dependent launch) and waits for its predecessor at
     # entry: the launch latency between the kernels of a decode step overlaps the predecessor's end
-    pipeline = pdl_pipeline(wait_at_entry=True) if arch in PDL_ARCHS else "default"
+    pipeline = pdl_pipeline(wait_at_entry=True) if pdl and arch in PDL_ARCHS else "default"
     return tvm.compile(schedule(mod, target), target=target, tir_pipeline=pipeline)

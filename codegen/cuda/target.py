@@ -65,7 +65,7 @@ class CudaTarget:
 
     def build(self, g: Graph) -> CudaExecutable:
         program, weights, libraries, ops = lower(g, self.options)
-        lib = build_ops_library(ops, self.options.arch)
+        lib = build_ops_library(ops, self.options.arch, pdl=self.options.pdl)
         libraries[lib.name] = str(lib)
         program.meta.update(target="cuda", arch=self.options.arch, ops_library=lib.name)
         return CudaExecutable(program, weights, libraries, self.options.graphs)

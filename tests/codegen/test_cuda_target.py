@@ -373,6 +373,8 @@ def test_attention_kernel_source_and_ptx(arch, head_dim):
     body = body[body.index("{") + 1:].lstrip()
     assert body.startswith("lutc_grid_wait();") == (arch == "sm_90a") and src.count("lutc_grid_wait();") == (arch == "sm_90a")
     assert ptx.count("griddepcontrol.wait;") == (arch == "sm_90a")
+    if arch == "sm_90a":   # CudaOptions(pdl=False): launched after the predecessor, no wait
+        assert "lutc_grid_wait" not in op_module({"attn": ("attention", p)}, arch, pdl=False).mod.imports[0].inspect_source()
 
 
 def test_decode_graphs_at_the_cache_limit_and_with_a_batch(compiled, monkeypatch):
