@@ -189,10 +189,9 @@ def _launch_tags(p) -> list[str]:
 
     from tvm.runtime import _ffi_api
 
-    from lutc.codegen.cuda.build import _compile_tvm
+    from lutc.codegen.cuda.build import _compile_tvm, _parse_c_array
 
-    c = _ffi_api.ModulePackImportsToC(_compile_tvm(p).mod, False, "")
-    blob = bytes(int(v, 16) for v in re.findall(r"0x[0-9a-fA-F]{2}", c[c.index("= {"):]))
+    blob = _parse_c_array(_ffi_api.ModulePackImportsToC(_compile_tvm(p).mod, False, ""))
     blob = blob[:blob.index(b"extern \"C\"")]   # the function table, before the CUDA source
     return [t.decode() for t in re.findall(rb"(blockIdx\.[xyz]|threadIdx\.[xyz]|tirx\.[a-z_]+)", blob)]
 
