@@ -109,23 +109,30 @@ static inline float half_to_float(uint16_t h) {
 
 /* The lookup entry point: rows row0..row1 of y[m, :] (in blocks of mblock rows; 0: one block), N tiles
  * tile0..tile1: y[row, t*64 + i]. TILE(...) computes one tile for a block of rows, at most `rows` rows per pass
- * over the tile's weights; for a single row it may also take, in the same pass, the tile `pair` tiles further
- * on (0: none) where PAIRED is 1: the range's first half is paired with its second half. Schedule knobs (rows,
- * mblock) and ranges come from the driver. */
-#define LUTC_GEMV(NAME, TT, TILE, PAIRED)                                                                           \
+ * over the tile's weights; for a single row it may instead read `nt` tiles `dt` tiles apart in one pass: the
+ * range's first STREAMS parts of q tiles go together (tile t with t + q, t + 2q...), then what is left in
+ * halves of that, down to single tiles (STREAMS: 1, 2 or 4). More weight streams keep more of a core's DRAM
+ * reads in flight: 4 tiles at once ran 7-10% faster than 2 at W2/W4, 1 and 2 threads, on Sapphire Rapids, and
+ * 8 no faster than 4 (bench/cpu_proto/gemv_streams.c). Schedule knobs (rows, mblock) and ranges come from the
+ * driver. */
+#define LUTC_GEMV(NAME, TT, TILE, STREAMS)                                                                          \
   int32_t SYM(NAME)(const TT* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s, \
                     const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, \
                     int64_t tile0, int64_t tile1, int64_t row0, int64_t row1, int64_t rows, int64_t mblock) {        \
-    const int64_t pairs = (bits + 1) / 2, tb = tile_bytes(runs, bits);                                              \
+    const int64_t pairs = (bits + 1) / 2, tb = tile_bytes(runs, bits), streams = (STREAMS);                       \
     if (runs % groups || rows < 1 || row0 < 0 || row1 > m) return -1;                                               \
     if (mblock <= 0) mblock = row1 - row0 > 0 ? row1 - row0 : 1;                                                   \
     for (int64_t r0 = row0; r0 < row1; r0 += mblock) {                                                              \
       const int64_t r1 = r0 + mblock < row1 ? r0 + mblock : row1;                                                   \
-      const int64_t half = (PAIRED) && r1 - r0 == 1 ? (tile1 - tile0) / 2 : 0; /* t, t + half in one pass */    \
-      for (int64_t t = tile0; t < tile1; t = t + 1 == tile0 + half ? tile0 + 2 * half : t + 1)                     \
-        TILE(tables + r0 * runs * 16, tscale + r0 * groups, xsum + r0 * groups, w + t * tb,                         \
-             s + t * groups * 64, z + t * groups * 64, y + r0 * n_pad + t * 64, r1 - r0, n_pad, runs, groups,      \
-             pairs, bits, rows, t < tile0 + half ? half : 0);                                                       \
+      int64_t t0 = tile0;                                                                                           \
+      for (int64_t nt = r1 - r0 == 1 ? streams : 1; nt >= 1; nt /= 2) {                                             \
+        const int64_t q = (tile1 - t0) / nt; /* tiles t, t + q, ... t + (nt - 1) q in one pass */                   \
+        for (int64_t t = t0; t < t0 + q; ++t)                                                                       \
+          TILE(tables + r0 * runs * 16, tscale + r0 * groups, xsum + r0 * groups, w + t * tb,                       \
+               s + t * groups * 64, z + t * groups * 64, y + r0 * n_pad + t * 64, r1 - r0, n_pad, runs, groups,    \
+               pairs, bits, rows, nt, q);                                                                           \
+        t0 += nt * q;                                                                                               \
+      }                                                                                                             \
     }                                                                                                               \
     return 0;                                                                                                       \
   }

@@ -148,8 +148,8 @@ static inline __attribute__((always_inline)) void tile_rows_f32(
 static inline void tile_gemv_f32(const float* tables, const float* tscale, const float* xsum, const uint8_t* w,
                                  const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad,
                                  int64_t runs, int64_t groups, int64_t pairs, int64_t bits, int64_t rows,
-                                 int64_t pair) {
-  (void)pair; /* 0: one tile per pass */
+                                 int64_t nt, int64_t dt) {
+  (void)nt, (void)dt; /* one tile per pass (LUTC_GEMV STREAMS 1) */
   (void)tscale; /* float tables are not scaled */
   for (int64_t row = 0; row < m;) {
     const int64_t left = m - row, r = left < rows ? left : rows;
@@ -222,12 +222,12 @@ static inline void tile_row_f32(const float* tables, const float* xsum, const ui
 static inline void tile_gemv_f32(const float* tables, const float* tscale, const float* xsum, const uint8_t* w,
                                  const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad,
                                  int64_t runs, int64_t groups, int64_t pairs, int64_t bits, int64_t rows,
-                                 int64_t pair) {
-  (void)pair; /* 0: one tile per pass */
+                                 int64_t nt, int64_t dt) {
+  (void)nt, (void)dt; /* one tile per pass (LUTC_GEMV STREAMS 1) */
   (void)tscale, (void)rows; /* unscaled tables; one row per pass */
   for (int64_t row = 0; row < m; ++row)
     tile_row_f32(tables + row * runs * 16, xsum + row * groups, w, s, z, y + row * n_pad, runs, groups, pairs, bits);
 }
 #endif
 
-LUTC_GEMV(lutc_gemv_f32, float, tile_gemv_f32, 0)
+LUTC_GEMV(lutc_gemv_f32, float, tile_gemv_f32, 1)

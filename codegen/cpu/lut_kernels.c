@@ -214,11 +214,16 @@ static inline void flush_scalar(const int32_t* acc, float ts, float xs, const ui
 }
 
 #if LUTC_ISA == 512
-/* R rows of NT 64-row tiles (R * NT <= 4, NT <= 2; tile j at w + j * dt tiles) with P pairs of bit planes
- * (P <= 2: at most 4 planes; TL: the last one is a half line): each weight load and nibble split serves all R
- * rows' lookups, and a run's P pairs are read together, so each tile's weights stream in order. A single row
- * reads two tiles at once: two streams keep more cache-line fills in flight than one (a core's DRAM read
- * rate, measured). */
+/* s/2 of 16 rows (f16 scales) */
+static inline __m512 half_scale(const uint16_t* s) {
+  return _mm512_mul_ps(_mm512_set1_ps(0.5f), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)s)));
+}
+
+/* R rows of NT 64-row tiles (R * NT <= 4; tile j at w + j * dt tiles) with P pairs of bit planes (P <= 2: at
+ * most 4 planes; TL: the last one is a half line): each weight load and nibble split serves all R rows' lookups,
+ * and a run's P pairs are read together, so each tile's weights stream in order. A single row reads four tiles
+ * at once: more streams keep more cache-line fills in flight (a core's DRAM read rate, measured; LUTC_GEMV).
+ * The scales are read in the group's epilogue (16 registers for four tiles' would spill across the lookups). */
 static inline __attribute__((always_inline)) void tile_rows(
     const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
     const int8_t* z, float* y, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, const int R, const int P,
@@ -231,16 +236,7 @@ static inline __attribute__((always_inline)) void tile_rows(
   for (int row = 0; row < R; ++row)
     for (int j = 0; j < NT; ++j)
       for (int q = 0; q < 4; ++q) _mm512_storeu_ps(y + row * n_pad + j * dt * 64 + q * 16, _mm512_setzero_ps());
-  const __m512 half = _mm512_set1_ps(0.5f);
   for (int64_t g = 0; g < groups; ++g) {
-    __m512 h[2][4], hz[2][4];
-#pragma GCC unroll 2
-    for (int j = 0; j < NT; ++j)
-      for (int q = 0; q < 4; ++q) {
-        const int64_t o = j * sdt + g * 64 + q * 16;
-        h[j][q] = _mm512_mul_ps(half, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(s + o))));
-        hz[j][q] = _mm512_mul_ps(h[j][q], _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(z + o)))));
-      }
     __m512i lo16[2][4], hi16[2][4];   /* [pair][row * NT + tile] */
 #pragma GCC unroll 2
     for (int p = 0; p < P; ++p)
@@ -252,7 +248,7 @@ static inline __attribute__((always_inline)) void tile_rows(
 #pragma GCC unroll 4
       for (int row = 0; row < R; ++row)
         tab[row] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)(tables + (row * runs + g * rpg + r) * 16)));
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int j = 0; j < NT; ++j)
 #pragma GCC unroll 2
         for (int p = 0; p < P; ++p) {
@@ -286,7 +282,7 @@ static inline __attribute__((always_inline)) void tile_rows(
         for (int q = 0; q < 4; ++q) {
           float* out = y + row * n_pad + j * dt * 64 + q * 16;
           const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(parts[q]), ts);
-          _mm512_storeu_ps(out, _mm512_fmadd_ps(v, h[j][q], _mm512_loadu_ps(out)));
+          _mm512_storeu_ps(out, _mm512_fmadd_ps(v, half_scale(s + j * sdt + g * 64 + q * 16), _mm512_loadu_ps(out)));
         }
       }
     }
@@ -296,25 +292,28 @@ static inline __attribute__((always_inline)) void tile_rows(
       const __m512 xs = _mm512_set1_ps(xsum[row * groups + g]);
       for (int q = 0; q < 4; ++q) {
         float* out = y + row * n_pad + j * dt * 64 + q * 16;
-        _mm512_storeu_ps(out, _mm512_fnmadd_ps(hz[j][q], xs, _mm512_loadu_ps(out)));
+        const int64_t o = j * sdt + g * 64 + q * 16;
+        const __m512 zf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(z + o))));
+        _mm512_storeu_ps(out, _mm512_fnmadd_ps(_mm512_mul_ps(half_scale(s + o), zf), xs, _mm512_loadu_ps(out)));
       }
     }
   }
 }
 
-/* m rows of one tile, at most `rows` (<= 4) rows per pass over the tile's weights; with `pair` (one row), the
- * tile `pair` tiles further on in the same pass. */
+/* m rows of one tile, at most `rows` (<= 4) rows per pass over the tile's weights; or (one row) `nt` tiles (2
+ * or 4), `dt` tiles apart, in one pass. */
 static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
-                             int64_t groups, int64_t pairs, int64_t bits, int64_t rows, int64_t pair) {
+                             int64_t groups, int64_t pairs, int64_t bits, int64_t rows, int64_t nt, int64_t dt) {
   (void)pairs; /* the width picks the instantiation */
 #define TR(R, P, TL, NT) tile_rows(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z,   \
-                                  y + row * n_pad, n_pad, runs, groups, bits, R, P, TL, NT, pair)
+                                  y + row * n_pad, n_pad, runs, groups, bits, R, P, TL, NT, dt)
 #define ROWS(R, NT) (bits == 2 ? TR(R, 1, 0, NT) : bits == 4 ? TR(R, 2, 0, NT) : bits == 3 ? TR(R, 2, 1, NT) \
                                                                                     : TR(R, 1, 1, NT))
-  if (pair && m == 1) {
+  if (nt > 1 && m == 1) {
     const int64_t row = 0;
-    ROWS(1, 2);
+    if (nt == 4) ROWS(1, 4);
+    else ROWS(1, 2);
     return;
   }
   for (int64_t row = 0; row < m;) {
@@ -381,11 +380,11 @@ static inline __attribute__((always_inline)) void tile_row_pairs(
 
 static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
-                             int64_t pairs, int64_t bits, int64_t pair) {
+                             int64_t pairs, int64_t bits, int64_t nt, int64_t dt) {
 #define TRP(P, TL, NT, DT) tile_row_pairs(tables, tscale, xsum, w, s, z, out, runs, groups, bits, P, TL, NT, DT)
   const int tl = (int)(bits & 1);
-  if (pairs == 1 && pair)
-    tl ? TRP(1, 1, 2, pair) : TRP(1, 0, 2, pair);
+  if (pairs == 1 && nt == 2)
+    tl ? TRP(1, 1, 2, dt) : TRP(1, 0, 2, dt);
   else if (pairs == 1)
     tl ? TRP(1, 1, 1, 0) : TRP(1, 0, 1, 0);
   else  /* two pairs of two tiles would need 16 accumulators (LUTC_GEMV pairs tiles for one pair only) */
@@ -463,8 +462,8 @@ static inline __attribute__((always_inline)) void tile_row_neon(
 
 static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
-                             int64_t pairs, int64_t bits, int64_t pair) {
-  (void)pair; /* one tile per pass (LUTC_GEMV's PAIRED is 0) */
+                             int64_t pairs, int64_t bits, int64_t nt, int64_t dt) {
+  (void)nt, (void)dt; /* one tile per pass (LUTC_GEMV's STREAMS is 1) */
 #define TRN(P, TL) tile_row_neon(tables, tscale, xsum, w, s, z, out, runs, groups, bits, P, TL)
   const int tl = (int)(bits & 1);
   if (pairs == 1)
@@ -476,8 +475,8 @@ static inline void tile_row(const int8_t* tables, const float* tscale, const flo
 #else
 static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
-                             int64_t pairs, int64_t bits, int64_t pair) {
-  (void)pair; /* 0: the portable kernel reads one tile per pass (LUTC_GEMV's PAIRED is 0) */
+                             int64_t pairs, int64_t bits, int64_t nt, int64_t dt) {
+  (void)nt, (void)dt; /* the portable kernel reads one tile per pass (LUTC_GEMV's STREAMS is 1) */
   const int64_t rpg = runs / groups;
   float acc_f[64];
   for (int i = 0; i < 64; ++i) acc_f[i] = 0.0f;
@@ -506,17 +505,17 @@ static inline void tile_row(const int8_t* tables, const float* tscale, const flo
 #if LUTC_ISA != 512
 static inline void tile_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
-                             int64_t groups, int64_t pairs, int64_t bits, int64_t rows, int64_t pair) {
-  (void)rows; /* one row per pass; `pair` only comes with one row */
+                             int64_t groups, int64_t pairs, int64_t bits, int64_t rows, int64_t nt, int64_t dt) {
+  (void)rows; /* one row per pass; nt > 1 only comes with one row */
   for (int64_t row = 0; row < m; ++row)
     tile_row(tables + row * runs * 16, tscale + row * groups, xsum + row * groups, w, s, z, y + row * n_pad, runs,
-             groups, pairs, bits, pair);
+             groups, pairs, bits, nt, dt);
 }
 #endif
 
-/* paired tiles: AVX-512 for every width, AVX2 for one pair of planes (W1, W2, ternary: +27% at 11008x4096, where
- * W4 ran 5% slower); `pairs` is the entry point's local */
-LUTC_GEMV(lutc_gemv, int8_t, tile_gemv, LUTC_ISA == 512 || (LUTC_ISA == 256 && pairs == 1))
+/* tiles per pass for one row: AVX-512 four at every width; AVX2 two for one pair of planes (W1, W2, ternary: +27%
+ * at 11008x4096, where W4 ran 5% slower); `pairs` is the entry point's local */
+LUTC_GEMV(lutc_gemv, int8_t, tile_gemv, LUTC_ISA == 512 ? 4 : LUTC_ISA == 256 && pairs == 1 ? 2 : 1)
 
 /* The SwiGLU prologue of a fused "silu(gate) * up -> LUT matmul": x = [gate | up] (2k floats, the gate/up
  * matmul's output row), out = silu(gate) * up, where silu(g) = g / (1 + e^-g) is computed from e = e^-|g| so

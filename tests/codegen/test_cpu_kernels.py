@@ -32,9 +32,10 @@ INT8_PARAMS = [pytest.param(k, marks=pytest.mark.skipif(not kernel_usable(k), re
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, "ternary"])
 @pytest.mark.parametrize("n, k, group, m, sym", [(100, 300, 64, 1, False), (65, 1000, 128, 3, True),
                                                   (130, 257, 32, 17, False), (64, 512, 256, 2, False),
-                                                  # one row over 5 tiles: the GEMV reads tiles in pairs (t, t + half),
-                                                  # an odd one alone, per thread
-                                                  (317, 200, 32, 1, True)])
+                                                  # one row over 5 or 11 tiles: the GEMV reads up to 4 tiles in one
+                                                  # pass (t, t + q, t + 2q, t + 3q), then pairs and single ones of
+                                                  # what is left, per thread
+                                                  (317, 200, 32, 1, True), (699, 200, 32, 1, False)])
 def test_kernel_matches_reference(isa, bits, n, k, group, m, sym):
     if bits == "ternary" and sym:
         sym = False

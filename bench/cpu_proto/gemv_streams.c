@@ -1,0 +1,105 @@
+/* The CPU LUT GEMV (codegen/cpu/lut_kernels.c, AVX-512) against plain reads of the same bytes with 2, 4 and 8
+ * streams per thread, interleaved in one process, cold weights (>= 512 MiB of copies), medians: how close the
+ * kernel streams to what its access pattern can. Build and run (from the repository root):
+ *   gcc -O3 -fPIC -std=c11 -Icodegen/cpu -c codegen/cpu/lut_kernels.c -mavx512f -mavx512bw -mavx512vl -mfma \
+ *       -mf16c -DLUTC_ISA=512 -o /tmp/lk.o
+ *   gcc -O3 -march=native -fopenmp bench/cpu_proto/gemv_streams.c /tmp/lk.o -o /tmp/gemv_streams -lm
+ *   OMP_NUM_THREADS=2 OMP_PROC_BIND=spread /tmp/gemv_streams 4096 4096 2 400
+ * Arguments: N K bits reps. Measured 2026-12-03 (Sapphire Rapids, 2 vCPUs, noisy), W2 4096x4096, us, 1 / 2
+ * threads: kernel reading 2 tiles per pass 328 / 232, 4 tiles 292 / 211, 8 tiles 305 / 213; plain reads with
+ * 8 streams 291 / 196. W4 4096x4096: 2 tiles 1016 / 474, 4 tiles 926 / 438, plain 8 streams 832 / 387. */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int32_t lutc_gemv_avx512(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+                         const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
+                         int64_t groups, int64_t bits, int64_t tile0, int64_t tile1, int64_t row0, int64_t row1,
+                         int64_t rows, int64_t mblock);
+int32_t lutc_precompute_avx512(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* tables,
+                               float* tscale, float* xsum);
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+static int cmp(const void* a, const void* b) {
+  double x = *(const double*)a, y = *(const double*)b;
+  return x < y ? -1 : x > y;
+}
+
+/* plain read of a thread's share of w in `ns` streams, then of its scales and zeros */
+static long long plain_read(const uint8_t* w, long wbytes, const uint8_t* s, long sbytes, const uint8_t* z,
+                            long zbytes, int ns) {
+  long long sink = 0;
+#pragma omp parallel reduction(+ : sink)
+  {
+    int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    long per = wbytes / nt, q = per / ns / 64 * 64;
+    const uint8_t* p = w + id * per;
+    __m512i a = _mm512_setzero_si512();
+    for (long i = 0; i < q; i += 64)
+      for (int u = 0; u < ns; u++) {
+        _mm_prefetch((const char*)p + u * q + i + 2048, _MM_HINT_T0);
+        a = _mm512_add_epi64(a, _mm512_load_si512(p + u * q + i));
+      }
+    for (long i = id * (sbytes / nt); i < (id + 1) * (sbytes / nt); i += 64) a = _mm512_add_epi64(a, _mm512_load_si512(s + i));
+    for (long i = id * (zbytes / nt); i < (id + 1) * (zbytes / nt); i += 64) a = _mm512_add_epi64(a, _mm512_load_si512(z + i));
+    sink += _mm512_reduce_add_epi64(a);
+  }
+  return sink;
+}
+
+int main(int argc, char** argv) {
+  if (argc < 5) return fprintf(stderr, "usage: %s N K bits reps\n", argv[0]), 2;
+  const long n = atol(argv[1]), k = atol(argv[2]), bits = atol(argv[3]);
+  const int reps = atoi(argv[4]);
+  const long runs = k / 4, groups = k / 128, tiles = n / 64, tb = runs * (bits / 2 * 64 + (bits & 1) * 32);
+  const long wbytes = tiles * tb, sbytes = tiles * groups * 64 * 2, zbytes = tiles * groups * 64;
+  const int copies = (int)((512L << 20) / (wbytes + sbytes + zbytes)) + 1;
+  uint8_t **W = malloc(copies * sizeof *W), **S = malloc(copies * sizeof *S), **Z = malloc(copies * sizeof *Z);
+  for (int c = 0; c < copies; c++) {
+    W[c] = aligned_alloc(64, wbytes), S[c] = aligned_alloc(64, sbytes), Z[c] = aligned_alloc(64, zbytes);
+    for (long i = 0; i < wbytes; i++) W[c][i] = (uint8_t)rand();
+    for (long i = 0; i < sbytes / 2; i++) ((uint16_t*)S[c])[i] = 0x3c00; /* 1.0 */
+    memset(Z[c], 1, zbytes);
+  }
+  float* x = aligned_alloc(64, k * 4);
+  for (long i = 0; i < k; i++) x[i] = rand() / (float)RAND_MAX - 0.5f;
+  int8_t* tab = aligned_alloc(64, runs * 16);
+  float *ts = aligned_alloc(64, groups * 4), *xs = aligned_alloc(64, groups * 4), *y = aligned_alloc(64, n * 4);
+  const char* names[] = {"lutc_gemv", "plain read, 2 streams", "plain read, 4 streams", "plain read, 8 streams"};
+  const int streams[] = {0, 2, 4, 8}, nm = 4;
+  double* t = malloc(nm * reps * sizeof *t);
+  long long sink = 0;
+  for (int r = 0; r < reps; r++)
+    for (int mi = 0; mi < nm; mi++) {
+      const int c = (r * nm + mi) % copies;
+      const double t0 = now();
+      if (mi == 0) {
+        lutc_precompute_avx512(x, k, k, 128, tab, ts, xs);
+#pragma omp parallel
+        {
+          const int nt = omp_get_num_threads(), id = omp_get_thread_num();
+          const long per = (tiles + nt - 1) / nt, a = id * per, b = a + per < tiles ? a + per : tiles;
+          lutc_gemv_avx512(tab, ts, xs, W[c], (uint16_t*)S[c], (int8_t*)Z[c], y, 1, n, runs, groups, bits, a, b, 0,
+                           1, 4, 0);
+        }
+      } else {
+        sink += plain_read(W[c], wbytes, S[c], sbytes, Z[c], zbytes, streams[mi]);
+      }
+      t[mi * reps + r] = now() - t0;
+    }
+  for (int mi = 0; mi < nm; mi++) {
+    qsort(t + mi * reps, reps, sizeof *t, cmp);
+    const double med = t[mi * reps + reps / 2];
+    printf("%-22s N %ld K %ld W%ld, %d threads: median %7.1f us, %.2f GB/s\n", names[mi], n, k, bits,
+           omp_get_max_threads(), med * 1e6, (wbytes + sbytes + zbytes) / med / 1e9);
+  }
+  return (int)(sink & 0) + (y[0] != y[0]); /* keep the sums; a NaN output fails */
+}
