@@ -35,6 +35,13 @@ def cpu_flags() -> frozenset[str]:
     return frozenset((_cpuinfo("flags") or "").split())
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_id() -> str:
+    """This CPU's vendor and family, e.g. "AuthenticAMD 25" (Zen 3/4) or "GenuineIntel 6": what schedule defaults
+    measured on one kind of core are keyed by (codegen/cpu/schedule.py). Empty where /proc/cpuinfo has neither."""
+    return " ".join(v for v in (_cpuinfo("vendor_id"), _cpuinfo("cpu family")) if v)
+
+
 def supported(isa: str, flags: frozenset[str] | None = None) -> bool:
     if isa not in _NEEDS:
         raise ValueError(f"unknown ISA {isa!r}; known: {ISAS}")

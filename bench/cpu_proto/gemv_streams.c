@@ -1,13 +1,20 @@
-/* The CPU LUT GEMV (codegen/cpu/lut_kernels.c, AVX-512) against plain reads of the same bytes with 2, 4 and 8
- * streams per thread, interleaved in one process, cold weights (>= 512 MiB of copies), medians: how close the
- * kernel streams to what its access pattern can. Build and run (from the repository root):
+/* The CPU LUT GEMV (codegen/cpu/lut_kernels.c, AVX-512) reading 1, 2 and 4 weight tiles per pass (its `tiles`
+ * knob) against plain reads of the same bytes with 2, 4 and 8 streams per thread, interleaved in one process, cold
+ * weights (>= 512 MiB of copies), medians: how close the kernel streams to what its access pattern can. Build and run (from the repository root):
  *   gcc -O3 -fPIC -std=c11 -Icodegen/cpu -c codegen/cpu/lut_kernels.c -mavx512f -mavx512bw -mavx512vl -mfma \
  *       -mf16c -DLUTC_ISA=512 -o /tmp/lk.o
  *   gcc -O3 -march=native -fopenmp bench/cpu_proto/gemv_streams.c /tmp/lk.o -o /tmp/gemv_streams -lm
  *   OMP_NUM_THREADS=2 OMP_PROC_BIND=spread /tmp/gemv_streams 4096 4096 2 400
  * Arguments: N K bits reps. Measured 2026-12-03 (Sapphire Rapids, 2 vCPUs, noisy), W2 4096x4096, us, 1 / 2
  * threads: kernel reading 2 tiles per pass 328 / 232, 4 tiles 292 / 211, 8 tiles 305 / 213; plain reads with
- * 8 streams 291 / 196. W4 4096x4096: 2 tiles 1016 / 474, 4 tiles 926 / 438, plain 8 streams 832 / 387. */
+ * 8 streams 291 / 196. W4 4096x4096: 2 tiles 1016 / 474, 4 tiles 926 / 438, plain 8 streams 832 / 387.
+ * Measured 2026-12-04 (AMD EPYC Zen 4, 2 vCPUs, noisy), us, 1 / 2 threads, tiles 4 / 2 / 1:
+ *   W2 4096x4096   309-315 / 209-224 / 238-246,  169-250 / 139-182 / 142-195  (plain 2 streams 184 / 97)
+ *   W4 4096x4096   547 / 361 / 403,  345 / 278 / 275
+ *   W3 4096x4096   404 / 329 / 363,  265 / 217 / 221
+ *   W2 11008x4096  709 / 521 / 595,  467 / 391 / 396
+ * so Zen 4 takes 2 (schedule.py CPU_TILES), and the lookups, not the reads, bound it there: plain reads run at
+ * 25 GB/s on one core, the kernel at 18-22. Transparent huge pages (madvise) for the weights: within 2% (W2). */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
@@ -19,7 +26,7 @@
 int32_t lutc_gemv_avx512(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                          const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
                          int64_t groups, int64_t bits, int64_t tile0, int64_t tile1, int64_t row0, int64_t row1,
-                         int64_t rows, int64_t mblock);
+                         int64_t rows, int64_t mblock, int64_t tiles);
 int32_t lutc_precompute_avx512(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* tables,
                                float* tscale, float* xsum);
 
@@ -73,22 +80,23 @@ int main(int argc, char** argv) {
   for (long i = 0; i < k; i++) x[i] = rand() / (float)RAND_MAX - 0.5f;
   int8_t* tab = aligned_alloc(64, runs * 16);
   float *ts = aligned_alloc(64, groups * 4), *xs = aligned_alloc(64, groups * 4), *y = aligned_alloc(64, n * 4);
-  const char* names[] = {"lutc_gemv", "plain read, 2 streams", "plain read, 4 streams", "plain read, 8 streams"};
-  const int streams[] = {0, 2, 4, 8}, nm = 4;
+  const char* names[] = {"lutc_gemv, 4 tiles/pass", "lutc_gemv, 2 tiles/pass", "lutc_gemv, 1 tile/pass",
+                         "plain read, 2 streams", "plain read, 4 streams", "plain read, 8 streams"};
+  const int tpp[] = {4, 2, 1, 0, 0, 0}, streams[] = {0, 0, 0, 2, 4, 8}, nm = 6;
   double* t = malloc(nm * reps * sizeof *t);
   long long sink = 0;
   for (int r = 0; r < reps; r++)
     for (int mi = 0; mi < nm; mi++) {
       const int c = (r * nm + mi) % copies;
       const double t0 = now();
-      if (mi == 0) {
+      if (tpp[mi]) {
         lutc_precompute_avx512(x, k, k, 128, tab, ts, xs);
 #pragma omp parallel
         {
           const int nt = omp_get_num_threads(), id = omp_get_thread_num();
           const long per = (tiles + nt - 1) / nt, a = id * per, b = a + per < tiles ? a + per : tiles;
           lutc_gemv_avx512(tab, ts, xs, W[c], (uint16_t*)S[c], (int8_t*)Z[c], y, 1, n, runs, groups, bits, a, b, 0,
-                           1, 4, 0);
+                           1, 4, 0, tpp[mi]);
         }
       } else {
         sink += plain_read(W[c], wbytes, S[c], sbytes, Z[c], zbytes, streams[mi]);
@@ -98,7 +106,7 @@ int main(int argc, char** argv) {
   for (int mi = 0; mi < nm; mi++) {
     qsort(t + mi * reps, reps, sizeof *t, cmp);
     const double med = t[mi * reps + reps / 2];
-    printf("%-22s N %ld K %ld W%ld, %d threads: median %7.1f us, %.2f GB/s\n", names[mi], n, k, bits,
+    printf("%-24s N %ld K %ld W%ld, %d threads: median %7.1f us, %.2f GB/s\n", names[mi], n, k, bits,
            omp_get_max_threads(), med * 1e6, (wbytes + sbytes + zbytes) / med / 1e9);
   }
   return (int)(sink & 0) + (y[0] != y[0]); /* keep the sums; a NaN output fails */

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ... import __version__
 from .isa import GCC_FLAGS, SOURCE_FLAGS, c_compiler, llvm_target, native
-from .schedule import BUCKETS, INT8_KERNELS, KNOBS, default_schedule
+from .schedule import BUCKETS, INT8_KERNELS, KNOBS, TILES, default_schedule
 
 HERE = Path(__file__).parent
 SOURCES = (HERE / "lut_kernels.c", HERE / "lut_f32_kernels.c", HERE / "lut_amx_kernels.c", HERE / "lut_vnni_kernels.c")
@@ -121,7 +121,7 @@ def _names(p: dict, kernel: str = "lut") -> tuple[str, str, str]:
 def _macros(p: dict):
     """The driver's pieces: the per-row preparation (tables, or the AMX kernel's int8 activations), after the
     RMSNorm or SwiGLU prologue when there is one, and the matmul of one schedule (knobs: kernel, threads, split,
-    rows, mblock). ``kernel`` is a Python string: each branch of the dispatch names its C functions."""
+    rows, mblock, tiles). ``kernel`` is a Python string: each branch of the dispatch names its C functions."""
     from ..tvmscript import T
 
     k, k_pad, runs, groups = p["k"], p["k_pad"], p["runs"], p["groups"]
@@ -176,13 +176,14 @@ def _macros(p: dict):
         return _ranges(t, threads, split, m, tiles, AMX_ROWS if kernel == "amx" else 1)
 
     @T.macro
-    def lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, threads, split, rows, mblock):
+    def lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, threads, split, rows, mblock, tiles_per_pass):
         for t in _loop(threads):
             T.evaluate(T.call_extern("int32", _names(p, kernel)[1], TAB.data, TSC.data, XS.data, W.data, S.data,
                                      Z.data, Y.data, m, T.int64(n_pad), T.int64(runs), T.int64(groups),
                                      T.int64(bits), ranges(kernel, t, threads, split, m)[0],
                                      ranges(kernel, t, threads, split, m)[1], ranges(kernel, t, threads, split, m)[2],
-                                     ranges(kernel, t, threads, split, m)[3], _i64(rows), _i64(mblock)))
+                                     ranges(kernel, t, threads, split, m)[3], _i64(rows), _i64(mblock),
+                                     _i64(tiles_per_pass)))
 
     return prep, lookups
 
@@ -190,7 +191,7 @@ def _macros(p: dict):
 def _prim_funcs(p: dict, tune: bool = False) -> dict:
     """``main`` (dispatching on the row count to the schedule's knobs), and with ``tune`` a ``tune`` entry point
     taking the knobs as arguments (kernel: its index in KERNELS, 0=lut 1=amx 2=vnni; threads, split 0=n 1=m, rows,
-    mblock).
+    mblock, tiles).
 
     Arguments: x, [norm weight,] [scratch,] tables, table scales, xsum, weights, scales, zeros, y[, knobs]: the
     norm weight and a scratch row with an RMSNorm prologue, a scratch row with a SwiGLU prologue (whose x rows
@@ -201,7 +202,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
     tdt = _names(p)[2]
     prep, lookups = _macros(p)
     sched = p.get("schedule") or default_schedule(p["isa"], p.get("table", "int8"), p["threads"])
-    b0, b1, b2, b3 = (tuple(b.get(kn, "lut") if kn == "kernel" else b[kn] for kn in KNOBS) for b in sched)
+    b0, b1, b2, b3 = (tuple({"kernel": "lut", "tiles": TILES[-1], **b}[kn] for kn in KNOBS) for b in sched)
     lim = [hi for _, hi in BUCKETS[:-1]]
     # the tuning entry point's kernel knob: where the int8 kernels cannot be linked, 1 and 2 run the lookups too
     amx, vnni = ("amx", "vnni") if p["isa"] == "avx512" and p.get("table", "int8") == "int8" else ("lut", "lut")
@@ -209,7 +210,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
     @T.macro
     def run(kb, m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y):
         prep(kb[0], kb[1], m, X, NW, SCR, TAB, TSC, XS)
-        lookups(kb[0], m, TAB, TSC, XS, W, S, Z, Y, kb[1], kb[2], kb[3], kb[4])
+        lookups(kb[0], m, TAB, TSC, XS, W, S, Z, Y, kb[1], kb[2], kb[3], kb[4], kb[5])
 
     @T.macro
     def dispatch(m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y):
@@ -285,17 +286,18 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
         return fns
 
     @T.macro
-    def tune_run(kernel, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock):
+    def tune_run(kernel, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock, tpp):
         if nt == 1:
             prep(kernel, 1, m, X, X, X, TAB, TSC, XS)
-            lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, 1, split, rows, mblock)
+            lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, 1, split, rows, mblock, tpp)
         else:
             prep(kernel, nt, m, X, X, X, TAB, TSC, XS)
-            lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
+            lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock, tpp)
 
     @T.prim_func
     def tune_fn(x: T.handle, tab: T.handle, tsc: T.handle, xs: T.handle, w: T.handle, s: T.handle, z: T.handle,
-                y: T.handle, kern: T.int64, nt: T.int64, split: T.int64, rows: T.int64, mblock: T.int64):
+                y: T.handle, kern: T.int64, nt: T.int64, split: T.int64, rows: T.int64, mblock: T.int64,
+                tpp: T.int64):
         T.func_attr({"global_symbol": "tune"})
         m = T.int64()
         X = T.match_buffer(x, (m, k), "float32")
@@ -307,11 +309,11 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
         Z = T.match_buffer(z, (tiles, groups, 64), "int8")
         Y = T.match_buffer(y, (m, n_pad), "float32")
         if kern == 1:
-            tune_run(amx, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
+            tune_run(amx, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock, tpp)
         elif kern == 2:
-            tune_run(vnni, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
+            tune_run(vnni, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock, tpp)
         else:
-            tune_run("lut", m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock)
+            tune_run("lut", m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock, tpp)
 
     fns["tune"] = tune_fn
     return fns

@@ -95,14 +95,14 @@ static inline void epilogue(const int32_t* cb, int64_t nrows, const float* a, in
 }
 
 /* The lookup entry point's signature (LUTC_GEMV in lut_common.h), so the TVM driver calls either the same way:
- * `tables` are the quantized activations, `tscale` their scales; xsum, `rows` are unused; row0 is a multiple of 16
+ * `tables` are the quantized activations, `tscale` their scales; xsum, `rows` and `tiles` are unused; row0 is a multiple of 16
  * and mblock (rows per block, rounded up to 16; 0: all) bounds the activations one weight unpack serves. A tile's
  * results accumulate in a contiguous buffer (rows of y are n_pad floats apart, which maps them to few L1 sets). */
 int32_t SYM(lutc_amx_gemm)(const int8_t* xq, const float* ascale, const float* xsum, const uint8_t* w,
                            const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
                            int64_t groups, int64_t bits, int64_t tile0, int64_t tile1, int64_t row0, int64_t row1,
-                           int64_t rows, int64_t mblock) {
-  (void)xsum, (void)rows;
+                           int64_t rows, int64_t mblock, int64_t tiles) {
+  (void)xsum, (void)rows, (void)tiles;
   const int64_t rpg = runs / groups, gs = 4 * rpg, m16 = (m + 15) & ~(int64_t)15;
   const int ks = gs % 64 == 0 ? 64 : gs % 32 == 0 ? 32 : 16;
   if (runs % groups || gs % 16 || rpg > MAX_RPG || row0 % 16 || row0 < 0 || row1 > m || bits < 1 || bits > 4)

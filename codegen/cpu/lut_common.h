@@ -110,17 +110,20 @@ static inline float half_to_float(uint16_t h) {
 /* The lookup entry point: rows row0..row1 of y[m, :] (in blocks of mblock rows; 0: one block), N tiles
  * tile0..tile1: y[row, t*64 + i]. TILE(...) computes one tile for a block of rows, at most `rows` rows per pass
  * over the tile's weights; for a single row it may instead read `nt` tiles `dt` tiles apart in one pass: the
- * range's first STREAMS parts of q tiles go together (tile t with t + q, t + 2q...), then what is left in
- * halves of that, down to single tiles (STREAMS: 1, 2 or 4). More weight streams keep more of a core's DRAM
- * reads in flight: 4 tiles at once ran 7-10% faster than 2 at W2/W4, 1 and 2 threads, on Sapphire Rapids, and
- * 8 no faster than 4 (bench/cpu_proto/gemv_streams.c). Schedule knobs (rows, mblock) and ranges come from the
- * driver. */
-#define LUTC_GEMV(NAME, TT, TILE, STREAMS)                                                                          \
+ * range's first `tiles` parts of q tiles go together (tile t with t + q, t + 2q...), then what is left in halves
+ * of that, down to single tiles. `tiles` (1, 2 or 4) is a schedule knob, capped at what the micro-kernel has
+ * (MAX_TILES: 1, 2 or 4): more weight streams keep more of a core's DRAM reads in flight, but the best count
+ * depends on the core: 4 ran 7-10% faster than 2 on Sapphire Rapids, 2 ran 1.3-1.5x faster than 4 on AMD Zen 4
+ * (W2-W4, 1 and 2 threads; bench/cpu_proto/gemv_streams.c). Knobs (rows, mblock, tiles) and ranges come from
+ * the driver. */
+#define LUTC_GEMV(NAME, TT, TILE, MAX_TILES)                                                                        \
   int32_t SYM(NAME)(const TT* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s, \
                     const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, \
-                    int64_t tile0, int64_t tile1, int64_t row0, int64_t row1, int64_t rows, int64_t mblock) {        \
-    const int64_t pairs = (bits + 1) / 2, tb = tile_bytes(runs, bits), streams = (STREAMS);                       \
-    if (runs % groups || rows < 1 || row0 < 0 || row1 > m) return -1;                                               \
+                    int64_t tile0, int64_t tile1, int64_t row0, int64_t row1, int64_t rows, int64_t mblock,          \
+                    int64_t tiles) {                                                                                \
+    const int64_t pairs = (bits + 1) / 2, tb = tile_bytes(runs, bits);                                              \
+    if (runs % groups || rows < 1 || row0 < 0 || row1 > m || (tiles != 1 && tiles != 2 && tiles != 4)) return -1;  \
+    const int64_t streams = tiles < (MAX_TILES) ? tiles : (MAX_TILES);                                              \
     if (mblock <= 0) mblock = row1 - row0 > 0 ? row1 - row0 : 1;                                                   \
     for (int64_t r0 = row0; r0 < row1; r0 += mblock) {                                                              \
       const int64_t r1 = r0 + mblock < row1 ? r0 + mblock : row1;                                                   \

@@ -149,7 +149,7 @@ static inline void tile_gemv_f32(const float* tables, const float* tscale, const
                                  const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad,
                                  int64_t runs, int64_t groups, int64_t pairs, int64_t bits, int64_t rows,
                                  int64_t nt, int64_t dt) {
-  (void)nt, (void)dt; /* one tile per pass (LUTC_GEMV STREAMS 1) */
+  (void)nt, (void)dt; /* one tile per pass (LUTC_GEMV's MAX_TILES is 1) */
   (void)tscale; /* float tables are not scaled */
   for (int64_t row = 0; row < m;) {
     const int64_t left = m - row, r = left < rows ? left : rows;
@@ -223,7 +223,7 @@ static inline void tile_gemv_f32(const float* tables, const float* tscale, const
                                  const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad,
                                  int64_t runs, int64_t groups, int64_t pairs, int64_t bits, int64_t rows,
                                  int64_t nt, int64_t dt) {
-  (void)nt, (void)dt; /* one tile per pass (LUTC_GEMV STREAMS 1) */
+  (void)nt, (void)dt; /* one tile per pass (LUTC_GEMV's MAX_TILES is 1) */
   (void)tscale, (void)rows; /* unscaled tables; one row per pass */
   for (int64_t row = 0; row < m; ++row)
     tile_row_f32(tables + row * runs * 16, xsum + row * groups, w, s, z, y + row * n_pad, runs, groups, pairs, bits);

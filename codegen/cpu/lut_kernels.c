@@ -221,8 +221,8 @@ static inline __m512 half_scale(const uint16_t* s) {
 
 /* R rows of NT 64-row tiles (R * NT <= 4; tile j at w + j * dt tiles) with P pairs of bit planes (P <= 2: at
  * most 4 planes; TL: the last one is a half line): each weight load and nibble split serves all R rows' lookups,
- * and a run's P pairs are read together, so each tile's weights stream in order. A single row reads four tiles
- * at once: more streams keep more cache-line fills in flight (a core's DRAM read rate, measured; LUTC_GEMV).
+ * and a run's P pairs are read together, so each tile's weights stream in order. A single row reads up to four
+ * tiles at once (the `tiles` knob): more streams keep more cache-line fills in flight (LUTC_GEMV).
  * The scales are read in the group's epilogue (16 registers for four tiles' would spill across the lookups). */
 static inline __attribute__((always_inline)) void tile_rows(
     const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s,
@@ -463,7 +463,7 @@ static inline __attribute__((always_inline)) void tile_row_neon(
 static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
                              int64_t pairs, int64_t bits, int64_t nt, int64_t dt) {
-  (void)nt, (void)dt; /* one tile per pass (LUTC_GEMV's STREAMS is 1) */
+  (void)nt, (void)dt; /* one tile per pass (LUTC_GEMV's MAX_TILES is 1) */
 #define TRN(P, TL) tile_row_neon(tables, tscale, xsum, w, s, z, out, runs, groups, bits, P, TL)
   const int tl = (int)(bits & 1);
   if (pairs == 1)
@@ -476,7 +476,7 @@ static inline void tile_row(const int8_t* tables, const float* tscale, const flo
 static inline void tile_row(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                              const uint16_t* s, const int8_t* z, float* out, int64_t runs, int64_t groups,
                              int64_t pairs, int64_t bits, int64_t nt, int64_t dt) {
-  (void)nt, (void)dt; /* the portable kernel reads one tile per pass (LUTC_GEMV's STREAMS is 1) */
+  (void)nt, (void)dt; /* the portable kernel reads one tile per pass (LUTC_GEMV's MAX_TILES is 1) */
   const int64_t rpg = runs / groups;
   float acc_f[64];
   for (int i = 0; i < 64; ++i) acc_f[i] = 0.0f;
@@ -513,8 +513,9 @@ static inline void tile_gemv(const int8_t* tables, const float* tscale, const fl
 }
 #endif
 
-/* tiles per pass for one row: AVX-512 four at every width; AVX2 two for one pair of planes (W1, W2, ternary: +27%
- * at 11008x4096, where W4 ran 5% slower); `pairs` is the entry point's local */
+/* the most tiles one row's pass reads (the `tiles` knob's cap): AVX-512 four at every width; AVX2 two for one pair
+ * of planes (16 ymm registers; W1, W2, ternary: +27% at 11008x4096, where W4 ran 5% slower); `pairs` is the entry
+ * point's local */
 LUTC_GEMV(lutc_gemv, int8_t, tile_gemv, LUTC_ISA == 512 ? 4 : LUTC_ISA == 256 && pairs == 1 ? 2 : 1)
 
 /* The SwiGLU prologue of a fused "silu(gate) * up -> LUT matmul": x = [gate | up] (2k floats, the gate/up

@@ -67,8 +67,8 @@ static inline __attribute__((always_inline)) void vnni_rows(const int8_t* xr, in
 int32_t SYM(lutc_vnni_gemm)(const int8_t* xq, const float* ascale, const float* xsum, const uint8_t* w,
                             const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
                             int64_t groups, int64_t bits, int64_t tile0, int64_t tile1, int64_t row0, int64_t row1,
-                            int64_t rows, int64_t mblock) {
-  (void)xsum, (void)rows;
+                            int64_t rows, int64_t mblock, int64_t tiles) {
+  (void)xsum, (void)rows, (void)tiles;
   const int64_t rpg = runs / groups, gs = 4 * rpg, m16 = (m + 15) & ~(int64_t)15;
   if (runs % groups || gs % 16 || rpg > MAX_RPG || row0 < 0 || row1 > m || bits < 1 || bits > 4) return -1;
   if (row0 >= row1 || tile0 >= tile1) return 0;

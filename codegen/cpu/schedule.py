@@ -1,5 +1,6 @@
 """Schedules of the CPU LUT matmul: per row-count bucket, the knobs the TVM driver bakes into a library (which
-micro-kernel runs, threads, how the work is split over them, rows per pass over a weight tile, rows per block).
+micro-kernel runs, threads, how the work is split over them, rows per pass over a weight tile, rows per block,
+weight tiles one row's pass reads).
 The default is the heuristic; ``tune.py`` measures candidates."""
 from __future__ import annotations
 
@@ -20,7 +21,14 @@ INT8_FIRST_BUCKET = 2
 INT8_MIN_BITS = {"amx": (1, 1), "vnni": (3, 2)}
 INT8_APPLIES = ("AVX-512 libraries with int8 tables, groups of a multiple of 16, and zero points with "
                 "|2z + 1 - 2^b| + 2^b - 1 <= 127")  # kernel.py int8_applies
-KNOBS = ("kernel", "threads", "split", "rows", "mblock")
+KNOBS = ("kernel", "threads", "split", "rows", "mblock", "tiles")
+# weight tiles one row's pass reads at once (the lookups, int8 tables; the C kernels cap it at what they have:
+# AVX-512 4, AVX2 2 for one pair of planes, else 1). The best count is the core's, keyed by "vendor family"
+# (runtime/isa.py cpu_id), measured with bench/cpu_proto/gemv_streams.c at W2-W4 4096x4096 and 11008x4096, 1 and 2
+# threads: Sapphire Rapids 4 (7-10% over 2); AMD Zen 4 (family 25, the AVX-512 one) 2 (1.3-1.5x over 4 at one
+# thread, 1.1-1.3x at two). Other CPUs keep the most the kernel has; the tuner measures all three.
+TILES = (1, 2, 4)
+CPU_TILES = {"AuthenticAMD 25": 2}
 
 
 def bucket_of(m: int) -> int:
@@ -30,10 +38,25 @@ def bucket_of(m: int) -> int:
     raise ValueError(f"row count must be positive, got {m}")
 
 
-def default_knobs(isa: str, table: str, threads: int, kernel: str = "lut") -> dict:
-    """Today's rules: every thread on N tiles, the widest row pass the micro-kernel has, rows not blocked."""
+def max_tiles(isa: str, table: str, bits: int) -> int:
+    """The most tiles one row's pass reads in that library (the C kernels cap the knob there: LUTC_GEMV's
+    MAX_TILES)."""
+    if table != "int8":
+        return 1
+    return 4 if isa == "avx512" else 2 if isa == "avx2" and bits <= 2 else 1
+
+
+def default_tiles(cpu: str) -> int:
+    """The ``tiles`` knob's default on ``cpu`` ("vendor family", runtime/isa.py cpu_id)."""
+    return CPU_TILES.get(cpu, TILES[-1])
+
+
+def default_knobs(isa: str, table: str, threads: int, kernel: str = "lut", cpu: str = "") -> dict:
+    """Today's rules: every thread on N tiles, the widest row pass the micro-kernel has, rows not blocked, the
+    tiles per pass of ``cpu`` (``default_tiles``)."""
     rows = (4 if table == "int8" else 2) if isa == "avx512" and kernel == "lut" else 1
-    return {"kernel": kernel, "threads": threads, "split": "n", "rows": rows, "mblock": 0}
+    return {"kernel": kernel, "threads": threads, "split": "n", "rows": rows, "mblock": 0,
+            "tiles": default_tiles(cpu)}
 
 
 def default_int8(kernels, bits: int, bucket: int = len(BUCKETS) - 1) -> str | None:
@@ -49,28 +72,30 @@ def default_int8_buckets(kernels, bits: int) -> list[str | None]:
     return [default_int8(kernels, bits, b) for b in range(len(BUCKETS))]
 
 
-def default_schedule(isa: str, table: str, threads: int, int8=None) -> list[dict]:
+def default_schedule(isa: str, table: str, threads: int, int8=None, cpu: str = "") -> list[dict]:
     """``int8``: the int8 kernel that may run from 9 rows on (kernel.py decides: host, ISA, table mode, group size,
-    zero points), one per bucket (a list: ``default_int8`` of each), or None: the lookups everywhere."""
+    zero points), one per bucket (a list: ``default_int8`` of each), or None: the lookups everywhere. ``cpu``:
+    the host's "vendor family" (runtime/isa.py cpu_id), for the tiles per pass."""
     per_bucket = int8 if isinstance(int8, (list, tuple)) else [int8] * len(BUCKETS)
-    return [default_knobs(isa, table, threads, per_bucket[b] if per_bucket[b] and b >= INT8_FIRST_BUCKET else "lut")
-            for b in range(len(BUCKETS))]
+    return [default_knobs(isa, table, threads, per_bucket[b] if per_bucket[b] and b >= INT8_FIRST_BUCKET else "lut",
+                          cpu) for b in range(len(BUCKETS))]
 
 
 def check_schedule(schedule, max_threads: int, int8: bool = False) -> list[dict]:
-    """A schedule as the driver needs it, or a ValueError saying what is wrong. A bucket without ``kernel`` (the
-    schedules of older artifacts and tuning results) runs the lookups."""
+    """A schedule as the driver needs it, or a ValueError saying what is wrong. A bucket without ``kernel`` or
+    ``tiles`` (the schedules of older artifacts and tuning results) runs the lookups, with the most tiles per pass
+    (what those libraries did)."""
     if not isinstance(schedule, (list, tuple)) or len(schedule) != len(BUCKETS):
         raise ValueError(f"a schedule is one knob dict per row bucket {BUCKET_NAMES}, got {schedule!r}")
     out = []
     for i, b in enumerate(schedule):
-        b = {"kernel": "lut", **b} if isinstance(b, dict) else b
+        b = {"kernel": "lut", "tiles": TILES[-1], **b} if isinstance(b, dict) else b
         if not isinstance(b, dict) or set(b) != set(KNOBS):
             raise ValueError(f"schedule knobs are {', '.join(KNOBS)}; got {b!r}")
         if b["kernel"] not in KERNELS or not 1 <= b["threads"] <= max_threads or b["split"] not in ("n", "m") \
-                or not 1 <= b["rows"] <= MAX_ROWS or b["mblock"] < 0:
+                or not 1 <= b["rows"] <= MAX_ROWS or b["mblock"] < 0 or b["tiles"] not in TILES:
             raise ValueError(f"bad schedule knobs {b} (kernel {'|'.join(KERNELS)}, threads 1..{max_threads}, "
-                             f"split n|m, rows 1..{MAX_ROWS}, mblock >= 0)")
+                             f"split n|m, rows 1..{MAX_ROWS}, mblock >= 0, tiles {'|'.join(map(str, TILES))})")
         if b["kernel"] in INT8_KERNELS and (not int8 or i < INT8_FIRST_BUCKET):
             raise ValueError(f"bucket {BUCKET_NAMES[i]}: the {b['kernel']} kernel runs " +
                              ("buckets of 9 rows and more" if int8 else "only " + INT8_APPLIES))

@@ -22,13 +22,13 @@ from typing import Callable
 
 import numpy as np
 
-from ...runtime.isa import int8_kernels, last_level_cache_bytes
+from ...runtime.isa import cpu_id, int8_kernels, last_level_cache_bytes
 from ...runtime.lut import LutKernel
 from .build import build_library, cache_dir, source_digest
 from .kernel import int8_applies
 from .layout import CpuWeight
-from .schedule import (BUCKET_NAMES, BUCKETS, INT8_FIRST_BUCKET, INT8_KERNELS, KERNELS, KNOBS, MAX_ROWS, bucket_of,
-                       default_int8, default_knobs)
+from .schedule import (BUCKET_NAMES, BUCKETS, INT8_FIRST_BUCKET, INT8_KERNELS, KERNELS, KNOBS, MAX_ROWS, TILES,
+                       bucket_of, default_int8, default_knobs, max_tiles)
 
 TIMING_ROWS = (1, 4, 16, 64)  # the row count each bucket is timed at
 ROUNDS = 7                    # samples per candidate, taken in interleaved rounds (drift hits all alike)
@@ -36,7 +36,7 @@ MARGIN = 0.05                 # a candidate replaces the heuristic default only 
 # read before each sample (twice the last-level cache, 64 MiB to 1 GiB): weights come from DRAM, as in a
 # model's step (64 MiB stayed in this host's L3, 480 MiB reported)
 FLUSH_MB = max(64, min(2 * last_level_cache_bytes() >> 20, 1024))
-METHOD = "rounds-cold-llc-margin-v4"   # in the cache key: choices made by an older method are not reused
+METHOD = "rounds-cold-llc-margin-v5"   # in the cache key: choices made by an older method are not reused
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class TuneKey:
     threads: int
     table: str
     int8: str = ""  # the int8 kernels that are candidates, comma-separated (kernel.py int8_applies; this host's)
+    cpu: str = ""   # runtime/isa.py cpu_id: the kind of core timed (and the tiles-per-pass default's key)
 
     @property
     def rows(self) -> int:
@@ -58,9 +59,12 @@ class TuneKey:
 
     @property
     def default(self) -> dict:
-        """The heuristic's knobs for this bucket (schedule.py default_schedule)."""
-        return default_knobs(self.isa, self.table, self.threads,
-                             default_int8(self.int8_kernels, self.bits, BUCKET_NAMES.index(self.bucket)) or "lut")
+        """The heuristic's knobs for this bucket (schedule.py default_schedule, as kernel.py kernel_params caps
+        them)."""
+        knobs = default_knobs(self.isa, self.table, self.threads,
+                              default_int8(self.int8_kernels, self.bits, BUCKET_NAMES.index(self.bucket)) or "lut",
+                              self.cpu)
+        return dict(knobs, tiles=min(knobs["tiles"], max_tiles(self.isa, self.table, self.bits)))
 
     @property
     def int8_kernels(self) -> tuple[str, ...]:
@@ -90,16 +94,22 @@ def _mblock(c: TuneKey):
     return None if c.rows < 16 else [0, 8, 16]
 
 
+def _tiles(c: TuneKey):
+    """Tiles per pass, for one row, where the library's kernel reads more than one."""
+    top = max_tiles(c.isa, c.table, c.bits)
+    return None if c.rows != 1 or top == 1 else [t for t in TILES if t <= top]
+
+
 # knob -> rule; a rule returning None leaves the knob at its default
 RULES: dict[str, Callable[[TuneKey], list | None]] = {"kernel": _kernel, "threads": _threads, "split": _split,
-                                                       "rows": _rows, "mblock": _mblock}
+                                                       "rows": _rows, "mblock": _mblock, "tiles": _tiles}
 assert tuple(RULES) == KNOBS
 
 
 def candidates(c: TuneKey) -> list[dict]:
     """Every combination of the applicable rules' values, the default first, without duplicates (a split
-    over one thread, a row block as large as the rows, or row passes of the int8 kernels, which have none, are
-    the same schedule)."""
+    over one thread, a row block as large as the rows, row passes of the int8 kernels, which have none, or more
+    tiles per pass than the kernel reads, are the same schedule)."""
     base = c.default
     values = [(knob, RULES[knob](c) or [base[knob]]) for knob in RULES]
     out = [base]
@@ -111,14 +121,16 @@ def candidates(c: TuneKey) -> list[dict]:
             cand["mblock"] = 0
         if cand["kernel"] in INT8_KERNELS:
             cand["rows"] = 1
+        cand["tiles"] = min(cand["tiles"], max_tiles(c.isa, c.table, c.bits))
         if cand not in out:
             out.append(cand)
     return out
 
 
 def knob_args(cand: dict) -> tuple[int, ...]:
-    """A candidate as the tuning entry point's arguments (build.py: kernel, threads, split, rows, mblock)."""
-    return KERNELS.index(cand["kernel"]), cand["threads"], int(cand["split"] == "m"), cand["rows"], cand["mblock"]
+    """A candidate as the tuning entry point's arguments (build.py: kernel, threads, split, rows, mblock, tiles)."""
+    return (KERNELS.index(cand["kernel"]), cand["threads"], int(cand["split"] == "m"), cand["rows"], cand["mblock"],
+            cand["tiles"])
 
 
 def cache_path(key: TuneKey) -> Path:
@@ -134,7 +146,7 @@ def _load(key: TuneKey) -> dict | None:
         knobs = data["knobs"]
         if data["key"] != asdict(key) or set(knobs) != set(RULES) or knobs["split"] not in ("n", "m") \
                 or knobs["kernel"] not in KERNELS \
-                or not all(isinstance(knobs[k], int) for k in ("threads", "rows", "mblock")):
+                or not all(isinstance(knobs[k], int) for k in ("threads", "rows", "mblock", "tiles")):
             return None
         return knobs
     except (OSError, ValueError, KeyError, TypeError):
@@ -169,7 +181,7 @@ def key_for(cw: CpuWeight, params: dict, bucket: int) -> TuneKey:
     table = params.get("table", "int8")
     return TuneKey(params["n"], params["k"], params["bits"], params["k_pad"] // params["groups"], BUCKET_NAMES[bucket],
                    params["isa"], params["threads"], table,
-                   ",".join(int8_kernels()) if int8_applies(cw, params["isa"], table) else "")
+                   ",".join(int8_kernels()) if int8_applies(cw, params["isa"], table) else "", cpu_id())
 
 
 def tuned_schedule(cw: CpuWeight, params: dict, m: int | None = None, progress: bool | None = None) -> list[dict]:

@@ -16,7 +16,7 @@
 
 int32_t FN(lutc_precompute)(const float*, int64_t, int64_t, int64_t, int8_t*, float*, float*);
 int32_t FN(lutc_gemv)(const int8_t*, const float*, const float*, const uint8_t*, const uint16_t*, const int8_t*, float*,
-                      int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+                      int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 int32_t FN(lutc_rmsnorm)(const float*, const float*, int64_t, float, float*);
 
 static void* read_n(FILE* f, size_t size, size_t n) {
@@ -36,10 +36,10 @@ static int matmul(const float* x, int64_t m, int64_t k, int64_t k_pad, int64_t g
   int rc = 0;
   for (int64_t r = 0; r < m; ++r)
     rc |= FN(lutc_precompute)(x + r * k, k, k_pad, group, tables + r * runs * 16, tscale + r * groups, xsum + r * groups);
-  /* two tasks over the tiles, as a 2-thread driver splits them */
+  /* two tasks over the tiles, as a 2-thread driver splits them; the most tiles per pass the kernel has */
   const int64_t half = (tiles + 1) / 2;
-  rc |= FN(lutc_gemv)(tables, tscale, xsum, w, s, z, y, m, n_pad, runs, groups, bits, 0, half, 0, m, 1, row_block);
-  rc |= FN(lutc_gemv)(tables, tscale, xsum, w, s, z, y, m, n_pad, runs, groups, bits, half, tiles, 0, m, 1, row_block);
+  rc |= FN(lutc_gemv)(tables, tscale, xsum, w, s, z, y, m, n_pad, runs, groups, bits, 0, half, 0, m, 1, row_block, 4);
+  rc |= FN(lutc_gemv)(tables, tscale, xsum, w, s, z, y, m, n_pad, runs, groups, bits, half, tiles, 0, m, 1, row_block, 4);
   free(tables), free(tscale), free(xsum);
   return rc;
 }

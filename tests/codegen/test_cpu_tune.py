@@ -9,7 +9,7 @@ import pytest
 import lutc
 from lutc.codegen.cpu import tune
 from lutc.codegen.cpu.build import build_library
-from lutc.codegen.cpu.isa import best_isa
+from lutc.codegen.cpu.isa import best_isa, supported
 from lutc.codegen.cpu.kernel import kernel_params, library_params
 from lutc.codegen.cpu.layout import pack_cpu
 from lutc.codegen.cpu.schedule import BUCKET_NAMES, bucket_of, default_schedule
@@ -54,12 +54,20 @@ def weight(table="int8", bits=2):
 
 def test_candidates_come_from_rules():
     one = tune.candidates(dataclasses.replace(KEY, bucket="1"))
-    assert one[0] == {"kernel": "lut", "threads": 2, "split": "n", "rows": 4, "mblock": 0}  # the heuristic first
+    assert one[0] == {"kernel": "lut", "threads": 2, "split": "n", "rows": 4, "mblock": 0, "tiles": 4}  # the heuristic
     assert {c["threads"] for c in one} == {1, 2} and {c["split"] for c in one} == {"n"}  # rows and split: no rule
+    assert {c["tiles"] for c in one} == {1, 2, 4} and len(one) == 6  # tiles per pass: one row's knob
+    zen4 = tune.candidates(dataclasses.replace(KEY, bucket="1", cpu="AuthenticAMD 25"))
+    assert zen4[0]["tiles"] == 2 and {c["tiles"] for c in zen4} == {1, 2, 4}  # the measured default of that core
+    avx2 = dataclasses.replace(KEY, bucket="1", isa="avx2")
+    assert {c["tiles"] for c in tune.candidates(avx2)} == {1, 2}  # capped at what the kernel reads: no duplicates
+    assert {c["tiles"] for c in tune.candidates(dataclasses.replace(avx2, bits=4))} == {1}
+    assert {c["tiles"] for c in tune.candidates(dataclasses.replace(KEY, bucket="1", table="f32"))} == {1}
     many = tune.candidates(KEY)
     assert len(many) == len({json.dumps(c, sort_keys=True) for c in many}) > len(one)
     assert all(c["split"] == "n" for c in many if c["threads"] == 1)  # a split over one thread is no candidate
     assert {c["rows"] for c in many} == {1, 2, 4} and {c["mblock"] for c in many} == {0, 8, 16}
+    assert {c["tiles"] for c in many} == {4}  # many rows: one tile per pass, whatever the knob says
     assert {c["rows"] for c in tune.candidates(dataclasses.replace(KEY, isa="avx2"))} == {1}
     assert {c["kernel"] for c in many} == {"lut"}  # no int8 candidates unless the key says they apply
     int8 = tune.candidates(dataclasses.replace(KEY, int8="amx,vnni"))
@@ -99,7 +107,8 @@ def test_cache_key_changes_with_every_input(monkeypatch, tmp_path):
     base = tune.cache_path(KEY)
     assert base.parent == tmp_path / "tune"  # $LUTC_CACHE/tune
     assert tune.cache_path(dataclasses.replace(KEY)) == base
-    changes = dict(n=101, k=304, bits=3, group=32, bucket="9-32", isa="avx2", threads=1, table="f32", int8="vnni")
+    changes = dict(n=101, k=304, bits=3, group=32, bucket="9-32", isa="avx2", threads=1, table="f32", int8="vnni",
+                   cpu="GenuineIntel 6")
     paths = {tune.cache_path(dataclasses.replace(KEY, **{f: v})) for f, v in changes.items()}
     assert len(paths) == len(changes) and base not in paths
     monkeypatch.setattr(tune, "source_digest", lambda: "another compiler or kernel source")
@@ -144,6 +153,32 @@ def test_every_candidate_computes_the_same_matmul(table):
                 if c["kernel"] != "lut":
                     kern.knobs = tune.knob_args(c)
                     assert rel(kern(x), amx_reference(q, x)) < 2e-6, c
+
+
+@pytest.mark.parametrize("isa", sorted({best_isa(), "avx2"} & {"avx512", "avx2"}))
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_every_tiles_per_pass_computes_the_same_gemv(isa, bits):
+    """One row over 11 tiles (N = 700) split in 6 + 5 over two threads (or 11 on one): four tiles per pass leave
+    remainders that pairs and single tiles finish; every count sums the same int8 lookups in the same order."""
+    if not supported(isa):
+        pytest.skip(f"this CPU cannot run the {isa} kernels")
+    q = lutc.quantize_weight(RNG.standard_normal((700, 300)), LayerQuant(bits=bits, group_size=64))
+    cw = pack_cpu(q)
+    params = kernel_params(cw, 2, isa)
+    lib = build_library({k: v for k, v in library_params(params).items() if k != "schedule"}, tune=True)
+    kern = LutKernel(lib, params, cw.w, cw.scales, cw.zeros, entry="tune")
+    x = RNG.standard_normal((1, q.k)).astype(np.float32)
+    want = x.astype(np.float64) @ q.dequantize().astype(np.float64).T
+    for threads in (1, 2):
+        outs = []
+        for tiles in (1, 2, 4):
+            kern.knobs = tune.knob_args(dict(params["schedule"][0], threads=threads, tiles=tiles))
+            outs.append(kern(x))
+            assert rel(outs[-1], want) < 2e-2, (threads, tiles)  # int8 tables: ~1e-2 (design.md section 2)
+        assert all(np.array_equal(o, outs[0]) for o in outs), threads
+    bad = [dict(b, tiles=3) for b in params["schedule"]]
+    with pytest.raises(ValueError, match="tiles 1|2|4"):  # no pass reads three
+        kernel_params(cw, 2, isa, schedule=bad)
 
 
 def test_tuned_kernels_are_correct_and_schedules_checked(counted):
