@@ -37,8 +37,9 @@ def cpu_flags() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=1)
 def cpu_id() -> str:
-    """This CPU's vendor and family, e.g. "AuthenticAMD 25" (Zen 3/4) or "GenuineIntel 6": what schedule defaults
-    measured on one kind of core are keyed by (codegen/cpu/schedule.py). Empty where /proc/cpuinfo has neither."""
+    """This CPU's vendor and family, e.g. "AuthenticAMD 25" (Zen 3/4) or "GenuineIntel 6": the tuner's cache keys
+    carry it, so one kind of core's measured choice is not served to another (codegen/cpu/tune.py). Empty where
+    /proc/cpuinfo has neither."""
     return " ".join(v for v in (_cpuinfo("vendor_id"), _cpuinfo("cpu family")) if v)
 
 

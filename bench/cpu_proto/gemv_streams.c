@@ -8,13 +8,20 @@
  * Arguments: N K bits reps. Measured 2026-12-03 (Sapphire Rapids, 2 vCPUs, noisy), W2 4096x4096, us, 1 / 2
  * threads: kernel reading 2 tiles per pass 328 / 232, 4 tiles 292 / 211, 8 tiles 305 / 213; plain reads with
  * 8 streams 291 / 196. W4 4096x4096: 2 tiles 1016 / 474, 4 tiles 926 / 438, plain 8 streams 832 / 387.
- * Measured 2026-12-04 (AMD EPYC Zen 4, 2 vCPUs, noisy), us, 1 / 2 threads, tiles 4 / 2 / 1:
+ * Measured 2026-12-04 (AMD EPYC Zen 4, 2 vCPUs, noisy), us, 1 / 2 threads, tiles 4 / 2 / 1, with the weights
+ * prefetched into L1 (_MM_HINT_T0, as until then):
  *   W2 4096x4096   309-315 / 209-224 / 238-246,  169-250 / 139-182 / 142-195  (plain 2 streams 184 / 97)
  *   W4 4096x4096   547 / 361 / 403,  345 / 278 / 275
  *   W3 4096x4096   404 / 329 / 363,  265 / 217 / 221
  *   W2 11008x4096  709 / 521 / 595,  467 / 391 / 396
- * so Zen 4 takes 2 (schedule.py CPU_TILES), and the lookups, not the reads, bound it there: plain reads run at
- * 25 GB/s on one core, the kernel at 18-22. Transparent huge pages (madvise) for the weights: within 2% (W2). */
+ * and swinging between ~210 and ~300 us at W2 4096x4096 with small changes of the loop (vpermb for the lookups,
+ * a longer prefetch distance); into L2 (_MM_HINT_T1), in one later run (plain reads ~20% slower than above):
+ *   W2 4096x4096   214 / 238 / 282,  156 / 161 / 167  (plain 2 streams 229 / 156)
+ *   W4 4096x4096   414 / 419 / 469,  304 / 312 / 308  (plain 398 / 295)
+ *   W2 11008x4096  519 / 607 / 706,  387 / 389 / 412  (plain 546 / 389)
+ *   W3 11008x4096  792 / 886 / 1076, 573 / 596 / 636  (plain 780 / 556; T0 at 4 tiles: 1368 / 856)
+ * so the kernel prefetches into L2 and reads 4 tiles per pass, at 93-107% of a plain read of the same bytes.
+ * Transparent huge pages (madvise) for the weights: within 2% (W2). */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...passes.quantize.weight import QuantizedWeight
-from ...runtime.isa import cpu_id, int8_kernels
+from ...runtime.isa import int8_kernels
 from ...runtime.lut import LutKernel, default_threads
 from .build import build_library
 from .isa import best_isa, host_arch, native, supported
@@ -37,8 +37,7 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
          "groups": cw.scales.shape[1], "bits": cw.bits, "tile_bytes": cw.w.shape[1], "threads": threads, "isa": isa,
          "layout": LAYOUT, "table": table,
          "schedule": check_schedule(schedule, threads, int8) if schedule else
-         default_schedule(isa, table, threads, default_int8_buckets(int8_kernels(), cw.bits) if int8 else None,
-                          cpu_id())}
+         default_schedule(isa, table, threads, default_int8_buckets(int8_kernels(), cw.bits) if int8 else None)}
     top = max_tiles(isa, table, cw.bits)  # what the kernel reads: the schedule records what runs
     p["schedule"] = [dict(b, tiles=min(b["tiles"], top)) for b in p["schedule"]]
     if prologue not in PROLOGUES:
@@ -85,8 +84,7 @@ class LutMatmul(LutKernel):
         threads, isa = threads or default_threads(), check_isa(isa)
         if kind in INT8_KERNELS and not int8_applies(cw, isa, table):
             raise ValueError(f"the {kind} kernel takes {INT8_APPLIES}")
-        schedule = default_schedule(isa, table, threads, kind if kind in INT8_KERNELS else None, cpu_id()) \
-            if kind else None
+        schedule = default_schedule(isa, table, threads, kind if kind in INT8_KERNELS else None) if kind else None
         params = kernel_params(cw, threads, isa, table=table, schedule=schedule)
         if tune:
             from .tune import tuned_schedule

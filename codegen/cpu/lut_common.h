@@ -86,7 +86,7 @@ static inline void line256(const uint8_t* wt, int64_t runs, int64_t bits, int PF
 }
 #endif
 
-#define PREFETCH_RUNS 32 /* 2 KiB ahead of the 64-byte weight loads (16-64 measured alike) */
+#define PREFETCH_RUNS 32 /* 2 KiB ahead of the 64-byte weight loads (16-64 measured alike; 128 no better) */
 
 static inline float half_to_float(uint16_t h) {
   uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
@@ -112,10 +112,9 @@ static inline float half_to_float(uint16_t h) {
  * over the tile's weights; for a single row it may instead read `nt` tiles `dt` tiles apart in one pass: the
  * range's first `tiles` parts of q tiles go together (tile t with t + q, t + 2q...), then what is left in halves
  * of that, down to single tiles. `tiles` (1, 2 or 4) is a schedule knob, capped at what the micro-kernel has
- * (MAX_TILES: 1, 2 or 4): more weight streams keep more of a core's DRAM reads in flight, but the best count
- * depends on the core: 4 ran 7-10% faster than 2 on Sapphire Rapids, 2 ran 1.3-1.5x faster than 4 on AMD Zen 4
- * (W2-W4, 1 and 2 threads; bench/cpu_proto/gemv_streams.c). Knobs (rows, mblock, tiles) and ranges come from
- * the driver. */
+ * (MAX_TILES: 1, 2 or 4): more weight streams keep more of a core's DRAM reads in flight: 4 ran 7-10% faster
+ * than 2 on Sapphire Rapids, and up to 10% on AMD Zen 4 (W2-W4, 1 and 2 threads; bench/cpu_proto/gemv_streams.c).
+ * Knobs (rows, mblock, tiles) and ranges come from the driver. */
 #define LUTC_GEMV(NAME, TT, TILE, MAX_TILES)                                                                        \
   int32_t SYM(NAME)(const TT* tables, const float* tscale, const float* xsum, const uint8_t* w, const uint16_t* s, \
                     const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs, int64_t groups, int64_t bits, \

@@ -252,10 +252,12 @@ static inline __attribute__((always_inline)) void tile_rows(
       for (int j = 0; j < NT; ++j)
 #pragma GCC unroll 2
         for (int p = 0; p < P; ++p) {
-          /* weights stream from DRAM once: ask for them PREFETCH_RUNS runs ahead */
+          /* weights stream from DRAM once: ask for them PREFETCH_RUNS runs ahead, into L2 (T1): into L1 (T0), AMD
+           * Zen 4 ran 1.2-1.5x slower at 4 or 1 tiles per pass and W3, and its speed swung with small changes of
+           * the loop (bench/cpu_proto/gemv_streams.c); with T1 every tile count ran alike */
           const __m512i c = p == P - 1 ? c_last : c_full;
           _mm_prefetch((const char*)(p < PF ? wp + j * wdt + ((r + PREFETCH_RUNS) * PF + p) * 64
-                                            : wh + j * wdt + (r + PREFETCH_RUNS) * 32), _MM_HINT_T0);
+                                            : wh + j * wdt + (r + PREFETCH_RUNS) * 32), _MM_HINT_T1);
           const __m512i wv = line512(w + j * wdt, runs, bits, PF, g * rpg + r, p);
           const __m512i il = _mm512_and_si512(wv, lowmask);
           const __m512i ih = _mm512_and_si512(_mm512_srli_epi16(wv, 4), lowmask);

@@ -23,12 +23,11 @@ INT8_APPLIES = ("AVX-512 libraries with int8 tables, groups of a multiple of 16,
                 "|2z + 1 - 2^b| + 2^b - 1 <= 127")  # kernel.py int8_applies
 KNOBS = ("kernel", "threads", "split", "rows", "mblock", "tiles")
 # weight tiles one row's pass reads at once (the lookups, int8 tables; the C kernels cap it at what they have:
-# AVX-512 4, AVX2 2 for one pair of planes, else 1). The best count is the core's, keyed by "vendor family"
-# (runtime/isa.py cpu_id), measured with bench/cpu_proto/gemv_streams.c at W2-W4 4096x4096 and 11008x4096, 1 and 2
-# threads: Sapphire Rapids 4 (7-10% over 2); AMD Zen 4 (family 25, the AVX-512 one) 2 (1.3-1.5x over 4 at one
-# thread, 1.1-1.3x at two). Other CPUs keep the most the kernel has; the tuner measures all three.
+# AVX-512 4, AVX2 2 for one pair of planes, else 1). Default: the most. Measured with bench/cpu_proto/gemv_streams.c
+# at W2-W4, 4096x4096 and 11008x4096, 1 and 2 threads: on Sapphire Rapids 4 ran 7-10% faster than 2; on AMD Zen 4
+# 4 ran up to 10% faster than 2 and 1.3x than 1 once the weights were prefetched into L2 (into L1, 4 had run
+# 1.3-1.5x slower than 2 there). The tuner measures all three.
 TILES = (1, 2, 4)
-CPU_TILES = {"AuthenticAMD 25": 2}
 
 
 def bucket_of(m: int) -> int:
@@ -46,17 +45,12 @@ def max_tiles(isa: str, table: str, bits: int) -> int:
     return 4 if isa == "avx512" else 2 if isa == "avx2" and bits <= 2 else 1
 
 
-def default_tiles(cpu: str) -> int:
-    """The ``tiles`` knob's default on ``cpu`` ("vendor family", runtime/isa.py cpu_id)."""
-    return CPU_TILES.get(cpu, TILES[-1])
-
-
-def default_knobs(isa: str, table: str, threads: int, kernel: str = "lut", cpu: str = "") -> dict:
+def default_knobs(isa: str, table: str, threads: int, kernel: str = "lut") -> dict:
     """Today's rules: every thread on N tiles, the widest row pass the micro-kernel has, rows not blocked, the
-    tiles per pass of ``cpu`` (``default_tiles``)."""
+    most tiles per pass."""
     rows = (4 if table == "int8" else 2) if isa == "avx512" and kernel == "lut" else 1
     return {"kernel": kernel, "threads": threads, "split": "n", "rows": rows, "mblock": 0,
-            "tiles": default_tiles(cpu)}
+            "tiles": TILES[-1]}
 
 
 def default_int8(kernels, bits: int, bucket: int = len(BUCKETS) - 1) -> str | None:
@@ -72,13 +66,12 @@ def default_int8_buckets(kernels, bits: int) -> list[str | None]:
     return [default_int8(kernels, bits, b) for b in range(len(BUCKETS))]
 
 
-def default_schedule(isa: str, table: str, threads: int, int8=None, cpu: str = "") -> list[dict]:
+def default_schedule(isa: str, table: str, threads: int, int8=None) -> list[dict]:
     """``int8``: the int8 kernel that may run from 9 rows on (kernel.py decides: host, ISA, table mode, group size,
-    zero points), one per bucket (a list: ``default_int8`` of each), or None: the lookups everywhere. ``cpu``:
-    the host's "vendor family" (runtime/isa.py cpu_id), for the tiles per pass."""
+    zero points), one per bucket (a list: ``default_int8`` of each), or None: the lookups everywhere."""
     per_bucket = int8 if isinstance(int8, (list, tuple)) else [int8] * len(BUCKETS)
-    return [default_knobs(isa, table, threads, per_bucket[b] if per_bucket[b] and b >= INT8_FIRST_BUCKET else "lut",
-                          cpu) for b in range(len(BUCKETS))]
+    return [default_knobs(isa, table, threads, per_bucket[b] if per_bucket[b] and b >= INT8_FIRST_BUCKET else "lut")
+            for b in range(len(BUCKETS))]
 
 
 def check_schedule(schedule, max_threads: int, int8: bool = False) -> list[dict]:

@@ -51,7 +51,7 @@ class TuneKey:
     threads: int
     table: str
     int8: str = ""  # the int8 kernels that are candidates, comma-separated (kernel.py int8_applies; this host's)
-    cpu: str = ""   # runtime/isa.py cpu_id: the kind of core timed (and the tiles-per-pass default's key)
+    cpu: str = ""   # runtime/isa.py cpu_id: the kind of core timed (another kind's choice is not reused)
 
     @property
     def rows(self) -> int:
@@ -62,8 +62,7 @@ class TuneKey:
         """The heuristic's knobs for this bucket (schedule.py default_schedule, as kernel.py kernel_params caps
         them)."""
         knobs = default_knobs(self.isa, self.table, self.threads,
-                              default_int8(self.int8_kernels, self.bits, BUCKET_NAMES.index(self.bucket)) or "lut",
-                              self.cpu)
+                              default_int8(self.int8_kernels, self.bits, BUCKET_NAMES.index(self.bucket)) or "lut")
         return dict(knobs, tiles=min(knobs["tiles"], max_tiles(self.isa, self.table, self.bits)))
 
     @property
