@@ -1,6 +1,7 @@
 /* The CPU LUT GEMV (codegen/cpu/lut_kernels.c, AVX-512) reading 1, 2 and 4 weight tiles per pass (its `tiles`
  * knob) against plain reads of the same bytes with 2, 4 and 8 streams per thread, interleaved in one process, cold
- * weights (>= 512 MiB of copies), medians: how close the kernel streams to what its access pattern can. Build and run (from the repository root):
+ * weights (>= 512 MiB of copies), medians: how close the kernel streams to what its access pattern can. Build and
+ * run (from the repository root):
  *   gcc -O3 -fPIC -std=c11 -Icodegen/cpu -c codegen/cpu/lut_kernels.c -mavx512f -mavx512bw -mavx512vl -mfma \
  *       -mf16c -DLUTC_ISA=512 -o /tmp/lk.o
  *   gcc -O3 -march=native -fopenmp bench/cpu_proto/gemv_streams.c /tmp/lk.o -o /tmp/gemv_streams -lm

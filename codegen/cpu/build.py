@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ... import __version__
 from .isa import GCC_FLAGS, SOURCE_FLAGS, c_compiler, llvm_target, native
-from .schedule import BUCKETS, INT8_KERNELS, KNOBS, TILES, default_schedule
+from .schedule import BUCKETS, INT8_KERNELS, KNOBS, OLDER_DEFAULTS, default_schedule
 
 HERE = Path(__file__).parent
 SOURCES = (HERE / "lut_kernels.c", HERE / "lut_f32_kernels.c", HERE / "lut_amx_kernels.c", HERE / "lut_vnni_kernels.c")
@@ -202,7 +202,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
     tdt = _names(p)[2]
     prep, lookups = _macros(p)
     sched = p.get("schedule") or default_schedule(p["isa"], p.get("table", "int8"), p["threads"])
-    b0, b1, b2, b3 = (tuple({"kernel": "lut", "tiles": TILES[-1], **b}[kn] for kn in KNOBS) for b in sched)
+    b0, b1, b2, b3 = (tuple({**OLDER_DEFAULTS, **b}[kn] for kn in KNOBS) for b in sched)
     lim = [hi for _, hi in BUCKETS[:-1]]
     # the tuning entry point's kernel knob: where the int8 kernels cannot be linked, 1 and 2 run the lookups too
     amx, vnni = ("amx", "vnni") if p["isa"] == "avx512" and p.get("table", "int8") == "int8" else ("lut", "lut")

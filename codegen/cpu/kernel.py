@@ -10,7 +10,7 @@ from .build import build_library
 from .isa import best_isa, host_arch, native, supported
 from .layout import LAYOUT, TILE, CpuWeight, pack_cpu
 from .schedule import (INT8_APPLIES, INT8_KERNELS, KERNELS, check_schedule, default_int8_buckets,
-                       default_schedule, max_tiles)
+                       capped, default_schedule)
 
 TABLES = ("int8", "f32")
 PROLOGUES = ("none", "rms_norm", "swiglu")  # what the call computes from its input before building tables
@@ -38,8 +38,7 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
          "layout": LAYOUT, "table": table,
          "schedule": check_schedule(schedule, threads, int8) if schedule else
          default_schedule(isa, table, threads, default_int8_buckets(int8_kernels(), cw.bits) if int8 else None)}
-    top = max_tiles(isa, table, cw.bits)  # what the kernel reads: the schedule records what runs
-    p["schedule"] = [dict(b, tiles=min(b["tiles"], top)) for b in p["schedule"]]
+    p["schedule"] = [capped(b, isa, table, cw.bits) for b in p["schedule"]]
     if prologue not in PROLOGUES:
         raise ValueError(f"prologue must be one of {PROLOGUES}, got {prologue!r}")
     if prologue == "rms_norm":

@@ -28,6 +28,8 @@ KNOBS = ("kernel", "threads", "split", "rows", "mblock", "tiles")
 # 4 ran up to 10% faster than 2 and 1.3x than 1 once the weights were prefetched into L2 (into L1, 4 had run
 # 1.3-1.5x slower than 2 there). The tuner measures all three.
 TILES = (1, 2, 4)
+# what a bucket of an older artifact or tuning result left out: it ran the lookups, with the most tiles per pass
+OLDER_DEFAULTS = {"kernel": "lut", "tiles": TILES[-1]}
 
 
 def bucket_of(m: int) -> int:
@@ -43,6 +45,11 @@ def max_tiles(isa: str, table: str, bits: int) -> int:
     if table != "int8":
         return 1
     return 4 if isa == "avx512" else 2 if isa == "avx2" and bits <= 2 else 1
+
+
+def capped(knobs: dict, isa: str, table: str, bits: int) -> dict:
+    """``knobs`` with the tiles per pass the library's kernel actually reads (what a schedule records)."""
+    return dict(knobs, tiles=min(knobs["tiles"], max_tiles(isa, table, bits)))
 
 
 def default_knobs(isa: str, table: str, threads: int, kernel: str = "lut") -> dict:
@@ -82,7 +89,7 @@ def check_schedule(schedule, max_threads: int, int8: bool = False) -> list[dict]
         raise ValueError(f"a schedule is one knob dict per row bucket {BUCKET_NAMES}, got {schedule!r}")
     out = []
     for i, b in enumerate(schedule):
-        b = {"kernel": "lut", "tiles": TILES[-1], **b} if isinstance(b, dict) else b
+        b = {**OLDER_DEFAULTS, **b} if isinstance(b, dict) else b
         if not isinstance(b, dict) or set(b) != set(KNOBS):
             raise ValueError(f"schedule knobs are {', '.join(KNOBS)}; got {b!r}")
         if b["kernel"] not in KERNELS or not 1 <= b["threads"] <= max_threads or b["split"] not in ("n", "m") \

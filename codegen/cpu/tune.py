@@ -28,7 +28,7 @@ from .build import build_library, cache_dir, source_digest
 from .kernel import int8_applies
 from .layout import CpuWeight
 from .schedule import (BUCKET_NAMES, BUCKETS, INT8_FIRST_BUCKET, INT8_KERNELS, KERNELS, KNOBS, MAX_ROWS, TILES,
-                       bucket_of, default_int8, default_knobs, max_tiles)
+                       bucket_of, capped, default_int8, default_knobs, max_tiles)
 
 TIMING_ROWS = (1, 4, 16, 64)  # the row count each bucket is timed at
 ROUNDS = 7                    # samples per candidate, taken in interleaved rounds (drift hits all alike)
@@ -63,7 +63,7 @@ class TuneKey:
         them)."""
         knobs = default_knobs(self.isa, self.table, self.threads,
                               default_int8(self.int8_kernels, self.bits, BUCKET_NAMES.index(self.bucket)) or "lut")
-        return dict(knobs, tiles=min(knobs["tiles"], max_tiles(self.isa, self.table, self.bits)))
+        return capped(knobs, self.isa, self.table, self.bits)
 
     @property
     def int8_kernels(self) -> tuple[str, ...]:
@@ -120,7 +120,7 @@ def candidates(c: TuneKey) -> list[dict]:
             cand["mblock"] = 0
         if cand["kernel"] in INT8_KERNELS:
             cand["rows"] = 1
-        cand["tiles"] = min(cand["tiles"], max_tiles(c.isa, c.table, c.bits))
+        cand = capped(cand, c.isa, c.table, c.bits)
         if cand not in out:
             out.append(cand)
     return out

@@ -16,7 +16,8 @@
 
 int32_t FN(lutc_precompute)(const float*, int64_t, int64_t, int64_t, int8_t*, float*, float*);
 int32_t FN(lutc_gemv)(const int8_t*, const float*, const float*, const uint8_t*, const uint16_t*, const int8_t*, float*,
-                      int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+                      int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                      int64_t);
 int32_t FN(lutc_rmsnorm)(const float*, const float*, int64_t, float, float*);
 
 static void* read_n(FILE* f, size_t size, size_t n) {

@@ -65,7 +65,7 @@ def test_candidates_come_from_rules():
     assert len(many) == len({json.dumps(c, sort_keys=True) for c in many}) > len(one)
     assert all(c["split"] == "n" for c in many if c["threads"] == 1)  # a split over one thread is no candidate
     assert {c["rows"] for c in many} == {1, 2, 4} and {c["mblock"] for c in many} == {0, 8, 16}
-    assert {c["tiles"] for c in many} == {4}  # many rows: one tile per pass, whatever the knob says
+    assert {c["tiles"] for c in many} == {4}  # many rows: no tiles rule (a pass over several tiles is one row's)
     assert {c["rows"] for c in tune.candidates(dataclasses.replace(KEY, isa="avx2"))} == {1}
     assert {c["kernel"] for c in many} == {"lut"}  # no int8 candidates unless the key says they apply
     int8 = tune.candidates(dataclasses.replace(KEY, int8="amx,vnni"))
@@ -153,7 +153,7 @@ def test_every_candidate_computes_the_same_matmul(table):
                     assert rel(kern(x), amx_reference(q, x)) < 2e-6, c
 
 
-@pytest.mark.parametrize("isa", sorted({best_isa(), "avx2"} & {"avx512", "avx2"}))
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
 def test_every_tiles_per_pass_computes_the_same_gemv(isa, bits):
     """One row over 11 tiles (N = 700) split in 6 + 5 over two threads (or 11 on one): four tiles per pass leave
@@ -175,7 +175,7 @@ def test_every_tiles_per_pass_computes_the_same_gemv(isa, bits):
             assert rel(outs[-1], want) < 2e-2, (threads, tiles)  # int8 tables: ~1e-2 (design.md section 2)
         assert all(np.array_equal(o, outs[0]) for o in outs), threads
     bad = [dict(b, tiles=3) for b in params["schedule"]]
-    with pytest.raises(ValueError, match="tiles 1|2|4"):  # no pass reads three
+    with pytest.raises(ValueError, match=r"tiles 1\|2\|4"):  # no pass reads three
         kernel_params(cw, 2, isa, schedule=bad)
 
 
