@@ -110,6 +110,30 @@ def _loop(threads):
     return T.serial(1) if isinstance(threads, int) and threads == 1 else T.parallel(threads)
 
 
+def refused(name: str, limits: str) -> str:
+    """What a C kernel's nonzero return code means, for the RuntimeError the driver raises."""
+    return (f"lutc's C kernel {name} returned an error, so its output was not written: {limits}, or no memory for its "
+            f"scratch (a lutc bug if the call came through lutc's own checks: please report the shapes)")
+
+
+def checked_tasks():
+    """A macro ``tasks(threads, call, args, why)``: ``call(t, *args)`` (a C call returning int32) for every task ``t`` (over
+    TVM's pool past one thread), then a RuntimeError with ``refused`` if any returned nonzero. TVM drops an assert
+    inside a parallel body (the pool's closure returns the error to nobody), so each task keeps its code in a slot
+    of its own and the slots are checked after the loop (``why``: the error's message)."""
+    from ..tvmscript import T
+
+    @T.macro
+    def tasks(threads, call, args, why):
+        RC = T.alloc_buffer((threads,), "int32")
+        for t in _loop(threads):
+            RC[t] = call(t, *args)
+        for t in range(threads):
+            assert RC[t] == 0, why
+
+    return tasks
+
+
 def _names(p: dict, kernel: str = "lut") -> tuple[str, str, str]:
     """The C entry points of ``kernel``: (per-row preparation, the matmul over tiles, the tables' dtype)."""
     if kernel in INT8_KERNELS:  # both read lutc_amx_quantize's int8 activations
@@ -145,18 +169,26 @@ def _macros(p: dict):
     def rows_of(t, threads, m):
         return _ranges(t, threads, "m", m, tiles)[2:]
 
-    @T.macro
-    def prep_row(kernel, row, m, X, NW, scratch, TAB, TSC, XS):
-        if prologue == "none":
-            T.evaluate(prepare(kernel, T.address_of(X[row, 0]), row, m, TAB, TSC, XS))
-        else:
-            T.evaluate(prologue_call(row, X, NW, scratch))
-            T.evaluate(prepare(kernel, scratch, row, m, TAB, TSC, XS))
+    pre_names = _names(p, "lut")[0] + {"none": "", "rms_norm": f" (or {norm})", "swiglu": f" (or {swiglu})"}[prologue]
+    prep_refused = refused(pre_names, "a group that is not a multiple of 4 K or does not divide the padded K")
+    int8_refused = refused(_names(p, "amx")[0], "a group that is not a multiple of 16 K or a row outside the call")
 
     @T.macro
+    def prep_row(kernel, row, m, X, NW, scratch, TAB, TSC, XS, RC, slot):
+        if prologue == "none":
+            RC[slot] = RC[slot] | prepare(kernel, T.address_of(X[row, 0]), row, m, TAB, TSC, XS)
+        else:
+            RC[slot] = RC[slot] | prologue_call(row, X, NW, scratch)
+            RC[slot] = RC[slot] | prepare(kernel, scratch, row, m, TAB, TSC, XS)
+
+    # every call's return code is kept (checked_tasks says why in slots): the error raised names the C kernel
+    @T.macro
     def prep_serial(kernel, m, X, NW, SCR, TAB, TSC, XS):
+        RC = T.alloc_buffer((1,), "int32")
+        RC[0] = 0
         for row in range(m):
-            prep_row(kernel, row, m, X, NW, SCR.data, TAB, TSC, XS)
+            prep_row(kernel, row, m, X, NW, SCR.data, TAB, TSC, XS, RC, 0)
+        assert RC[0] == 0, int8_refused if kernel in INT8_KERNELS else prep_refused
 
     # rows are independent: past PARALLEL_PREP_ROWS they are split over the pool, each task with its own scratch
     # row (tables for 128 rows of 1536 took 200 us on one thread: a third of a SmolLM2 down projection's prefill)
@@ -167,23 +199,34 @@ def _macros(p: dict):
         elif m <= PARALLEL_PREP_ROWS:
             prep_serial(kernel, m, X, NW, SCR, TAB, TSC, XS)
         else:
+            RC = T.alloc_buffer((threads,), "int32")
             for t in T.parallel(threads):
+                RC[t] = 0
                 ROW = T.alloc_buffer((k,), "float32")
                 for row in range(rows_of(t, threads, m)[0], rows_of(t, threads, m)[1]):
-                    prep_row(kernel, row, m, X, NW, ROW.data, TAB, TSC, XS)
+                    prep_row(kernel, row, m, X, NW, ROW.data, TAB, TSC, XS, RC, t)
+            for t in range(threads):
+                assert RC[t] == 0, int8_refused if kernel in INT8_KERNELS else prep_refused
 
     def ranges(kernel, t, threads, split, m):
         return _ranges(t, threads, split, m, tiles, AMX_ROWS if kernel == "amx" else 1)
 
+    def matmul_call(t, kernel, m, TAB, TSC, XS, W, S, Z, Y, threads, split, rows, mblock, tiles_per_pass):
+        r = ranges(kernel, t, threads, split, m)
+        return T.call_extern("int32", _names(p, kernel)[1], TAB.data, TSC.data, XS.data, W.data, S.data, Z.data,
+                             Y.data, m, T.int64(n_pad), T.int64(runs), T.int64(groups), T.int64(bits), *r, _i64(rows),
+                             _i64(mblock), _i64(tiles_per_pass))
+
+    matmul_refused = {kern: refused(_names(p, kern)[1], "rows or tiles outside the call, groups that do not divide "
+                                    "the padded K, or a tiles-per-pass count other than 1, 2 or 4" +
+                                    (", or no AMX permission" if kern == "amx" else ""))
+                      for kern in ("lut", *INT8_KERNELS)}
+    tasks = checked_tasks()
+
     @T.macro
     def lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, threads, split, rows, mblock, tiles_per_pass):
-        for t in _loop(threads):
-            T.evaluate(T.call_extern("int32", _names(p, kernel)[1], TAB.data, TSC.data, XS.data, W.data, S.data,
-                                     Z.data, Y.data, m, T.int64(n_pad), T.int64(runs), T.int64(groups),
-                                     T.int64(bits), ranges(kernel, t, threads, split, m)[0],
-                                     ranges(kernel, t, threads, split, m)[1], ranges(kernel, t, threads, split, m)[2],
-                                     ranges(kernel, t, threads, split, m)[3], _i64(rows), _i64(mblock),
-                                     _i64(tiles_per_pass)))
+        tasks(threads, matmul_call, (kernel, m, TAB, TSC, XS, W, S, Z, Y, threads, split, rows, mblock,
+                                     tiles_per_pass), matmul_refused[kernel])
 
     return prep, lookups
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .build import _key, cache_dir, export
+from ...runtime.ops_lib import MAX_HEAD_DIM
+from .build import _key, cache_dir, checked_tasks, export, refused
 
 SOURCE = Path(__file__).with_name("ops_kernels.c")
 PREFILL_ROWS = 16  # query rows from which the attention block runs its prefill kernel (blocked queries and keys)
@@ -15,10 +16,20 @@ PREFILL_ROWS = 16  # query rows from which the attention block runs its prefill 
 OPS_LIBRARY_STEPS = ("rope_kv_attention", "linear")
 FUNCTIONS = ("attention", "attention_parallel", "rope", "swiglu", "rope_kv_attention", "rope_kv_attention_parallel",
              "linear")
+SCRATCH, LIMITS = "no memory for its scratch row", "arguments outside its limits"
+ATTENTION_REFUSED = {name: refused(name, f"a head dimension above {MAX_HEAD_DIM} or odd, or {SCRATCH}") for name in
+                     ("lutc_rope_kv_attention_f32", "lutc_rope_kv_attention_prefill_f32")}
+ATTENTION_REFUSED["lutc_attention_f32"] = refused("lutc_attention_f32", SCRATCH)
 
 
 def _functions(threads: int) -> dict:
     from ..tvmscript import T
+
+    tasks = checked_tasks()
+
+    def call(t, name, per, count, *args):
+        """C kernel ``name`` on task ``t``'s range of ``count`` heads (``per`` each)."""
+        return T.call_extern("int32", name, *args, T.min(t * per, count), T.min(t * per + per, count))
 
     def attention_fn(parallel: int):
         @T.prim_func
@@ -32,10 +43,9 @@ def _functions(threads: int) -> dict:
             V = T.match_buffer(v, (b, hk, s, d), "float32", strides=(v0, v1, v2, T.int64(1)))
             O = T.match_buffer(o, (b, hq, l, d), "float32")
             per = (hq + parallel - 1) // parallel
-            for t in T.parallel(parallel) if parallel > 1 else T.serial(1):
-                T.evaluate(T.call_extern("int32", "lutc_attention_f32", Q.data, q0, q1, q2, K.data, k0, k1, k2,
-                                         V.data, v0, v1, v2, O.data, b, hq, hk, l, s, d, scale, causal, off,
-                                         T.min(t * per, hq), T.min(t * per + per, hq)))
+            tasks(parallel, call, ("lutc_attention_f32", per, hq, Q.data, q0, q1, q2, K.data, k0, k1, k2, V.data, v0,
+                                   v1, v2, O.data, b, hq, hk, l, s, d, scale, causal, off),
+                  ATTENTION_REFUSED["lutc_attention_f32"])
         return attention
 
     def args(Q, K, V, CS, SN, KC, VC, O, b, hq, hk, l, d, c, past, scale, causal, off):
@@ -59,14 +69,13 @@ def _functions(threads: int) -> dict:
             VC = T.match_buffer(vc, (b, hk, c, d), "float32")
             O = T.match_buffer(o, (b, l, nq), "float32")
             per, per_q = (hk + parallel - 1) // parallel, (hq + parallel - 1) // parallel
-            for t in T.parallel(parallel) if parallel > 1 else T.serial(1):
-                if l >= PREFILL_ROWS:  # query heads over the tasks: a model's few KV heads split unevenly
-                    T.evaluate(T.call_extern("int32", "lutc_rope_kv_attention_prefill_f32", *args(Q, K, V, CS, SN, KC,
-                               VC, O, b, hq, hk, l, d, c, past, scale, causal, off), T.min(t * per_q, hq),
-                               T.min(t * per_q + per_q, hq)))
-                else:
-                    T.evaluate(T.call_extern("int32", "lutc_rope_kv_attention_f32", *args(Q, K, V, CS, SN, KC, VC, O, b,
-                               hq, hk, l, d, c, past, scale, causal, off), T.min(t * per, hk), T.min(t * per + per, hk)))
+            block = args(Q, K, V, CS, SN, KC, VC, O, b, hq, hk, l, d, c, past, scale, causal, off)
+            if l >= PREFILL_ROWS:  # query heads over the tasks: a model's few KV heads split unevenly
+                tasks(parallel, call, ("lutc_rope_kv_attention_prefill_f32", per_q, hq, *block),
+                      ATTENTION_REFUSED["lutc_rope_kv_attention_prefill_f32"])
+            else:
+                tasks(parallel, call, ("lutc_rope_kv_attention_f32", per, hk, *block),
+                      ATTENTION_REFUSED["lutc_rope_kv_attention_f32"])
         return rope_kv_attention
 
     @T.prim_func
@@ -76,7 +85,8 @@ def _functions(threads: int) -> dict:
         C = T.match_buffer(c, (l, d), "float32")
         S = T.match_buffer(s, (l, d), "float32")
         O = T.match_buffer(o, (b, h, l, d), "float32")
-        T.evaluate(T.call_extern("int32", "lutc_rope_f32", X.data, x0, x1, x2, C.data, S.data, O.data, b, h, l, d))
+        assert T.call_extern("int32", "lutc_rope_f32", X.data, x0, x1, x2, C.data, S.data, O.data, b, h, l,
+                             d) == 0, refused("lutc_rope_f32", LIMITS)
 
     @T.prim_func
     def swiglu(g: T.handle, u: T.handle, o: T.handle):
@@ -84,7 +94,8 @@ def _functions(threads: int) -> dict:
         G = T.match_buffer(g, (n,), "float32")
         U = T.match_buffer(u, (n,), "float32")
         O = T.match_buffer(o, (n,), "float32")
-        T.evaluate(T.call_extern("int32", "lutc_swiglu_f32", G.data, U.data, O.data, n))
+        assert T.call_extern("int32", "lutc_swiglu_f32", G.data, U.data, O.data, n) == 0, refused(
+            "lutc_swiglu_f32", LIMITS)
 
     @T.prim_func
     def linear(x: T.handle, w: T.handle, y: T.handle):
@@ -93,9 +104,8 @@ def _functions(threads: int) -> dict:
         W = T.match_buffer(w, (n, k), "float32")
         Y = T.match_buffer(y, (m, n), "float32")
         per = (n + 4 * threads - 1) // (4 * threads) * 4  # four weight rows per micro-kernel step
-        for t in T.parallel(threads) if threads > 1 else T.serial(1):
-            T.evaluate(T.call_extern("int32", "lutc_linear_f32", X.data, xs, W.data, Y.data, m, n, k,
-                                     T.min(t * per, n), T.min(t * per + per, n)))
+        tasks(threads, call, ("lutc_linear_f32", per, n, X.data, xs, W.data, Y.data, m, n, k),
+              refused("lutc_linear_f32", LIMITS))
 
     return {"linear": linear.with_attr("global_symbol", "linear"),
             "attention": attention_fn(1).with_attr("global_symbol", "attention"),

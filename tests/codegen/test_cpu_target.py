@@ -266,6 +266,27 @@ def test_fused_attention_block_matches_numpy(b, l, past, hq, hk, d, align, isa):
     np.testing.assert_array_equal(results[1][0][:, :, :past], past_k)  # the past is kept, the new keys follow
 
 
+@pytest.mark.parametrize("l", [1, 20])  # the decode and the prefill kernel
+def test_a_c_kernel_that_refuses_its_call_raises(monkeypatch, l):
+    """ops_kernels.c returns -2 for a head dimension its scratch rows cannot hold; with the Python guard
+    (``_block_fits``) bypassed, the driver raises naming the kernel, from one task and from several."""
+    from lutc.codegen.cpu.ops import build_ops_library
+    from lutc.runtime import ops_lib
+
+    ops = ops_lib.CompiledOps(build_ops_library("generic", 2))
+    monkeypatch.setattr(ops_lib, "_block_fits", lambda d: True)
+    b, hq, hk, d = 1, 4, 2, 514
+    rng = np.random.default_rng(3)
+    qkv = rng.standard_normal((b, l, (hq + 2 * hk) * d)).astype(np.float32)
+    q, k, v = np.split(qkv, [hq * d, (hq + hk) * d], axis=-1)
+    cos, sin = rng.standard_normal((2, l, d)).astype(np.float32)
+    past = np.zeros((b, hk, 0, d), np.float32)
+    attrs = {"heads": hq, "kv_heads": hk, "head_dim": d, "scale": 0.3, "causal": True}
+    name = "lutc_rope_kv_attention_prefill_f32" if l >= 16 else "lutc_rope_kv_attention_f32"
+    with pytest.raises(RuntimeError, match=f"{name} returned an error.*head dimension above 512"):
+        ops.rope_kv_attention(attrs, [q, k, v, cos, sin, past, past], KvCaches(None))
+
+
 @pytest.mark.parametrize("isa", ISA_LIST)
 def test_float_linear_kernel_matches_float64(isa):
     """The ops library's float linear layer (a decode step's unquantized lm_head) against float64 on awkward shapes:

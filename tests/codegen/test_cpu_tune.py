@@ -177,6 +177,10 @@ def test_every_tiles_per_pass_computes_the_same_gemv(isa, bits):
     bad = [dict(b, tiles=3) for b in params["schedule"]]
     with pytest.raises(ValueError, match=r"tiles 1\|2\|4"):  # no pass reads three
         kernel_params(cw, 2, isa, schedule=bad)
+    for threads in (1, 2):  # past the Python checks, the C kernel's refusal is an error too (from every task)
+        kern.knobs = tune.knob_args(dict(params["schedule"][0], threads=threads, tiles=3))
+        with pytest.raises(RuntimeError, match=f"lutc_gemv_{isa} returned an error.*tiles-per-pass"):
+            kern(x)
 
 
 def test_tuned_kernels_are_correct_and_schedules_checked(counted):
