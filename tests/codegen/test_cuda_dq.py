@@ -133,9 +133,14 @@ def test_dq_cuda_source_structure():
 
     src = cuda_source(_params("sm_90a"))
     assert src.count("__dp4a(") == 3 * 4 * 8                 # chunks x sub-blocks x (4 words x 2 halves)
-    assert src.count("& 252645135") == 3 * 4 * 8             # 0x0F0F0F0F: one mask per byte word
+    assert src.count("& 252645135)") == 3 * 4 * 8            # 0x0F0F0F0F: one mask per byte word
     two = cuda_source(_params("sm_90a", bits=2, layout=CODE_LAYOUTS[2]))
-    assert two.count("__dp4a(") == 3 * 4 * 8 and two.count("& 50529027") == 3 * 4 * 8   # 2 words x 4: 0x03030303
+    # 2 words x 4 fields: fields 0 and 2 masked by 0x03030303 (2 after w >> 4), 1 and 3 by 0x0C0C0C0C in place
+    assert two.count("__dp4a(") == 3 * 4 * 8
+    assert two.count("& 50529027)") == two.count("& 202116108)") == two.count(" >> 4) &") == 3 * 4 * 4
+    assert two.count("dot_ptr[1] >> 2)") == 3 * 4                # once per sub-block
+    one = cuda_source(_params("sm_90a", bits=1, layout=CODE_LAYOUTS[1]))
+    assert one.count("__dp4a(") == 3 * 4 * 8 and one.count("& 16843009)") == 3 * 4 * 8   # 0x01010101 per field
     assert "*(int4*)(W_ptr" in src and "__float2int_rn" in src and "__shfl_xor_sync" in src
     assert "lutc_arrive((&(CNT_ptr" in src and "R_ptr[" not in src         # split K (8 chunks, 3 per block), no residual
     direct = cuda_source(_params("sm_90a", cps=8, has_zero=False, residual=True))
