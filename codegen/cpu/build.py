@@ -117,10 +117,10 @@ def refused(name: str, limits: str) -> str:
 
 
 def checked_tasks():
-    """A macro ``tasks(threads, call, args, why)``: ``call(t, *args)`` (a C call returning int32) for every task ``t`` (over
-    TVM's pool past one thread), then a RuntimeError with ``refused`` if any returned nonzero. TVM drops an assert
-    inside a parallel body (the pool's closure returns the error to nobody), so each task keeps its code in a slot
-    of its own and the slots are checked after the loop (``why``: the error's message)."""
+    """A macro ``tasks(threads, call, args, why)``: ``call(t, *args)`` (a C call returning int32) for every task
+    ``t`` (over TVM's pool past one thread), then a RuntimeError with ``refused`` if any returned nonzero. TVM
+    drops an assert inside a parallel body (the pool's closure returns the error to nobody), so each task keeps its
+    code in a slot of its own and the slots are checked after the loop (``why``: the error's message)."""
     from ..tvmscript import T
 
     @T.macro

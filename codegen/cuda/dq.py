@@ -6,18 +6,19 @@ lookups (SHF + LOP3 + LDS + FADD each): at 4 bits the W4 GEMV was issue-bound (H
 kernel), and the float tables it builds per block cost a shared-memory phase of their own. Here a weight is one
 b-bit field: ``(w >> b h) & (2^b - 1) * 0x01010101`` (h < 8 / b) turns a 32-bit word of 32 / b codes into 8 / b
 words of 4 bytes, and a ``dp4a`` each multiplies them by 4 int8 activations (4 bits: 5 instructions per 8 weights;
-2 bits: 9 per 16, with one shift per two fields, see ``code_bytes``). The activations are what the int8 table mode quantizes (``table_dtype="int8"``, the default:
-~1e-2 relative, as the CPU's int8 tables): each block rounds its K range to int8 per 32 K (scale = absmax / 127,
-round to nearest even, as llama.cpp's Q8_0 activation blocks) while it stages them in shared memory, in the byte
-order of the weight words, with the integer sums that the zero points need. Per row, 32 K and chunk:
+2 bits: 9 per 16, with one shift per two fields, see ``code_bytes``). The activations are what the int8 table
+mode quantizes (``table_dtype="int8"``, the default: ~1e-2 relative, as the CPU's int8 tables): each block rounds
+its K range to int8 per 32 K (scale = absmax / 127, round to nearest even, as llama.cpp's Q8_0 activation blocks)
+while it stages them in shared memory, in the byte order of the weight words, with the integer sums that the zero
+points need. Per row, 32 K and chunk:
 ``y += s / 2 * xs * (2 dot - (z' + 2^b - 1) sum x)`` (z' = 2z + 1 - 2^b: the layout's zero-point encoding), float32
 from there.
 
 Grid and epilogue are the LUT kernel's (tir.py): 128 rows per block, one per thread, K split over blocks, the
 last block sums the partials; or, when the GPU holds every 32-row block at once, blocks of 32 rows whose warps
 split K and add their sums in shared memory (``slices``, below). Each activation row is its own ``blockIdx.z``
-(up to 3 rows use this kernel; 4+ the tensor-core kernel, which reads the same words). Float tables (``table_dtype="f32"``) keep bit planes and
-the float32 LUT kernel.
+(up to 3 rows use this kernel; 4+ the tensor-core kernel, which reads the same words). Float tables
+(``table_dtype="f32"``) keep bit planes and the float32 LUT kernel.
 """
 from __future__ import annotations
 

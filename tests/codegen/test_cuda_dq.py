@@ -142,7 +142,7 @@ def test_dq_cuda_source_structure():
     one = cuda_source(_params("sm_90a", bits=1, layout=CODE_LAYOUTS[1]))
     assert one.count("__dp4a(") == 3 * 4 * 8 and one.count("& 16843009)") == 3 * 4 * 8   # 0x01010101 per field
     assert "*(int4*)(W_ptr" in src and "__float2int_rn" in src and "__shfl_xor_sync" in src
-    assert "lutc_arrive((&(CNT_ptr" in src and "R_ptr[" not in src         # split K (8 chunks, 3 per block), no residual
+    assert "lutc_arrive((&(CNT_ptr" in src and "R_ptr[" not in src   # split K (8 chunks, 3 per block), no residual
     direct = cuda_source(_params("sm_90a", cps=8, has_zero=False, residual=True))
     assert "lutc_arrive((&(CNT_ptr" not in direct and "R_ptr[" in direct
     with pytest.raises(ValueError, match="one activation row per block"):
