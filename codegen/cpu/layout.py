@@ -48,10 +48,29 @@ class CpuWeight:
         return self.w.nbytes + self.scales.nbytes + self.zeros.nbytes
 
 
+ROW_GROUP = 128  # the kernels' group for a weight with one scale per row: the size their int8 tables are tested at
+
+
+def kernel_grouping(k_pad: int, group_size: int, groups: int) -> tuple[int, int]:
+    """(group, K_pad) the kernels run a weight with: its own, or, for groups above ``MAX_GROUP``, sub-groups that
+    repeat the group's scale and zero point (the same weights): for one group per row (per-channel scales, as in
+    GPTQ without groups or BitNet) ``ROW_GROUP`` with K padded by zero codes (the activations there are zero),
+    otherwise the largest multiple of 4 up to ``MAX_GROUP`` that divides the group."""
+    if group_size <= MAX_GROUP and group_size % 4 == 0:
+        return group_size, k_pad
+    if groups == 1:
+        return ROW_GROUP, -(-k_pad // ROW_GROUP) * ROW_GROUP
+    for g in range(MAX_GROUP, 3, -4):
+        if group_size % g == 0:
+            return g, k_pad
+    raise NotImplementedError(f"the CPU kernels take group sizes that are multiples of 4 (up to {MAX_GROUP}, or "
+                              f"larger ones that split into such groups, or one group per row), got {group_size}")
+
+
 def pack_cpu(qw: QuantizedWeight) -> CpuWeight:
-    bits, n, gs = qw.bits, qw.n, qw.group_size
-    if gs > MAX_GROUP or gs % 4:
-        raise NotImplementedError(f"the CPU kernels take group sizes up to {MAX_GROUP} (multiples of 4), got {gs}")
+    bits, n = qw.bits, qw.n
+    gs, k_pad = kernel_grouping(qw.k_pad, qw.group_size, qw.scales.shape[1])
+    split = qw.group_size // gs if qw.scales.shape[1] > 1 else k_pad // gs   # kernel groups per weight group
     z = qw.zero_points().astype(np.float64)
     zs = 2 * z + 1 - (1 << bits)
     if not np.all(zs == np.round(zs)) or np.abs(zs).max(initial=0) > 127:
@@ -59,8 +78,8 @@ def pack_cpu(qw: QuantizedWeight) -> CpuWeight:
                                   "are not supported yet)")
     tiles = -(-n // TILE)
     n_pad = tiles * TILE
-    codes = np.zeros((n_pad, qw.k_pad), np.uint8)
-    codes[:n] = qw.codes
+    codes = np.zeros((n_pad, k_pad), np.uint8)
+    codes[:n, :qw.k_pad] = qw.codes
     idx = plane_indices(codes, bits)                                 # [bits, N_pad, runs]
     full, runs = bits // 2, idx.shape[2]
     a = idx[:2 * full].reshape(full, 2, tiles, 2, 32, runs)          # [pair, q, tile, lo/hi half, i, run]
@@ -77,6 +96,6 @@ def pack_cpu(qw: QuantizedWeight) -> CpuWeight:
         out[:n] = v
         return np.ascontiguousarray(out.reshape(tiles, TILE, -1).transpose(0, 2, 1))
 
-    scales = per_tile(qw.scales.astype(np.float16), np.float16).view(np.uint16)
-    zeros = per_tile(zs.astype(np.int8), np.int8)
-    return CpuWeight(w, scales, zeros, n, qw.k, qw.k_pad, bits, gs)
+    scales = per_tile(np.repeat(qw.scales.astype(np.float16), split, axis=1), np.float16).view(np.uint16)
+    zeros = per_tile(np.repeat(zs.astype(np.int8), split, axis=1), np.int8)
+    return CpuWeight(w, scales, zeros, n, qw.k, k_pad, bits, gs)

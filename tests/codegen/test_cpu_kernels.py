@@ -1,5 +1,7 @@
 """CPU LUT kernels (AVX-512, AVX2, portable, AMX) against the numpy LUT reference (or the numpy twin of the AMX
 kernel's int8 activations) and the float64 dequantized matmul, on awkward shapes; and their input checks."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from lutc.codegen.cpu.kernel import int8_applies, kernel_params, library_params
 from lutc.codegen.cpu.layout import pack_cpu
 from lutc.codegen.cpu.schedule import INT8_KERNELS, bucket_of, default_int8, default_schedule
 from lutc.passes.quantize import LayerQuant
+from lutc.passes.quantize.weight import QuantizedWeight
 from lutc.runtime import isa as runtime_isa
 from lutc.runtime.isa import int8_kernels, kernel_usable
 from lutc.runtime.lut import LutKernel
@@ -242,10 +245,49 @@ def test_bound_call_reads_its_arrays_at_each_call(lead):
         kern.bind(aligned, residual=np.zeros((70,), np.float32))
 
 
+def regrouped(q, g):
+    """``q`` with explicit groups of ``g``: its scales and zero points repeated, K padded with zero codes."""
+    kp = -(-q.k_pad // g) * g
+    codes = np.zeros((q.n, kp), np.uint8)
+    codes[:, :q.k_pad] = q.codes
+    rep = kp // g if q.scales.shape[1] == 1 else q.group_size // g
+    zeros = None if q.zeros is None else np.repeat(q.zeros, rep, axis=1)
+    cfg = dataclasses.replace(q.config, group_size=g)
+    return QuantizedWeight(codes, np.repeat(q.scales, rep, axis=1), zeros, cfg, q.k)
+
+
+@pytest.mark.parametrize("bits, n, k, group, sym, g", [(2, 70, 1000, None, False, 128), ("ternary", 65, 2056, None, False, 128),
+                                                      (4, 64, 1000, None, True, 128), (3, 130, 1024, 512, False, 256),
+                                                      (2, 64, 2000, 1000, True, 200)])
+def test_groups_above_256_run_as_sub_groups(bits, n, k, group, sym, g):
+    """One scale per row (per-channel) and groups above the kernels' 256: the kernels see sub-groups of ``g`` with
+    the group's scale repeated (the same weights), so the packed weight is that of the regrouped one, and the
+    result is the dequantized matmul to the int8 tables' rounding (float tables: to float32 rounding)."""
+    q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group, symmetric=sym))
+    same = regrouped(q, g)
+    a, b = pack_cpu(q), pack_cpu(same)
+    assert a.group_size == b.group_size == g and a.k_pad == b.k_pad
+    for name in ("w", "scales", "zeros"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for m in (1, 5, 40):
+        x = RNG.standard_normal((m, k)).astype(np.float32)
+        lut, exact = reference(same, x)
+        for threads in (1, 2):
+            kern = lutc.kernels.build_lut_matmul(q, threads=threads)
+            y = kern(x)
+            twin = amx_reference(same, x) if kern.params["schedule"][bucket_of(m)]["kernel"] in INT8_KERNELS else lut
+            assert rel(y, twin) < 2e-6 and rel(y, exact) < 2e-2
+    qf = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group, symmetric=sym,
+                                                                      table_dtype="f32"))
+    x = RNG.standard_normal((3, k)).astype(np.float32)
+    assert rel(lutc.kernels.build_lut_matmul(qf)(x), x.astype(np.float64) @ qf.dequantize().astype(np.float64).T) < 1e-5
+
+
 def test_unsupported_configurations_say_so():
     w = RNG.standard_normal((64, 512))
-    with pytest.raises(NotImplementedError, match="group sizes up to 256"):
-        lutc.kernels.build_lut_matmul(lutc.quantize_weight(w, LayerQuant(group_size=512)))
+    odd = QuantizedWeight(np.zeros((64, 516), np.uint8), np.ones((64, 2), np.float16), None, LayerQuant(), 516)
+    with pytest.raises(NotImplementedError, match="multiples of 4 .* got 258"):   # (quantize_weight makes 8 k)
+        lutc.kernels.build_lut_matmul(odd)
     with pytest.raises(TypeError, match="QuantizedWeight"):
         lutc.kernels.build_lut_matmul(w)
     with pytest.raises(NotImplementedError, match="target 'tpu'"):
