@@ -110,26 +110,41 @@ def _loop(threads):
     return T.serial(1) if isinstance(threads, int) and threads == 1 else T.parallel(threads)
 
 
-def refused(name: str, limits: str) -> str:
-    """What a C kernel's nonzero return code means, for the RuntimeError the driver raises."""
-    return (f"lutc's C kernel {name} returned an error, so its output was not written: {limits}, or no memory for its "
-            f"scratch (a lutc bug if the call came through lutc's own checks: please report the shapes)")
+def refused(name: str, limits: str = "") -> str:
+    """What a C kernel's nonzero return code means (``limits``: what it refuses besides a failed scratch
+    allocation), for the RuntimeError the driver raises."""
+    why = f"{limits}, or no memory for its scratch" if limits else "no memory for its scratch"
+    return (f"lutc's C kernel {name} returned an error, so its output was not written: {why} (a lutc bug if the "
+            f"call came through lutc's own checks: please report the shapes)")
+
+
+def checked_slots():
+    """A macro ``check(RC, slots, why)``: a RuntimeError with message ``why`` if any of the first ``slots`` return
+    codes in ``RC`` is nonzero. TVM drops an assert inside a parallel body (the pool's closure returns the error to
+    nobody), so each task keeps its code in a slot of its own and the slots are checked after the loop."""
+    from ..tvmscript import T
+
+    @T.macro
+    def check(RC, slots, why):
+        for t in range(slots):
+            assert RC[t] == 0, why
+
+    return check
 
 
 def checked_tasks():
     """A macro ``tasks(threads, call, args, why)``: ``call(t, *args)`` (a C call returning int32) for every task
-    ``t`` (over TVM's pool past one thread), then a RuntimeError with ``refused`` if any returned nonzero. TVM
-    drops an assert inside a parallel body (the pool's closure returns the error to nobody), so each task keeps its
-    code in a slot of its own and the slots are checked after the loop (``why``: the error's message)."""
+    ``t`` (over TVM's pool past one thread), then a RuntimeError with message ``why`` if any returned nonzero."""
     from ..tvmscript import T
+
+    check = checked_slots()
 
     @T.macro
     def tasks(threads, call, args, why):
         RC = T.alloc_buffer((threads,), "int32")
         for t in _loop(threads):
             RC[t] = call(t, *args)
-        for t in range(threads):
-            assert RC[t] == 0, why
+        check(RC, threads, why)
 
     return tasks
 
@@ -170,8 +185,10 @@ def _macros(p: dict):
         return _ranges(t, threads, "m", m, tiles)[2:]
 
     pre_names = _names(p, "lut")[0] + {"none": "", "rms_norm": f" (or {norm})", "swiglu": f" (or {swiglu})"}[prologue]
-    prep_refused = refused(pre_names, "a group that is not a multiple of 4 K or does not divide the padded K")
-    int8_refused = refused(_names(p, "amx")[0], "a group that is not a multiple of 16 K or a row outside the call")
+    prep_refused = {"lut": refused(pre_names, "a group that is not a multiple of 4 K or does not divide the padded K")}
+    prep_refused.update(dict.fromkeys(INT8_KERNELS, refused(_names(p, "amx")[0], "a group that is not a multiple "
+                                                            "of 16 K or a row outside the call")))
+    check = checked_slots()
 
     @T.macro
     def prep_row(kernel, row, m, X, NW, scratch, TAB, TSC, XS, RC, slot):
@@ -188,7 +205,7 @@ def _macros(p: dict):
         RC[0] = 0
         for row in range(m):
             prep_row(kernel, row, m, X, NW, SCR.data, TAB, TSC, XS, RC, 0)
-        assert RC[0] == 0, int8_refused if kernel in INT8_KERNELS else prep_refused
+        check(RC, 1, prep_refused[kernel])
 
     # rows are independent: past PARALLEL_PREP_ROWS they are split over the pool, each task with its own scratch
     # row (tables for 128 rows of 1536 took 200 us on one thread: a third of a SmolLM2 down projection's prefill)
@@ -205,8 +222,7 @@ def _macros(p: dict):
                 ROW = T.alloc_buffer((k,), "float32")
                 for row in range(rows_of(t, threads, m)[0], rows_of(t, threads, m)[1]):
                     prep_row(kernel, row, m, X, NW, ROW.data, TAB, TSC, XS, RC, t)
-            for t in range(threads):
-                assert RC[t] == 0, int8_refused if kernel in INT8_KERNELS else prep_refused
+            check(RC, threads, prep_refused[kernel])
 
     def ranges(kernel, t, threads, split, m):
         return _ranges(t, threads, split, m, tiles, AMX_ROWS if kernel == "amx" else 1)

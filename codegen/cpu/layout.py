@@ -70,7 +70,7 @@ def kernel_grouping(k_pad: int, group_size: int, groups: int) -> tuple[int, int]
 def pack_cpu(qw: QuantizedWeight) -> CpuWeight:
     bits, n = qw.bits, qw.n
     gs, k_pad = kernel_grouping(qw.k_pad, qw.group_size, qw.scales.shape[1])
-    split = qw.group_size // gs if qw.scales.shape[1] > 1 else k_pad // gs   # kernel groups per weight group
+    split = k_pad // gs // qw.scales.shape[1]   # kernel groups per weight group
     z = qw.zero_points().astype(np.float64)
     zs = 2 * z + 1 - (1 << bits)
     if not np.all(zs == np.round(zs)) or np.abs(zs).max(initial=0) > 127:

@@ -16,10 +16,10 @@ PREFILL_ROWS = 16  # query rows from which the attention block runs its prefill 
 OPS_LIBRARY_STEPS = ("rope_kv_attention", "linear")
 FUNCTIONS = ("attention", "attention_parallel", "rope", "swiglu", "rope_kv_attention", "rope_kv_attention_parallel",
              "linear")
-SCRATCH, LIMITS = "no memory for its scratch row", "arguments outside its limits"
-ATTENTION_REFUSED = {name: refused(name, f"a head dimension above {MAX_HEAD_DIM} or odd, or {SCRATCH}") for name in
+LIMITS = "arguments outside its limits"
+ATTENTION_REFUSED = {name: refused(name, f"a head dimension above {MAX_HEAD_DIM} or odd") for name in
                      ("lutc_rope_kv_attention_f32", "lutc_rope_kv_attention_prefill_f32")}
-ATTENTION_REFUSED["lutc_attention_f32"] = refused("lutc_attention_f32", SCRATCH)
+ATTENTION_REFUSED["lutc_attention_f32"] = refused("lutc_attention_f32")
 
 
 def _functions(threads: int) -> dict:
