@@ -72,9 +72,11 @@ class LutKernel:
             raise ValueError(f"LUT kernel weights: layout {layout!r} is not one this runtime reads {LAYOUTS}")
         tiles = self.n_pad // TILE
         wshape = (tiles, self.runs, params["pairs"], TILE) if layout == LAYOUTS[0] else (tiles, params["tile_bytes"])
-        want = {"w": wshape, "scales": (tiles, self.groups, TILE)}
+        # with real-valued zero points the scales array holds their offsets after the scales (codegen/cpu/layout.py)
+        srows = 2 * tiles if params.get("offsets") else tiles
+        want = {"w": wshape, "scales": (srows, self.groups, TILE), "zeros": (tiles, self.groups, TILE)}
         for name, a, dt in (("w", w, np.uint8), ("scales", scales, np.uint16), ("zeros", zeros, np.int8)):
-            shape = want.get(name, want["scales"])
+            shape = want[name]
             if a.shape != shape or a.dtype != dt:
                 raise ValueError(f"LUT kernel {name}: expected {np.dtype(dt)} {list(shape)}, got {a.dtype} {list(a.shape)}")
         self.weights = [a if is_aligned(a) else aligned_copy(a) for a in (w, scales, zeros)]

@@ -33,3 +33,17 @@ def lut_reference(q, x):
 def rel(a, b):
     """max-abs error over max-abs reference"""
     return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def cpu_weight(q):
+    """The weights the CPU kernels compute with, as a QuantizedWeight: f16 scales, and for real-valued zero points
+    the grid point z_i plus the f16 offset (codegen/cpu/layout.py) folded back into a float64 zero point."""
+    from dataclasses import replace
+
+    from lutc.codegen.cpu.layout import kernel_zero_points
+
+    s16 = q.scales.astype(np.float16).astype(np.float64)
+    zi, offsets = kernel_zero_points(q)
+    z = zi if offsets is None else zi - 2 * np.divide(offsets.astype(np.float16).astype(np.float64), s16,
+                                                       out=np.zeros_like(s16), where=s16 != 0)
+    return replace(q, scales=s16, zeros=(z + (1 << q.bits) - 1) / 2)

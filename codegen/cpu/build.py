@@ -166,13 +166,13 @@ def _macros(p: dict):
     k, k_pad, runs, groups = p["k"], p["k_pad"], p["runs"], p["groups"]
     tiles, n_pad, bits, gs = p["n_pad"] // 64, p["n_pad"], p["bits"], p["k_pad"] // p["groups"]
     norm, eps, swiglu = f"lutc_rmsnorm_{p['isa']}", float(p.get("eps", 0.0)), f"lutc_swiglu_{p['isa']}"
-    prologue = p.get("prologue", "none")
+    prologue, offsets = p.get("prologue", "none"), bool(p.get("offsets"))
 
     def prepare(kernel, src, row, m, TAB, TSC, XS):
         pre = _names(p, kernel)[0]
         if kernel in INT8_KERNELS:  # int8 activations, stored by group for all rows (lut_amx_kernels.c)
             return T.call_extern("int32", pre, src, T.int64(k), T.int64(k_pad), T.int64(gs), TAB.data, _i64(row),
-                                 _i64(m), T.address_of(TSC[row, 0]))
+                                 _i64(m), T.address_of(TSC[row, 0]), T.address_of(XS[row, 0]))
         return T.call_extern("int32", pre, src, T.int64(k), T.int64(k_pad), T.int64(gs),
                              T.address_of(TAB[row, 0, 0]), T.address_of(TSC[row, 0]), T.address_of(XS[row, 0]))
 
@@ -233,16 +233,25 @@ def _macros(p: dict):
                              Y.data, m, T.int64(n_pad), T.int64(runs), T.int64(groups), T.int64(bits), *r, _i64(rows),
                              _i64(mblock), _i64(tiles_per_pass))
 
-    matmul_refused = {kern: refused(_names(p, kern)[1], "rows or tiles outside the call, groups that do not divide "
+    def offsets_call(t, kernel, m, XS, S, Y, threads, split):
+        """The offsets of real-valued zero points (layout.py: after the scales in S) added to the task's part of y."""
+        return T.call_extern("int32", f"lutc_offsets_{p['isa']}", XS.data, T.address_of(S[tiles, 0, 0]), Y.data, m,
+                             T.int64(n_pad), T.int64(groups), *ranges(kernel, t, threads, split, m))
+
+    matmul_refused = {kern: refused(_names(p, kern)[1] + (f" (or lutc_offsets_{p['isa']})" if offsets else ""),
+                                    "rows or tiles outside the call, groups that do not divide "
                                     "the padded K, or a tiles-per-pass count other than 1, 2 or 4" +
                                     (", or no AMX permission" if kern == "amx" else ""))
                       for kern in ("lut", *INT8_KERNELS)}
-    tasks = checked_tasks()
 
     @T.macro
     def lookups(kernel, m, TAB, TSC, XS, W, S, Z, Y, threads, split, rows, mblock, tiles_per_pass):
-        tasks(threads, matmul_call, (kernel, m, TAB, TSC, XS, W, S, Z, Y, threads, split, rows, mblock,
-                                     tiles_per_pass), matmul_refused[kernel])
+        RC = T.alloc_buffer((threads,), "int32")
+        for t in _loop(threads):
+            RC[t] = matmul_call(t, kernel, m, TAB, TSC, XS, W, S, Z, Y, threads, split, rows, mblock, tiles_per_pass)
+            if offsets:   # after the matmul wrote the task's part of y
+                RC[t] = RC[t] | offsets_call(t, kernel, m, XS, S, Y, threads, split)
+        check(RC, threads, matmul_refused[kernel])
 
     return prep, lookups
 
@@ -258,6 +267,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
     from ..tvmscript import T
 
     k, runs, groups, tb, n_pad, tiles = p["k"], p["runs"], p["groups"], p["tile_bytes"], p["n_pad"], p["n_pad"] // 64
+    srows = 2 * tiles if p.get("offsets") else tiles   # the offsets of real-valued zero points after the scales
     tdt = _names(p)[2]
     prep, lookups = _macros(p)
     sched = p.get("schedule") or default_schedule(p["isa"], p.get("table", "int8"), p["threads"])
@@ -294,7 +304,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
             TSC = T.match_buffer(tsc, (m, groups), "float32")
             XS = T.match_buffer(xs, (m, groups), "float32")
             W = T.match_buffer(w, (tiles, tb), "uint8")
-            S = T.match_buffer(s, (tiles, groups, 64), "uint16")
+            S = T.match_buffer(s, (srows, groups, 64), "uint16")
             Z = T.match_buffer(z, (tiles, groups, 64), "int8")
             Y = T.match_buffer(y, (m, n_pad), "float32")
             dispatch(m, X, X, X, TAB, TSC, XS, W, S, Z, Y)  # no norm weight, no scratch row: X stands in, unread
@@ -314,7 +324,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
             TSC = T.match_buffer(tsc, (m, groups), "float32")
             XS = T.match_buffer(xs, (m, groups), "float32")
             W = T.match_buffer(w, (tiles, tb), "uint8")
-            S = T.match_buffer(s, (tiles, groups, 64), "uint16")
+            S = T.match_buffer(s, (srows, groups, 64), "uint16")
             Z = T.match_buffer(z, (tiles, groups, 64), "int8")
             Y = T.match_buffer(y, (m, n_pad), "float32")
             dispatch(m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y)
@@ -333,7 +343,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
             TSC = T.match_buffer(tsc, (m, groups), "float32")
             XS = T.match_buffer(xs, (m, groups), "float32")
             W = T.match_buffer(w, (tiles, tb), "uint8")
-            S = T.match_buffer(s, (tiles, groups, 64), "uint16")
+            S = T.match_buffer(s, (srows, groups, 64), "uint16")
             Z = T.match_buffer(z, (tiles, groups, 64), "int8")
             Y = T.match_buffer(y, (m, n_pad), "float32")
             dispatch(m, X, X, SCR, TAB, TSC, XS, W, S, Z, Y)  # X stands in for the norm weight, unread
@@ -364,7 +374,7 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
         TSC = T.match_buffer(tsc, (m, groups), "float32")
         XS = T.match_buffer(xs, (m, groups), "float32")
         W = T.match_buffer(w, (tiles, tb), "uint8")
-        S = T.match_buffer(s, (tiles, groups, 64), "uint16")
+        S = T.match_buffer(s, (srows, groups, 64), "uint16")
         Z = T.match_buffer(z, (tiles, groups, 64), "int8")
         Y = T.match_buffer(y, (m, n_pad), "float32")
         if kern == 1:

@@ -29,7 +29,8 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
                   table: str = "int8", schedule: list[dict] | None = None) -> dict:
     """What a library is built for (and the artifact records): shapes, bits, threads, ISA, table mode ("int8"
     or "f32"), the schedule per row bucket (schedule.py; default: the heuristic, with the best int8 kernel this
-    CPU runs (AMX; else VNNI, at W3/W4 from 9 rows, W2 from 33) where it applies), prologue."""
+    CPU runs (AMX; else VNNI, at W3/W4 from 9 rows, W2 from 33) where it applies), prologue, and ``offsets``
+    when the weight has real-valued zero points."""
     if table not in TABLES:
         raise ValueError(f"table must be one of {TABLES}, got {table!r}")
     int8 = int8_applies(cw, isa, table)
@@ -39,6 +40,8 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
          "schedule": check_schedule(schedule, threads, int8) if schedule else
          default_schedule(isa, table, threads, default_int8_buckets(int8_kernels(), cw.bits) if int8 else None)}
     p["schedule"] = [capped(b, isa, table, cw.bits) for b in p["schedule"]]
+    if cw.offsets:   # real-valued zero points: the scales array holds their offsets too (layout.py)
+        p["offsets"] = True
     if prologue not in PROLOGUES:
         raise ValueError(f"prologue must be one of {PROLOGUES}, got {prologue!r}")
     if prologue == "rms_norm":

@@ -2,7 +2,15 @@
 64-row tile, ``runs`` x (bits // 2) full lines of 64 bytes (byte 2i+q: plane 2p+q's 4-bit index of row i in the
 low nibble, of row i+32 in the high one), then for odd widths ``runs`` half lines of 32 bytes with the last plane
 alone. ``v1`` gave that plane an all-zero partner, so W3 moved as many bytes as W4 and W1 as W2; artifacts
-built with it keep their own libraries (runtime/lut.py takes both shapes)."""
+built with it keep their own libraries (runtime/lut.py takes both shapes).
+
+Zero points: the kernels take z' = 2z + 1 - 2^b as int8 (half-integer z). A real-valued one (GGUF Q4_1 and the
+K-quants' mins) is split into the nearest such z_i (clipped to the grid) and a per-group offset
+o = -s (z - z_i), so that W = s (q - z_i) + o: the kernels compute the first term and add o * xsum per group
+(lut_kernels.c ``lutc_offsets``, xsum: the group's activation sum as the kernel's tables or int8 activations hold
+it). The offsets are f16 (|o| <= s/2 inside the grid: rounding them costs < 2^-12 s per weight), stored after the
+scales in the same array, so no kernel signature changes: scales [2 * tiles, groups, 64], the offsets of tile t
+at row tiles + t."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +35,7 @@ def tile_bytes(runs: int, bits: int) -> int:
 class CpuWeight:
     """A QuantizedWeight repacked for the CPU kernels."""
     w: np.ndarray        # uint8 [tiles, tile_bytes(runs, bits)]
-    scales: np.ndarray   # uint16 (f16 bits) [tiles, groups, 64]
+    scales: np.ndarray   # uint16 (f16 bits) [tiles, groups, 64], then the f16 offsets of real zero points if any
     zeros: np.ndarray    # int8 z' = 2z + 1 - 2^b  [tiles, groups, 64]
     n: int
     k: int
@@ -46,6 +54,11 @@ class CpuWeight:
     @property
     def nbytes(self) -> int:
         return self.w.nbytes + self.scales.nbytes + self.zeros.nbytes
+
+    @property
+    def offsets(self) -> bool:
+        """Whether the scales array holds the offsets of real-valued zero points after the scales."""
+        return self.scales.shape[0] == 2 * self.tiles
 
 
 ROW_GROUP = 128  # the kernels' group for a weight with one scale per row: the size their int8 tables are tested at
@@ -71,11 +84,7 @@ def pack_cpu(qw: QuantizedWeight) -> CpuWeight:
     bits, n = qw.bits, qw.n
     gs, k_pad = kernel_grouping(qw.k_pad, qw.group_size, qw.scales.shape[1])
     split = k_pad // gs // qw.scales.shape[1]   # kernel groups per weight group
-    z = qw.zero_points().astype(np.float64)
-    zs = 2 * z + 1 - (1 << bits)
-    if not np.all(zs == np.round(zs)) or np.abs(zs).max(initial=0) > 127:
-        raise NotImplementedError("the CPU kernels take integer zero points (GGUF Q4_1's real-valued zero points "
-                                  "are not supported yet)")
+    zs, offsets = kernel_zero_points(qw)
     tiles = -(-n // TILE)
     n_pad = tiles * TILE
     codes = np.zeros((n_pad, k_pad), np.uint8)
@@ -91,11 +100,25 @@ def pack_cpu(qw: QuantizedWeight) -> CpuWeight:
     w = np.ascontiguousarray(np.concatenate(parts, axis=1))
     assert w.shape[1] == tile_bytes(runs, bits)
 
-    def per_tile(v, dtype):
-        out = np.zeros((n_pad, v.shape[1]), dtype)
-        out[:n] = v
+    def per_group(v, dtype):  # [N, groups] -> [tiles, kernel groups, 64]
+        out = np.zeros((n_pad, v.shape[1] * split), dtype)
+        out[:n] = np.repeat(v.astype(dtype), split, axis=1)
         return np.ascontiguousarray(out.reshape(tiles, TILE, -1).transpose(0, 2, 1))
 
-    scales = per_tile(np.repeat(qw.scales.astype(np.float16), split, axis=1), np.float16).view(np.uint16)
-    zeros = per_tile(np.repeat(zs.astype(np.int8), split, axis=1), np.int8)
-    return CpuWeight(w, scales, zeros, n, qw.k, k_pad, bits, gs)
+    scales = per_group(qw.scales, np.float16)
+    if offsets is not None:
+        scales = np.concatenate([scales, per_group(offsets, np.float16)])
+    zeros = per_group(zs, np.int8)
+    return CpuWeight(w, scales.view(np.uint16), zeros, n, qw.k, k_pad, bits, gs)
+
+
+def kernel_zero_points(qw: QuantizedWeight) -> tuple[np.ndarray, np.ndarray | None]:
+    """(z' [N, groups] as int8 values, offsets [N, groups] float64 or None): integer z' within int8 as they are;
+    otherwise (real-valued zero points, or ones far off the grid) the nearest z' on the grid [1 - 2^b, 2^b - 1]
+    and the offset -s/2 (z' - z_i') that makes up the difference (module docstring)."""
+    z = 2 * qw.zero_points().astype(np.float64) + 1 - (1 << qw.bits)
+    if np.all(z == np.round(z)) and np.abs(z).max(initial=0) <= 127:
+        return z, None
+    top = (1 << qw.bits) - 1
+    zi = np.clip(np.round(z), -top, top)
+    return zi, -qw.scales.astype(np.float64) / 2 * (z - zi)

@@ -5,7 +5,7 @@
  * the CPU has AMX (runtime/isa.py), and they refuse to run (return -1) where the kernel does not grant it.
  *
  * Activations (lutc_amx_quantize, per row): int8 with one scale per row and K group, a = max|x| / 127,
- * xq = round(x / a); stored by group, [groups][rows rounded up to 16][group], in the buffer the int8 tables would
+ * xq = round(x / a), and the group sums a * sum xq (for the offsets of real-valued zero points); stored by group, [groups][rows rounded up to 16][group], in the buffer the int8 tables would
  * use (it holds 4 k_pad bytes per row, enough from 4 rows on), the rows past the last one zeroed.
  *
  * Weights: a plane index (4 bits: 4 consecutive k) becomes 4 bytes of +-1 through a 16-entry dword table
@@ -52,7 +52,7 @@ int32_t SYM(lutc_amx_available)(void) { return amx_permitted(); }
  * loads do not all fall into one L1 set (a row stride of k_pad bytes, a multiple of 4 KiB, would). The last row
  * (m - 1) also zeroes the padding rows, which the tile loads read. */
 int32_t SYM(lutc_amx_quantize)(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* xq, int64_t row,
-                               int64_t m, float* ascale) {
+                               int64_t m, float* ascale, float* xsum) {
   if (group % 16 || k_pad % group || row < 0 || row >= m) return -1;
   const int64_t m16 = (m + 15) & ~(int64_t)15;
   for (int64_t g = 0; g * group < k_pad; ++g) {
@@ -66,13 +66,16 @@ int32_t SYM(lutc_amx_quantize)(const float* x, int64_t k, int64_t k_pad, int64_t
     float a = _mm512_reduce_max_ps(amax) / 127.0f;
     if (!(a > 0.0f)) a = 1.0f;
     const __m512 inv = _mm512_set1_ps(1.0f / a);
+    __m512i qsum = _mm512_setzero_si512();
     for (int64_t i = lo; i < lo + group; i += 16) {
       const int64_t left = hi - i;
       const __mmask16 mk = left >= 16 ? 0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
       const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + i), inv));
+      qsum = _mm512_add_epi32(qsum, q);
       _mm_storeu_si128((__m128i*)(out + i - lo), _mm512_cvtsepi32_epi8(q)); /* |q| <= 127 up to rounding */
     }
     ascale[g] = a;
+    xsum[g] = a * (float)_mm512_reduce_add_epi32(qsum); /* what the int8 products see: lutc_offsets reads it */
     if (row == m - 1) memset(out + group, 0, (size_t)((m16 - m) * group));
   }
   return 0;

@@ -573,3 +573,74 @@ int32_t SYM(lutc_rmsnorm)(const float* x, const float* w, int64_t k, float eps, 
   for (i = 0; i < k; ++i) out[i] = x[i] * r * w[i];
   return 0;
 }
+
+/* o16: 16 floats in the vectors of this ISA; o16_fma(p, x, a) = a + (16 f16 values at p) * x */
+#if LUTC_ISA == 512
+typedef __m512 o16;
+static inline o16 o16_fma(const uint16_t* p, float x, o16 a) {
+  return _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)), _mm512_set1_ps(x), a);
+}
+static inline o16 o16_zero(void) { return _mm512_setzero_ps(); }
+static inline void o16_add_to(float* y, o16 a) { _mm512_storeu_ps(y, _mm512_add_ps(_mm512_loadu_ps(y), a)); }
+#elif LUTC_ISA == 256
+typedef struct { __m256 v[2]; } o16;
+static inline o16 o16_fma(const uint16_t* p, float x, o16 a) {
+  const __m256 xv = _mm256_set1_ps(x);
+  for (int h = 0; h < 2; ++h)
+    a.v[h] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p + 8 * h))), xv, a.v[h]);
+  return a;
+}
+static inline o16 o16_zero(void) { return (o16){{_mm256_setzero_ps(), _mm256_setzero_ps()}}; }
+static inline void o16_add_to(float* y, o16 a) {
+  for (int h = 0; h < 2; ++h) _mm256_storeu_ps(y + 8 * h, _mm256_add_ps(_mm256_loadu_ps(y + 8 * h), a.v[h]));
+}
+#elif LUTC_ISA == 128
+typedef struct { float32x4_t v[4]; } o16;
+static inline o16 o16_fma(const uint16_t* p, float x, o16 a) {
+  for (int h = 0; h < 4; ++h) a.v[h] = vfmaq_n_f32(a.v[h], vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p + 4 * h))), x);
+  return a;
+}
+static inline o16 o16_zero(void) { return (o16){{vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)}}; }
+static inline void o16_add_to(float* y, o16 a) {
+  for (int h = 0; h < 4; ++h) vst1q_f32(y + 4 * h, vaddq_f32(vld1q_f32(y + 4 * h), a.v[h]));
+}
+#else
+typedef struct { float v[16]; } o16;
+static inline o16 o16_fma(const uint16_t* p, float x, o16 a) {
+  for (int i = 0; i < 16; ++i) a.v[i] += half_to_float(p[i]) * x;
+  return a;
+}
+static inline o16 o16_zero(void) { return (o16){{0}}; }
+static inline void o16_add_to(float* y, o16 a) {
+  for (int i = 0; i < 16; ++i) y[i] += a.v[i];
+}
+#endif
+
+/* The real-valued part of the zero points (codegen/cpu/layout.py): y[row, t*64 + i] += sum_g o[t][g][i] *
+ * xsum[row][g] for rows row0..row1 and tiles tile0..tile1, after any kernel wrote them (xsum: the group sums of
+ * the activations as its tables or int8 activations hold them, so the term rounds like the rest of the result).
+ * A tile's offsets (groups x 128 bytes) stay in L1/L2 while the rows go by. */
+int32_t SYM(lutc_offsets)(const float* xsum, const uint16_t* o, float* y, int64_t m, int64_t n_pad, int64_t groups,
+                          int64_t tile0, int64_t tile1, int64_t row0, int64_t row1) {
+  if (row0 < 0 || row1 > m || tile0 < 0 || tile1 * 64 > n_pad) return -1;
+  for (int64_t t = tile0; t < tile1; ++t) {
+    const uint16_t* ot = o + t * groups * 64;
+    for (int64_t row = row0; row < row1; ++row) {
+      const float* xs = xsum + row * groups;
+      o16 a0 = o16_zero(), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t g = 0; g < groups; ++g) {
+        const uint16_t* og = ot + g * 64;
+        a0 = o16_fma(og, xs[g], a0);
+        a1 = o16_fma(og + 16, xs[g], a1);
+        a2 = o16_fma(og + 32, xs[g], a2);
+        a3 = o16_fma(og + 48, xs[g], a3);
+      }
+      float* yr = y + row * n_pad + t * 64;
+      o16_add_to(yr, a0);
+      o16_add_to(yr + 16, a1);
+      o16_add_to(yr + 32, a2);
+      o16_add_to(yr + 48, a3);
+    }
+  }
+  return 0;
+}

@@ -12,14 +12,14 @@ import lutc
 from lutc.codegen.cpu.build import PARALLEL_PREP_ROWS, build_library
 from lutc.codegen.cpu.isa import ISAS, supported
 from lutc.codegen.cpu.kernel import int8_applies, kernel_params, library_params
-from lutc.codegen.cpu.layout import pack_cpu
+from lutc.codegen.cpu.layout import kernel_zero_points, pack_cpu
 from lutc.codegen.cpu.schedule import INT8_KERNELS, bucket_of, default_int8, default_schedule
 from lutc.passes.quantize import LayerQuant
 from lutc.passes.quantize.weight import QuantizedWeight
 from lutc.runtime import isa as runtime_isa
 from lutc.runtime.isa import int8_kernels, kernel_usable
 from lutc.runtime.lut import LutKernel
-from twins import amx_reference, rel
+from twins import amx_reference, cpu_weight, rel
 from twins import lut_reference as reference
 
 ISA_LIST = [i for i in ISAS if supported(i)]
@@ -281,6 +281,70 @@ def test_groups_above_256_run_as_sub_groups(bits, n, k, group, sym, g):
                                                                       table_dtype="f32"))
     x = RNG.standard_normal((3, k)).astype(np.float32)
     assert rel(lutc.kernels.build_lut_matmul(qf)(x), x.astype(np.float64) @ qf.dequantize().astype(np.float64).T) < 1e-5
+
+
+def real_zero_weight(bits, n, k, group, table="int8", seed=0):
+    """Codes with f16 scales and real-valued zero points, as GGUF Q4_1 and the K-quants' mins make them
+    (z = -m / s): inside the grid (SmolLM2's Q4_1 file has all of its 3.3M there), and 5% of the groups off it
+    (all-positive or all-negative weights: the offsets exceed s/2)."""
+    rng = np.random.default_rng(seed)
+    kp = -(-k // (group or 8)) * (group or 8)
+    groups = kp // group if group else 1
+    top = (1 << bits) - 1
+    z = rng.uniform(0, top, (n, groups))
+    far = rng.random((n, groups)) < 0.05
+    # up to half the grid beyond its ends: the int8 tables' error of the zero-point term grows with |z|
+    z[far] = np.where(rng.random(far.sum()) < 0.5, -rng.uniform(0, top / 2, far.sum()),
+                      rng.uniform(top, 1.5 * top, far.sum()))
+    cfg = LayerQuant(bits=bits, group_size=group, scale_dtype="f16", table_dtype=table)
+    return QuantizedWeight(rng.integers(0, top + 1, (n, kp)).astype(np.uint8),
+                           (rng.uniform(0.5, 2, (n, groups)) / top).astype(np.float16), z.astype(np.float32), cfg, k)
+
+
+@pytest.mark.parametrize("isa", ISA_LIST)
+@pytest.mark.parametrize("bits, n, k, group", [(4, 100, 300, 32), (2, 130, 1000, 16), (3, 65, 640, 64),
+                                               (1, 70, 257, 128), (4, 64, 1100, None)])
+def test_real_valued_zero_points(isa, bits, n, k, group):
+    """z = z_i + the rest: the kernels take z_i on the grid and add the f16 offset -s (z - z_i) times the group's
+    activation sum. Against the twin built from exactly those weights (same tables or int8 activations:
+    float32-vs-float64 rescaling only), and the float64 matmul of the true weights: int8 tables ~1e-2; float tables
+    1e-5 to the kernel's weights and, to the true ones, what the f16 offsets moved them (bounded below)."""
+    q = real_zero_weight(bits, n, k, group)
+    cw = pack_cpu(q)
+    twin_w = cpu_weight(regrouped(q, cw.group_size) if group is None else q)   # per row: the kernels' sub-groups
+    assert cw.offsets and cw.scales.shape == (2 * cw.tiles, cw.scales.shape[1], 64)
+    zi, o = kernel_zero_points(q)
+    assert np.abs(zi).max() <= (1 << bits) - 1 and np.all(zi == np.round(zi))   # on the grid
+    inside = (q.zeros >= 0) & (q.zeros <= (1 << bits) - 1)
+    assert np.all(np.abs(o[inside]) <= q.scales.astype(np.float64)[inside] / 2 + 1e-9)
+    # each weight moves by the f16 rounding of its group's offset: at most 2^-11 |o| (2^-12 s inside the grid)
+    moved = np.abs(twin_w.dequantize().astype(np.float64) - q.dequantize().astype(np.float64))
+    limit = np.repeat(np.abs(o) * 2.0 ** -11, q.group_size, axis=1)[:, :k] + 1e-7   # + dequantize's float32
+    assert moved.max() > 0 and np.all(moved <= limit)
+    for m in (1, 5, 40):
+        x = RNG.standard_normal((m, k)).astype(np.float32)
+        lut, exact = reference(twin_w, x)
+        exact = x.astype(np.float64) @ q.dequantize().astype(np.float64).T
+        for threads in (1, 2):
+            kern = lutc.kernels.build_lut_matmul(q, threads=threads, isa=isa)
+            y = kern(x)
+            assert kern.params["offsets"]
+            twin = amx_reference(twin_w, x) if kern.params["schedule"][bucket_of(m)]["kernel"] in INT8_KERNELS else lut
+            assert rel(y, twin) < 2e-6 and rel(y, exact) < 2e-2
+    qf = dataclasses.replace(q, config=dataclasses.replace(q.config, table_dtype="f32"))
+    x = RNG.standard_normal((3, k)).astype(np.float32)
+    y = lutc.kernels.build_lut_matmul(qf, isa=isa)(x)
+    assert rel(y, x.astype(np.float64) @ twin_w.dequantize().astype(np.float64).T) < 1e-5
+    bound = np.abs(x.astype(np.float64)) @ moved.T   # the offsets' f16 rounding, per output
+    assert np.all(np.abs(y - x.astype(np.float64) @ q.dequantize().astype(np.float64).T) <= bound + 1e-5 * np.abs(y).max())
+
+
+def test_integer_zero_points_need_no_offsets():
+    """The quantizer's zero points (and ONNX MatMulNBits') are integers on the grid: no offsets, no extra bytes."""
+    q = lutc.quantize_weight(RNG.standard_normal((64, 256)), LayerQuant(bits=3, group_size=32))
+    cw = pack_cpu(q)
+    assert not cw.offsets and cw.scales.shape[0] == cw.tiles
+    assert "offsets" not in kernel_params(cw, 1, "generic")
 
 
 def test_unsupported_configurations_say_so():
