@@ -1,7 +1,8 @@
 """GGUF (llama.cpp) import: metadata -> LlamaSpec, tensors -> weights, through the LLaMA builder.
 
-Q4_0, Q4_1 and Q8_0 linear weights keep their codes: they become ``QuantizedWeight``s (group 32) that the
-builder emits as ``lut_matmul`` directly, with no requantization. Other types are dequantized to float.
+Q4_0, Q4_1, Q8_0, Q2_K, Q3_K and Q4_K linear weights keep their codes: they become ``QuantizedWeight``s (groups
+of 32, or 16 for Q2_K/Q3_K; the mins of Q4_1, Q2_K and Q4_K as real-valued zero points) that the builder emits as
+``lut_matmul`` directly, with no requantization. Other types (Q5_*, Q6_K, ...) are dequantized to float.
 llama.cpp's converter permutes the rows of the q/k projections (for its RoPE layout); that is undone here,
 on the codes for quantized tensors (rows are independent, so no requantization is needed).
 """
@@ -70,43 +71,87 @@ def unpermute_rows(w: np.ndarray, heads: int) -> np.ndarray:
 
 
 def _blocks(t, block_bytes: int) -> np.ndarray:
-    """Raw bytes [rows, blocks, block_bytes] of a block-quantized tensor."""
+    """Raw bytes [rows * blocks, block_bytes] of a block-quantized tensor (and the row count)."""
     data = np.asarray(t.data, np.uint8)
-    return data.reshape(data.shape[0], -1, block_bytes)
+    return data.reshape(-1, block_bytes), data.shape[0]
+
+
+def _f16(b: np.ndarray) -> np.ndarray:
+    """[blocks, 2] bytes -> [blocks, 1] float32"""
+    return b.copy().view(np.float16).astype(np.float32)
+
+
+def _with_min(codes, s, m):
+    """W = s q - m as s (q - z): z = m / s; a group whose scale is 0 (the constant -m) becomes 1 * (0 - m)."""
+    flat = s == 0
+    codes[np.repeat(flat, codes.shape[1] // s.shape[1], axis=1)] = 0
+    s = np.where(flat, 1, s).astype(np.float32)
+    return codes, s, (m / s).astype(np.float32)
+
+
+# per block type: blocks [B, bytes] -> (codes [B, weights], scales [B, groups], zero points), and (bits, group);
+# llama.cpp's element order (ggml-quants.c, mirrored by gguf.quants' dequantize_blocks)
+def _q8_0(b):
+    return (b[:, 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8), _f16(b[:, :2]), 128.0
+
+
+def _q4_0(b):
+    return np.concatenate([b[:, 2:] & 15, b[:, 2:] >> 4], axis=1), _f16(b[:, :2]), 8.0   # element j, then j + 16
+
+
+def _q4_1(b):   # W = d q + m
+    return _with_min(np.concatenate([b[:, 4:] & 15, b[:, 4:] >> 4], axis=1), _f16(b[:, :2]), -_f16(b[:, 2:4]))
+
+
+def _q2_k(b):   # 16 x (4-bit scale, 4-bit min) per 256; 2-bit codes: 32 bytes x 4 shifts per 128
+    sc, qs, d, dmin = b[:, :16], b[:, 16:80], _f16(b[:, 80:82]), _f16(b[:, 82:84])
+    codes = (qs.reshape(-1, 2, 1, 32) >> np.array([0, 2, 4, 6], np.uint8).reshape(1, 1, 4, 1)) & 3
+    return _with_min(codes.reshape(-1, 256), d * (sc & 15), dmin * (sc >> 4))
+
+
+def _q3_k(b):   # 16 signed 6-bit scales per 256; 3-bit codes: 2 low bits from qs, the high one from hmask (set: +4)
+    hmask, qs, sc, d = b[:, :32], b[:, 32:96], b[:, 96:108], _f16(b[:, 108:110])
+    lo = (sc[:, :8].reshape(-1, 1, 8) >> np.array([0, 4], np.uint8).reshape(1, 2, 1)).reshape(-1, 16) & 15
+    hi = (sc[:, 8:].reshape(-1, 1, 4) >> np.array([0, 2, 4, 6], np.uint8).reshape(1, 4, 1)).reshape(-1, 16) & 3
+    scales = (lo | (hi << 4)).astype(np.float32) - 32
+    low = (qs.reshape(-1, 2, 1, 32) >> np.array([0, 2, 4, 6], np.uint8).reshape(1, 1, 4, 1)).reshape(-1, 256) & 3
+    high = (hmask.reshape(-1, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)).reshape(-1, 256) & 1
+    return (low | (high << 2)).astype(np.uint8), d * scales, 4.0
+
+
+def _q4_k(b):   # 8 x (6-bit scale, 6-bit min) per 256; 4-bit codes: 32 bytes x 2 nibbles per 64
+    import gguf
+
+    sc, mn = gguf.quants.Q4_K.get_scale_min(b[:, 4:16])
+    codes = (b[:, 16:].reshape(-1, 4, 1, 32) >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1)) & 15
+    return _with_min(codes.reshape(-1, 256), _f16(b[:, :2]) * sc, _f16(b[:, 2:4]) * mn)
+
+
+def _decoders():
+    from gguf import GGMLQuantizationType as Q
+
+    return {Q.Q8_0: (_q8_0, 8, 32), Q.Q4_0: (_q4_0, 4, 32), Q.Q4_1: (_q4_1, 4, 32), Q.Q2_K: (_q2_k, 2, 16),
+            Q.Q3_K: (_q3_k, 3, 16), Q.Q4_K: (_q4_k, 4, 32)}
 
 
 def quantized_from_gguf(t):
-    """Q4_0 / Q4_1 / Q8_0 -> QuantizedWeight with the file's codes and scales; None for other types."""
-    from gguf import GGMLQuantizationType as Q
+    """A tensor of a block type the LUT kernels take as it is (Q4_0, Q4_1, Q8_0, Q2_K, Q3_K, Q4_K) ->
+    QuantizedWeight with the file's codes, scales and zero points (real-valued for the types with mins); None
+    for other types."""
+    import gguf
 
     from ..passes.quantize.config import LayerQuant
     from ..passes.quantize.weight import QuantizedWeight
 
-    kind = t.tensor_type
-    if kind not in (Q.Q4_0, Q.Q4_1, Q.Q8_0):
+    if t.tensor_type not in _decoders():
         return None
-    if kind == Q.Q8_0:
-        b = _blocks(t, 34)
-        d = b[..., :2].copy().view(np.float16)[..., 0].astype(np.float32)
-        codes = (b[..., 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
-        zeros, bits = np.full(d.shape, 128, np.float32), 8
-    else:
-        b = _blocks(t, 18 if kind == Q.Q4_0 else 20)
-        d = b[..., :2].copy().view(np.float16)[..., 0].astype(np.float32)
-        qs = b[..., 2:] if kind == Q.Q4_0 else b[..., 4:]
-        codes = np.concatenate([qs & 15, qs >> 4], axis=-1)          # element j, then j + 16
-        if kind == Q.Q4_0:
-            zeros = np.full(d.shape, 8, np.float32)
-        else:  # W = d*q + m = d*(q - z) with z = -m/d; a constant block (d = 0) is 1 * (0 - (-m))
-            m = b[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
-            flat = d == 0
-            codes[flat] = 0
-            d = np.where(flat, 1, d).astype(np.float32)
-            zeros = (-m / d).astype(np.float32)
-        bits = 4
-    rows = codes.shape[0]
-    cfg = LayerQuant(bits=bits, group_size=32, scale_dtype="f32")
-    return QuantizedWeight(codes.reshape(rows, -1), d, zeros, cfg, codes.shape[1] * 32)
+    decode, bits, group = _decoders()[t.tensor_type]
+    b, rows = _blocks(t, gguf.GGML_QUANT_SIZES[t.tensor_type][1])
+    codes, scales, zeros = decode(b)
+    zeros = np.broadcast_to(np.asarray(zeros, np.float32), scales.shape).reshape(rows, -1).copy()
+    codes, scales = codes.reshape(rows, -1), scales.astype(np.float32).reshape(rows, -1)
+    return QuantizedWeight(codes.astype(np.uint8), scales, zeros, LayerQuant(bits=bits, group_size=group,
+                                                                             scale_dtype="f32"), codes.shape[1])
 
 
 def permute_quantized(qw, heads: int):

@@ -58,7 +58,7 @@ def _source(model: str, quantize: bool):
                                 "'smollm2' or 'demo')")
     if path.suffix.lower() == ".onnx":
         return import_model(path), None, {}
-    # imported 4-bit blocks (GGUF Q4_1) have real-valued zero points the CPU kernels do not take: requantize
+    # without --bits a GGUF file keeps its Q4_0/Q4_1/Q8_0/Q2_K/Q3_K/Q4_K codes; with --bits every weight is requantized
     graph = import_llama(path, keep_quantized=not quantize)
     tok = _tokenizer(path)
     return graph, tok, _generation_defaults(tok)

@@ -1,13 +1,16 @@
-"""GGUF import: a tiny LLaMA written with gguf's own writer (F32, Q4_0, Q4_1, Q8_0), and SmolLM2."""
+"""GGUF import: a tiny LLaMA written with gguf's own writer (F32, Q4_0, Q4_1, Q8_0; Q2_K, Q3_K, Q4_K from random
+blocks, as gguf cannot quantize to them), and SmolLM2."""
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from models import SMOLLM2_GGUF, load_smollm2, rel_err, smollm2_dir, tiny_llama
 
 import lutc
 from lutc.codegen.reference.executor import run
 from lutc.frontend.errors import FrontendError
-from lutc.frontend.gguf import import_gguf, unpermute_rows
+from lutc.frontend.gguf import import_gguf, quantized_from_gguf, unpermute_rows
 from lutc.ir import Op
 
 
@@ -18,6 +21,33 @@ def permute(w, heads):  # llama.cpp's convert_hf_to_gguf.py permute, which the i
 GGUF_NAMES = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
               "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down",
               "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+
+
+F16_FIELDS = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q4_1": (0, 2), "Q4_0": (0,), "Q8_0": (0,)}
+
+
+# K-quants with mins, as llama.cpp writes them: sub-block scales in the upper half of their range (Q4_K: bit 5 of
+# the 6-bit scales, bits 6-7 of bytes 0-3 hold it for sub-blocks 4-7; Q2_K: bit 3) and dmin / d such that
+# z = dmin * min / (d * scale) stays on the code grid (a min is at most the block's negative range)
+IN_GRID = {"Q4_K": (slice(4, 8), 0xA0, 7.0), "Q2_K": (slice(0, 16), 0x08, 1.6)}
+
+
+def random_blocks(kind, shape, rng, scale=0.01, in_grid=False):
+    """Random blocks of a GGUF type (bytes [rows, cols / block * block bytes]): every byte random but the f16
+    scales and mins, set to finite values of about ``scale`` (``in_grid``: see IN_GRID)."""
+    import gguf
+
+    size, nbytes = gguf.GGML_QUANT_SIZES[kind]
+    b = rng.integers(0, 256, (shape[0], shape[1] // size, nbytes), dtype=np.uint8)
+    d = (rng.uniform(0.2, 1, b.shape[:2]) * scale).astype(np.float16)
+    fields = F16_FIELDS[kind.name]
+    for o in fields:
+        b[..., o:o + 2] = d[..., None].view(np.uint8)
+    if in_grid and kind.name in IN_GRID:
+        where, bits, ratio = IN_GRID[kind.name]
+        b[..., where] |= bits
+        b[..., fields[1]:fields[1] + 2] = (d * ratio).astype(np.float16)[..., None].view(np.uint8)   # dmin
+    return b.reshape(shape[0], -1)
 
 
 def write_tiny_gguf(path, model, kinds):
@@ -51,7 +81,10 @@ def write_tiny_gguf(path, model, kinds):
             elif rest == "k_proj":
                 a = permute(a, cfg.num_key_value_heads)
         kind = kinds(name) if a.ndim == 2 else gguf.GGMLQuantizationType.F32
-        data = gguf.quants.quantize(a, kind) if kind != gguf.GGMLQuantizationType.F32 else a
+        Q = gguf.GGMLQuantizationType
+        data = (a if kind == Q.F32 else random_blocks(kind, a.shape, np.random.default_rng(len(stored)), 0.05 / a.shape[1] ** 0.5,
+                                                  in_grid=True)
+                if kind in (Q.Q2_K, Q.Q3_K, Q.Q4_K) else gguf.quants.quantize(a, kind))
         w.add_tensor(gname, data, raw_dtype=kind)
         stored[name] = gguf.quants.dequantize(data, kind).reshape(a.shape)
         if name.split(".")[-2] in ("q_proj", "k_proj"):
@@ -94,6 +127,63 @@ def test_tiny_gguf_float_and_prequantized(tiny_gguf):
     assert bits == [4, 8]
     assert rel_err(run(gq, [ids])[0], want) < 1e-5  # no requantization: same numbers as the float import
     assert rel_err(lutc.compile(str(path))(ids), want) < 3e-2  # default: int8 tables
+
+
+class _Tensor:
+    def __init__(self, kind, data):
+        self.tensor_type, self.data = kind, data
+
+
+@settings(max_examples=20, deadline=None)
+@given(kind=st.sampled_from(["Q8_0", "Q4_0", "Q4_1", "Q2_K", "Q3_K", "Q4_K"]), rows=st.integers(1, 9),
+       blocks=st.integers(1, 3), seed=st.integers(0, 99))
+def test_block_types_keep_their_codes(kind, rows, blocks, seed):
+    """Codes, scales and zero points read from the blocks dequantize to what gguf's own dequantize gives (to
+    float32 rounding: s (q - m / s) against s q - m)."""
+    import gguf
+
+    kind = gguf.GGMLQuantizationType[kind]
+    cols = blocks * gguf.GGML_QUANT_SIZES[kind][0] * (1 if kind.name.endswith("_K") else 8)
+    data = random_blocks(kind, (rows, cols), np.random.default_rng(seed))
+    want = gguf.quants.dequantize(data, kind).reshape(rows, cols)
+    q = quantized_from_gguf(_Tensor(kind, data))
+    assert q.codes.shape == (rows, cols) and q.codes.max() < 1 << q.bits and q.k == cols
+    np.testing.assert_allclose(q.dequantize(), want, rtol=0, atol=2e-6 * np.abs(want).max())
+
+
+@pytest.fixture(scope="module")
+def k_quant_gguf(tmp_path_factory):
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
+    model = tiny_llama(hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2)
+    kinds = {"q_proj": Q.Q4_K, "k_proj": Q.Q2_K, "v_proj": Q.Q3_K, "o_proj": Q.Q4_1, "gate_proj": Q.Q4_K,
+             "up_proj": Q.Q2_K, "down_proj": Q.Q4_K}
+    path = tmp_path_factory.mktemp("gguf") / "kquants.gguf"
+    stored = write_tiny_gguf(path, model, lambda n: kinds.get(n.split(".")[-2], Q.F32))
+    with torch.no_grad():
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in stored.items()}, strict=False)
+    return path, model
+
+
+@pytest.mark.parametrize("table, tol", [("f32", 2e-3), ("int8", 3e-2)])
+def test_k_quants_run_on_the_cpu_as_they_are(k_quant_gguf, tmp_path, table, tol):
+    """Q2_K / Q3_K / Q4_K / Q4_1 blocks compile for the CPU with their own codes (mins as real-valued zero points),
+    no requantization: the logits follow the HF model holding the file's weights. Float tables: to the f16
+    rounding of the CPU layout's scales and offsets (2^-12 relative); int8 tables: ~1e-2. The saved artifact gives
+    the same logits."""
+    path, model = k_quant_gguf
+    ids = np.random.default_rng(1).integers(0, model.config.vocab_size, (1, 9))
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids)).logits.numpy()
+    g = import_gguf(path, table_dtype=table)
+    assert sorted({(n.attrs["bits"], n.attrs["group_size"]) for n in g.nodes() if n.op is Op.LUT_MATMUL}) == \
+        [(2, 16), (3, 16), (4, 32)]
+    cm = lutc.compile(g, target="cpu")
+    got = cm(ids)
+    assert rel_err(got, want) < tol
+    cm.save(tmp_path / "art")
+    np.testing.assert_array_equal(lutc.runtime.load(tmp_path / "art")(ids), got)
 
 
 def test_bad_gguf_files(tmp_path):
