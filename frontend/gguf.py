@@ -143,9 +143,10 @@ def quantized_from_gguf(t):
     from ..passes.quantize.config import LayerQuant
     from ..passes.quantize.weight import QuantizedWeight
 
-    if t.tensor_type not in _decoders():
+    decoder = _decoders().get(t.tensor_type)
+    if decoder is None:
         return None
-    decode, bits, group = _decoders()[t.tensor_type]
+    decode, bits, group = decoder
     b, rows = _blocks(t, gguf.GGML_QUANT_SIZES[t.tensor_type][1])
     codes, scales, zeros = decode(b)
     zeros = np.broadcast_to(np.asarray(zeros, np.float32), scales.shape).reshape(rows, -1).copy()

@@ -5,8 +5,9 @@
  * the CPU has AMX (runtime/isa.py), and they refuse to run (return -1) where the kernel does not grant it.
  *
  * Activations (lutc_amx_quantize, per row): int8 with one scale per row and K group, a = max|x| / 127,
- * xq = round(x / a), and the group sums a * sum xq (for the offsets of real-valued zero points); stored by group, [groups][rows rounded up to 16][group], in the buffer the int8 tables would
- * use (it holds 4 k_pad bytes per row, enough from 4 rows on), the rows past the last one zeroed.
+ * xq = round(x / a), and the group sums a * sum xq (for the offsets of real-valued zero points). xq is stored by
+ * group, [groups][rows rounded up to 16][group], in the buffer the int8 tables would use (it holds 4 k_pad bytes
+ * per row, enough from 4 rows on), the rows past the last one zeroed.
  *
  * Weights: a plane index (4 bits: 4 consecutive k) becomes 4 bytes of +-1 through a 16-entry dword table
  * (vpermd reads the index's low 4 bits, so no masking), weighted 2^t per plane and summed: the symmetrized code
