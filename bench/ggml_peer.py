@@ -18,7 +18,10 @@ from functools import lru_cache
 import numpy as np
 
 TYPES = {"f32": 0, "q4_0": 2, "q2_K": 10, "q4_K": 12, "tq1_0": 34, "tq2_0": 35}
-REPACKED_ON_X86 = {"q4_0", "q4_K", "q2_K"}  # ggml_repack_get_optimal_repack_type (ggml-cpu/repack.cpp)
+# the types ggml repacks on x86 (ggml_repack_get_optimal_repack_type, ggml-cpu/repack.cpp), each with the CPU
+# flag its repacked kernel needs: q2_K's is AVX-512 only, and given the repack buffer on an AVX2-only host
+# (AMD Zen 3) llama-cpp-python 0.3.36 crashed in ggml_backend_tensor_set
+REPACKED_ON_X86 = {"q4_0": "avx2", "q4_K": "avx2", "q2_K": "avx512f"}
 
 
 class _InitParams(ctypes.Structure):
@@ -104,6 +107,12 @@ class Ggml:
         return self.ggml_init(_InitParams(int(mem), None, True))
 
 
+def _repacked_here(tname: str) -> bool:
+    from lutc.runtime.isa import cpu_flags
+
+    return tname in REPACKED_ON_X86 and REPACKED_ON_X86[tname] in cpu_flags()
+
+
 @lru_cache(maxsize=1)
 def ggml() -> Ggml:
     return Ggml()
@@ -115,7 +124,7 @@ class GgmlMatmul:
     def __init__(self, copies: list[np.ndarray], tname: str, n: int, k: int, x: np.ndarray, threads: int):
         g = self.g = ggml()
         t, m = TYPES[tname], x.shape[0]
-        buft = g.repack_buft if tname in REPACKED_ON_X86 and g.repack_buft else g.cpu_buft
+        buft = g.repack_buft if g.repack_buft and _repacked_here(tname) else g.cpu_buft
         self.ctx_w = g.context(len(copies))
         ws = [g.ggml_new_tensor_2d(self.ctx_w, t, k, n) for _ in copies]
         self.buf_w = g.ggml_backend_alloc_ctx_tensors_from_buft(self.ctx_w, buft)
