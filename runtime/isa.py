@@ -80,13 +80,24 @@ def vnni_usable() -> bool:
     return supported("avx512") and "avx512_vnni" in cpu_flags()
 
 
-def int8_kernels() -> tuple[str, ...]:
-    """The many-row int8-activation kernels this host runs, best first (codegen/cpu/schedule.py INT8_KERNELS)."""
-    return tuple(k for k, usable in (("amx", amx_usable), ("vnni", vnni_usable)) if usable())
+def madd_usable() -> bool:
+    """Whether the AVX2 int8 kernel (lut_madd_kernels.c: vpmaddubsw) runs here."""
+    return supported("avx2")
+
+
+# the library each int8 kernel is compiled into (codegen/cpu/build.py): an AVX-512 host runs AVX-512 libraries
+INT8_KERNEL_ISA = {"amx": "avx512", "vnni": "avx512", "madd": "avx2"}
+
+
+def int8_kernels(isa: str | None = None) -> tuple[str, ...]:
+    """The many-row int8-activation kernels this host runs, best first (codegen/cpu/schedule.py INT8_KERNELS);
+    with ``isa``, those an ``isa`` library holds."""
+    return tuple(k for k, usable in (("amx", amx_usable), ("vnni", vnni_usable), ("madd", madd_usable))
+                 if (isa is None or INT8_KERNEL_ISA[k] == isa) and usable())
 
 
 def kernel_usable(kernel: str) -> bool:
-    """Whether a schedule's ``kernel`` knob ("lut", "amx", "vnni") names code this host runs."""
+    """Whether a schedule's ``kernel`` knob ("lut", "amx", "vnni", "madd") names code this host runs."""
     return kernel == "lut" or kernel in int8_kernels()
 
 

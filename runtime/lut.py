@@ -37,7 +37,7 @@ def is_aligned(a: np.ndarray) -> bool:
     return a.flags.c_contiguous and a.__array_interface__["data"][0] % ALIGN == 0
 
 
-KERNEL_NEEDS = {"amx": "Intel AMX tile instructions", "vnni": "AVX-512 VNNI instructions"}
+KERNEL_NEEDS = {"amx": "Intel AMX tile instructions", "vnni": "AVX-512 VNNI instructions", "madd": "AVX2"}
 
 
 def missing_kernels(params: dict) -> list[str]:

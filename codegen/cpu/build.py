@@ -1,7 +1,7 @@
 """Build the CPU LUT matmul: a TVM-generated driver (rows, then N tiles or rows split over TVM's thread pool, per
 row-count bucket as the schedule says) that calls the micro-kernels of lut_kernels.c (int8 tables),
 lut_f32_kernels.c (float tables) and, in AVX-512 libraries, lut_amx_kernels.c and lut_vnni_kernels.c (int8
-activations on AMX tiles or with vpdpbusd),
+activations on AMX tiles or with vpdpbusd), in AVX2 ones lut_madd_kernels.c (vpmaddubsw),
 linked in with ``export_library(addons=...)``. Libraries are cached on disk by
 a content hash of the sources, the parameters, the compiler versions and lutc's version; the compiled C objects
 are cached too (they depend on the ISA and the sources only)."""
@@ -18,15 +18,17 @@ from .isa import GCC_FLAGS, SOURCE_FLAGS, c_compiler, llvm_target, native
 from .schedule import BUCKETS, INT8_KERNELS, KNOBS, OLDER_DEFAULTS, default_schedule
 
 HERE = Path(__file__).parent
-SOURCES = (HERE / "lut_kernels.c", HERE / "lut_f32_kernels.c", HERE / "lut_amx_kernels.c", HERE / "lut_vnni_kernels.c")
+SOURCES = (HERE / "lut_kernels.c", HERE / "lut_f32_kernels.c", HERE / "lut_amx_kernels.c", HERE / "lut_vnni_kernels.c",
+           HERE / "lut_madd_kernels.c")
+SOURCE_ISA = {"lut_amx_kernels.c": "avx512", "lut_vnni_kernels.c": "avx512", "lut_madd_kernels.c": "avx2"}  # only there
 HEADERS = (HERE / "lut_common.h", HERE / "lut_int8_common.h")
 AMX_ROWS = 16  # the AMX kernel's row tile: a task's rows start at a multiple of it
 PARALLEL_PREP_ROWS = 8  # calls with more rows than this build their tables (and prologues) on every thread
 
 
 def sources_for(isa: str) -> tuple[Path, ...]:
-    """The micro-kernel sources of an ``isa`` library (the AMX kernels only where AVX-512 is)."""
-    return SOURCES if isa == "avx512" else tuple(f for f in SOURCES if f.name not in SOURCE_FLAGS)
+    """The micro-kernel sources of an ``isa`` library (the int8 kernels only in the library of their ISA)."""
+    return tuple(f for f in SOURCES if SOURCE_ISA.get(f.name, isa) == isa)
 
 
 def cache_dir(sub: str = "kernels") -> Path:
@@ -151,8 +153,8 @@ def checked_tasks():
 
 def _names(p: dict, kernel: str = "lut") -> tuple[str, str, str]:
     """The C entry points of ``kernel``: (per-row preparation, the matmul over tiles, the tables' dtype)."""
-    if kernel in INT8_KERNELS:  # both read lutc_amx_quantize's int8 activations
-        return f"lutc_amx_quantize_{p['isa']}", f"lutc_{kernel}_gemm_{p['isa']}", "int8"
+    if kernel in INT8_KERNELS:  # all read lutc_int8_quantize's int8 activations
+        return f"lutc_int8_quantize_{p['isa']}", f"lutc_{kernel}_gemm_{p['isa']}", "int8"
     sfx = "_f32" if p.get("table", "int8") == "f32" else ""
     return f"lutc_precompute{sfx}_{p['isa']}", f"lutc_gemv{sfx}_{p['isa']}", "float32" if sfx else "int8"
 
@@ -258,7 +260,7 @@ def _macros(p: dict):
 
 def _prim_funcs(p: dict, tune: bool = False) -> dict:
     """``main`` (dispatching on the row count to the schedule's knobs), and with ``tune`` a ``tune`` entry point
-    taking the knobs as arguments (kernel: its index in KERNELS, 0=lut 1=amx 2=vnni; threads, split 0=n 1=m, rows,
+    taking the knobs as arguments (kernel: its index in KERNELS, 0=lut 1=amx 2=vnni 3=madd; threads, split 0=n 1=m, rows,
     mblock, tiles).
 
     Arguments: x, [norm weight,] [scratch,] tables, table scales, xsum, weights, scales, zeros, y[, knobs]: the
@@ -274,7 +276,8 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
     b0, b1, b2, b3 = (tuple({**OLDER_DEFAULTS, **b}[kn] for kn in KNOBS) for b in sched)
     lim = [hi for _, hi in BUCKETS[:-1]]
     # the tuning entry point's kernel knob: where the int8 kernels cannot be linked, 1 and 2 run the lookups too
-    amx, vnni = ("amx", "vnni") if p["isa"] == "avx512" and p.get("table", "int8") == "int8" else ("lut", "lut")
+    amx, vnni, madd = (kern if p.get("table", "int8") == "int8" and SOURCE_ISA[f"lut_{kern}_kernels.c"] == p["isa"]
+                       else "lut" for kern in INT8_KERNELS)
 
     @T.macro
     def run(kb, m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y):
@@ -381,6 +384,8 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
             tune_run(amx, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock, tpp)
         elif kern == 2:
             tune_run(vnni, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock, tpp)
+        elif kern == 3:
+            tune_run(madd, m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock, tpp)
         else:
             tune_run("lut", m, X, TAB, TSC, XS, W, S, Z, Y, nt, split, rows, mblock, tpp)
 

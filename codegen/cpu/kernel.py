@@ -17,12 +17,14 @@ PROLOGUES = ("none", "rms_norm", "swiglu")  # what the call computes from its in
 
 
 def int8_applies(cw: CpuWeight, isa: str, table: str) -> bool:
-    """Whether the int8 kernels (lut_amx_kernels.c, lut_vnni_kernels.c) compute this weight's matmul: AVX-512
-    libraries with int8 tables, K groups of a multiple of 16 (the AMX tiles' K step; the activations' layout), and
-    zero points for which the unpacked weights q' - z' (q' odd in [1 - 2^b, 2^b - 1]) fit int8."""
+    """Whether the int8 kernels of an ``isa`` library compute this weight's matmul: int8 tables and K groups of a
+    multiple of 16 (the AMX tiles' K step; the activations' layout); in AVX-512 libraries (lut_amx_kernels.c,
+    lut_vnni_kernels.c) zero points for which the unpacked weights q' - z' (q' odd in [1 - 2^b, 2^b - 1]) fit int8;
+    in AVX2 ones (lut_madd_kernels.c, the codes q unpacked, z through the activations' sums) any."""
+    if isa not in ("avx512", "avx2") or table != "int8" or (cw.k_pad // cw.scales.shape[1]) % 16:
+        return False
     top = (1 << cw.bits) - 1
-    return isa == "avx512" and table == "int8" and (cw.k_pad // cw.scales.shape[1]) % 16 == 0 \
-        and int(np.abs(cw.zeros.astype(np.int16)).max(initial=0)) + top <= 127
+    return isa == "avx2" or int(np.abs(cw.zeros.astype(np.int16)).max(initial=0)) + top <= 127
 
 
 def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none", eps: float = 0.0,
@@ -38,7 +40,7 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
          "groups": cw.scales.shape[1], "bits": cw.bits, "tile_bytes": cw.w.shape[1], "threads": threads, "isa": isa,
          "layout": LAYOUT, "table": table,
          "schedule": check_schedule(schedule, threads, int8) if schedule else
-         default_schedule(isa, table, threads, default_int8_buckets(int8_kernels(), cw.bits) if int8 else None)}
+         default_schedule(isa, table, threads, default_int8_buckets(int8_kernels(isa), cw.bits) if int8 else None)}
     p["schedule"] = [capped(b, isa, table, cw.bits) for b in p["schedule"]]
     if cw.offsets:   # real-valued zero points: the scales array holds their offsets too (layout.py)
         p["offsets"] = True

@@ -4,7 +4,7 @@
  * variant only (LUTC_ISA = 512, with -mamx-tile -mamx-int8); the Python side picks these entry points only where
  * the CPU has AMX (runtime/isa.py), and they refuse to run (return -1) where the kernel does not grant it.
  *
- * Activations (lutc_amx_quantize, per row): int8 with one scale per row and K group, a = max|x| / 127,
+ * Activations (lutc_int8_quantize, per row): int8 with one scale per row and K group, a = max|x| / 127,
  * xq = round(x / a), and the group sums a * sum xq (for the offsets of real-valued zero points). xq is stored by
  * group, [groups][rows rounded up to 16][group], in the buffer the int8 tables would use (it holds 4 k_pad bytes
  * per row, enough from 4 rows on), the rows past the last one zeroed.
@@ -52,7 +52,7 @@ int32_t SYM(lutc_amx_available)(void) { return amx_permitted(); }
  * stored by group, [groups][rows rounded up to 16][group]: a group's rows are contiguous, so the 16-row tile
  * loads do not all fall into one L1 set (a row stride of k_pad bytes, a multiple of 4 KiB, would). The last row
  * (m - 1) also zeroes the padding rows, which the tile loads read. */
-int32_t SYM(lutc_amx_quantize)(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* xq, int64_t row,
+int32_t SYM(lutc_int8_quantize)(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* xq, int64_t row,
                                int64_t m, float* ascale, float* xsum) {
   if (group % 16 || k_pad % group || row < 0 || row >= m) return -1;
   const int64_t m16 = (m + 15) & ~(int64_t)15;

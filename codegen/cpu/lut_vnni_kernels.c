@@ -1,5 +1,5 @@
 /* Many-row LUT matmuls with AVX-512 VNNI, for AVX-512 hosts without AMX (AMD Zen 4/5, Intel Ice Lake...): the
- * AMX kernel's operands (lut_amx_kernels.c: int8 activations from lutc_amx_quantize, weights unpacked per group to
+ * AMX kernel's operands (lut_amx_kernels.c: int8 activations from lutc_int8_quantize, weights unpacked per group to
  * w8 = 2 (q - z) in the B layout) multiplied by vpdpbusd, 64 multiply-adds per instruction whatever the width,
  * where the lookups take one vpshufb and one vpmaddubsw per 64 weights, row and pair of bit planes (Zen 5 runs
  * both on the same two pipes: ~3.3 cycles per 256 W2 weights and row, 6.6 for W4). vpdpbusd multiplies unsigned

@@ -11,16 +11,17 @@ MAX_ROWS = 4  # rows per pass the AVX-512 micro-kernels specialize (lut_kernels.
 # "lut": table lookups (lut_kernels.c, lut_f32_kernels.c); the int8 kernels unpack the weights to int8 and multiply
 # them with int8 activations, for buckets of 9 rows and more (the activations live in the tables buffer, which holds
 # 4 bytes per row and K): "amx" on Intel AMX's tile unit (lut_amx_kernels.c), "vnni" with AVX-512 VNNI's vpdpbusd
-# (lut_vnni_kernels.c), for AVX-512 hosts without AMX
-KERNELS = ("lut", "amx", "vnni")
-INT8_KERNELS = ("amx", "vnni")  # best first: the default takes the first one the host runs
+# (lut_vnni_kernels.c), for AVX-512 hosts without AMX, and "madd" with AVX2's vpmaddubsw (lut_madd_kernels.c), in
+# AVX2 libraries
+KERNELS = ("lut", "amx", "vnni", "madd")
+INT8_KERNELS = ("amx", "vnni", "madd")  # best first: the default takes the first one the library holds and the host runs
 INT8_FIRST_BUCKET = 2
 # the widths from which the heuristic takes each int8 kernel, per int8 bucket (9-32, 33+): AMX beats the lookups at
 # every width; VNNI (AMD Zen 5, warm weights) does at W3 and W4 from 9 rows, at W2 and ternary (two planes) from
 # about 40-64 rows (W2 at 128 rows: 1.05-1.34x the lookups; at 16 rows 0.7-0.9x), never at W1 (one plane)
-INT8_MIN_BITS = {"amx": (1, 1), "vnni": (3, 2)}
-INT8_APPLIES = ("AVX-512 libraries with int8 tables, groups of a multiple of 16, and zero points with "
-                "|2z + 1 - 2^b| + 2^b - 1 <= 127")  # kernel.py int8_applies
+INT8_MIN_BITS = {"amx": (1, 1), "vnni": (3, 2), "madd": (3, 2)}
+INT8_APPLIES = ("AVX-512 and AVX2 libraries with int8 tables and groups of a multiple of 16 (AVX-512: zero points "
+                "with |2z + 1 - 2^b| + 2^b - 1 <= 127)")  # kernel.py int8_applies
 KNOBS = ("kernel", "threads", "split", "rows", "mblock", "tiles")
 # weight tiles one row's pass reads at once (the lookups, int8 tables; the C kernels cap it at what they have:
 # AVX-512 4, AVX2 2 for one pair of planes, else 1). Default: the most. Measured with bench/cpu_proto/gemv_streams.c

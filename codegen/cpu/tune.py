@@ -180,7 +180,7 @@ def key_for(cw: CpuWeight, params: dict, bucket: int) -> TuneKey:
     table = params.get("table", "int8")
     return TuneKey(params["n"], params["k"], params["bits"], params["k_pad"] // params["groups"], BUCKET_NAMES[bucket],
                    params["isa"], params["threads"], table,
-                   ",".join(int8_kernels()) if int8_applies(cw, params["isa"], table) else "", cpu_id())
+                   ",".join(int8_kernels(params["isa"])) if int8_applies(cw, params["isa"], table) else "", cpu_id())
 
 
 def tuned_schedule(cw: CpuWeight, params: dict, m: int | None = None, progress: bool | None = None) -> list[dict]:
