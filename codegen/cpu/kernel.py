@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...passes.quantize.weight import QuantizedWeight
-from ...runtime.isa import int8_kernels
+from ...runtime.isa import INT8_KERNEL_ISA, int8_kernels
 from ...runtime.lut import LutKernel, default_threads
 from .build import build_library
 from .isa import best_isa, host_arch, native, supported
@@ -42,6 +42,9 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
          "schedule": check_schedule(schedule, threads, int8) if schedule else
          default_schedule(isa, table, threads, default_int8_buckets(int8_kernels(isa), cw.bits) if int8 else None)}
     p["schedule"] = [capped(b, isa, table, cw.bits) for b in p["schedule"]]
+    for b in p["schedule"]:
+        if b["kernel"] in INT8_KERNELS and INT8_KERNEL_ISA[b["kernel"]] != isa:
+            raise ValueError(f"the {b['kernel']} kernel is in {INT8_KERNEL_ISA[b['kernel']]} libraries, not in {isa} ones")
     if cw.offsets:   # real-valued zero points: the scales array holds their offsets too (layout.py)
         p["offsets"] = True
     if prologue not in PROLOGUES:
@@ -71,7 +74,7 @@ class LutMatmul(LutKernel):
     """``y = x @ W.T`` for a quantized ``W[N, K]``: x is float [..., K] (numpy or torch), y float32 [..., N].
     The table mode follows the weight's ``table_dtype``; ``tune`` times schedule candidates once (tune.py) for
     the row bucket of ``m`` (every bucket when ``m`` is None), later calls read the choice from the disk cache;
-    ``kind`` ("lut", "amx", "vnni") forces the micro-kernel of the buckets from 9 rows (schedule.py)."""
+    ``kind`` ("lut", "amx", "vnni", "madd") forces the micro-kernel of the buckets from 9 rows (schedule.py)."""
 
     def __init__(self, qweight: QuantizedWeight, threads: int | None = None, isa: str | None = None,
                  m: int | None = None, tune: bool = False, progress: bool | None = None, kind: str | None = None):

@@ -18,8 +18,10 @@ INT8_KERNELS = ("amx", "vnni", "madd")  # best first: the default takes the firs
 INT8_FIRST_BUCKET = 2
 # the widths from which the heuristic takes each int8 kernel, per int8 bucket (9-32, 33+): AMX beats the lookups at
 # every width; VNNI (AMD Zen 5, warm weights) does at W3 and W4 from 9 rows, at W2 and ternary (two planes) from
-# about 40-64 rows (W2 at 128 rows: 1.05-1.34x the lookups; at 16 rows 0.7-0.9x), never at W1 (one plane)
-INT8_MIN_BITS = {"amx": (1, 1), "vnni": (3, 2), "madd": (3, 2)}
+# about 40-64 rows (W2 at 128 rows: 1.05-1.34x the lookups; at 16 rows 0.7-0.9x), never at W1 (one plane); madd (AMD
+# Zen 3, 4096x4096, 1 and 2 threads) at W3 and W4 from 33 rows (128 rows: 1.7-1.9x the lookups; 16 rows 0.9-1.1x),
+# never at W1/W2/ternary (128 rows: 1.04-1.05x; 16 rows 0.8-0.9x)
+INT8_MIN_BITS = {"amx": (1, 1), "vnni": (3, 2), "madd": (5, 3)}
 INT8_APPLIES = ("AVX-512 and AVX2 libraries with int8 tables and groups of a multiple of 16 (AVX-512: zero points "
                 "with |2z + 1 - 2^b| + 2^b - 1 <= 127)")  # kernel.py int8_applies
 KNOBS = ("kernel", "threads", "split", "rows", "mblock", "tiles")

@@ -17,7 +17,7 @@ from lutc.codegen.cpu.schedule import INT8_KERNELS, bucket_of, default_int8, def
 from lutc.passes.quantize import LayerQuant
 from lutc.passes.quantize.weight import QuantizedWeight
 from lutc.runtime import isa as runtime_isa
-from lutc.runtime.isa import int8_kernels, kernel_usable
+from lutc.runtime.isa import INT8_KERNEL_ISA, int8_kernels, kernel_usable
 from lutc.runtime.lut import LutKernel
 from twins import amx_reference, cpu_weight, rel
 from twins import lut_reference as reference
@@ -58,10 +58,10 @@ def test_kernel_matches_reference(isa, bits, n, k, group, m, sym):
 
 def int8_kernel(kind, q, threads, **knobs):
     """A library whose buckets of 9 rows and more run the int8 kernel ``kind`` with ``knobs`` (split, mblock)."""
-    cw = pack_cpu(q)
-    sched = default_schedule("avx512", "int8", threads, kind)
+    cw, isa = pack_cpu(q), INT8_KERNEL_ISA[kind]
+    sched = default_schedule(isa, "int8", threads, kind)
     sched[2:] = [dict(b, **knobs) for b in sched[2:]]
-    params = kernel_params(cw, threads, "avx512", schedule=sched)
+    params = kernel_params(cw, threads, isa, schedule=sched)
     return LutKernel(build_library(library_params(params)), params, cw.w, cw.scales, cw.zeros)
 
 
@@ -70,12 +70,14 @@ def int8_kernel(kind, q, threads, **knobs):
 @pytest.mark.parametrize("n, k, group, sym", [(130, 257, 32, False), (64, 512, 256, True), (317, 200, 16, False),
                                               (70, 1000, 128, True), (200, 300, 64, False)])
 def test_int8_kernels_match_their_twin(kind, bits, n, k, group, sym):
-    """The AMX and VNNI kernels compute the same integer sums (tests/twins.py). Every width, group sizes 16..256
-    (AMX K steps of 16, 32 and 64), K not a multiple of the group, N over partial tiles; row counts around the
-    16-row tiles, 32-row blocks and VNNI's 6-row passes; N tiles or rows over 1 and 2 threads, row blocks."""
+    """The AMX, VNNI and AVX2 kernels compute the same integer sums (tests/twins.py; madd's sum_k xq q - z sum xq
+    is the same number). Every width, group sizes 16..256 (AMX K steps of 16, 32 and 64; madd's int16 segments: one
+    per group at W2 g128, several at W3/W4 and g256), K not a multiple of the group, N over partial tiles; row
+    counts around the 16-row tiles, 32-row blocks, VNNI's 4-row and madd's 2-row passes (odd counts: a 1-row pass);
+    N tiles or rows over 1 and 2 threads, row blocks."""
     q = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group,
                                                                     symmetric=sym and bits != "ternary"))
-    assert int8_applies(pack_cpu(q), "avx512", "int8")
+    assert int8_applies(pack_cpu(q), INT8_KERNEL_ISA[kind], "int8")
     kernels = [int8_kernel(kind, q, 1), int8_kernel(kind, q, 2), int8_kernel(kind, q, 2, split="m"),
                int8_kernel(kind, q, 2, mblock=20)]
     for m in (9, 16, 17, 33, 50):
@@ -122,39 +124,52 @@ def test_int8_kernels_are_chosen_only_where_they_apply(monkeypatch):
     q = lutc.quantize_weight(w, LayerQuant(bits=4, group_size=64))
     cw = pack_cpu(q)
     kinds = [b["kernel"] for b in kernel_params(cw, 2, "avx512")["schedule"]]
-    best = default_int8(HOST_INT8, 4) or "lut"  # AMX where the host has it, else VNNI (from W3), else the lookups
+    best = default_int8(int8_kernels("avx512"), 4) or "lut"  # AMX where the host has it, else VNNI (from W3), else lookups
     assert kinds == ["lut", "lut", best, best]
     w2 = [b["kernel"] for b in kernel_params(pack_cpu(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=64))), 2,
                                              "avx512")["schedule"]]
-    assert w2[2:] == [default_int8(HOST_INT8, 2, b) or "lut" for b in (2, 3)]
+    assert w2[2:] == [default_int8(int8_kernels("avx512"), 2, b) or "lut" for b in (2, 3)]
     # VNNI: W3/W4 from 9 rows, W2 from 33, W1 never; AMX: every width from 9 rows; nothing below 9 rows
     assert [default_int8(("vnni",), bits, 2) for bits in (1, 2, 3)] == [None, None, "vnni"]
     assert [default_int8(("vnni",), bits, 3) for bits in (1, 2, 3)] == [None, "vnni", "vnni"]
     assert default_int8(("amx", "vnni"), 1, 2) == "amx" and default_int8(("amx",), 4, 1) is None
-    for isa in ("avx2", "generic"):
+    # madd (AVX2): W3/W4 from 33 rows only
+    assert [default_int8(("madd",), bits, b) for bits in (2, 3, 4) for b in (2, 3)] == [None, None, None, "madd",
+                                                                                        None, "madd"]
+    for isa in ("neon", "generic"):
         assert not int8_applies(cw, isa, "int8")
     assert not int8_applies(cw, "avx512", "f32")  # float tables: the exact mode stays exact
     assert not int8_applies(pack_cpu(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=8))), "avx512", "int8")
-    cw.zeros[0, 0, 0] = 120  # q' - z' would leave int8
+    cw.zeros[0, 0, 0] = 120  # q' - z' would leave int8 ...
     assert not int8_applies(cw, "avx512", "int8")
+    assert int8_applies(cw, "avx2", "int8")  # ... madd unpacks q, the zero point goes through the activations' sums
     assert [b["kernel"] for b in lutc.kernels.build_lut_matmul(q, kind="lut").params["schedule"]] == ["lut"] * 4
     with pytest.raises(ValueError, match="kind must be one of"):
         lutc.kernels.build_lut_matmul(q, kind="avx")
     with pytest.raises(ValueError, match="pass one of them"):
         lutc.kernels.build_lut_matmul(q, kind="amx", tune=True)
+    g8 = lutc.quantize_weight(w, LayerQuant(bits=2, group_size=8))
     for kind in INT8_KERNELS:
-        with pytest.raises(ValueError, match=f"the {kind} kernel takes"):
-            lutc.kernels.build_lut_matmul(lutc.quantize_weight(w, LayerQuant(bits=2, group_size=8)), kind=kind)
-        sched = default_schedule("avx512", "int8", 2, kind)
-        with pytest.raises(ValueError, match="only AVX-512 libraries with int8 tables"):
-            kernel_params(cw, 2, "avx512", schedule=sched)
+        isa, other = INT8_KERNEL_ISA[kind], "avx2" if INT8_KERNEL_ISA[kind] == "avx512" else "avx512"
+        if supported(isa):
+            with pytest.raises(ValueError, match=f"the {kind} kernel takes"):
+                lutc.kernels.build_lut_matmul(g8, kind=kind, isa=isa)
+        if supported(other):  # another ISA's library does not hold it
+            with pytest.raises(ValueError, match=f"the {kind} kernel is in {isa} libraries"):
+                lutc.kernels.build_lut_matmul(q, kind=kind, isa=other)
+        with pytest.raises(ValueError, match=f"the {kind} kernel is in {isa} libraries"):
+            kernel_params(pack_cpu(q), 2, other, schedule=default_schedule(other, "int8", 2, kind))
+        sched = default_schedule(isa, "int8", 2, kind)
+        with pytest.raises(ValueError, match="only AVX-512 and AVX2 libraries with int8 tables"):
+            kernel_params(pack_cpu(g8), 2, isa, schedule=sched)
         sched[1] = dict(sched[1], kernel=kind)
         with pytest.raises(ValueError, match=f"bucket 2-8: the {kind} kernel runs buckets of 9 rows and more"):
-            kernel_params(pack_cpu(q), 2, "avx512", schedule=sched)
+            kernel_params(pack_cpu(q), 2, isa, schedule=sched)
     # a library with int8-kernel buckets on a host (or OS) without them: refused before any of their instructions run
     monkeypatch.setattr("lutc.runtime.lut.kernel_usable", lambda kernel: kernel == "lut")
-    for kind, what in (("amx", "Intel AMX tile instructions"), ("vnni", "AVX-512 VNNI instructions")):
-        params = kernel_params(pack_cpu(q), 2, "avx512", schedule=default_schedule("avx512", "int8", 2, kind))
+    for kind, what in (("amx", "Intel AMX tile instructions"), ("vnni", "AVX-512 VNNI instructions"), ("madd", "AVX2")):
+        isa = INT8_KERNEL_ISA[kind]
+        params = kernel_params(pack_cpu(q), 2, isa, schedule=default_schedule(isa, "int8", 2, kind))
         with pytest.raises(RuntimeError, match=what):
             LutKernel("unused.so", params, cw.w, cw.scales, cw.zeros)
 
@@ -169,6 +184,9 @@ def test_int8_kernel_detection_needs_the_flags_and_the_os(monkeypatch):
                                                                           "avx512_vnni"}))
         assert runtime_isa.int8_kernels() == ("vnni",) and runtime_isa.kernel_usable("vnni")
         assert "int8 kernels for many rows: vnni" in runtime_isa.describe_host()  # what bench reports print
+        monkeypatch.setattr(runtime_isa, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma", "f16c"}))
+        assert runtime_isa.int8_kernels() == ("madd",) and runtime_isa.int8_kernels("avx512") == ()
+        assert runtime_isa.int8_kernels("avx2") == ("madd",) and not runtime_isa.kernel_usable("vnni")
     finally:
         runtime_isa.amx_usable.cache_clear()
 
