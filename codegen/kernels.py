@@ -16,8 +16,10 @@ def build_lut_matmul(qweight: QuantizedWeight, m: int | None = None, target: str
     (default: when stderr is a terminal). Without tuning the schedule is the heuristic default: on CPUs with
     Intel AMX (Sapphire Rapids and later), 9 rows and more run the AMX kernel (weights unpacked to int8 tiles,
     activations int8 per row and K group: ~1e-2 relative like int8 tables, several times faster), fewer rows the
-    table lookups. ``kind`` forces one: "lut" (lookups for every row count) or "amx" (9 rows and more on AMX;
-    an error where the weight or the host cannot take it).
+    table lookups; on other AVX-512 hosts the VNNI kernel and on AVX2 ones the madd kernel (vpmaddubsw) take the
+    widths and row counts where they measured faster (codegen/cpu/schedule.py). ``kind`` forces one: "lut"
+    (lookups for every row count) or "amx", "vnni", "madd" (9 rows and more; an error where the weight, the
+    library's ISA or the host cannot take it).
 
     ``target="cuda"``: a ``CudaLutMatmul`` over torch CUDA tensors (``cuda_options``: ``out_dtype``
     "float32"/"float16", ``arch`` e.g. "sm_90a"/"sm_80"; ``kind`` "lut"/"mma"/"dq" forces a kernel: by default
