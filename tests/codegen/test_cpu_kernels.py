@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import lutc
 from lutc.codegen.cpu.build import PARALLEL_PREP_ROWS, build_library
-from lutc.codegen.cpu.isa import ISAS, supported
+from lutc.codegen.cpu.isa import ISAS, host_arch, supported
 from lutc.codegen.cpu.kernel import int8_applies, kernel_params, library_params
 from lutc.codegen.cpu.layout import kernel_zero_points, pack_cpu
 from lutc.codegen.cpu.schedule import INT8_KERNELS, bucket_of, default_int8, default_schedule
@@ -418,3 +418,24 @@ def test_runtime_refuses_an_unknown_layout():
         LutKernel("unused.so", params, cw.w, cw.scales, cw.zeros)
     with pytest.raises(ValueError, match=r"LUT kernel w: expected uint8"):  # v1 params want v1's 4-D weights
         LutKernel("unused.so", dict(params, layout="x86-g4-n64-v1", pairs=2), cw.w, cw.scales, cw.zeros)
+
+
+@pytest.mark.parametrize("kind", INT8_KERNELS)
+def test_int8_libraries_link_their_kernels_on_any_x86_host(kind):
+    """Every int8 kernel's library builds on this host, whatever it runs (an AVX2 host builds AVX-512 libraries for
+    artifacts that move): the driver's C entry points (the quantizer, the kernel) are defined in the library, so a
+    renamed or misplaced symbol shows here rather than as a failed load on the machine that has the instructions."""
+    import shutil
+    import subprocess
+
+    if host_arch() != "x86_64" or not shutil.which("nm"):
+        pytest.skip("x86 libraries, inspected with binutils' nm")
+    isa = INT8_KERNEL_ISA[kind]
+    q = lutc.quantize_weight(RNG.standard_normal((70, 256)), LayerQuant(bits=4, group_size=64))
+    lib = build_library(library_params(kernel_params(pack_cpu(q), 2, isa, schedule=default_schedule(isa, "int8", 2,
+                                                                                                     kind))))
+    nm = lambda *flags: subprocess.run(["nm", "-D", *flags, str(lib)], capture_output=True, text=True,
+                                       check=True).stdout
+    assert not [line for line in nm("--undefined-only").splitlines() if "lutc_" in line]
+    defined = nm("--defined-only")
+    assert f"lutc_{kind}_gemm_{isa}" in defined and f"lutc_int8_quantize_{isa}" in defined
