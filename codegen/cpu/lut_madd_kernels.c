@@ -185,12 +185,12 @@ static inline __attribute__((always_inline)) void madd_rows(const int8_t* xr, in
     if (R > 1) { WIDEN(1, 0) WIDEN(1, 1) WIDEN(1, 2) WIDEN(1, 3) }
   }
   for (int r = 0; r < R; ++r) {
-    const __m256 ar = _mm256_set1_ps(a[r * groups]), xr_ = _mm256_set1_ps(xs[r * groups]);
+    const __m256 ar = _mm256_set1_ps(a[r * groups]), xsr = _mm256_set1_ps(xs[r * groups]);
     for (int h = 0; h < 4; ++h) {
       float* o = acc + r * 64 + 8 * (h0 + h);
       const __m256 v = _mm256_cvtepi32_ps(_mm256_load_si256((const __m256i*)c[r][h]));
       const __m256 t = _mm256_fmadd_ps(v, _mm256_mul_ps(ar, _mm256_load_ps(sv + 8 * (h0 + h))), _mm256_load_ps(o));
-      _mm256_store_ps(o, _mm256_fnmadd_ps(_mm256_load_ps(szv + 8 * (h0 + h)), xr_, t));
+      _mm256_store_ps(o, _mm256_fnmadd_ps(_mm256_load_ps(szv + 8 * (h0 + h)), xsr, t));
     }
   }
 }
