@@ -14,13 +14,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from ... import __version__
+from ...runtime.isa import INT8_KERNEL_ISA
 from .isa import GCC_FLAGS, SOURCE_FLAGS, c_compiler, llvm_target, native
 from .schedule import BUCKETS, INT8_KERNELS, KNOBS, OLDER_DEFAULTS, default_schedule
 
 HERE = Path(__file__).parent
 SOURCES = (HERE / "lut_kernels.c", HERE / "lut_f32_kernels.c", HERE / "lut_amx_kernels.c", HERE / "lut_vnni_kernels.c",
            HERE / "lut_madd_kernels.c")
-SOURCE_ISA = {"lut_amx_kernels.c": "avx512", "lut_vnni_kernels.c": "avx512", "lut_madd_kernels.c": "avx2"}  # only there
+SOURCE_ISA = {f"lut_{kern}_kernels.c": isa for kern, isa in INT8_KERNEL_ISA.items()}  # compiled only there
 HEADERS = (HERE / "lut_common.h", HERE / "lut_int8_common.h")
 AMX_ROWS = 16  # the AMX kernel's row tile: a task's rows start at a multiple of it
 PARALLEL_PREP_ROWS = 8  # calls with more rows than this build their tables (and prologues) on every thread
@@ -276,8 +277,8 @@ def _prim_funcs(p: dict, tune: bool = False) -> dict:
     b0, b1, b2, b3 = (tuple({**OLDER_DEFAULTS, **b}[kn] for kn in KNOBS) for b in sched)
     lim = [hi for _, hi in BUCKETS[:-1]]
     # the tuning entry point's kernel knob: where the int8 kernels cannot be linked, 1 and 2 run the lookups too
-    amx, vnni, madd = (kern if p.get("table", "int8") == "int8" and SOURCE_ISA[f"lut_{kern}_kernels.c"] == p["isa"]
-                       else "lut" for kern in INT8_KERNELS)
+    amx, vnni, madd = (kern if p.get("table", "int8") == "int8" and INT8_KERNEL_ISA[kern] == p["isa"] else "lut"
+                       for kern in INT8_KERNELS)
 
     @T.macro
     def run(kb, m, X, NW, SCR, TAB, TSC, XS, W, S, Z, Y):

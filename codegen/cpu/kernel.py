@@ -21,7 +21,7 @@ def int8_applies(cw: CpuWeight, isa: str, table: str) -> bool:
     multiple of 16 (the AMX tiles' K step; the activations' layout); in AVX-512 libraries (lut_amx_kernels.c,
     lut_vnni_kernels.c) zero points for which the unpacked weights q' - z' (q' odd in [1 - 2^b, 2^b - 1]) fit int8;
     in AVX2 ones (lut_madd_kernels.c, the codes q unpacked, z through the activations' sums) any."""
-    if isa not in ("avx512", "avx2") or table != "int8" or (cw.k_pad // cw.scales.shape[1]) % 16:
+    if isa not in INT8_KERNEL_ISA.values() or table != "int8" or (cw.k_pad // cw.scales.shape[1]) % 16:
         return False
     top = (1 << cw.bits) - 1
     return isa == "avx2" or int(np.abs(cw.zeros.astype(np.int16)).max(initial=0)) + top <= 127

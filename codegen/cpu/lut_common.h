@@ -86,6 +86,7 @@ static inline void line256(const uint8_t* wt, int64_t runs, int64_t bits, int PF
 }
 #endif
 
+#define MAX_RPG 64 /* runs per group of the int8 kernels: group <= 256 (layout.py MAX_GROUP) */
 #define PREFETCH_RUNS 32 /* 2 KiB ahead of the 64-byte weight loads (16-64 measured alike; 128 no better) */
 
 static inline float half_to_float(uint16_t h) {

@@ -6,8 +6,6 @@
 #define LUTC_INT8_COMMON_H
 #include "lut_common.h"
 
-#define MAX_RPG 64 /* runs per group: group <= 256 (layout.py MAX_GROUP) */
-
 /* sf[c] = s/2 of the 16 rows 16c..16c+15 of one tile and group (f16 scales) */
 static inline void half_scales(const uint16_t* sg, __m512 sf[4]) {
   for (int c = 0; c < 4; ++c)

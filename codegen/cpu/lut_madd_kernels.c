@@ -14,8 +14,6 @@
 #include "lut_common.h"
 #include <stdlib.h>
 
-#define MAX_RPG 64 /* runs per group: group <= 256 (layout.py MAX_GROUP) */
-
 /* int8 activations of row `row`: lut_amx_kernels.c's lutc_int8_quantize in 8-wide vectors (the same rounding:
  * cvtps rounds to nearest even) */
 int32_t SYM(lutc_int8_quantize)(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* xq, int64_t row,
@@ -109,46 +107,34 @@ static inline void unpack_codes(const uint8_t* wt, int64_t runs, int64_t bits, i
  * activation bytes broadcast, 4 code vectors loaded, 8 vpmaddubsw and 8 vpaddw. In assembly: from the intrinsics
  * gcc 12 made 40 instructions per run (register copies of every sum, codes loaded twice, a spill), at -O2 and -O3
  * alike, and the loop ran at the front end's 6 per cycle, ~1 vpmaddubsw per cycle; this one has 25. */
-#define MADD2_ASM(X_, GS_, B_, ST_, N_)                                                                         \
-  do {                                                                                                     \
-    const uint8_t* bb_ = (B_);                                                                              \
-    const uint8_t* b2_ = bb_ + 2 * (ST_);                                                                   \
-    const int8_t* xx_ = (X_);                                                                               \
-    int64_t n_ = (N_), gs_ = (GS_), st_ = (ST_);                                                                                      \
-    __asm__ volatile(                                                                                      \
-        "1:\n\t"                                                                                           \
-        "vpbroadcastd (%[xp]), %%ymm14\n\t"                                                                \
-        "vpbroadcastd (%[xp],%[gs]), %%ymm15\n\t"                                                          \
-        "vmovdqa (%[bp]), %%ymm12\n\t"                                                                     \
-        "vpmaddubsw %%ymm14, %%ymm12, %%ymm13\n\t"                                                         \
-        "vpmaddubsw %%ymm15, %%ymm12, %%ymm12\n\t"                                                         \
-        "vpaddw %%ymm13, %[a00], %[a00]\n\t"                                                               \
-        "vpaddw %%ymm12, %[a10], %[a10]\n\t"                                                               \
-        "vmovdqa (%[bp],%[st]), %%ymm12\n\t"                                                               \
-        "vpmaddubsw %%ymm14, %%ymm12, %%ymm13\n\t"                                                         \
-        "vpmaddubsw %%ymm15, %%ymm12, %%ymm12\n\t"                                                         \
-        "vpaddw %%ymm13, %[a01], %[a01]\n\t"                                                               \
-        "vpaddw %%ymm12, %[a11], %[a11]\n\t"                                                               \
-        "vmovdqa (%[b2]), %%ymm12\n\t"                                                                     \
-        "vpmaddubsw %%ymm14, %%ymm12, %%ymm13\n\t"                                                         \
-        "vpmaddubsw %%ymm15, %%ymm12, %%ymm12\n\t"                                                         \
-        "vpaddw %%ymm13, %[a02], %[a02]\n\t"                                                               \
-        "vpaddw %%ymm12, %[a12], %[a12]\n\t"                                                               \
-        "vmovdqa (%[b2],%[st]), %%ymm12\n\t"                                                               \
-        "vpmaddubsw %%ymm14, %%ymm12, %%ymm13\n\t"                                                         \
-        "vpmaddubsw %%ymm15, %%ymm12, %%ymm12\n\t"                                                         \
-        "vpaddw %%ymm13, %[a03], %[a03]\n\t"                                                               \
-        "vpaddw %%ymm12, %[a13], %[a13]\n\t"                                                               \
-        "add $4, %[xp]\n\t"                                                                                \
-        "add $32, %[bp]\n\t"                                                                               \
-        "add $32, %[b2]\n\t"                                                                               \
-        "dec %[n]\n\t"                                                                                     \
-        "jnz 1b\n\t"                                                                                       \
-        : [a00] "+x"(a00), [a01] "+x"(a01), [a02] "+x"(a02), [a03] "+x"(a03), [a10] "+x"(a10),             \
-          [a11] "+x"(a11), [a12] "+x"(a12), [a13] "+x"(a13), [xp] "+r"(xx_), [bp] "+r"(bb_), [b2] "+r"(b2_), \
-          [n] "+r"(n_)                                                                                     \
-        : [gs] "r"(gs_), [st] "r"(st_)                                                                       \
-        : "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");                                            \
+/* one chunk of one run: the code vector at SRC times both rows' broadcast activations, into sums A0 (row 0), A1 */
+#define MADD2_CHUNK(SRC, A0, A1)                                                                          \
+  "vmovdqa " SRC ", %%ymm12\n\t"                                                                         \
+  "vpmaddubsw %%ymm14, %%ymm12, %%ymm13\n\t"                                                             \
+  "vpmaddubsw %%ymm15, %%ymm12, %%ymm12\n\t"                                                             \
+  "vpaddw %%ymm13, %[" A0 "], %[" A0 "]\n\t"                                                             \
+  "vpaddw %%ymm12, %[" A1 "], %[" A1 "]\n\t"
+#define MADD2_ASM(X_, GS_, B_, ST_, N_)                                                                   \
+  do {                                                                                                   \
+    const uint8_t* bb_ = (B_);                                                                           \
+    const uint8_t* b2_ = bb_ + 2 * (ST_);                                                                \
+    const int8_t* xx_ = (X_);                                                                            \
+    int64_t n_ = (N_), gs_ = (GS_), st_ = (ST_);                                                         \
+    __asm__ volatile("1:\n\t"                                                                            \
+                     "vpbroadcastd (%[xp]), %%ymm14\n\t"                                                 \
+                     "vpbroadcastd (%[xp],%[gs]), %%ymm15\n\t"                                           \
+                     MADD2_CHUNK("(%[bp])", "a00", "a10") MADD2_CHUNK("(%[bp],%[st])", "a01", "a11")     \
+                     MADD2_CHUNK("(%[b2])", "a02", "a12") MADD2_CHUNK("(%[b2],%[st])", "a03", "a13")     \
+                     "add $4, %[xp]\n\t"                                                                 \
+                     "add $32, %[bp]\n\t"                                                                \
+                     "add $32, %[b2]\n\t"                                                                \
+                     "dec %[n]\n\t"                                                                      \
+                     "jnz 1b\n\t"                                                                        \
+                     : [a00] "+x"(a00), [a01] "+x"(a01), [a02] "+x"(a02), [a03] "+x"(a03), [a10] "+x"(a10), \
+                       [a11] "+x"(a11), [a12] "+x"(a12), [a13] "+x"(a13), [xp] "+r"(xx_), [bp] "+r"(bb_),  \
+                       [b2] "+r"(b2_), [n] "+r"(n_)                                                      \
+                     : [gs] "r"(gs_), [st] "r"(st_)                                                      \
+                     : "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");                             \
   } while (0)
 
 /* the int16 sums of a segment, widened, into the int32 sums c[r][h] (in memory: the loop needs the registers) */
@@ -195,6 +181,7 @@ static inline __attribute__((always_inline)) void madd_rows(const int8_t* xr, in
   }
 }
 #undef MADD2_ASM
+#undef MADD2_CHUNK
 #undef WIDEN
 
 /* The AMX kernel's entry point and conventions (lutc_amx_gemm); xsum = a sum xq per row and group. */
