@@ -24,7 +24,6 @@ from twins import lut_reference as reference
 
 ISA_LIST = [i for i in ISAS if supported(i)]
 RNG = np.random.default_rng(11)
-HOST_INT8 = int8_kernels()  # the int8 kernels this host runs, best first
 INT8_PARAMS = [pytest.param(k, marks=pytest.mark.skipif(not kernel_usable(k), reason=f"this CPU (or OS) cannot run the "
                                                         f"{k} kernel")) for k in INT8_KERNELS]
 
