@@ -21,11 +21,16 @@ def host_arch() -> str:
     return _MACHINES.get(platform.machine(), platform.machine())
 
 
-def _cpuinfo(field: str) -> str | None:
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def _cpuinfo(field: str, path: Path = CPUINFO) -> str | None:
     """The first CPU's ``field`` line of /proc/cpuinfo (None where there is none)."""
     try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(field)), None)
+        with open(path) as f:
+            pairs = (line.split(":", 1) for line in f if ":" in line)
+            # exact key: "model" must not match "model name"
+            return next((value.strip() for key, value in pairs if key.strip() == field), None)
     except OSError:
         return None
 
@@ -36,11 +41,12 @@ def cpu_flags() -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_id() -> str:
-    """This CPU's vendor and family, e.g. "AuthenticAMD 25" (Zen 3/4) or "GenuineIntel 6": the tuner's cache keys
-    carry it, so one kind of core's measured choice is not served to another (codegen/cpu/tune.py). Empty where
-    /proc/cpuinfo has neither."""
-    return " ".join(v for v in (_cpuinfo("vendor_id"), _cpuinfo("cpu family")) if v)
+def cpu_id(path: Path = CPUINFO) -> str:
+    """This CPU's vendor, family and model, e.g. "AuthenticAMD 25 1" (Zen 3) or "AuthenticAMD 25 17" (Zen 4): the
+    tuner's cache keys carry it, so one kind of core's measured choice is not served to another
+    (codegen/cpu/tune.py). The model is part of it because one family spans core generations (AMD's 25 is Zen 3
+    and Zen 4: AVX2-only and AVX-512 cores). Empty where /proc/cpuinfo has none of them."""
+    return " ".join(v for v in (_cpuinfo(field, path) for field in ("vendor_id", "cpu family", "model")) if v)
 
 
 def supported(isa: str, flags: frozenset[str] | None = None) -> bool:

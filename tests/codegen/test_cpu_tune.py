@@ -227,3 +227,19 @@ def test_last_level_cache_size_from_sysfs(tmp_path):
     assert last_level_cache_bytes(root=tmp_path) == 480 << 20
     assert last_level_cache_bytes(default=123, root=tmp_path / "missing") == 123
     assert last_level_cache_bytes() > 0
+
+
+def test_cpu_id_tells_core_generations_of_one_family_apart(tmp_path):
+    """AMD family 25 is Zen 3 (AVX2) and Zen 4 (AVX-512): the tuner's key needs the model too, read from the "model"
+    line, not "model name"."""
+    from lutc.runtime.isa import cpu_id
+
+    def fake(model: int):
+        f = tmp_path / f"cpuinfo{model}"
+        f.write_text(f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: {model}\n"
+                     "model name\t: AMD EPYC\nflags\t\t: fpu avx2\n")
+        return f
+
+    assert cpu_id(fake(1)) == "AuthenticAMD 25 1"
+    assert cpu_id(fake(17)) == "AuthenticAMD 25 17"
+    assert cpu_id(tmp_path / "missing") == ""
