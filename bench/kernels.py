@@ -14,7 +14,9 @@ Peers: torch fp32 ``F.linear``, onnxruntime ``MatMulNBits`` 4- and 2-bit (accura
 llama-cpp-python, see ``bench/ggml_peer.py``). Each method owns enough copies of its weights to cover ``--cold-mb`` (more than the
 L3), and one timed sample is a sweep over all copies divided by their number, so weights come from DRAM as in
 a real model. Methods run in rounds, one sample each per round; the table reports medians over rounds, the
-effective weight bandwidth, % of the read-bandwidth roofline measured in the same run, and ratios.
+effective weight bandwidth, % of the read-bandwidth roofline measured in the same run, and ratios. The ``read
+floor`` row (``--no-read-floor`` leaves it out) only reads the first lutc row's bytes, cold, in this process: a
+cell's ``% floor`` is what its reads allowed, where the roofline's 512 MiB stream overstates a cold read of a few MiB.
 """
 from __future__ import annotations
 
@@ -74,6 +76,65 @@ int main(int argc, char** argv) {  /* best read bandwidth: 4 streams per thread,
   return 0;
 }
 """
+
+# The read floor: a cell's weight bytes read as fast as we can (the probe's loop over one copy, OpenMP threads as
+# many as the cell's), in the same process and rotation as the kernels: what a kernel could reach if its compute
+# were free. The probe's 512 MiB stream overstates what a cold read of a few MiB reaches on the VMs here (AMD Zen 3,
+# 2 threads: 4 MiB cold, 4 streams per thread: 26-28 GB/s; one stream per thread: 18-22; the 512 MiB probe: 36.7).
+READ = r"""
+#include <omp.h>
+typedef long long v8 __attribute__((vector_size(64)));
+long long lutc_bench_read(const char* a, long n, int threads) {
+  long long sink = 0;
+  #pragma omp parallel num_threads(threads) reduction(+:sink)
+  {
+    int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    long chunk = n / nt / 4 / 256 * 256, base = id * chunk * 4;
+    v8 s0 = {0}, s1 = s0, s2 = s0, s3 = s0;
+    for (long i = 0; i < chunk; i += 256)
+      for (int u = 0; u < 256; u += 64) {
+        __builtin_prefetch(a + base + i + u + 2048);
+        s0 += *(const v8*)(a + base + i + u);
+        s1 += *(const v8*)(a + base + chunk + i + u);
+        s2 += *(const v8*)(a + base + 2 * chunk + i + u);
+        s3 += *(const v8*)(a + base + 3 * chunk + i + u);
+      }
+    v8 s = s0 + s1 + s2 + s3;
+    for (int l = 0; l < 8; l++) sink += s[l];
+  }
+  return sink;
+}
+"""
+READ_NAME = "read floor"
+
+
+def read_method(nbytes: int, threads: int, cold_mb: int):
+    """A method that only reads ``nbytes`` per call (rotating copies like the kernels'); None without gcc."""
+    import ctypes
+
+    cc = shutil.which("gcc")
+    if cc is None:
+        return None
+    d = tempfile.mkdtemp(prefix="lutc_read_")
+    src, lib_path = Path(d) / "read.c", Path(d) / "read.so"
+    src.write_text(READ)
+    subprocess.run([cc, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", str(src), "-o", str(lib_path)],
+                   check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    lib.lutc_bench_read.argtypes, lib.lutc_bench_read.restype = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int], \
+        ctypes.c_longlong
+    nbytes = nbytes // (4 * 256 * threads) * (4 * 256 * threads)  # what the loop reads: whole 256-byte steps
+    bufs = [_aligned(nbytes, i) for i in range(copies_for(nbytes, cold_mb))]  # the loop's loads are 64-byte aligned
+    meth = Method(READ_NAME, nbytes, [lambda b=b: lib.lutc_bench_read(b.ctypes.data, nbytes, threads) for b in bufs],
+                  close=lambda: shutil.rmtree(d, ignore_errors=True))
+    meth.keep = (lib, bufs)
+    return meth
+
+
+def _aligned(nbytes: int, fill: int, align: int = 64) -> np.ndarray:
+    raw = np.full(nbytes + align, fill, np.uint8)
+    skip = -raw.ctypes.data % align
+    return raw[skip:skip + nbytes]
 
 
 def read_bandwidth(threads: int, mib: int = 512, reps: int = 8) -> float:
@@ -278,6 +339,9 @@ def run_cell(shape, m, threads, args, rng) -> list[dict]:
         meth, errs[lutc_name(bits, table, tune, kind)] = lutc_method(
             w, "ternary" if bits == "ternary" else int(bits), args.group, x, threads, args.cold_mb, table, tune, kind)
         methods.append(meth)
+    if args.read_floor and len(methods) > 1:  # as many bytes as the first lutc row reads
+        floor = read_method(methods[1].nbytes, threads, args.cold_mb)
+        methods += [floor] if floor else []
     for bits, lut in ((4, False), (2, False), (2, True)):
         try:
             methods.append(ort_method(w, x, threads, args.cold_mb, bits, args.group, lut))
@@ -316,21 +380,27 @@ def report(rows, bw, args) -> str:
              f"Cold weights: each method rotates over >= {args.cold_mb} MiB of weight copies (onnxruntime's "
              "differ in their first bytes: it shares equal initializers). Medians of "
              f"{args.rounds} interleaved rounds. Group size {args.group}. `% roof` = (weight bytes / time) / read BW.",
+             f"`{READ_NAME}`: the first lutc row's bytes only read (the probe's loop, cold copies, in this process); "
+             "`% floor` = a row's GB/s / the floor's: what the cell's reads allow, where the roofline's long "
+             "stream overstates a cold read of a few MiB.",
              "`vs untuned`: a tuned row's speed-up over the heuristic schedule of the same kernel.",
              "`vs best 2-bit peer`: against the fastest of onnxruntime W2 (plain and LUT) and llama.cpp q2_K / tq2_0.",
-             "", "| N | K | M | thr | method | µs | p10–p90 | GB/s | % roof | vs torch | vs best 2-bit peer | vs ort W4 "
-             "| vs ggml tq2_0 | vs untuned | err |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| N | K | M | thr | method | µs | p10–p90 | GB/s | % roof | % floor | vs torch | vs best 2-bit peer | vs ort W4 "
+             "| vs ggml tq2_0 | vs untuned | err |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     cells = {}
     for r in rows:
         cells.setdefault((r["N"], r["K"], r["M"], r["threads"]), []).append(r)
     for (n, k, m, t), rs in cells.items():
         by = {r["method"]: r["us"] for r in rs}
         ort2 = min((v for name, v in by.items() if name.startswith("ort W2") or name in TWO_BIT_GGML), default=None)
+        floor = next((r["GBps"] for r in rs if r["method"] == READ_NAME), None)
         for r in rs:
-            vs = lambda ref: f"{ref / r['us']:.2f}×" if ref else "-"
+            vs = lambda ref: f"{ref / r['us']:.2f}×" if ref and r["method"] != READ_NAME else "-"
             err = "-" if r["err"] is None else f"{r['err']:.1e}"
+            of_floor = f"{100 * r['GBps'] / floor:.0f}%" if floor else "-"
             lines.append(f"| {n} | {k} | {m} | {t} | {r['method']} | {r['us']:.0f} | {r['p10_us']:.0f}–{r['p90_us']:.0f} "
-                         f"| {r['GBps']:.1f} | {100 * r['GBps'] / bw[t]:.0f}% | {vs(by.get('torch fp32'))} | "
+                         f"| {r['GBps']:.1f} | {100 * r['GBps'] / bw[t]:.0f}% | "
+                         f"{of_floor} | {vs(by.get('torch fp32'))} | "
                          f"{vs(ort2)} | {vs(by.get('ort W4'))} | {vs(by.get('ggml tq2_0'))} | "
                          f"{vs(by.get(r['method'][:-len(' tuned')]) if r['method'].endswith(' tuned') else None)} | {err} |")
     return "\n".join(lines) + "\n"
@@ -376,6 +446,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--cold-mb", type=int, default=256)
     ap.add_argument("--settle", type=float, default=0.3, help="seconds of pause before each sample")
+    ap.add_argument("--no-read-floor", dest="read_floor", action="store_false",
+                    help="leave out the read-floor row (a plain read of the first lutc row's bytes)")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--name", default="kernels")
     args = ap.parse_args(argv)
