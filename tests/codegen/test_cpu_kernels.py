@@ -90,6 +90,28 @@ def test_int8_kernels_match_their_twin(kind, bits, n, k, group, sym):
             assert rel(y, exact) < 2e-2
 
 
+@pytest.mark.parametrize("k, group", [(300, 64), (257, 32), (1000, 128), (200, 16), (520, 256), (4096, 128),
+                                      (1536, 48)])
+def test_every_isa_builds_the_same_tables(k, group):
+    """The vector table builds (AVX-512: 16 runs at a time, AVX2: 8) against the portable one: the same float
+    operations in the same order, so the same tables, table scales and group sums, bit for bit; groups of 4-64
+    runs (whole vectors and a remainder: 48 K is 12 runs), K inside a group (the padded tail group is built by the
+    scalar path everywhere)."""
+    q = lutc.quantize_weight(RNG.standard_normal((70, k)), LayerQuant(bits=2, group_size=group))
+    x = (RNG.standard_normal((3, k)) * RNG.uniform(0.1, 10, (3, 1))).astype(np.float32)
+    built = {}
+    for isa in ISA_LIST:
+        kern = lutc.kernels.build_lut_matmul(q, m=3, threads=1, isa=isa)
+        if kern.params["schedule"][bucket_of(3)]["kernel"] != "lut":
+            continue   # an int8 kernel quantizes the activations instead
+        kern(x)
+        built[isa] = [b.copy() for b in kern._workspace(3)[0][1:4]]   # tables, table scales, group sums
+    assert "generic" in built
+    for isa, bufs in built.items():
+        for got, want, what in zip(bufs, built["generic"], ("tables", "table scales", "group sums")):
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} {what}")
+
+
 @pytest.mark.parametrize("isa", ISA_LIST)
 def test_fused_prologues_feed_the_kernel(isa):
     """The RMSNorm and SwiGLU prologues feed the tables (or the AMX kernel's int8 activations, where the default
