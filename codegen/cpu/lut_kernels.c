@@ -596,7 +596,9 @@ LUTC_GEMV(lutc_gemv, int8_t, tile_gemv, LUTC_ISA == 512 ? 4 : LUTC_ISA == 256 &&
 
 /* The SwiGLU prologue of a fused "silu(gate) * up -> LUT matmul": x = [gate | up] (2k floats, the gate/up
  * matmul's output row), out = silu(gate) * up, where silu(g) = g / (1 + e^-g) is computed from e = e^-|g| so
- * nothing overflows; the sign select is an integer one, which keeps the loop vectorized. */
+ * nothing overflows. The sign select is one of bits: with `neg ? e * r : r` gcc 12 kept the loop scalar ("control
+ * flow in loop"; AVX-512 only with both sides computed), 12 ns per element on AMD Zen 3, 9% of a SmolLM2 decode
+ * step's main thread. */
 int32_t SYM(lutc_swiglu)(const float* x, int64_t k, float* out) {
   for (int64_t i = 0; i < k; ++i) {
     const float g = x[i];
@@ -606,8 +608,14 @@ int32_t SYM(lutc_swiglu)(const float* x, int64_t k, float* out) {
     bits &= 0x7fffffffu;
     float a;
     memcpy(&a, &bits, sizeof a);
-    const float e = exp_nonpos(-a), r = 1.0f / (1.0f + e);
-    out[i] = g * (neg ? e * r : r) * x[k + i];
+    const float e = exp_nonpos(-a), r = 1.0f / (1.0f + e), er = e * r;
+    uint32_t rb, erb;
+    memcpy(&rb, &r, sizeof rb);
+    memcpy(&erb, &er, sizeof erb);
+    const uint32_t pick = (erb & (0u - neg)) | (rb & (neg - 1u)); /* neg ? er : r, as bits */
+    float sel;
+    memcpy(&sel, &pick, sizeof sel);
+    out[i] = g * sel * x[k + i];
   }
   return 0;
 }

@@ -112,6 +112,25 @@ def test_every_isa_builds_the_same_tables(k, group):
             np.testing.assert_array_equal(got, want, err_msg=f"{isa} {what}")
 
 
+def test_every_isa_builds_the_same_tables_after_swiglu():
+    """The SwiGLU prologue is elementwise, so vectorized (every ISA) and scalar code give the same silu(g) * u and
+    the same tables, bit for bit (the RMSNorm prologue sums in as many lanes as the ISA has: not compared)."""
+    k = 1000
+    q = lutc.quantize_weight(RNG.standard_normal((70, k)), LayerQuant(bits=2, group_size=32))
+    cw = pack_cpu(q)
+    gu = (RNG.standard_normal((3, 2 * k)) * 4).astype(np.float32)
+    gu[0, :40] = [0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0, 100.0, -100.0] * 5   # silu's tails, signed zeros
+    built = {}
+    for isa in ISA_LIST:
+        params = kernel_params(cw, 1, isa, prologue="swiglu", schedule=default_schedule(isa, "int8", 1))
+        kern = LutKernel(build_library(library_params(params)), params, cw.w, cw.scales, cw.zeros)
+        kern(gu)
+        built[isa] = [b.copy() for b in kern._workspace(3)[0][1:4]]
+    for isa, bufs in built.items():
+        for got, want, what in zip(bufs, built["generic"], ("tables", "table scales", "group sums")):
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} {what}")
+
+
 @pytest.mark.parametrize("isa", ISA_LIST)
 def test_fused_prologues_feed_the_kernel(isa):
     """The RMSNorm and SwiGLU prologues feed the tables (or the AMX kernel's int8 activations, where the default
