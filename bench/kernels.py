@@ -21,6 +21,7 @@ cell's ``% floor`` is what its reads allowed, where the roofline's 512 MiB strea
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -83,7 +84,7 @@ int main(int argc, char** argv) {  /* best read bandwidth: 4 streams per thread,
 # 2 threads: 4 MiB cold, 4 streams per thread: 26-28 GB/s; one stream per thread: 18-22; the 512 MiB probe: 36.7).
 READ = r"""
 #include <omp.h>
-typedef long long v8 __attribute__((vector_size(64)));
+typedef long long v8 __attribute__((vector_size(64), aligned(1)));  /* any alignment: weights of a model too */
 long long lutc_bench_read(const char* a, long n, int threads) {
   long long sink = 0;
   #pragma omp parallel num_threads(threads) reduction(+:sink)
@@ -108,33 +109,36 @@ long long lutc_bench_read(const char* a, long n, int threads) {
 READ_NAME = "read floor"
 
 
-def read_method(nbytes: int, threads: int, cold_mb: int):
-    """A method that only reads ``nbytes`` per call (rotating copies like the kernels'); None without gcc."""
+@functools.lru_cache(maxsize=1)
+def read_library():
+    """``read(array, threads)``: reads the array's bytes (whole 1 KiB steps per thread) with READ's loop; None
+    without gcc. Built once per process."""
     import ctypes
 
     cc = shutil.which("gcc")
     if cc is None:
         return None
-    d = tempfile.mkdtemp(prefix="lutc_read_")
-    src, lib_path = Path(d) / "read.c", Path(d) / "read.so"
-    src.write_text(READ)
-    subprocess.run([cc, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", str(src), "-o", str(lib_path)],
-                   check=True)
-    lib = ctypes.CDLL(str(lib_path))
-    lib.lutc_bench_read.argtypes, lib.lutc_bench_read.restype = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int], \
-        ctypes.c_longlong
-    nbytes = nbytes // (4 * 256 * threads) * (4 * 256 * threads)  # what the loop reads: whole 256-byte steps
-    bufs = [_aligned(nbytes, i) for i in range(copies_for(nbytes, cold_mb))]  # the loop's loads are 64-byte aligned
-    meth = Method(READ_NAME, nbytes, [lambda b=b: lib.lutc_bench_read(b.ctypes.data, nbytes, threads) for b in bufs],
-                  close=lambda: shutil.rmtree(d, ignore_errors=True))
-    meth.keep = (lib, bufs)
-    return meth
+    d = Path(tempfile.mkdtemp(prefix="lutc_read_"))
+    (d / "read.c").write_text(READ)
+    subprocess.run([cc, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", str(d / "read.c"), "-o",
+                    str(d / "read.so")], check=True)
+    lib = ctypes.CDLL(str(d / "read.so"))
+    shutil.rmtree(d, ignore_errors=True)   # mapped: the file is no longer needed
+    lib.lutc_bench_read.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_int]
+    lib.lutc_bench_read.restype = ctypes.c_longlong
+
+    def read(a: np.ndarray, threads: int) -> None:
+        lib.lutc_bench_read(a.ctypes.data, a.nbytes, threads)
+    return read
 
 
-def _aligned(nbytes: int, fill: int, align: int = 64) -> np.ndarray:
-    raw = np.full(nbytes + align, fill, np.uint8)
-    skip = -raw.ctypes.data % align
-    return raw[skip:skip + nbytes]
+def read_method(nbytes: int, threads: int, cold_mb: int):
+    """A method that only reads ``nbytes`` per call (rotating copies like the kernels'); None without gcc."""
+    read = read_library()
+    if read is None:
+        return None
+    bufs = [np.full(nbytes, i, np.uint8) for i in range(copies_for(nbytes, cold_mb))]
+    return Method(READ_NAME, nbytes, [lambda b=b: read(b, threads) for b in bufs])
 
 
 def read_bandwidth(threads: int, mib: int = 512, reps: int = 8) -> float:
