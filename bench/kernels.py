@@ -37,54 +37,16 @@ import numpy as np
 
 from lutc.runtime.isa import describe_host, last_level_cache_bytes
 
-STREAM = r"""
-#include <omp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-/* 64-byte vectors of gcc's vector extension: one zmm load on AVX-512, two ymm on AVX2, four q registers on NEON */
-typedef long long v8 __attribute__((vector_size(64)));
-static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+1e-9*t.tv_nsec;}
-int main(int argc, char** argv) {  /* best read bandwidth: 4 streams per thread, the widest loads, prefetch */
-  long n = atol(argv[1]); int reps = atoi(argv[2]);
-  char* a = aligned_alloc(64, n);
-  #pragma omp parallel for
-  for (long i = 0; i < n; i += 4096) a[i] = 1;
-  for (long i = 0; i < n; i++) a[i] = (char)i;
-  double best = 1e30; long long sink = 0;
-  for (int r = 0; r < reps; r++) {
-    double t = now();
-    #pragma omp parallel reduction(+:sink)
-    {
-      int nt = omp_get_num_threads(), id = omp_get_thread_num();
-      long chunk = n / nt / 4 / 256 * 256, base = id * chunk * 4;
-      v8 s0 = {0}, s1 = s0, s2 = s0, s3 = s0;
-      for (long i = 0; i < chunk; i += 256) {
-        for (int u = 0; u < 256; u += 64) {
-          __builtin_prefetch(a + base + i + u + 2048);
-          s0 += *(const v8*)(a + base + i + u);
-          s1 += *(const v8*)(a + base + chunk + i + u);
-          s2 += *(const v8*)(a + base + 2 * chunk + i + u);
-          s3 += *(const v8*)(a + base + 3 * chunk + i + u);
-        }
-      }
-      v8 s = s0 + s1 + s2 + s3;
-      for (int l = 0; l < 8; l++) sink += s[l];
-    }
-    t = now() - t; if (t < best) best = t;
-  }
-  printf("%.3f %lld\n", (double)n / best / 1e9, sink);
-  return 0;
-}
-"""
-
-# The read floor: a cell's weight bytes read as fast as we can (the probe's loop over one copy, OpenMP threads as
-# many as the cell's), in the same process and rotation as the kernels: what a kernel could reach if its compute
-# were free. The probe's 512 MiB stream overstates what a cold read of a few MiB reaches on the VMs here (AMD Zen 3,
-# 2 threads: 4 MiB cold, 4 streams per thread: 26-28 GB/s; one stream per thread: 18-22; the 512 MiB probe: 36.7).
+# The read loop of the probe and of the read floor: 4 streams per thread, the widest loads, a prefetch. The read
+# floor runs it in process over a cell's weight bytes (OpenMP threads as many as the cell's, the kernels' cold
+# rotation): what a kernel could reach if its compute were free. The probe's 512 MiB stream overstates what a cold
+# read of a few MiB reaches on the VMs here (AMD Zen 3, 2 threads: 4 MiB cold, 4 streams per thread: 26-28 GB/s;
+# one stream per thread: 18-22; the 512 MiB probe: 36.7).
 READ = r"""
 #include <omp.h>
-typedef long long v8 __attribute__((vector_size(64), aligned(1)));  /* any alignment: weights of a model too */
+/* 64-byte vectors of gcc's vector extension (one zmm load on AVX-512, two ymm on AVX2, four q registers on NEON),
+ * any alignment: a model's weight arrays too */
+typedef long long v8 __attribute__((vector_size(64), aligned(1)));
 long long lutc_bench_read(const char* a, long n, int threads) {
   long long sink = 0;
   #pragma omp parallel num_threads(threads) reduction(+:sink)
@@ -104,6 +66,28 @@ long long lutc_bench_read(const char* a, long n, int threads) {
     for (int l = 0; l < 8; l++) sink += s[l];
   }
   return sink;
+}
+"""
+# the probe: the best of `reps` reads of one buffer of n bytes, OMP_NUM_THREADS threads
+STREAM = READ + r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+1e-9*t.tv_nsec;}
+int main(int argc, char** argv) {
+  long n = atol(argv[1]); int reps = atoi(argv[2]);
+  char* a = aligned_alloc(64, n);
+  #pragma omp parallel for
+  for (long i = 0; i < n; i += 4096) a[i] = 1;
+  for (long i = 0; i < n; i++) a[i] = (char)i;
+  double best = 1e30; long long sink = 0;
+  for (int r = 0; r < reps; r++) {
+    double t = now();
+    sink += lutc_bench_read(a, n, omp_get_max_threads());
+    t = now() - t; if (t < best) best = t;
+  }
+  printf("%.3f %lld\n", (double)n / best / 1e9, sink);
+  return 0;
 }
 """
 READ_NAME = "read floor"
