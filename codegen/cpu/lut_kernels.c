@@ -144,7 +144,7 @@ static inline void deinterleave16(const float* x, int64_t valid, float xs[4][MAX
 
 #if LUTC_ISA == 256
 /* The AVX2 versions of the two above, 8 runs at a time. Scalar, they took ~5 ns per activation (AMD Zen 3: 20 us
- * of tables per 4096-wide row, as long as the GEMV of 1/10 of a 4096x4096 W2 weight). */
+ * of tables per 4096-wide row, a tenth of a 4096x4096 W2 GEMV). */
 
 /* xs[b][r + j] = x[4j + b] for the 8 runs at x: two unpack stages leave the runs in the order (0, 4, 2, 6, 1, 5, 3,
  * 7), a permute by the same order (it is its own inverse) restores them. */
