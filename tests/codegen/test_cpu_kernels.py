@@ -90,6 +90,19 @@ def test_int8_kernels_match_their_twin(kind, bits, n, k, group, sym):
             assert rel(y, exact) < 2e-2
 
 
+def built_tables(kern, x):
+    """Copies of what ``kern(x)`` left in its workspace: the tables, table scales and group sums."""
+    kern(x)
+    return [b.copy() for b in kern._workspace(x.shape[0])[0][1:4]]
+
+
+def assert_same_as_portable(built):
+    """``built``: ISA -> built_tables(...); each ISA's equal the portable build's, bit for bit."""
+    for isa, bufs in built.items():
+        for got, want, what in zip(bufs, built["generic"], ("tables", "table scales", "group sums")):
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} {what}")
+
+
 @pytest.mark.parametrize("k, group", [(300, 64), (257, 32), (1000, 128), (200, 16), (520, 256), (4096, 128),
                                       (1536, 48)])
 def test_every_isa_builds_the_same_tables(k, group):
@@ -104,12 +117,9 @@ def test_every_isa_builds_the_same_tables(k, group):
         kern = lutc.kernels.build_lut_matmul(q, m=3, threads=1, isa=isa)
         if kern.params["schedule"][bucket_of(3)]["kernel"] != "lut":
             continue   # an int8 kernel quantizes the activations instead
-        kern(x)
-        built[isa] = [b.copy() for b in kern._workspace(3)[0][1:4]]   # tables, table scales, group sums
+        built[isa] = built_tables(kern, x)
     assert "generic" in built
-    for isa, bufs in built.items():
-        for got, want, what in zip(bufs, built["generic"], ("tables", "table scales", "group sums")):
-            np.testing.assert_array_equal(got, want, err_msg=f"{isa} {what}")
+    assert_same_as_portable(built)
 
 
 def test_every_isa_builds_the_same_tables_after_swiglu():
@@ -124,11 +134,8 @@ def test_every_isa_builds_the_same_tables_after_swiglu():
     for isa in ISA_LIST:
         params = kernel_params(cw, 1, isa, prologue="swiglu", schedule=default_schedule(isa, "int8", 1))
         kern = LutKernel(build_library(library_params(params)), params, cw.w, cw.scales, cw.zeros)
-        kern(gu)
-        built[isa] = [b.copy() for b in kern._workspace(3)[0][1:4]]
-    for isa, bufs in built.items():
-        for got, want, what in zip(bufs, built["generic"], ("tables", "table scales", "group sums")):
-            np.testing.assert_array_equal(got, want, err_msg=f"{isa} {what}")
+        built[isa] = built_tables(kern, gu)
+    assert_same_as_portable(built)
 
 
 @pytest.mark.parametrize("isa", ISA_LIST)
