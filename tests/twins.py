@@ -47,3 +47,31 @@ def cpu_weight(q):
     z = zi if offsets is None else zi - 2 * np.divide(offsets.astype(np.float16).astype(np.float64), s16,
                                                        out=np.zeros_like(s16), where=s16 != 0)
     return replace(q, scales=s16, zeros=(z + (1 << q.bits) - 1) / 2)
+
+
+def real_zero_weight(bits, n, k, group, table="int8", seed=0):
+    """Codes with f16 scales and real-valued zero points, as GGUF Q4_1 and the K-quants' mins make them
+    (z = -m / s): inside the grid (SmolLM2's Q4_1 file has all of its 3.3M there), and 5% of the groups off it
+    (all-positive or all-negative weights: the offsets exceed s/2)."""
+    from lutc.passes.quantize import LayerQuant
+    from lutc.passes.quantize.weight import QuantizedWeight
+
+    rng = np.random.default_rng(seed)
+    kp = -(-k // (group or 8)) * (group or 8)
+    groups = kp // group if group else 1
+    top = (1 << bits) - 1
+    z = rng.uniform(0, top, (n, groups))
+    far = rng.random((n, groups)) < 0.05
+    # up to half the grid beyond its ends: the int8 tables' error of the zero-point term grows with |z|
+    z[far] = np.where(rng.random(far.sum()) < 0.5, -rng.uniform(0, top / 2, far.sum()),
+                      rng.uniform(top, 1.5 * top, far.sum()))
+    cfg = LayerQuant(bits=bits, group_size=group, scale_dtype="f16", table_dtype=table)
+    return QuantizedWeight(rng.integers(0, top + 1, (n, kp)).astype(np.uint8),
+                           (rng.uniform(0.5, 2, (n, groups)) / top).astype(np.float16), z.astype(np.float32), cfg, k)
+
+
+def cuda_zero_points(cw):
+    """z' [G, N_pad] as the CUDA kernels use them: the int8 z_i' plus the float16 fraction of real-valued ones
+    (codegen/cuda/layout.py); zeros for symmetric weights."""
+    z = np.zeros((cw.groups, cw.n_pad)) if cw.zeros is None else cw.zeros.astype(np.float64)
+    return z if cw.fractions is None else z + cw.fractions.astype(np.float64)

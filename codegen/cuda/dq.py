@@ -113,7 +113,8 @@ def _macros(p: KernelParams, nsub: int, threads: int, cpt: int):
     SEGK, SEGS = scale_segments(p.group_size)   # K per scale inside a chunk, scales per chunk
     PASSES = -(-nsub * WORDS // threads)
     f32, i32 = "float32", "int32"
-    load_chunk = load_chunk_macro(p, i32, zero_fill=True)
+    REAL = p.real_zero   # zero points with fractions: the zero-point term in float32 (exact integer sums below 2^24)
+    load_chunk = load_chunk_macro(p, f32 if REAL else i32, zero_fill=True)
 
     # Field h of a word: ``(w >> B h) & BYTES``, but for 2-bit codes fields h and h + 2 share one shift (``w >> 4``)
     # and the odd fields are masked in place (0x0c..: 4x their value) into a second accumulator, shifted back once
@@ -186,8 +187,12 @@ def _macros(p: KernelParams, nsub: int, threads: int, cpt: int):
             if PAIR == 2:
                 dot[0] = dot[0] + T.shift_right(dot[1], 2)
             seg: T.let = cc * SEGS + (i * SUB) // SEGK
-            yacc[0] = yacc[0] + sl[seg] * T.float32(0.5) * XSC[sb] * T.Cast(
-                f32, 2 * dot[0] - (zl[seg] + ((1 << B) - 1)) * XSUM[sb])
+            if REAL:
+                yacc[0] = yacc[0] + sl[seg] * T.float32(0.5) * XSC[sb] * (
+                    T.Cast(f32, 2 * dot[0]) - (zl[seg] + T.float32((1 << B) - 1)) * T.Cast(f32, XSUM[sb]))
+            else:
+                yacc[0] = yacc[0] + sl[seg] * T.float32(0.5) * XSC[sb] * T.Cast(
+                    f32, 2 * dot[0] - (zl[seg] + ((1 << B) - 1)) * XSUM[sb])
 
     TRIGGER, WAIT = p.pdl == "trigger", bool(p.pdl)
 
@@ -223,7 +228,7 @@ def _split_func(p: KernelParams):
         XSC = T.alloc_buffer((NSUB,), f32, scope="shared")
         wr = T.alloc_buffer((CPS * B * 4,), i32, scope="local")  # [chunk, slot t, word i]
         sl = T.alloc_buffer((CPS * SEGS,), f32, scope="local")
-        zl = T.alloc_buffer((CPS * SEGS,), i32, scope="local")
+        zl = T.alloc_buffer((CPS * SEGS,), f32 if p.real_zero else i32, scope="local")
         xq = T.alloc_buffer((WORDS,), i32, scope="local")
         dot = T.alloc_buffer((2,), i32, scope="local")
         yacc = T.alloc_buffer((1,), f32, scope="local")
@@ -267,7 +272,7 @@ def _sliced_func(p: KernelParams):
         RED = T.alloc_buffer((TH,), f32, scope="shared")
         wr = T.alloc_buffer((CPT * B * 4,), i32, scope="local")
         sl = T.alloc_buffer((CPT * SEGS,), f32, scope="local")
-        zl = T.alloc_buffer((CPT * SEGS,), i32, scope="local")
+        zl = T.alloc_buffer((CPT * SEGS,), f32 if p.real_zero else i32, scope="local")
         xq = T.alloc_buffer((WORDS,), i32, scope="local")
         dot = T.alloc_buffer((2,), i32, scope="local")
         yacc = T.alloc_buffer((1,), f32, scope="local")
@@ -305,7 +310,7 @@ def _sliced_func(p: KernelParams):
         m = T.int32()
         X = T.match_buffer(x, (m, K), XDT)
         W = T.match_buffer(w, (C, B, NP, 4), "int32")
-        S = T.match_buffer(s, (G, NP), "float16")
+        S = T.match_buffer(s, (2 * G if p.real_zero else G, NP), "float16")
         Z = T.match_buffer(z, (G, NP), "int8")
         P = T.match_buffer(part, (1, m, NP), "float32")  # noqa: F841
         CNT = T.match_buffer(cnt, (m, NP // ROWS), "int32")  # noqa: F841

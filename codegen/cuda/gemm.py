@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from .layout import CHUNK, CODE_LAYOUTS, ROWS
 from .tir import THREADS, KernelParams, kernel_func
-from .mma import code_pair, reduce_partials_macro
+from .mma import code_pair, dequant_h2, reduce_partials_macro
 
 GEMM_TILES = (64, 128)   # activation rows per block
 GEMM_MIN_M = 48          # from this many rows on (below, mma.py's smaller tiles waste less)
@@ -69,14 +69,20 @@ ZERO_SLOT = ROWS + 16    # int8 per staged zero-point row
 SMEM_PER_BLOCK = 110 * 1024   # two blocks per SM (228 KB) with the registers of one
 
 
-def stage_bytes(mt: int, x_dtype: str, bits: int) -> int:
-    """Shared memory per pipeline stage: activations, weight words, scale and zero-point rows."""
-    return mt * CHUNK * (2 if x_dtype == "float16" else 4) + bits * ROWS * 16 + 4 * (2 * SCALE_SLOT + ZERO_SLOT)
+def scale_pieces(real_zero: bool) -> int:
+    """Staged scale rows per chunk: one per 32-K piece, and as many zero-point fraction rows (layout.py)."""
+    return 8 if real_zero else 4
 
 
-def default_stages(mt: int, x_dtype: str, bits: int) -> int:
+def stage_bytes(mt: int, x_dtype: str, bits: int, real_zero: bool = False) -> int:
+    """Shared memory per pipeline stage: activations, weight words, scale (and fraction) and zero-point rows."""
+    return (mt * CHUNK * (2 if x_dtype == "float16" else 4) + bits * ROWS * 16
+            + 2 * scale_pieces(real_zero) * SCALE_SLOT + 4 * ZERO_SLOT)
+
+
+def default_stages(mt: int, x_dtype: str, bits: int, real_zero: bool = False) -> int:
     """The deepest pipeline (up to 4 chunks) whose stages fit two blocks on an SM; at least 2."""
-    return max(2, min(4, SMEM_PER_BLOCK // stage_bytes(mt, x_dtype, bits)))
+    return max(2, min(4, SMEM_PER_BLOCK // stage_bytes(mt, x_dtype, bits, real_zero)))
 
 
 def copy_weights_macro(p: KernelParams):
@@ -84,11 +90,12 @@ def copy_weights_macro(p: KernelParams):
     (shared by gemm.py and wgmma.py): the block's code words ``WS[stage, slot t, row, 4]`` (one 16-byte copy per
     thread and slot), the scale rows ``SS[stage, piece, SCALE_SLOT]`` and zero-point rows
     ``ZS[stage, piece, ZERO_SLOT]`` of the groups of the chunk's four 32-K pieces (threads 0-63: 4 pieces x 16
-    granules of 8 scales; threads 64-95: 4 x 8 granules of 16 zero points)."""
+    granules of 8 scales; threads 64-95: 4 x 8 granules of 16 zero points); real zero points' fraction rows
+    follow the scale rows (``SS[stage, 4 + piece]``, threads 0-63 again)."""
     from ..tvmscript import T
 
-    B, GS, HZ = p.bits, p.group_size, p.has_zero
-    WW, SSW, ZSW = B * ROWS * 4, SCALE_SLOT, ZERO_SLOT
+    B, GS, HZ, G = p.bits, p.group_size, p.has_zero, p.groups
+    WW, SSW, ZSW, SP = B * ROWS * 4, SCALE_SLOT, ZERO_SLOT, scale_pieces(p.real_zero)
 
     @T.macro
     def copy_weights(W, S, Z, WS, SS, ZS, c, stage, bx, tid):
@@ -96,9 +103,11 @@ def copy_weights_macro(p: KernelParams):
             T.evaluate(T.call_extern("void", "lutc_cp16", T.address_of(WS[stage * WW + (t * ROWS + tid) * 4]),
                                      T.address_of(W[c, t, bx * ROWS + tid, 0]), GRAN))
         if tid < 4 * (ROWS // 8):
-            T.evaluate(T.call_extern(
-                "void", "lutc_cp16", T.address_of(SS[stage * 4 * SSW + (tid // 16) * SSW + (tid % 16) * 8]),
-                T.address_of(S[(c * CHUNK + (tid // 16) * 32) // GS, bx * ROWS + (tid % 16) * 8]), GRAN))
+            for fr in T.unroll(SP // 4):   # the scale rows, then the fraction rows G on
+                T.evaluate(T.call_extern(
+                    "void", "lutc_cp16",
+                    T.address_of(SS[stage * SP * SSW + (4 * fr + tid // 16) * SSW + (tid % 16) * 8]),
+                    T.address_of(S[G * fr + (c * CHUNK + (tid // 16) * 32) // GS, bx * ROWS + (tid % 16) * 8]), GRAN))
         if HZ and tid >= 64 and tid < 64 + 4 * (ROWS // 16):
             T.evaluate(T.call_extern(
                 "void", "lutc_cp16", T.address_of(ZS[stage * 4 * ZSW + ((tid - 64) // 8) * ZSW + ((tid - 64) % 8) * 16]),
@@ -133,14 +142,15 @@ def gemm_func(p: KernelParams):
     SPLIT = p.split
     RAGGED = C % CPS != 0
     DIRECT = SPLIT == 1
-    HZ, RES, YDT = p.has_zero, p.residual, p.y_dtype
+    HZ, REAL, RES, YDT = p.has_zero, p.real_zero, p.residual, p.y_dtype
+    SP = scale_pieces(REAL)
     F16 = p.x_dtype == "float16"
     EPG = GRAN // (2 if F16 else 4)      # activations per 16-byte granule
     GR = CHUNK // EPG                    # granules per row and chunk: 16 (float16) or 32 (float32)
     RW = CHUNK // (2 if F16 else 1)      # 32-bit words per staged row: 64 (float16) or 128 (float32)
     XW = MT * RW                         # activation words per stage
     WW = B * ROWS * 4                    # weight words per stage: [slot t, row, word]
-    NS = p.stages or default_stages(MT, p.x_dtype, B)
+    NS = p.stages or default_stages(MT, p.x_dtype, B, REAL)
     WPR = 8 if F16 else 16               # words of one row a lane reads per 4 k16 steps
     SSW, ZSW = SCALE_SLOT, ZERO_SLOT
     GPL = GR // 4                        # granules of a lane's 32 K positions
@@ -197,11 +207,12 @@ def gemm_func(p: KernelParams):
     def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
         XS = T.alloc_buffer((NS * XW,), "int32", scope="shared.dyn")
         WS = T.alloc_buffer((NS * WW,), "int32", scope="shared.dyn")
-        SS = T.alloc_buffer((NS * 4 * SSW,), "float16", scope="shared.dyn")
+        SS = T.alloc_buffer((NS * SP * SSW,), "float16", scope="shared.dyn")
         ZS = T.alloc_buffer((NS * 4 * ZSW if HZ else 16,), "int8", scope="shared.dyn")
         wr = T.alloc_buffer((4 * B,), "int32", scope="local")
         kz = T.alloc_buffer((4,), "int32", scope="local")            # half2 1024 + 2z
         sc = T.alloc_buffer((4,), "int32", scope="local")            # half2 s / 2
+        ofs = T.alloc_buffer((4,), "int32", scope="local")           # half2 -e s / 2 (real zero points)
         bq = T.alloc_buffer((4 * 4 * 2,), "int32", scope="local")    # B fragments of 4 steps: [step, rs, jj]
         xr = T.alloc_buffer((2 * WPR,), "int32", scope="local")      # [row half, words of 4 steps]
         af = T.alloc_buffer((4,), "int32", scope="local")
@@ -232,7 +243,11 @@ def gemm_func(p: KernelParams):
                     for t in T.unroll(B):
                         wr[rs * B + t] = WS[stg * WW + (t * ROWS + wl + 8 * rs) * 4 + tig]
                     sc[rs] = T.call_pure_extern("int32", "lutc_h2", T.Cast(
-                        f32, SS[stg * 4 * SSW + tig * SSW + wl + 8 * rs]) * T.float32(0.5))
+                        f32, SS[stg * SP * SSW + tig * SSW + wl + 8 * rs]) * T.float32(0.5))
+                    if REAL:
+                        ofs[rs] = T.call_pure_extern("int32", "lutc_h2", T.Cast(
+                            f32, SS[stg * SP * SSW + (4 + tig) * SSW + wl + 8 * rs]) * T.Cast(
+                            f32, SS[stg * SP * SSW + tig * SSW + wl + 8 * rs]) * T.float32(-0.5))
                     if HZ:
                         kz[rs] = T.call_pure_extern("int32", "lutc_h2", T.Cast(
                             f32, ZS[stg * 4 * ZSW + tig * ZSW + wl + 8 * rs]) + T.float32(1024 + CB))
@@ -244,8 +259,8 @@ def gemm_func(p: KernelParams):
                             for jj in T.unroll(2):
                                 vv[0] = T.bitwise_or(T.int32(0x64006400), code_pair(
                                     wr[rs * B + (8 * h4 + 2 * s + jj) // F], (8 * h4 + 2 * s + jj) % F, B))
-                                bq[(s * 4 + rs) * 2 + jj] = T.call_pure_extern(
-                                    "int32", "lutc_dq_h2", vv[0], kz[rs], sc[rs])
+                                bq[(s * 4 + rs) * 2 + jj] = dequant_h2(vv[0], kz[rs], sc[rs],
+                                                                       ofs[rs] if REAL else None)
                     for tt in T.unroll(TT):
                         for hr in T.unroll(2):   # rows g and g + 8 of the A tile
                             a_words(XS, xr, hr * WPR, stg * XW, tt * 16 + g + 8 * hr, h4, tig)

@@ -162,7 +162,8 @@ class CudaLutMatmul:
         # (``_cps``) is over blocks)
         slices = dq.choose_slices(cw.bits, cw.chunks, cw.n_pad, self._sms or 132) if kind == "dq" and not self._cps else 0
         return KernelParams(n=cw.n, n_pad=cw.n_pad, k=cw.k, chunks=cw.chunks, bits=cw.bits,
-                            group_size=cw.group_size, groups=cw.groups, has_zero=cw.zeros is not None, mt=mt,
+                            group_size=cw.group_size, groups=cw.groups, has_zero=cw.zeros is not None,
+                            real_zero=cw.real_zero, mt=mt,
                             cps=cw.chunks if slices else min(cps, cw.chunks), x_dtype=x_dtype, y_dtype=self.out_dtype,
                             arch=self.arch, maxreg=self._maxreg.get(mt, 0), residual=residual, kind=kind,
                             layout=self.layout, slices=slices,
@@ -186,9 +187,7 @@ class CudaLutMatmul:
             import torch
 
             cw = self.cw
-            z = cw.zeros if cw.zeros is not None else np.zeros((cw.groups, cw.n_pad), np.int8)
-            self._dev = [torch.from_numpy(cw.w.view(np.int32)).cuda(), torch.from_numpy(cw.scales).cuda(),
-                         torch.from_numpy(z).cuda()]
+            self._dev = [torch.from_numpy(a).cuda() for a in (cw.w.view(np.int32), cw.scale_rows(), cw.zero_rows())]
         return self._dev
 
     def clone(self) -> "CudaLutMatmul":

@@ -9,6 +9,13 @@ activation ``c*128 + 4r + i``) fill four 32-bit words, index r in bits ``4*(r%8)
     scales[G, N_pad] float16        s per (K group, row), transposed so that a warp's 32 rows are contiguous
     zeros[G, N_pad] int8            z' = 2z + 1 - 2^b (the zero point on the +-1 plane grid); None: symmetric
 
+Real-valued zero points (GGUF Q4_1 and the k-quants' mins: z = m / s), or integer ones beyond int8, are split
+into the nearest integer z_i' (clipped to int8) and the fraction e = z' - z_i' (float16; |e| <= 1/2 inside the
+grid, so rounding it costs at most 2^-13 s per weight). The fractions ride as G more rows after the scales
+(scales[2G, N_pad]: ``CudaWeight.scale_rows``), so no kernel signature changes; each kernel adds them to its
+zero-point term (the table and dp4a kernels: ``(z_i' + e) sum x`` in float32; the tensor-core ones: one
+``hfma2`` with ``-e s/2`` instead of the ``hmul2`` by ``s/2``, the ``1024 + z_i' + 2^b - 1`` trick stays exact).
+
 The kernels use the full 16-entry signed table T[idx] = sum_i (2 bit_i(idx) - 1) x_i, so no index inversion
 is stored: ``y = sum_groups s/2 * (sum_t 2^t sum_runs T[idx_t] - z' * sum_group x)``.
 
@@ -47,6 +54,7 @@ class CudaWeight:
     bits: int
     group_size: int          # the kernel's group size (K_pad for one group per row)
     layout: str = LAYOUT
+    fractions: np.ndarray | None = None   # float16 [G, N_pad]: real zero points' z' - z_i' (module docstring)
 
     @property
     def chunks(self) -> int:
@@ -65,8 +73,21 @@ class CudaWeight:
         return self.scales.shape[0]
 
     @property
+    def real_zero(self) -> bool:
+        return self.fractions is not None
+
+    def scale_rows(self) -> np.ndarray:
+        """The kernels' scales argument: the scales, then the zero-point fractions if any."""
+        return self.scales if self.fractions is None else np.concatenate([self.scales, self.fractions])
+
+    def zero_rows(self) -> np.ndarray:
+        """The kernels' zeros argument (zeros for symmetric weights: every kernel takes one)."""
+        return self.zeros if self.zeros is not None else np.zeros((self.groups, self.n_pad), np.int8)
+
+    @property
     def nbytes(self) -> int:
-        return self.w.nbytes + self.scales.nbytes + (0 if self.zeros is None else self.zeros.nbytes)
+        extra = sum(a.nbytes for a in (self.zeros, self.fractions) if a is not None)
+        return self.w.nbytes + self.scales.nbytes + extra
 
 
 def check_supported(qw: QuantizedWeight) -> None:
@@ -77,11 +98,16 @@ def check_supported(qw: QuantizedWeight) -> None:
     if qw.scales.shape[1] > 1 and not (gs % CHUNK == 0 or CHUNK % gs == 0):
         raise NotImplementedError(f"the CUDA LUT kernels take group sizes that divide {CHUNK} or are multiples of "
                                   f"it (8, 16, 32, 64, 128, 256, ...) or one group per row, got {gs}")
-    if qw.zeros is not None:
-        zs = 2 * qw.zeros.astype(np.float64) + 1 - (1 << qw.bits)
-        if not np.all(zs == np.round(zs)) or np.abs(zs).max(initial=0) > 127:
-            raise NotImplementedError("the CUDA LUT kernels take integer zero points (real-valued zero points, "
-                                      "as in GGUF Q4_1, are not supported yet)")
+
+
+def kernel_zero_points(qw: QuantizedWeight) -> tuple[np.ndarray, np.ndarray | None]:
+    """(z_i' [N, groups] int8 values, fractions [N, groups] float64 or None): integer z' = 2z + 1 - 2^b within
+    int8 as they are; otherwise the nearest integers clipped to int8 and the fractions z' - z_i'."""
+    z = 2 * qw.zero_points().astype(np.float64) + 1 - (1 << qw.bits)
+    if np.all(z == np.round(z)) and np.abs(z).max(initial=0) <= 127:
+        return z, None
+    zi = np.clip(np.round(z), -127, 127)
+    return zi, z - zi
 
 
 def code_words(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -120,11 +146,15 @@ def pack_cuda(qw: QuantizedWeight, codes: bool = False) -> CudaWeight:
     groups = kp // gs if gs <= CHUNK else qw.scales.shape[1]
     scales = np.zeros((groups, n_pad), np.float16)
     scales[:qw.scales.shape[1], :n] = qw.scales.astype(np.float16).T
-    zeros = None
+    zeros = fractions = None
     if qw.zeros is not None:
+        zi, frac = kernel_zero_points(qw)
         zeros = np.zeros((groups, n_pad), np.int8)
-        zeros[:qw.scales.shape[1], :n] = (2 * qw.zeros.astype(np.float64) + 1 - (1 << bits)).astype(np.int8).T
-    return CudaWeight(w, scales, zeros, n, qw.k, bits, gs, CODE_LAYOUTS[bits] if codes else LAYOUT)
+        zeros[:qw.scales.shape[1], :n] = zi.astype(np.int8).T
+        if frac is not None:
+            fractions = np.zeros((groups, n_pad), np.float16)
+            fractions[:qw.scales.shape[1], :n] = frac.astype(np.float16).T
+    return CudaWeight(w, scales, zeros, n, qw.k, bits, gs, CODE_LAYOUTS[bits] if codes else LAYOUT, fractions)
 
 
 def unpack_codes(cw: CudaWeight) -> np.ndarray:

@@ -72,11 +72,10 @@ def _lut_matmul(low: CudaLowering, mm: Node) -> list[Step] | None:
         kernels[str(p.mt)] = p.kind                  # "lut", "dq", "mma", "gemm" or "wgmma" (for lutc inspect)
     lid = f"lut{len(low.luts)}"
     keys = [f"{mm.name}.cuda.{part}" for part in ("w", "scales", "zeros")]
-    zeros = cw.zeros if cw.zeros is not None else np.zeros((cw.groups, cw.n_pad), np.int8)
-    low.weights.update(zip(keys, (cw.w.view(np.int32), cw.scales, zeros)))
+    low.weights.update(zip(keys, (cw.w.view(np.int32), cw.scale_rows(), cw.zero_rows())))
     low.luts[lid] = {"libraries": libraries, "kernels": kernels, "weights": keys, "node": mm.name, "layout": cw.layout, "kernel_args": 8,
                      "params": {"n": cw.n, "k": cw.k, "n_pad": cw.n_pad, "bits": cw.bits,
-                                "group_size": cw.group_size}}
+                                "group_size": cw.group_size, "real_zero": cw.real_zero}}
     x = low.value(low.g.node(mm.inputs[0].node).inputs[0])   # the precompute's input: tables built inside
     if residual is not None:
         other, out = claim_residual(low, residual)

@@ -52,7 +52,22 @@ __device__ __forceinline__ int lutc_dq_h2(int v, int kz, int s) {
                     *reinterpret_cast<half2*>(&s));
   return *reinterpret_cast<int*>(&r);
 }
+__device__ __forceinline__ int lutc_dq_h2o(int v, int kz, int s, int o) {   // (v - kz) s + o: real zero points
+  half2 r = __hfma2(__hsub2(*reinterpret_cast<half2*>(&v), *reinterpret_cast<half2*>(&kz)),
+                    *reinterpret_cast<half2*>(&s), *reinterpret_cast<half2*>(&o));
+  return *reinterpret_cast<int*>(&r);
+}
 """
+
+
+def dequant_h2(v, kz, sc, off=None):
+    """TIR call: the half2 weights ``s (q - z)`` from ``v`` = half2 ``1024 + 2q``, ``kz`` = ``1024 + z' + 2^b - 1``
+    (integer z'), ``sc`` = ``s / 2``; ``off`` = ``-e s / 2`` for real zero points (z' + e, layout.py)."""
+    from ..tvmscript import T
+
+    if off is None:
+        return T.call_pure_extern("int32", "lutc_dq_h2", v, kz, sc)
+    return T.call_pure_extern("int32", "lutc_dq_h2o", v, kz, sc, off)
 
 
 def supports(group_size: int, groups: int) -> bool:
@@ -140,7 +155,7 @@ def mma_matmul_func(p: KernelParams):
     SPLIT = p.split
     RAGGED = C % CPS != 0
     DIRECT = SPLIT == 1
-    HZ = p.has_zero
+    HZ, REAL, G = p.has_zero, p.real_zero, p.groups
     RES = p.residual
     NT = MT // 8                         # mma n8 tiles of activation rows
     PAIRS = MT * (CHUNK // 2) // THREADS  # staged activation pairs per thread and chunk
@@ -162,15 +177,17 @@ def mma_matmul_func(p: KernelParams):
         return T.bitwise_and(moved, T.shift_left(T.int32(0x10001), t + 1))
 
     @T.macro
-    def fetch_w(c, W, S, Z, wn, sn, zn, n0, tig):
+    def fetch_w(c, W, S, Z, wn, sn, zn, en, n0, tig):
         """Issue the loads of chunk ``c``'s weights (the lane's word of 4 rows x planes), scales and zero
-        points; consumed one chunk later (registers in flight)."""
+        points (and their fractions); consumed one chunk later (registers in flight)."""
         for rs in T.unroll(4):
             for t in T.unroll(B):
                 wn[rs * B + t] = W[c, t, n0 + 8 * rs, tig]
             sn[rs] = T.Cast(f32, S[(c * CHUNK + tig * 32) // GS, n0 + 8 * rs])
             if HZ:
                 zn[rs] = T.Cast(f32, Z[(c * CHUNK + tig * 32) // GS, n0 + 8 * rs])
+            if REAL:
+                en[rs] = T.Cast(f32, S[G + (c * CHUNK + tig * 32) // GS, n0 + 8 * rs])
 
     @T.macro
     def fetch_x(c, X, xn, bz, tid, m):
@@ -188,10 +205,12 @@ def mma_matmul_func(p: KernelParams):
         wn = T.alloc_buffer((4 * B,), "int32", scope="local")       # next chunk, in flight
         sn = T.alloc_buffer((4,), f32, scope="local")
         zn = T.alloc_buffer((4,), f32, scope="local")
+        en = T.alloc_buffer((4,), f32, scope="local")
         xn = T.alloc_buffer((2 * PAIRS,), f32, scope="local")
         wr = T.alloc_buffer((4 * B,), "int32", scope="local")       # [row slot, plane]
         kz = T.alloc_buffer((4,), "int32", scope="local")           # half2 1024 + 2z
         sc = T.alloc_buffer((4,), "int32", scope="local")           # half2 s / 2
+        ofs = T.alloc_buffer((4,), "int32", scope="local")          # half2 -e s / 2 (real zero points)
         af = T.alloc_buffer((8,), "int32", scope="local")           # A fragments, 2 tiles
         bf = T.alloc_buffer((2,), "int32", scope="local")
         acc = T.alloc_buffer((2 * NT * 4,), f32, scope="local")
@@ -204,7 +223,7 @@ def mma_matmul_func(p: KernelParams):
             acc[i] = T.float32(0)
         for i in T.unroll(4):
             zn[i] = T.float32(0)
-        fetch_w(by * CPS, W, S, Z, wn, sn, zn, n0, tig)
+        fetch_w(by * CPS, W, S, Z, wn, sn, zn, en, n0, tig)
         if PFX:
             fetch_x(by * CPS, X, xn, bz, tid, m)
         for cc in T.serial(CPS):
@@ -217,6 +236,8 @@ def mma_matmul_func(p: KernelParams):
                 for i in T.unroll(4):
                     sc[i] = T.call_pure_extern("int32", "lutc_h2", sn[i] * T.float32(0.5))
                     kz[i] = T.call_pure_extern("int32", "lutc_h2", zn[i] + T.float32(1024 + CB))
+                    if REAL:
+                        ofs[i] = T.call_pure_extern("int32", "lutc_h2", en[i] * sn[i] * T.float32(-0.5))
                 T.tvm_storage_sync("shared")
                 if not PFX:
                     fetch_x(c, X, xn, bz, tid, m)
@@ -226,7 +247,7 @@ def mma_matmul_func(p: KernelParams):
                         T.call_pure_extern("int32", "lutc_pack_h2", xn[2 * e], xn[2 * e + 1]))
                 T.tvm_storage_sync("shared")
                 if cc + 1 < CPS and (not RAGGED or c + 1 < C):
-                    fetch_w(c + 1, W, S, Z, wn, sn, zn, n0, tig)
+                    fetch_w(c + 1, W, S, Z, wn, sn, zn, en, n0, tig)
                     if PFX:
                         fetch_x(c + 1, X, xn, bz, tid, m)
                 for st in T.unroll(CHUNK // 16):   # k16 steps: bits 2 st + jj (+ 16) of each word
@@ -240,8 +261,8 @@ def mma_matmul_func(p: KernelParams):
                                 else:
                                     for t in T.unroll(B):
                                         vv[0] = vv[0] | plane_bits(wr[rs2 * B + t], t, 2 * st + jj)
-                                af[a * 4 + jj * 2 + hr] = T.call_pure_extern(
-                                    "int32", "lutc_dq_h2", vv[0], kz[rs2], sc[rs2])
+                                af[a * 4 + jj * 2 + hr] = dequant_h2(vv[0], kz[rs2], sc[rs2],
+                                                                     ofs[rs2] if REAL else None)
                     for j8 in T.unroll(NT):
                         bf[0] = XS[(j8 * 8 + g) * RSW + tig * 17 + 2 * st]
                         bf[1] = XS[(j8 * 8 + g) * RSW + tig * 17 + 2 * st + 1]

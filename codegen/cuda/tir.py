@@ -55,6 +55,8 @@ class KernelParams:
     stages: int = 0     # the prefill GEMM's shared-memory pipeline depth (0: its default for the tile, gemm.py)
     slices: int = 0     # the dp4a GEMV: K split over this many warps of the block (blocks of 32 rows, dq.py);
                         # 0: over blocks (128 rows each, ``cps`` chunks per block, the last block reduces)
+    real_zero: bool = False  # zero points with fractions: the scales argument holds them after the scales
+                             # (layout.py; [2G, N_pad]), each kernel adds them to its zero-point term
     pdl: str = ""       # the dp4a GEMV's programmatic dependent launch (sm_90, dq.choose_pdl): "wait" (it may start
                         # before its predecessor ends and waits for it only to read the activations), "trigger"
                         # (also lets its successor start at its entry); "": launched after its predecessor
@@ -164,11 +166,14 @@ def scale_segments(group_size: int) -> tuple[int, int]:
 def load_chunk_macro(p: KernelParams, zero_dtype: str, zero_fill: bool = False):
     """TVMScript macro for a one-row-per-thread kernel's loads of chunk ``c`` into register slot ``slot``: the
     row's weight words (one 16-byte load per plane or code slot), its scales and (asymmetric) zero points per
-    scale segment of the chunk; ``zero_fill``: symmetric weights get zero points 0 in the slot."""
+    scale segment of the chunk, real-valued ones with their fractions added (float ``zero_dtype``: layout.py);
+    ``zero_fill``: symmetric weights get zero points 0 in the slot."""
     from ..tvmscript import T
 
-    B, GS, HZ = p.bits, p.group_size, p.has_zero
+    B, GS, HZ, G = p.bits, p.group_size, p.has_zero, p.groups
     SEGK, SEGS = scale_segments(GS)
+    if p.real_zero and not zero_dtype.startswith("float"):
+        raise ValueError(f"real-valued zero points need a float zero-point dtype, got {zero_dtype}")
 
     @T.macro
     def load_chunk(W, S, Z, wr, sl, zl, slot, c, n):
@@ -176,7 +181,10 @@ def load_chunk_macro(p: KernelParams, zero_dtype: str, zero_fill: bool = False):
             wr[T.Ramp((slot * B + t) * 4, 1, 4)] = W[c, t, n, T.Ramp(0, 1, 4)]
         for sg in T.unroll(SEGS):
             sl[slot * SEGS + sg] = T.Cast("float32", S[(c * CHUNK + sg * SEGK) // GS, n])
-            if HZ:
+            if p.real_zero:
+                zl[slot * SEGS + sg] = T.Cast(zero_dtype, Z[(c * CHUNK + sg * SEGK) // GS, n]) + T.Cast(
+                    zero_dtype, S[G + (c * CHUNK + sg * SEGK) // GS, n])
+            elif HZ:
                 zl[slot * SEGS + sg] = T.Cast(zero_dtype, Z[(c * CHUNK + sg * SEGK) // GS, n])
             elif zero_fill:
                 zl[slot * SEGS + sg] = 0
@@ -201,7 +209,7 @@ def kernel_func(p: KernelParams, body, threads: int = THREADS):
         m = T.int32()
         X = T.match_buffer(x, (m, K), XDT)
         W = T.match_buffer(w, (C, B, NP, 4), "int32")
-        S = T.match_buffer(s, (G, NP), "float16")
+        S = T.match_buffer(s, (2 * G if p.real_zero else G, NP), "float16")
         Z = T.match_buffer(z, (G, NP), "int8")
         P = T.match_buffer(part, (SPLIT, m, NP), "float32")
         CNT = T.match_buffer(cnt, ((m + MT - 1) // MT, NB), "int32")

@@ -41,7 +41,7 @@ from __future__ import annotations
 from .layout import CHUNK, ROWS
 from .tir import THREADS, KernelParams, kernel_func
 from . import gemm
-from .mma import code_pair, reduce_partials_macro
+from .mma import code_pair, dequant_h2, reduce_partials_macro
 
 WG_ROWS = 64            # activation rows per warpgroup (the wgmma's M)
 TILES = gemm.GEMM_TILES  # activation rows per block: one or two warpgroups on the same dequantized weights
@@ -120,7 +120,8 @@ def wgmma_func(p: KernelParams):
     SPLIT = p.split
     RAGGED = C % CPS != 0
     DIRECT = SPLIT == 1
-    HZ, RES, YDT = p.has_zero, p.residual, p.y_dtype
+    HZ, REAL, RES, YDT = p.has_zero, p.real_zero, p.residual, p.y_dtype
+    SP = gemm.scale_pieces(REAL)
     WG = MT // WG_ROWS                   # warpgroups: each multiplies its 64 activation rows by the whole B tile
     NT = WG * THREADS                    # threads; thread tid dequantizes row tid % 128 of B, 32-K pieces
     PP = 2 // WG                         # ip = tid // 128 + i (i < PP) of each unit (two per unit)
@@ -151,9 +152,9 @@ def wgmma_func(p: KernelParams):
                 T.if_then_else(ok, 16, 0)))
 
     @T.macro
-    def take_w(WSB, SSB, ZSB, wr, sc, kz, c, row, ip0):
-        """Chunk ``c``'s code words, scales and zero points of the thread's row and pieces ``2 h + ip0 + i``
-        (unit h, i < PP) out of shared memory: word ``(t, h, i)`` at ``wr[(2 t + h) PP + i]``."""
+    def take_w(WSB, SSB, ZSB, wr, sc, kz, ofs, c, row, ip0):
+        """Chunk ``c``'s code words, scales and zero points (and fractions) of the thread's row and pieces
+        ``2 h + ip0 + i`` (unit h, i < PP) out of shared memory: word ``(t, h, i)`` at ``wr[(2 t + h) PP + i]``."""
         cs: T.let = c % NSC
         for t in T.unroll(B):
             if PP == 2:
@@ -164,7 +165,11 @@ def wgmma_func(p: KernelParams):
         for h in T.unroll(2):
             for i in T.unroll(PP):
                 sc[h * PP + i] = T.call_pure_extern(
-                    "int32", "lutc_h2", T.Cast(f32, SSB[(cs * 4 + 2 * h + ip0 + i) * SSW + row]) * T.float32(0.5))
+                    "int32", "lutc_h2", T.Cast(f32, SSB[(cs * SP + 2 * h + ip0 + i) * SSW + row]) * T.float32(0.5))
+                if REAL:
+                    ofs[h * PP + i] = T.call_pure_extern(
+                        "int32", "lutc_h2", T.Cast(f32, SSB[(cs * SP + 4 + 2 * h + ip0 + i) * SSW + row])
+                        * T.Cast(f32, SSB[(cs * SP + 2 * h + ip0 + i) * SSW + row]) * T.float32(-0.5))
                 if HZ:
                     kz[h * PP + i] = T.call_pure_extern(
                         "int32", "lutc_h2", T.Cast(f32, ZSB[(cs * 4 + 2 * h + ip0 + i) * ZSW + row])
@@ -173,14 +178,14 @@ def wgmma_func(p: KernelParams):
                     kz[h * PP + i] = T.call_pure_extern("int32", "lutc_h2", T.float32(1024 + CB))
 
     @T.macro
-    def dequant(wr, sc, kz, hv, gq, bbase, h, row, ip0):
+    def dequant(wr, sc, kz, ofs, hv, gq, bbase, h, row, ip0):
         """Unit ``h`` (pieces 2h + ip0 + i of the chunk) of the thread's weight row, as float16 in natural K
         order, into B buffer ``h``: row ``row``, granule ``j`` at ``j ^ (row % 8)``."""
         for i in T.unroll(PP):
             for pp in T.unroll(16):          # pair (K = 32 ip + pp, + 16): word (ip, pp // F), field pp % F
-                hv[pp] = T.call_pure_extern("int32", "lutc_dq_h2", T.bitwise_or(
+                hv[pp] = dequant_h2(T.bitwise_or(
                     T.int32(0x64006400), code_pair(wr[((pp // F) * 2 + h) * PP + i], pp % F, B)),
-                    kz[h * PP + i], sc[h * PP + i])
+                    kz[h * PP + i], sc[h * PP + i], ofs[h * PP + i] if REAL else None)
             for q in T.unroll(2):            # granules q (K 8q .. 8q + 7) and q + 2 (the same + 16)
                 for e in T.unroll(4):
                     gq[e] = T.call_pure_extern("int32", "__byte_perm", hv[8 * q + 2 * e], hv[8 * q + 2 * e + 1],
@@ -199,11 +204,12 @@ def wgmma_func(p: KernelParams):
         SMA = T.alloc_buffer((SA,), "uint8", scope="shared.dyn")
         SMB = T.alloc_buffer((SB,), "uint8", scope="shared.dyn")
         WSB = T.alloc_buffer((NSC * B * ROWS * 4,), "int32", scope="shared.dyn")
-        SSB = T.alloc_buffer((NSC * 4 * SSW,), "float16", scope="shared.dyn")
+        SSB = T.alloc_buffer((NSC * SP * SSW,), "float16", scope="shared.dyn")
         ZSB = T.alloc_buffer((NSC * 4 * ZSW if HZ else 16,), "int8", scope="shared.dyn")
         wr = T.alloc_buffer((4 * B,), "int32", scope="local")
         sc = T.alloc_buffer((4,), "int32", scope="local")            # half2 s / 2 per 32-K piece
         kz = T.alloc_buffer((4,), "int32", scope="local")            # half2 1024 + 2z
+        ofs = T.alloc_buffer((4,), "int32", scope="local")           # half2 -e s / 2 (real zero points)
         hv = T.alloc_buffer((16,), "int32", scope="local")
         gq = T.alloc_buffer((8,), "int32", scope="local")
         acc = T.alloc_buffer((ACC,), f32, scope="local")
@@ -236,11 +242,11 @@ def wgmma_func(p: KernelParams):
             T.evaluate(T.call_extern("void", f"lutc_cp_wait<{NS - 2}>"))
             if u % 2 == 0:
                 T.tvm_storage_sync("shared")     # the other threads' code, scale and zero-point copies
-                take_w(WSB, SSB, ZSB, wr, sc, kz, c0 + u // 2, row, ip0)
+                take_w(WSB, SSB, ZSB, wr, sc, kz, ofs, c0 + u // 2, row, ip0)
             # B buffer u % 2 was last read by the groups of unit u - 2, complete since unit u - 1
             for h in T.unroll(2):
                 if u % 2 == h:
-                    dequant(wr, sc, kz, hv, gq, bbase, h, row, ip0)
+                    dequant(wr, sc, kz, ofs, hv, gq, bbase, h, row, ip0)
             T.evaluate(T.call_extern("void", "lutc_fence_async"))
             T.tvm_storage_sync("shared")
             T.evaluate(T.call_extern("void", "lutc_wgmma_fence"))

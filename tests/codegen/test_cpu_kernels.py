@@ -19,7 +19,7 @@ from lutc.passes.quantize.weight import QuantizedWeight
 from lutc.runtime import isa as runtime_isa
 from lutc.runtime.isa import INT8_KERNEL_ISA, int8_kernels, kernel_usable
 from lutc.runtime.lut import LutKernel
-from twins import amx_reference, cpu_weight, rel
+from twins import amx_reference, cpu_weight, real_zero_weight, rel
 from twins import lut_reference as reference
 
 ISA_LIST = [i for i in ISAS if supported(i)]
@@ -346,24 +346,6 @@ def test_groups_above_256_run_as_sub_groups(bits, n, k, group, sym, g):
                                                                       table_dtype="f32"))
     x = RNG.standard_normal((3, k)).astype(np.float32)
     assert rel(lutc.kernels.build_lut_matmul(qf)(x), x.astype(np.float64) @ qf.dequantize().astype(np.float64).T) < 1e-5
-
-
-def real_zero_weight(bits, n, k, group, table="int8", seed=0):
-    """Codes with f16 scales and real-valued zero points, as GGUF Q4_1 and the K-quants' mins make them
-    (z = -m / s): inside the grid (SmolLM2's Q4_1 file has all of its 3.3M there), and 5% of the groups off it
-    (all-positive or all-negative weights: the offsets exceed s/2)."""
-    rng = np.random.default_rng(seed)
-    kp = -(-k // (group or 8)) * (group or 8)
-    groups = kp // group if group else 1
-    top = (1 << bits) - 1
-    z = rng.uniform(0, top, (n, groups))
-    far = rng.random((n, groups)) < 0.05
-    # up to half the grid beyond its ends: the int8 tables' error of the zero-point term grows with |z|
-    z[far] = np.where(rng.random(far.sum()) < 0.5, -rng.uniform(0, top / 2, far.sum()),
-                      rng.uniform(top, 1.5 * top, far.sum()))
-    cfg = LayerQuant(bits=bits, group_size=group, scale_dtype="f16", table_dtype=table)
-    return QuantizedWeight(rng.integers(0, top + 1, (n, kp)).astype(np.uint8),
-                           (rng.uniform(0.5, 2, (n, groups)) / top).astype(np.float16), z.astype(np.float32), cfg, k)
 
 
 @pytest.mark.parametrize("isa", ISA_LIST)

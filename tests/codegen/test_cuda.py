@@ -11,6 +11,7 @@ from lutc.codegen.cuda.layout import CHUNK, CODE_LAYOUTS, LAYOUT, ROWS, pack_cud
 from lutc.runtime.cuda_libs import gpu_available
 from lutc.codegen.cuda.tir import KernelParams
 from lutc.passes.quantize import LayerQuant
+from twins import cuda_zero_points, real_zero_weight
 
 RNG = np.random.default_rng(7)
 needs_nvcc = pytest.mark.skipif(find_nvcc() is None, reason="nvcc (CUDA toolkit) is not installed")
@@ -31,7 +32,7 @@ def emulate(cw, x):
     r = idx.shape[-1]
     grp = (np.arange(r) * 4) // cw.group_size
     s = cw.scales.astype(np.float64)[grp].T / 2
-    zz = 0 if cw.zeros is None else cw.zeros.astype(np.float64)[grp].T
+    zz = cuda_zero_points(cw)[grp].T
     y = np.zeros((m, cw.n_pad))
     for i in range(m):
         look = sum((1 << t) * tables[i][np.arange(r)[None, :], idx[t]] for t in range(cw.bits))
@@ -182,13 +183,15 @@ def test_exported_library_exports_the_import_blob(tmp_path, monkeypatch):
 def mma_dequant(cw):
     """numpy model of the tensor-core kernel's weight path, lane by lane: the lane with quad index q reads word q
     of each plane; at step st its slot pair jj takes bits 2 st + jj and 16 more into the mantissas of half2
-    ``1024 + 2q``, then ``hsub2`` with ``1024 + 2z`` and ``hmul2`` with ``s/2`` in float16; placed at the K
+    ``1024 + 2q``, then ``hsub2`` with ``1024 + 2z`` and ``hmul2`` with ``s/2`` in float16 (real zero points:
+    ``hfma2`` with ``s/2`` and ``-e s/2``); placed at the K
     positions the kernel pairs them with (32 q + 2 st + jj and 16 more). Returns float16 [N, K_pad]."""
     from lutc.codegen.cuda.mma import CHUNK as C_
 
     nb, npad = cw.bits, cw.n_pad
     cb = (1 << nb) - 1
     zp = np.zeros((cw.groups, npad)) if cw.zeros is None else cw.zeros.astype(np.float64)
+    frac = None if cw.fractions is None else cw.fractions.astype(np.float32)
     out = np.zeros((npad, cw.k_pad), np.float16)
     for c in range(cw.chunks):
         for q in range(4):
@@ -207,7 +210,12 @@ def mma_dequant(cw):
                     for t in range(nb if cw.layout == LAYOUT else 0):
                         v |= ((cw.w[c, t, :, q] >> np.uint32(bit)) & np.uint32(0x10001)) << np.uint32(t + 1)
                     halves = v.view(np.uint16).reshape(npad, 2).view(np.float16)   # little endian: lo, hi
-                    a = ((halves - kz[:, None]) * s2[:, None]).astype(np.float16)
+                    if frac is None:
+                        a = ((halves - kz[:, None]) * s2[:, None]).astype(np.float16)
+                    else:   # hfma2 with -e s/2: the product of two float16 is exact in float32, one rounding
+                        o = (frac[grp] * cw.scales[grp].astype(np.float32) * -0.5).astype(np.float16)
+                        d = (halves - kz[:, None]).astype(np.float32)
+                        a = (d * s2[:, None].astype(np.float32) + o[:, None].astype(np.float32)).astype(np.float16)
                     k0 = c * C_ + q * 32 + bit
                     out[:, k0], out[:, k0 + 16] = a[:, 0], a[:, 1]
     return out[:cw.n]
@@ -228,6 +236,35 @@ def test_mma_dequantization_covers_every_weight_once(bits, codes, n, k, group, s
     x = RNG.standard_normal((5, k)).astype(np.float16).astype(np.float64)
     ref = x @ want.T
     assert np.abs(x @ got.T - ref).max() <= 2e-3 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("bits, n, k, group", [(4, 100, 300, 32), (2, 130, 1000, 64), (3, 65, 640, 16),
+                                               (1, 70, 257, 128), (4, 64, 1100, None)])
+def test_real_valued_zero_points_layout_and_math(bits, n, k, group):
+    """GGUF's mins (z = m / s, tests/twins.py: 5% of the groups off the grid): the layout keeps z_i' = round(z')
+    in int8 and e = z' - z_i' in float16 rows after the scales. The table kernels' math (``emulate``) and the
+    tensor-core kernels' float16 weights (``mma_dequant``) follow the true weights to the rounding of e (each
+    weight moves by at most s/2 2^-12) and, for the latter, of each weight to float16."""
+    q = real_zero_weight(bits, n, k, group, seed=k)
+    g = q.scales.shape[1]
+    zt = 2 * q.zeros.astype(np.float64) + 1 - (1 << bits)
+    moved = np.repeat(q.scales.astype(np.float64) / 2 * 2.0 ** -12, q.group_size, axis=1)[:, :k]
+    want = q.dequantize().astype(np.float64)
+    x = RNG.standard_normal((3, k))
+    ref = x @ want.T
+    for codes in (False, True) if bits in CODE_LAYOUTS else (False,):
+        cw = pack_cuda(q, codes=codes)
+        assert cw.real_zero and cw.scale_rows().shape == (2 * cw.groups, cw.n_pad)
+        assert np.array_equal(cw.scale_rows()[cw.groups:], cw.fractions) and cw.scale_rows().dtype == np.float16
+        assert np.array_equal(cw.zeros[:g, :n].T, np.round(zt)) and not cw.fractions[:, n:].any()
+        assert np.abs(cw.fractions[:g, :n].T - (zt - np.round(zt))).max() <= 2.0 ** -13
+        if not codes:
+            assert np.all(np.abs(emulate(cw, x) - ref) <= np.abs(x) @ moved.T + 1e-12 * np.abs(ref).max())
+        if group is None or group % 32 == 0:
+            got = mma_dequant(cw)[:, :k].astype(np.float64)
+            assert np.all(np.abs(got - want) <= 2.0 ** -11 * np.abs(want) + 2 * moved)
+    integer = lutc.quantize_weight(RNG.standard_normal((n, k)), LayerQuant(bits=bits, group_size=group))
+    assert pack_cuda(integer).fractions is None and not pack_cuda(integer).real_zero   # int8 z' as before
 
 
 def test_kernel_choice_by_rows_and_grouping():
@@ -287,6 +324,33 @@ def test_kernel_choice_by_rows_and_grouping():
     assert [tile_for(m, {1: 0, 8: 0}) for m in (1, 5, 300)] == [1, 8, 8]   # artifacts of the LUT kernel only
 
 
+@needs_gpu
+@pytest.mark.parametrize("kind, bits, m, xdt", [("lut", 3, 1, "float16"), ("lut", 2, 5, "float32"),
+                                                ("dq", 4, 1, "float16"), ("dq", 2, 3, "bfloat16"),
+                                                ("mma", 4, 17, "float16"), ("mma", 3, 40, "float32"),
+                                                ("gemm", 2, 70, "float32"), ("wgmma", 4, 130, "float16")])
+@pytest.mark.parametrize("n, k, group", [(300, 1000, 64), (130, 1104, 32), (200, 512, None)])
+def test_real_valued_zero_points_match_float64(kind, bits, m, xdt, n, k, group):
+    """Every kernel with real-valued zero points (GGUF's mins), the residual epilogue too: float tables 1e-4,
+    int8 activations (dp4a) 2e-2, float16 weights on the tensor cores 2e-3."""
+    import torch
+
+    from lutc.codegen.cuda.kernel import CudaLutMatmul
+
+    q = real_zero_weight(bits, n, k, group, seed=n)
+    f = CudaLutMatmul(q, kind=kind)
+    if kind == "wgmma" and f.arch != "sm_90a":
+        pytest.skip("the Hopper GEMM needs sm_90a")
+    assert f.plan(m, xdt)[0] == kind and f.params(m, xdt).real_zero
+    x = torch.randn(m, k, dtype=getattr(torch, xdt), device="cuda")
+    r = torch.randn(m, n, dtype=torch.float32, device="cuda")
+    y = f(x, residual=r).double().cpu().numpy()
+    xs = (x.half() if kind in ("mma", "gemm", "wgmma") else x).double().cpu().numpy()
+    ref = xs @ q.dequantize().astype(np.float64).T + r.double().cpu().numpy()
+    tol = {"lut": 1e-4, "dq": 2e-2}.get(kind, 2e-3)
+    assert np.abs(y - ref).max() <= tol * np.abs(ref).max()
+
+
 def test_mma_cuda_source_structure():
     from lutc.codegen.cuda.build import cuda_source
 
@@ -301,6 +365,30 @@ def test_mma_cuda_source_structure():
     assert "R_ptr[" in cuda_source(_params("sm_90a", kind="mma", mt=16, cps=8, residual=True))
     with pytest.raises(ValueError, match="activation tiles of"):
         cuda_source(_params("sm_90a", kind="mma", mt=8))
+
+
+@needs_nvcc
+def test_real_zero_points_in_every_kernel_source():
+    """With ``real_zero`` each kernel reads the fraction rows after the scales (scales[2G, N_pad]): the table and
+    dp4a kernels add them to z' in float32, the tensor-core ones dequantize with one hfma2 (``lutc_dq_h2o``) where
+    they had hmul2, as often; nvcc compiles each for sm_90a."""
+    from lutc.codegen.cuda.build import cuda_source, nvcc_compile
+
+    cases = {"lut": {}, "dq": {"bits": 4, "layout": CODE_LAYOUTS[4], "mt": 1},
+             "mma": {"mt": 32}, "gemm": {"layout": CODE_LAYOUTS[2], "mt": 64, "cps": 8},
+             "wgmma": {"layout": CODE_LAYOUTS[2], "mt": 64, "cps": 8}}
+    for kind, kw in cases.items():
+        base = cuda_source(_params("sm_90a", kind=kind, **kw))
+        real = cuda_source(_params("sm_90a", kind=kind, real_zero=True, **kw))
+        assert "lutc_dq_h2o(" not in base.split("main_kernel")[-1], kind
+        if kind in ("mma", "gemm", "wgmma"):
+            body = real.split("main_kernel")[-1]
+            assert body.count("= lutc_dq_h2o(") == base.split("main_kernel")[-1].count("= lutc_dq_h2(") > 0, kind
+            assert "= lutc_dq_h2(" not in body, kind
+        else:   # a zero point of row n reads S[(G + group) * N_pad + n]: G = 16 rows of scales
+            assert "S_ptr[((" in real and real.count("S_ptr[") > base.count("S_ptr["), kind
+        ptx = nvcc_compile(real, "sm_90a", "ptx").decode()
+        assert (kind not in ("mma", "gemm", "wgmma")) or "fma.rn.f16x2" in ptx, kind
 
 
 def _gemm(arch, **kw):

@@ -12,6 +12,7 @@ from lutc.codegen.reference.executor import run
 from lutc.frontend.errors import FrontendError
 from lutc.frontend.gguf import import_gguf, quantized_from_gguf, unpermute_rows
 from lutc.ir import Op
+from lutc.runtime.cuda_libs import gpu_available
 
 
 def permute(w, heads):  # llama.cpp's convert_hf_to_gguf.py permute, which the importer must undo
@@ -184,6 +185,40 @@ def test_k_quants_run_on_the_cpu_as_they_are(k_quant_gguf, tmp_path, table, tol)
     assert rel_err(got, want) < tol
     cm.save(tmp_path / "art")
     np.testing.assert_array_equal(lutc.runtime.load(tmp_path / "art")(ids), got)
+
+
+def _cuda_k_quants(path, table):
+    from lutc.codegen.cuda.build import find_nvcc
+
+    if find_nvcc() is None and not gpu_available():   # a GPU machine compiles from the cache that nvcc filled
+        pytest.skip("nvcc (CUDA toolkit) is not installed")
+    cm = lutc.compile(import_gguf(path, table_dtype=table), target="cuda")
+    luts = cm.executable.program.luts.values()
+    # Q2_K / Q3_K (groups of 16: table lookups), Q4_K / Q4_1 (groups of 32: codes)
+    assert sorted({(s["params"]["bits"], s["params"]["group_size"], s["layout"]) for s in luts}) == [
+        (2, 16, "cuda-g4-c128-v1"), (3, 16, "cuda-g4-c128-v1"),
+        (4, 32, "cuda-g4-c128-v1" if table == "f32" else "cuda-n4-c128-v1")]
+    assert all(s["params"]["real_zero"] == (s["params"]["bits"] != 3) for s in luts)   # Q3_K has no mins
+    return cm
+
+
+@pytest.mark.parametrize("table", ["f32", "int8"])
+def test_k_quants_compile_for_cuda(k_quant_gguf, table):
+    """The k-quants' mins as real-valued zero points on the GPU too (codegen/cuda/layout.py): the lowering keeps
+    every block's codes; this also fills the kernel cache the GPU run below reads."""
+    _cuda_k_quants(k_quant_gguf[0], table)
+
+
+@pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU (torch.cuda.is_available() is False)")
+@pytest.mark.parametrize("table, tol", [("f32", 2e-3), ("int8", 3e-2)])
+def test_k_quants_run_on_cuda_as_they_are(k_quant_gguf, table, tol):
+    """On the GPU as on the CPU: the logits follow the HF model holding the file's weights (float tables: the
+    float16 fractions of the zero points and the scales; int8 tables: int8 decode, float16 tensor-core prefill)."""
+    path, model = k_quant_gguf
+    ids = np.random.default_rng(1).integers(0, model.config.vocab_size, (1, 9))
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids)).logits.numpy()
+    assert rel_err(np.asarray(_cuda_k_quants(path, table)(ids)), want) < tol
 
 
 def test_bad_gguf_files(tmp_path):
