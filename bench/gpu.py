@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import dataclasses
 import platform
 import statistics
 import sys
@@ -37,7 +38,8 @@ MMA_CPS = [2, 4, 8, 32]        # chunks per block of the tensor-core kernel swep
 SMS = 132                      # H100 SXM / H200
 ARCH = "sm_90a"
 
-# (n, k, group, symmetric, bits list, [(m, x dtype, y dtype, cps override)])
+# (n, k, group, symmetric (or "real": real-valued zero points, as GGUF's mins), bits list,
+#  [(m, x dtype, y dtype, cps override)])
 CHECKS = [
     (100, 300, 64, False, [1, 2, 3, 4, "ternary"],
      [(1, "float16", "float32", None), (3, "float16", "float32", None), (17, "float16", "float32", None),
@@ -55,6 +57,12 @@ CHECKS = [
     (300, 1000, 128, False, [1, 2, 4, "ternary"],
      [(70, "float16", "float32", None), (70, "float32", "float32", None), (200, "float16", "float16", 2),
       (130, "float32", "float16", None)]),
+    # real-valued zero points in every kernel: table lookups and dp4a (M <= 3), mma, both prefill GEMMs
+    (300, 1000, 64, "real", [1, 2, 3, 4, "ternary"],
+     [(1, "float16", "float32", None), (3, "float16", "float32", None), (17, "float16", "float32", None),
+      (130, "float16", "float32", None), (70, "float32", "float32", None), (1, "float16", "float32", 2),
+      (3, "float16", "float32", 2)]),
+    (65, 257, 32, "real", [2, 4], [(1, "bfloat16", "float16", None), (17, "float16", "float16", None)]),
 ]
 
 
@@ -63,8 +71,11 @@ def _quant(n, k, group, sym, bits, seed):
     from lutc.passes.quantize import LayerQuant
 
     rng = np.random.default_rng(seed)
-    return lutc.quantize_weight(rng.standard_normal((n, k)).astype(np.float32),
-                                LayerQuant(bits=bits, group_size=group, symmetric=sym and bits != "ternary"))
+    q = lutc.quantize_weight(rng.standard_normal((n, k)).astype(np.float32),
+                             LayerQuant(bits=bits, group_size=group, symmetric=sym is True and bits != "ternary"))
+    if sym == "real":   # z = m / s off the integers (codegen/cuda/layout.py: int8 z_i' and float16 fractions)
+        q = dataclasses.replace(q, zeros=(q.zero_points() + rng.uniform(-0.5, 0.5, q.scales.shape)).astype(np.float32))
+    return q
 
 
 def check_cases():
@@ -183,7 +194,7 @@ def run_checks(log):
             total += 1
             key = f"bits={q.config.bits}"
             worst[key] = max(worst.get(key, 0), err)
-            log(f"{'ok  ' if ok else 'FAIL'} N={q.n:5d} K={q.k:5d} group={q.config.group_size} sym={q.zeros is None} "
+            log(f"{'ok  ' if ok else 'FAIL'} N={q.n:5d} K={q.k:5d} group={q.config.group_size} sym={q.zeros is None}{' real-z' if q.zeros is not None and np.any(q.zeros != np.round(q.zeros)) else ''} "
                 f"bits={q.config.bits!s:7s} M={m:3d} x={xdt} y={ydt} kernel={p.kind} mt={p.mt} chunks/block={p.cps} split={p.split} "
                 f"residual={residual} max|err|/max|ref|={err:.2e} (tol {tol:.0e})")
     log(f"{total - failures}/{total} checks passed; worst relative error per bits: "
