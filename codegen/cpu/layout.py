@@ -116,7 +116,7 @@ def kernel_zero_points(qw: QuantizedWeight) -> tuple[np.ndarray, np.ndarray | No
     """(z' [N, groups] as int8 values, offsets [N, groups] float64 or None): integer z' within int8 as they are;
     otherwise (real-valued zero points, or ones far off the grid) the nearest z' on the grid [1 - 2^b, 2^b - 1]
     and the offset -s/2 (z' - z_i') that makes up the difference (module docstring)."""
-    z = 2 * qw.zero_points().astype(np.float64) + 1 - (1 << qw.bits)
+    z = qw.plane_zero_points()
     if np.all(z == np.round(z)) and np.abs(z).max(initial=0) <= 127:
         return z, None
     top = (1 << qw.bits) - 1

@@ -310,7 +310,7 @@ def _sliced_func(p: KernelParams):
         m = T.int32()
         X = T.match_buffer(x, (m, K), XDT)
         W = T.match_buffer(w, (C, B, NP, 4), "int32")
-        S = T.match_buffer(s, (2 * G if p.real_zero else G, NP), "float16")
+        S = T.match_buffer(s, (p.scale_rows, NP), "float16")
         Z = T.match_buffer(z, (G, NP), "int8")
         P = T.match_buffer(part, (1, m, NP), "float32")  # noqa: F841
         CNT = T.match_buffer(cnt, (m, NP // ROWS), "int32")  # noqa: F841

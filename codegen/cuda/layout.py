@@ -103,7 +103,7 @@ def check_supported(qw: QuantizedWeight) -> None:
 def kernel_zero_points(qw: QuantizedWeight) -> tuple[np.ndarray, np.ndarray | None]:
     """(z_i' [N, groups] int8 values, fractions [N, groups] float64 or None): integer z' = 2z + 1 - 2^b within
     int8 as they are; otherwise the nearest integers clipped to int8 and the fractions z' - z_i'."""
-    z = 2 * qw.zero_points().astype(np.float64) + 1 - (1 << qw.bits)
+    z = qw.plane_zero_points()
     if np.all(z == np.round(z)) and np.abs(z).max(initial=0) <= 127:
         return z, None
     zi = np.clip(np.round(z), -127, 127)

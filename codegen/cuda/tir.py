@@ -62,6 +62,11 @@ class KernelParams:
                         # (also lets its successor start at its entry); "": launched after its predecessor
 
     @property
+    def scale_rows(self) -> int:
+        """Rows of the scales argument: the groups' scales, then (real zero points) their fractions."""
+        return 2 * self.groups if self.real_zero else self.groups
+
+    @property
     def split(self) -> int:
         return -(-self.chunks // self.cps)
 
@@ -209,7 +214,7 @@ def kernel_func(p: KernelParams, body, threads: int = THREADS):
         m = T.int32()
         X = T.match_buffer(x, (m, K), XDT)
         W = T.match_buffer(w, (C, B, NP, 4), "int32")
-        S = T.match_buffer(s, (2 * G if p.real_zero else G, NP), "float16")
+        S = T.match_buffer(s, (p.scale_rows, NP), "float16")
         Z = T.match_buffer(z, (G, NP), "int8")
         P = T.match_buffer(part, (SPLIT, m, NP), "float32")
         CNT = T.match_buffer(cnt, ((m + MT - 1) // MT, NB), "int32")

@@ -46,6 +46,10 @@ class QuantizedWeight:
             return np.full(self.scales.shape, ((1 << self.bits) - 1) / 2, np.float32)
         return self.zeros.astype(np.float32)
 
+    def plane_zero_points(self) -> np.ndarray:
+        """z' = 2z + 1 - 2^b [N, groups] float64: the zero point on the +-1 plane grid the kernels' tables use."""
+        return 2 * self.zero_points().astype(np.float64) + 1 - (1 << self.bits)
+
     def dequantize(self) -> np.ndarray:
         """float32 [N, K]: the weights the kernels compute with."""
         gs = self.group_size
