@@ -103,9 +103,10 @@ def code_pair(u, f, bits: int):
 
 def reduce_partials_macro(p: KernelParams, threads: int = THREADS):
     """TVMScript macro for the split-K end of the tensor-core kernels (here, gemm.py, wgmma.py): the last block
-    to finish a (row tile, 128-row block) sums the partials of every split, thread ``tid`` for weight row
-    ``bx * 128 + tid % 128`` and the activation rows of its ``tid // 128``-th share of the tile, RU rows at a time
-    so that their partial-sum loads are in flight together."""
+    to finish a (row tile, 128-row block) sums the partials of every split, thread ``tid`` (< ``threads``; every
+    thread of the block takes part in its barriers) for weight row ``bx * 128 + tid % 128`` and the activation
+    rows of its ``tid // 128``-th share of the tile, RU rows at a time so that their partial-sum loads are in
+    flight together."""
     from ..tvmscript import T
 
     MT, SPLIT, N, YDT, RES = p.mt, p.split, p.n, p.y_dtype, p.residual
@@ -120,7 +121,7 @@ def reduce_partials_macro(p: KernelParams, threads: int = THREADS):
         last = T.alloc_buffer((1,), "int32", scope="shared")
         lastl = T.alloc_buffer((1,), "int32", scope="local")
         last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
-        if lastl[0] == 1:
+        if lastl[0] == 1 and tid < threads:
             nr: T.let = bx * ROWS + tid % ROWS
             r0: T.let = bz * MT + (tid // ROWS) * SHARE
             for mo in T.serial(SHARE // RU):

@@ -57,6 +57,8 @@ class KernelParams:
                         # 0: over blocks (128 rows each, ``cps`` chunks per block, the last block reduces)
     real_zero: bool = False  # zero points with fractions: the scales argument holds them after the scales
                              # (layout.py; [2G, N_pad]), each kernel adds them to its zero-point term
+    producers: int = 0  # the Hopper GEMM (wgmma.py): warpgroups that only copy and dequantize, for warpgroups that
+                        # only multiply (0: every warpgroup does both)
     pdl: str = ""       # the dp4a GEMV's programmatic dependent launch (sm_90, dq.choose_pdl): "wait" (it may start
                         # before its predecessor ends and waits for it only to read the activations), "trigger"
                         # (also lets its successor start at its entry); "": launched after its predecessor

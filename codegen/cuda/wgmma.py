@@ -49,6 +49,7 @@ UNIT = 64               # K per pipeline unit: one 128-byte swizzle row of float
 B_BYTES = ROWS * UNIT * 2        # per dequantized weight buffer
 ACC = WG_ROWS * ROWS // THREADS  # float32 accumulators per thread
 ARCHS = ("sm_90a",)
+PRODUCERS = (0, 1, 2)   # warpgroups that copy and dequantize only (0: every warpgroup does both)
 
 _D = ", ".join(f"%{i}" for i in range(ACC))
 _OUTS = ", ".join(f'"+f"(d[{i}])' for i in range(ACC))
@@ -77,6 +78,20 @@ __device__ __forceinline__ void lutc_wgmma_k16(float* d, int a, int b) {   // d[
     + str(ACC + 1) + r""", p, 1, 1, 0, 0;\n}\n"
                : """ + _OUTS + r""" : "l"(da), "l"(db), "r"(1));
 }
+// the warp-specialized kernel's handoffs: mbarriers (arrive = release, wait = acquire, CTA scope), named barriers
+__device__ __forceinline__ void lutc_mbar_init(int bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void lutc_mbar_arrive(int bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(bar) : "memory");
+}
+__device__ __forceinline__ void lutc_mbar_wait(int bar, int parity) {
+  asm volatile("{\n.reg .pred p;\nLUTC_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+               "@!p bra LUTC_WAIT;\n}\n" :: "r"(bar), "r"(parity) : "memory");
+}
+__device__ __forceinline__ void lutc_bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" :: "r"(id), "r"(threads) : "memory");
+}
 """
 
 
@@ -85,9 +100,10 @@ def supports(bits: int, layout: str, k: int, x_dtype: str, arch: str) -> bool:
     return arch in ARCHS and x_dtype == "float16" and gemm.supports(bits, layout, k, x_dtype)
 
 
-def default_stages(mt: int = TILES[0]) -> int:
-    """Activation stages: 4 for one warpgroup; 3 for two (16 KB stages: two blocks per SM)."""
-    return 4 if mt == TILES[0] else 3
+def default_stages(mt: int = TILES[0], producers: int = 0) -> int:
+    """Ring stages: 4 for one warpgroup; 3 for two (16 KB stages: two blocks per SM); warp-specialized, 4
+    stages of a unit's A and B tiles."""
+    return 4 if mt == TILES[0] or producers else 3
 
 
 def choose_split(chunks: int, row_blocks: int, m: int, mt: int = TILES[0], sms: int = 132) -> int:
@@ -115,6 +131,8 @@ def wgmma_func(p: KernelParams):
     if not supports(p.bits, p.layout, p.k, p.x_dtype, p.arch):
         raise ValueError(f"the Hopper GEMM takes {'/'.join(ARCHS)}, b-bit code layouts and float16 activations with "
                          f"whole 16-byte rows; got {p.arch}, layout {p.layout}, K = {p.k}, {p.x_dtype}")
+    if p.producers not in PRODUCERS:
+        raise ValueError(f"the Hopper GEMM takes {PRODUCERS} producer warpgroups, got {p.producers}")
 
     N, K, C, B, MT, CPS = p.n, p.k, p.chunks, p.bits, p.mt, p.cps
     SPLIT = p.split
@@ -122,32 +140,35 @@ def wgmma_func(p: KernelParams):
     DIRECT = SPLIT == 1
     HZ, REAL, RES, YDT = p.has_zero, p.real_zero, p.residual, p.y_dtype
     SP = gemm.scale_pieces(REAL)
-    WG = MT // WG_ROWS                   # warpgroups: each multiplies its 64 activation rows by the whole B tile
-    NT = WG * THREADS                    # threads; thread tid dequantizes row tid % 128 of B, 32-K pieces
-    PP = 2 // WG                         # ip = tid // 128 + i (i < PP) of each unit (two per unit)
+    WG = MT // WG_ROWS                   # warpgroups multiplying: each its 64 activation rows by the whole B tile
+    WS = p.producers > 0                 # warp-specialized: p.producers more warpgroups copy and dequantize
+    DW = p.producers or WG               # warpgroups dequantizing; thread d of them: row d % 128 of B, 32-K pieces
+    NT = (WG + p.producers) * THREADS    # threads
+    PP = 2 // DW                         # ip = d // 128 + i (i < PP) of each unit (two per unit)
     A_BYTES = MT * UNIT * 2              # per activation stage
-    NS = p.stages or default_stages(MT)
-    NSC = NS // 2 + 1                    # chunk stages of the weight side: chunk c + NSC - 1 is copied at unit
-                                         # 2c with the activations of unit 2c + NS - 1, needed at unit 2c + 2NSC - 2
+    NS = p.stages or default_stages(MT, p.producers)
+    NSC = NS // 2 + 1 if not WS else 2   # chunk stages of the weight side (see the loops)
     SSW, ZSW = gemm.SCALE_SLOT, gemm.ZERO_SLOT   # the weight-side rings of gemm.copy_weights_macro
     CB = (1 << B) - 1
     F = 16 // B
-    CPT = MT * (UNIT // 8) // NT         # activation copies per thread and unit
-    SA, SB = NS * A_BYTES + 1024, 2 * B_BYTES + 1024   # (+ room to align the swizzle atoms to 1024 bytes)
+    CPT = MT * (UNIT // 8) // (DW * THREADS)   # activation copies per copying thread and unit
+    STAGE = A_BYTES + B_BYTES if WS else A_BYTES   # warp-specialized: a unit's A and B tiles in one ring stage
+    SA = NS * STAGE + 1024 + (16 * NS if WS else 0)    # (+ room to align to 1024 bytes, + the stages' mbarriers)
+    SB = 2 * B_BYTES + 1024
     f32 = "float32"
-    reduce_partials = reduce_partials_macro(p, NT)
+    reduce_partials = reduce_partials_macro(p, WG * THREADS)
     copy_weights = gemm.copy_weights_macro(p)
 
     @T.macro
-    def copy_a(X, abase, u, c0, bz, tid, m):
-        """Issue the cp.async copies of unit ``u``'s activations (MT rows x 64 K) into its stage; one commit group."""
+    def copy_a(X, abase, u, c0, bz, d, m):
+        """Issue copier ``d``'s cp.async copies of unit ``u``'s activations (MT rows x 64 K) into its stage."""
         for e in T.unroll(CPT):
-            r: T.let = (e * NT + tid) // 8
-            j: T.let = (e * NT + tid) % 8
+            r: T.let = (e * DW * THREADS + d) // 8
+            j: T.let = (e * DW * THREADS + d) % 8
             kk: T.let = c0 * CHUNK + u * UNIT + j * 8
             ok: T.let = bz * MT + r < m and kk < K
             T.evaluate(T.call_extern(
-                "void", "lutc_cp16s", abase + (u % NS) * A_BYTES + r * 128 + T.bitwise_xor(j, r % 8) * 16,
+                "void", "lutc_cp16s", abase + (u % NS) * STAGE + r * 128 + T.bitwise_xor(j, r % 8) * 16,
                 T.address_of(X[T.if_then_else(ok, bz * MT + r, 0), T.if_then_else(ok, kk, 0)]),
                 T.if_then_else(ok, 16, 0)))
 
@@ -178,9 +199,9 @@ def wgmma_func(p: KernelParams):
                     kz[h * PP + i] = T.call_pure_extern("int32", "lutc_h2", T.float32(1024 + CB))
 
     @T.macro
-    def dequant(wr, sc, kz, ofs, hv, gq, bbase, h, row, ip0):
+    def dequant(wr, sc, kz, ofs, hv, gq, bdst, h, row, ip0):
         """Unit ``h`` (pieces 2h + ip0 + i of the chunk) of the thread's weight row, as float16 in natural K
-        order, into B buffer ``h``: row ``row``, granule ``j`` at ``j ^ (row % 8)``."""
+        order, into the B tile at ``bdst``: row ``row``, granule ``j`` at ``j ^ (row % 8)``."""
         for i in T.unroll(PP):
             for pp in T.unroll(16):          # pair (K = 32 ip + pp, + 16): word (ip, pp // F), field pp % F
                 hv[pp] = dequant_h2(T.bitwise_or(
@@ -195,40 +216,28 @@ def wgmma_func(p: KernelParams):
                 for hh in T.unroll(2):
                     T.evaluate(T.call_extern(
                         "void", "lutc_sts128",
-                        bbase + h * B_BYTES + row * 128
-                        + T.bitwise_xor(4 * (ip0 + i) + q + 2 * hh, row % 8) * 16,
+                        bdst + row * 128 + T.bitwise_xor(4 * (ip0 + i) + q + 2 * hh, row % 8) * 16,
                         gq[4 * hh], gq[4 * hh + 1], gq[4 * hh + 2], gq[4 * hh + 3]))
 
     @T.macro
-    def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
-        SMA = T.alloc_buffer((SA,), "uint8", scope="shared.dyn")
+    def multiply(acc, a, b, wg):
+        """The four k16 steps of a unit: this warpgroup's 64 rows of the A tile at ``a`` by the B tile at ``b``."""
+        T.evaluate(T.call_extern("void", "lutc_wgmma_fence"))
+        for ks in T.unroll(UNIT // 16):
+            T.evaluate(T.call_extern("void", "lutc_wgmma_k16", acc.data, a + wg * (WG_ROWS * 128) + ks * 32,
+                                     b + ks * 32))
+        T.evaluate(T.call_extern("void", "lutc_wgmma_commit"))
+
+    @T.macro
+    def cooperative(X, W, S, Z, WSB, SSB, ZSB, wr, sc, kz, ofs, hv, gq, acc, abase, m, bz, c0, nc, bx, tid):
+        """Every warpgroup copies, dequantizes its share of B and multiplies; block barriers hand over."""
         SMB = T.alloc_buffer((SB,), "uint8", scope="shared.dyn")
-        WSB = T.alloc_buffer((NSC * B * ROWS * 4,), "int32", scope="shared.dyn")
-        SSB = T.alloc_buffer((NSC * SP * SSW,), "float16", scope="shared.dyn")
-        ZSB = T.alloc_buffer((NSC * 4 * ZSW if HZ else 16,), "int8", scope="shared.dyn")
-        wr = T.alloc_buffer((4 * B,), "int32", scope="local")
-        sc = T.alloc_buffer((4,), "int32", scope="local")            # half2 s / 2 per 32-K piece
-        kz = T.alloc_buffer((4,), "int32", scope="local")            # half2 1024 + 2z
-        ofs = T.alloc_buffer((4,), "int32", scope="local")           # half2 -e s / 2 (real zero points)
-        hv = T.alloc_buffer((16,), "int32", scope="local")
-        gq = T.alloc_buffer((8,), "int32", scope="local")
-        acc = T.alloc_buffer((ACC,), f32, scope="local")
-        abase: T.let = T.call_pure_extern("int32", "lutc_smem_base", T.address_of(SMA[0]))
         bbase: T.let = T.call_pure_extern("int32", "lutc_smem_base", T.address_of(SMB[0]))
-        # plain stores into the two swizzled regions' unused last bytes, here and after the loop: TVM sizes the
-        # launch's dynamic shared memory by the buffers it sees accessed, and lets buffers share memory outside
-        # their accessed range (the helpers that use these regions take addresses only)
         if tid == 0:
-            SMA[SA - 1] = T.uint8(0)
             SMB[SB - 1] = T.uint8(0)
-        lane: T.let = tid % 32
         row: T.let = tid % ROWS              # the B row this thread dequantizes
         wg: T.let = tid // THREADS           # its warpgroup: activation rows 64 wg .. 64 wg + 63 of the tile
         ip0: T.let = wg * (2 - PP)           # its first 32-K piece of a unit
-        c0: T.let = by * CPS
-        nc: T.let = T.min(CPS, C - c0) if RAGGED else CPS       # chunks of this block
-        for i in T.unroll(ACC):
-            acc[i] = T.float32(0)
         # the pipeline's first NS - 1 units' activations, one commit group each; the weight side of chunk
         # h (< NSC - 1) rides in unit h's group (copied by the first warpgroup)
         for u0 in T.unroll(NS - 1):
@@ -246,15 +255,10 @@ def wgmma_func(p: KernelParams):
             # B buffer u % 2 was last read by the groups of unit u - 2, complete since unit u - 1
             for h in T.unroll(2):
                 if u % 2 == h:
-                    dequant(wr, sc, kz, ofs, hv, gq, bbase, h, row, ip0)
+                    dequant(wr, sc, kz, ofs, hv, gq, bbase + h * B_BYTES, h, row, ip0)
             T.evaluate(T.call_extern("void", "lutc_fence_async"))
             T.tvm_storage_sync("shared")
-            T.evaluate(T.call_extern("void", "lutc_wgmma_fence"))
-            for ks in T.unroll(UNIT // 16):
-                T.evaluate(T.call_extern("void", "lutc_wgmma_k16", acc.data,
-                                         abase + (u % NS) * A_BYTES + wg * (WG_ROWS * 128) + ks * 32,
-                                         bbase + (u % 2) * B_BYTES + ks * 32))
-            T.evaluate(T.call_extern("void", "lutc_wgmma_commit"))
+            multiply(acc, abase + (u % NS) * STAGE, bbase + (u % 2) * B_BYTES, wg)
             T.evaluate(T.call_extern("void", "lutc_wgmma_wait<1>"))
             if WG > 1:
                 T.tvm_storage_sync("shared")     # both warpgroups' groups of unit u - 1 are done
@@ -269,22 +273,106 @@ def wgmma_func(p: KernelParams):
             T.evaluate(T.call_extern("void", "lutc_cp_commit"))
         T.evaluate(T.call_extern("void", "lutc_wgmma_wait<0>"))
         if tid == 0:
-            SMA[SA - 1] = T.uint8(0)
             SMB[SB - 1] = T.uint8(0)
+
+    @T.macro
+    def specialized(X, W, S, Z, WSB, SSB, ZSB, wr, sc, kz, ofs, hv, gq, acc, abase, m, bz, c0, nc, bx, tid):
+        """Producer warpgroups (thread d = tid - 128 WG) copy and dequantize unit u into ring stage u % NS (A then
+        B) and arrive on its ``full`` mbarrier; the WG consumer warpgroups wait on it, multiply, and once their
+        MMAs of unit u - 1 are done arrive on that stage's ``empty`` mbarrier, which the producers wait on before
+        refilling it. Producers copy activations D = 2 units ahead; a chunk's weight side is copied one chunk
+        ahead into a ring of two, in the group of the unit that is two ahead (D <= 2 NSC - 2)."""
+        bars: T.let = abase + NS * STAGE                     # full[s] at bars + 8 s, empty[s] at bars + 8 (NS + s)
+        if tid == 0:
+            for s in T.unroll(NS):
+                T.evaluate(T.call_extern("void", "lutc_mbar_init", bars + 8 * s, DW * THREADS))
+                T.evaluate(T.call_extern("void", "lutc_mbar_init", bars + 8 * (NS + s), WG * THREADS))
+        T.tvm_storage_sync("shared")
+        if tid >= WG * THREADS:
+            d: T.let = tid - WG * THREADS
+            row: T.let = d % ROWS
+            ip0: T.let = (d // THREADS) * (2 - PP)
+            for u0 in T.unroll(2):
+                if u0 < 2 * nc:
+                    copy_a(X, abase, u0, c0, bz, d, m)
+                if u0 == 0 and d < THREADS:
+                    copy_weights(W, S, Z, WSB, SSB, ZSB, c0, c0 % NSC, bx, d)
+                T.evaluate(T.call_extern("void", "lutc_cp_commit"))
+            for u in T.serial(2 * nc):
+                T.evaluate(T.call_extern("void", "lutc_cp_wait<1>"))   # unit u's (and chunk u // 2's) copies
+                if u % 2 == 0:
+                    # every producer's copies of the chunk landed, and every producer is past the previous
+                    # chunk's take_w: its slot takes the next chunk's weight side
+                    T.evaluate(T.call_extern("void", "lutc_bar_sync", 1, DW * THREADS))
+                    take_w(WSB, SSB, ZSB, wr, sc, kz, ofs, c0 + u // 2, row, ip0)
+                    if u // 2 + 1 < nc and d < THREADS:
+                        copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u // 2 + 1, (c0 + u // 2 + 1) % NSC, bx, d)
+                if u + 2 < 2 * nc:
+                    if u + 2 >= NS:     # the consumers are done with unit u + 2 - NS
+                        T.evaluate(T.call_extern("void", "lutc_mbar_wait", bars + 8 * (NS + (u + 2) % NS),
+                                                 ((u + 2) // NS + 1) % 2))
+                    copy_a(X, abase, u + 2, c0, bz, d, m)
+                T.evaluate(T.call_extern("void", "lutc_cp_commit"))
+                for h in T.unroll(2):
+                    if u % 2 == h:
+                        dequant(wr, sc, kz, ofs, hv, gq, abase + (u % NS) * STAGE + A_BYTES, h, row, ip0)
+                T.evaluate(T.call_extern("void", "lutc_fence_async"))
+                T.evaluate(T.call_extern("void", "lutc_mbar_arrive", bars + 8 * (u % NS)))
+        else:
+            wg: T.let = tid // THREADS
+            for u in T.serial(2 * nc):
+                T.evaluate(T.call_extern("void", "lutc_mbar_wait", bars + 8 * (u % NS), (u // NS) % 2))
+                multiply(acc, abase + (u % NS) * STAGE, abase + (u % NS) * STAGE + A_BYTES, wg)
+                T.evaluate(T.call_extern("void", "lutc_wgmma_wait<1>"))
+                if u > 0:
+                    T.evaluate(T.call_extern("void", "lutc_mbar_arrive", bars + 8 * (NS + (u - 1) % NS)))
+            T.evaluate(T.call_extern("void", "lutc_wgmma_wait<0>"))
+
+    @T.macro
+    def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
+        SMA = T.alloc_buffer((SA,), "uint8", scope="shared.dyn")
+        WSB = T.alloc_buffer((NSC * B * ROWS * 4,), "int32", scope="shared.dyn")
+        SSB = T.alloc_buffer((NSC * SP * SSW,), "float16", scope="shared.dyn")
+        ZSB = T.alloc_buffer((NSC * 4 * ZSW if HZ else 16,), "int8", scope="shared.dyn")
+        wr = T.alloc_buffer((4 * B,), "int32", scope="local")
+        sc = T.alloc_buffer((4,), "int32", scope="local")            # half2 s / 2 per 32-K piece
+        kz = T.alloc_buffer((4,), "int32", scope="local")            # half2 1024 + 2z
+        ofs = T.alloc_buffer((4,), "int32", scope="local")           # half2 -e s / 2 (real zero points)
+        hv = T.alloc_buffer((16,), "int32", scope="local")
+        gq = T.alloc_buffer((8,), "int32", scope="local")
+        acc = T.alloc_buffer((ACC,), f32, scope="local")
+        abase: T.let = T.call_pure_extern("int32", "lutc_smem_base", T.address_of(SMA[0]))
+        # plain stores into the swizzled regions' unused last bytes, here and after the loop: TVM sizes the
+        # launch's dynamic shared memory by the buffers it sees accessed, and lets buffers share memory outside
+        # their accessed range (the helpers that use these regions take addresses only)
+        if tid == 0:
+            SMA[SA - 1] = T.uint8(0)
+        c0: T.let = by * CPS
+        nc: T.let = T.min(CPS, C - c0) if RAGGED else CPS       # chunks of this block
+        for i in T.unroll(ACC):
+            acc[i] = T.float32(0)
+        if WS:
+            specialized(X, W, S, Z, WSB, SSB, ZSB, wr, sc, kz, ofs, hv, gq, acc, abase, m, bz, c0, nc, bx, tid)
+        else:
+            cooperative(X, W, S, Z, WSB, SSB, ZSB, wr, sc, kz, ofs, hv, gq, acc, abase, m, bz, c0, nc, bx, tid)
+        if tid == 0:
+            SMA[SA - 1] = T.uint8(0)
         # accumulator 4 j + i: activation row 64 wg + 16 w + g + 8 (i // 2), weight row 8 j + 2 (lane % 4) + i % 2
-        for j in T.unroll(ROWS // 8):
-            for i in T.unroll(4):
-                tok: T.let = bz * MT + wg * WG_ROWS + (row // 32) * 16 + lane // 4 + 8 * (i // 2)
-                nn: T.let = bx * ROWS + 8 * j + 2 * (lane % 4) + i % 2
-                if tok < m:
-                    if DIRECT:
-                        if nn < N:
-                            if RES:
-                                Y[tok, nn] = T.Cast(YDT, acc[4 * j + i] + R[tok, nn])
-                            else:
-                                Y[tok, nn] = T.Cast(YDT, acc[4 * j + i])
-                    else:
-                        P[by, tok, nn] = acc[4 * j + i]
+        if tid < WG * THREADS:
+            lane: T.let = tid % 32
+            for j in T.unroll(ROWS // 8):
+                for i in T.unroll(4):
+                    tok: T.let = bz * MT + (tid // THREADS) * WG_ROWS + (tid % ROWS // 32) * 16 + lane // 4 + 8 * (i // 2)
+                    nn: T.let = bx * ROWS + 8 * j + 2 * (lane % 4) + i % 2
+                    if tok < m:
+                        if DIRECT:
+                            if nn < N:
+                                if RES:
+                                    Y[tok, nn] = T.Cast(YDT, acc[4 * j + i] + R[tok, nn])
+                                else:
+                                    Y[tok, nn] = T.Cast(YDT, acc[4 * j + i])
+                        else:
+                            P[by, tok, nn] = acc[4 * j + i]
         if not DIRECT:
             reduce_partials(P, CNT, Y, R, m, bz, bx, tid)
 

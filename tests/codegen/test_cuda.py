@@ -475,6 +475,49 @@ def test_wgmma_two_warpgroup_source_structure():
     assert "lutc_arrive((&(CNT_ptr" in body and ">> 7) * 64)" in body   # partial sums: 64 rows per warpgroup
 
 
+@pytest.mark.parametrize("mt,producers", [(128, 1), (128, 2), (64, 1)])
+def test_wgmma_warp_specialized_source_structure(mt, producers):
+    """Producer warpgroups copy and dequantize, consumer warpgroups multiply: 128 more threads per producer
+    warpgroup; a full and an empty mbarrier per ring stage (producer count and consumer count), one wait and one
+    arrive on each side per unit; the producers' own barrier (bar.sync 1) before a chunk's weight side is read;
+    activations copied two units ahead by the producers only (MT x 8 granules over their threads, twice in the
+    prologue and once in the loop); the B tile of a unit right after its A tile in the same stage; the epilogue
+    and split-K sums by the consumers (their first 64 x WG rows), every thread in the barriers."""
+    from lutc.codegen.cuda.build import cuda_source
+    from lutc.codegen.cuda.wgmma import default_stages
+
+    wg, ns = mt // 64, default_stages(mt, producers)
+    src = cuda_source(_wgmma(mt=mt, cps=3, producers=producers))
+    body = src.split("main_kernel(")[-1]
+    assert f"__launch_bounds__({(wg + producers) * 128})" in src
+    assert body.count("lutc_mbar_init(") == 2 * ns
+    inits = [line.split(",")[-1].strip() for line in body.splitlines() if "lutc_mbar_init(" in line]
+    assert sorted(inits) == sorted([f"{producers * 128});", f"{wg * 128});"] * ns)   # arrivals: full, empty
+    assert body.count("lutc_mbar_wait(") == 2 and body.count("lutc_mbar_arrive(") == 2
+    assert f"lutc_bar_sync(1, {producers * 128});" in body and "lutc_cp_wait<1>();" in body
+    assert body.count("lutc_wgmma_k16(") == 4 and body.count("lutc_fence_async()") == 1
+    assert body.count("lutc_cp16s(") == 3 * (mt * 8 // (producers * 128))
+    assert body.count("lutc_sts128(") == 2 * 4 * (2 // producers)
+    stores = [line for line in body.splitlines() if "lutc_sts128(" in line]   # into stage u % ns: A, then B
+    assert stores and all(f"(u & {ns - 1}) * {mt * 128 + 128 * 128})" in line for line in stores)
+    assert f"((int)threadIdx.x) < {wg * 128}" in body and "lutc_arrive((&(CNT_ptr" in body
+    with pytest.raises(ValueError, match="producer warpgroups"):
+        cuda_source(_wgmma(producers=3))
+
+
+@needs_nvcc
+def test_nvcc_compiles_the_warp_specialized_wgmma_gemm():
+    from lutc.codegen.cuda.build import cuda_source, nvcc_compile
+
+    for bits, producers in ((1, 1), (2, 2), (4, 1)):
+        ptx = nvcc_compile(cuda_source(_wgmma(bits=bits, layout=CODE_LAYOUTS[bits], mt=128, producers=producers)),
+                           "sm_90a", "ptx").decode()
+        n = ptx.count("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16")
+        assert n >= 4 and n % 4 == 0 and f".maxntid {(2 + producers) * 128}" in ptx
+        assert "mbarrier.try_wait.parity.shared::cta.b64" in ptx and "mbarrier.init.shared::cta.b64" in ptx
+        assert "mbarrier.arrive.shared::cta.b64" in ptx and "bar.sync" in ptx
+
+
 @needs_nvcc
 def test_nvcc_compiles_the_wgmma_gemm():
     from lutc.codegen.cuda.build import cuda_source, nvcc_compile

@@ -17,9 +17,13 @@ from lutc.bench.gpu import _quant, _stream_us, _timer, copies_for
 SHAPES = [(4096, 4096), (11008, 4096), (14336, 4096)]
 MS = [128]
 BITS = [2, 4]
-# (kind, tile, split override: None = the default rule, else a K split, pipeline stages (0: default), maxreg)
-VARIANTS = [("mma", None, None, 0, 0), ("gemm", 64, None, 0, 0), ("gemm", 128, None, 0, 0), ("wgmma", 64, None, 0, 0),
-            ("wgmma", 128, None, 0, 0), ("wgmma", 128, "x2", 0, 0)]
+# (kind, tile, split override: None = the default rule, else a K split, pipeline stages (0: default), maxreg,
+#  producer warpgroups (wgmma.py: 0 = every warpgroup copies, dequantizes and multiplies))
+VARIANTS = [("mma", None, None, 0, 0, 0), ("gemm", 64, None, 0, 0, 0), ("gemm", 128, None, 0, 0, 0),
+            ("wgmma", 64, None, 0, 0, 0), ("wgmma", 128, None, 0, 0, 0), ("wgmma", 128, "x2", 0, 0, 0),
+            ("wgmma", 64, None, 0, 0, 1), ("wgmma", 64, None, 0, 0, 2), ("wgmma", 128, None, 0, 0, 1),
+            ("wgmma", 128, None, 0, 0, 2), ("wgmma", 128, None, 6, 0, 1), ("wgmma", 128, None, 6, 0, 2),
+            ("wgmma", 128, "x2", 0, 0, 1), ("wgmma", 128, "x2", 0, 0, 2)]
 
 
 KINDS = None   # --kinds: only these kernel kinds (checks and timings)
@@ -35,15 +39,16 @@ CHECKS = [(300, 1000, 128, False, 70, "float16", False), (130, 264, 32, True, 12
           (200, 520, 64, False, 150, "float32", True)]
 
 
-def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16", stages=0, maxreg=0):
+def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16", stages=0, maxreg=0, producers=0):
     import dataclasses
 
     from lutc.codegen.cuda.kernel import CudaLutMatmul
 
     f = CudaLutMatmul(q, out_dtype=ydt, arch="sm_90a", kind=kind)
-    if stages or maxreg:
+    if stages or maxreg or producers:
         params = f.params
-        f.params = lambda *a, **kw: dataclasses.replace(params(*a, **kw), stages=stages, maxreg=maxreg)
+        f.params = lambda *a, **kw: dataclasses.replace(params(*a, **kw), stages=stages, maxreg=maxreg,
+                                                        producers=producers)
     if tile:
         f._mma_tile = tile
     if split:
@@ -69,9 +74,9 @@ def check_cases():
 
 
 def check_kinds(xdt):
-    """(kind, tile) pairs checked for activations of ``xdt``."""
-    kinds = ((("gemm", None), ("wgmma", 64), ("wgmma", 128)) if xdt == "float16"
-             else (("gemm", None),))
+    """(kind, tile, producers) checked for activations of ``xdt``."""
+    kinds = ((("gemm", None, 0), ("wgmma", 64, 0), ("wgmma", 128, 0), ("wgmma", 64, 1), ("wgmma", 64, 2),
+              ("wgmma", 128, 1), ("wgmma", 128, 2)) if xdt == "float16" else (("gemm", None, 0),))
     return [k for k in kinds if KINDS is None or k[0] in KINDS]
 
 
@@ -79,15 +84,15 @@ def prepare(part=0, parts=1):
     """Build every library (``part`` of ``parts``: run several at once on a machine with more cores)."""
     i = 0
     for q, m, xdt, res, _ in check_cases():
-        for kind, tile in check_kinds(xdt):
+        for kind, tile, pw in check_kinds(xdt):
             if i % parts == part:
-                kernel(q, kind, tile, None, m, "float32", xdt).build(m, xdt, res)
+                kernel(q, kind, tile, None, m, "float32", xdt, producers=pw).build(m, xdt, res)
             i += 1
     for n, k, bits, q in cases():
         for m in MS:
-            for kind, tile, split, ns, mr in variants(m, n, bits):
+            for kind, tile, split, ns, mr, pw in variants(m, n, bits):
                 if i % parts == part:
-                    f = kernel(q, kind, tile, split, m, stages=ns, maxreg=mr)
+                    f = kernel(q, kind, tile, split, m, stages=ns, maxreg=mr, producers=pw)
                     print(n, k, bits, m, kind, f.params(m).mt, f.params(m).split, f.build(m), flush=True)
                 i += 1
 
@@ -110,15 +115,15 @@ def run(out: Path):
         ref = x.half().double().cpu().numpy() @ q.dequantize().astype(np.float64).T
         if res:
             ref = ref + r.double().cpu().numpy()
-        for kind, tile in check_kinds(xdt):
-            f = kernel(q, kind, tile, None, m, "float32", xdt)
+        for kind, tile, pw in check_kinds(xdt):
+            f = kernel(q, kind, tile, None, m, "float32", xdt, producers=pw)
             p = f.params(m, xdt, res)
             y = f(x, residual=r).double().cpu().numpy()
             err = np.abs(y - ref).max() / np.abs(ref).max()
             ok = err <= 2e-3 and p.kind == kind
             fails += not ok
             say(f"{'ok  ' if ok else 'FAIL'} n={q.n} k={q.k} bits={q.config.bits} group={q.group_size} m={m} "
-                f"x={xdt} residual={res} kind={p.kind} mt={p.mt} split={p.split}: rel err {err:.2e}")
+                f"x={xdt} residual={res} kind={p.kind} mt={p.mt} producers={p.producers} split={p.split}: rel err {err:.2e}")
     say(f"{fails} failures")
     rows = []
     for n, k, bits, q in cases():
@@ -131,11 +136,12 @@ def run(out: Path):
             row = {"n": n, "k": k, "bits": bits, "m": m}
             row["cublas_graph_us"] = _stream_us([lambda w=w: F.linear(x, w) for w in ws])
             row["cublas_us"] = _timer([lambda w=w: F.linear(x, w) for w in ws])
-            for kind, tile, split, ns, mr in variants(m, n, bits):
-                f = kernel(q, kind, tile, split, m, stages=ns, maxreg=mr)
+            for kind, tile, split, ns, mr, pw in variants(m, n, bits):
+                f = kernel(q, kind, tile, split, m, stages=ns, maxreg=mr, producers=pw)
                 fs = [f] + [f.clone() for _ in range(copies_for(f.weight_bytes) - 1)]
                 p = f.params(m)
-                name = f"{kind}{p.mt}/s{p.split}" + (f"/ns{ns}" if ns else "") + (f"/r{mr}" if mr else "")
+                name = (f"{kind}{p.mt}/s{p.split}" + (f"/ns{ns}" if ns else "") + (f"/r{mr}" if mr else "")
+                        + (f"/p{pw}" if pw else ""))
                 row[name + " graph"] = _stream_us([lambda f=f: f(x) for f in fs])
                 row[name] = _timer([lambda f=f: f(x) for f in fs])
                 del fs
