@@ -167,6 +167,7 @@ class CudaLutMatmul:
                             cps=cw.chunks if slices else min(cps, cw.chunks), x_dtype=x_dtype, y_dtype=self.out_dtype,
                             arch=self.arch, maxreg=self._maxreg.get(mt, 0), residual=residual, kind=kind,
                             layout=self.layout, slices=slices,
+                            producers=wgmma.default_producers(mt) if kind == "wgmma" else 0,
                             pdl=(dq.choose_pdl(cw.bits, self.arch) if self._pdl is None else self._pdl)
                             if kind == "dq" else "")
 

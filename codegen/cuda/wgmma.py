@@ -34,6 +34,17 @@ dequantized tile in shared memory): 23.8 / 52.0 / 52.9 us; ncu: tensor pipe 26% 
 neither kernel is bound by shared memory, both by ~300 instructions per warp and unit at 2 warps per scheduler
 (5.4 cycles per issued instruction).
 
+Warp-specialized (``producers`` = 1 or 2, the default for 128 rows: ``default_producers``): 128 or 256 more
+threads that only copy (activations two units ahead, the weight side a chunk ahead) and dequantize, into a ring
+of ``stages`` units, each its A and its B tile; the two consumer warpgroups only wait on the stage's ``full``
+mbarrier, multiply, and arrive on its ``empty`` one when their MMAs of it are done (no block barrier in the
+loop). H100, M = 128: 1-12% faster than the cooperative kernel above (more for W4), still 0.6x cuBLAS fp16 at
+N = 4096 and 0.85x at 11008 / 14336. Ablations (a temporary patch, ``bench/cuda_proto/gemm/README.md``, 14336 W2):
+without activation copies 47 us, without dequantization 38-40, without either 32-33 (the MMAs alone, ~800 cycles
+per unit against 512 of tensor work), the producers alone 37-39 (with one producer warpgroup or two alike): the
+activations read from L2 by every block (1 MB per 128 weight rows: 112 MB per call) and the dequantization into
+shared memory each bound it about as much, and overlap only partly.
+
 Numerics: those of mma.py and gemm.py (float16 weights and activations, float32 sums).
 """
 from __future__ import annotations
@@ -104,6 +115,14 @@ def default_stages(mt: int = TILES[0], producers: int = 0) -> int:
     """Ring stages: 4 for one warpgroup; 3 for two (16 KB stages: two blocks per SM); warp-specialized, 4
     stages of a unit's A and B tiles."""
     return 4 if mt == TILES[0] or producers else 3
+
+
+def default_producers(mt: int) -> int:
+    """Producer warpgroups: two for the 128-row tile (four warpgroups), none for 64 rows. H100, M = 128, K = 4096,
+    96-call graphs, us for N = 4096 / 11008 / 14336: W2 26.8 / 51.2 / 51.8 without, 25.7 / 50.9 / 51.9 with two,
+    25.3 / 52.0 / 52.9 with one; W4 28.4 / 53.7 / 56.9, 26.0 / 50.8 / 53.2, 25.0 / 53.1 / 52.6. The 64-row tile
+    with one ran 2-35% slower except W2 at 4096 (``bench/cuda_proto/gemm/run7_warp_specialized.json``)."""
+    return 2 if mt == TILES[-1] else 0
 
 
 def choose_split(chunks: int, row_blocks: int, m: int, mt: int = TILES[0], sms: int = 132) -> int:
@@ -280,8 +299,9 @@ def wgmma_func(p: KernelParams):
         """Producer warpgroups (thread d = tid - 128 WG) copy and dequantize unit u into ring stage u % NS (A then
         B) and arrive on its ``full`` mbarrier; the WG consumer warpgroups wait on it, multiply, and once their
         MMAs of unit u - 1 are done arrive on that stage's ``empty`` mbarrier, which the producers wait on before
-        refilling it. Producers copy activations D = 2 units ahead; a chunk's weight side is copied one chunk
-        ahead into a ring of two, in the group of the unit that is two ahead (D <= 2 NSC - 2)."""
+        refilling it. Producers copy activations 2 units ahead, after dequantizing the unit (whose stage is free
+        since that copy) so that a producer waits on the consumers only once its unit is ready; a chunk's weight
+        side is copied one chunk ahead into a ring of two, in the group of the unit two ahead."""
         bars: T.let = abase + NS * STAGE                     # full[s] at bars + 8 s, empty[s] at bars + 8 (NS + s)
         if tid == 0:
             for s in T.unroll(NS):
@@ -299,23 +319,25 @@ def wgmma_func(p: KernelParams):
                     copy_weights(W, S, Z, WSB, SSB, ZSB, c0, c0 % NSC, bx, d)
                 T.evaluate(T.call_extern("void", "lutc_cp_commit"))
             for u in T.serial(2 * nc):
-                T.evaluate(T.call_extern("void", "lutc_cp_wait<1>"))   # unit u's (and chunk u // 2's) copies
                 if u % 2 == 0:
-                    # every producer's copies of the chunk landed, and every producer is past the previous
-                    # chunk's take_w: its slot takes the next chunk's weight side
+                    # chunk u // 2's weight side (in unit u's group) landed for every producer, and every producer
+                    # is past the previous chunk's take_w: its slot takes the next chunk's weight side
+                    T.evaluate(T.call_extern("void", "lutc_cp_wait<1>"))
                     T.evaluate(T.call_extern("void", "lutc_bar_sync", 1, DW * THREADS))
                     take_w(WSB, SSB, ZSB, wr, sc, kz, ofs, c0 + u // 2, row, ip0)
                     if u // 2 + 1 < nc and d < THREADS:
                         copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u // 2 + 1, (c0 + u // 2 + 1) % NSC, bx, d)
+                # B of unit u into its stage (free since the wait before unit u's activation copies)
+                for h in T.unroll(2):
+                    if u % 2 == h:
+                        dequant(wr, sc, kz, ofs, hv, gq, abase + (u % NS) * STAGE + A_BYTES, h, row, ip0)
                 if u + 2 < 2 * nc:
                     if u + 2 >= NS:     # the consumers are done with unit u + 2 - NS
                         T.evaluate(T.call_extern("void", "lutc_mbar_wait", bars + 8 * (NS + (u + 2) % NS),
                                                  ((u + 2) // NS + 1) % 2))
                     copy_a(X, abase, u + 2, c0, bz, d, m)
                 T.evaluate(T.call_extern("void", "lutc_cp_commit"))
-                for h in T.unroll(2):
-                    if u % 2 == h:
-                        dequant(wr, sc, kz, ofs, hv, gq, abase + (u % NS) * STAGE + A_BYTES, h, row, ip0)
+                T.evaluate(T.call_extern("void", "lutc_cp_wait<2>"))       # unit u's activations landed
                 T.evaluate(T.call_extern("void", "lutc_fence_async"))
                 T.evaluate(T.call_extern("void", "lutc_mbar_arrive", bars + 8 * (u % NS)))
         else:

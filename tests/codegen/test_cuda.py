@@ -277,9 +277,10 @@ def test_kernel_choice_by_rows_and_grouping():
     assert f.plan(4) == ("mma", 16) and f.plan(17) == ("mma", 32) and f.plan(33) == ("mma", 32)
     # from 48 rows on a prefill GEMM: warpgroup MMAs for float16 on sm_90a, mma.sync for float32 (or sm_80);
     # bfloat16 keeps the tensor-core kernel
-    # (64 rows: one warpgroup; more: two warpgroups on one dequantized weight tile)
+    # (64 rows: one warpgroup; more: two warpgroups multiplying what two producer warpgroups dequantized)
     assert f.plan(48) == ("wgmma", 64) and f.plan(64) == ("wgmma", 64) and f.plan(65) == ("wgmma", 128)
     assert f.plan(500) == ("wgmma", 128) and f.params(500).kind == "wgmma"
+    assert f.params(500).producers == 2 and f.params(64).producers == 0 and f.params(4).producers == 0
     assert f.plan(65, "float32") == ("gemm", 128) and f.plan(48, "float32") == ("gemm", 64)
     assert f.plan(500, "bfloat16") == ("mma", 32)
     ampere = CudaLutMatmul(q, arch="sm_80")
@@ -494,7 +495,7 @@ def test_wgmma_warp_specialized_source_structure(mt, producers):
     inits = [line.split(",")[-1].strip() for line in body.splitlines() if "lutc_mbar_init(" in line]
     assert sorted(inits) == sorted([f"{producers * 128});", f"{wg * 128});"] * ns)   # arrivals: full, empty
     assert body.count("lutc_mbar_wait(") == 2 and body.count("lutc_mbar_arrive(") == 2
-    assert f"lutc_bar_sync(1, {producers * 128});" in body and "lutc_cp_wait<1>();" in body
+    assert f"lutc_bar_sync(1, {producers * 128});" in body and "lutc_cp_wait<1>();" in body and "lutc_cp_wait<2>();" in body
     assert body.count("lutc_wgmma_k16(") == 4 and body.count("lutc_fence_async()") == 1
     assert body.count("lutc_cp16s(") == 3 * (mt * 8 // (producers * 128))
     assert body.count("lutc_sts128(") == 2 * 4 * (2 // producers)

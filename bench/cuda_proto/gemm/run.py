@@ -20,10 +20,9 @@ BITS = [2, 4]
 # (kind, tile, split override: None = the default rule, else a K split, pipeline stages (0: default), maxreg,
 #  producer warpgroups (wgmma.py: 0 = every warpgroup copies, dequantizes and multiplies))
 VARIANTS = [("mma", None, None, 0, 0, 0), ("gemm", 64, None, 0, 0, 0), ("gemm", 128, None, 0, 0, 0),
-            ("wgmma", 64, None, 0, 0, 0), ("wgmma", 128, None, 0, 0, 0), ("wgmma", 128, "x2", 0, 0, 0),
-            ("wgmma", 64, None, 0, 0, 1), ("wgmma", 64, None, 0, 0, 2), ("wgmma", 128, None, 0, 0, 1),
-            ("wgmma", 128, None, 0, 0, 2), ("wgmma", 128, None, 6, 0, 1), ("wgmma", 128, None, 6, 0, 2),
-            ("wgmma", 128, "x2", 0, 0, 1), ("wgmma", 128, "x2", 0, 0, 2)]
+            ("wgmma", 64, None, 0, 0, 0), ("wgmma", 128, None, 0, 0, 0), ("wgmma", 64, None, 0, 0, 1),
+            ("wgmma", 128, None, 0, 0, 1), ("wgmma", 128, None, 0, 0, 2), ("wgmma", 128, None, 6, 0, 1),
+            ("wgmma", 128, None, 6, 0, 2)]
 
 
 KINDS = None   # --kinds: only these kernel kinds (checks and timings)
@@ -39,16 +38,20 @@ CHECKS = [(300, 1000, 128, False, 70, "float16", False), (130, 264, 32, True, 12
           (200, 520, 64, False, 150, "float32", True)]
 
 
-def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16", stages=0, maxreg=0, producers=0):
+def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16", stages=0, maxreg=0, producers=None):
     import dataclasses
 
     from lutc.codegen.cuda.kernel import CudaLutMatmul
 
     f = CudaLutMatmul(q, out_dtype=ydt, arch="sm_90a", kind=kind)
-    if stages or maxreg or producers:
+    if stages or maxreg or producers is not None:
         params = f.params
-        f.params = lambda *a, **kw: dataclasses.replace(params(*a, **kw), stages=stages, maxreg=maxreg,
-                                                        producers=producers)
+
+        def replaced(*a, **kw):
+            p = params(*a, **kw)
+            return dataclasses.replace(p, stages=stages, maxreg=maxreg,
+                                       producers=p.producers if producers is None else producers)
+        f.params = replaced
     if tile:
         f._mma_tile = tile
     if split:
