@@ -166,6 +166,7 @@ def wgmma_func(p: KernelParams):
     PP = 2 // DW                         # ip = d // 128 + i (i < PP) of each unit (two per unit)
     A_BYTES = MT * UNIT * 2              # per activation stage
     NS = p.stages or default_stages(MT, p.producers)
+    LA = 2                               # warp-specialized: units the producers' activation copies run ahead
     NSC = NS // 2 + 1 if not WS else 2   # chunk stages of the weight side (see the loops)
     SSW, ZSW = gemm.SCALE_SLOT, gemm.ZERO_SLOT   # the weight-side rings of gemm.copy_weights_macro
     CB = (1 << B) - 1
@@ -299,7 +300,7 @@ def wgmma_func(p: KernelParams):
         """Producer warpgroups (thread d = tid - 128 WG) copy and dequantize unit u into ring stage u % NS (A then
         B) and arrive on its ``full`` mbarrier; the WG consumer warpgroups wait on it, multiply, and once their
         MMAs of unit u - 1 are done arrive on that stage's ``empty`` mbarrier, which the producers wait on before
-        refilling it. Producers copy activations 2 units ahead, after dequantizing the unit (whose stage is free
+        refilling it. Producers copy activations LA = 2 units ahead, after dequantizing the unit (whose stage is free
         since that copy) so that a producer waits on the consumers only once its unit is ready; a chunk's weight
         side is copied one chunk ahead into a ring of two, in the group of the unit two ahead."""
         bars: T.let = abase + NS * STAGE                     # full[s] at bars + 8 s, empty[s] at bars + 8 (NS + s)
@@ -312,7 +313,7 @@ def wgmma_func(p: KernelParams):
             d: T.let = tid - WG * THREADS
             row: T.let = d % ROWS
             ip0: T.let = (d // THREADS) * (2 - PP)
-            for u0 in T.unroll(2):
+            for u0 in T.unroll(LA):
                 if u0 < 2 * nc:
                     copy_a(X, abase, u0, c0, bz, d, m)
                 if u0 == 0 and d < THREADS:
@@ -322,7 +323,7 @@ def wgmma_func(p: KernelParams):
                 if u % 2 == 0:
                     # chunk u // 2's weight side (in unit u's group) landed for every producer, and every producer
                     # is past the previous chunk's take_w: its slot takes the next chunk's weight side
-                    T.evaluate(T.call_extern("void", "lutc_cp_wait<1>"))
+                    T.evaluate(T.call_extern("void", f"lutc_cp_wait<{LA - 1}>"))
                     T.evaluate(T.call_extern("void", "lutc_bar_sync", 1, DW * THREADS))
                     take_w(WSB, SSB, ZSB, wr, sc, kz, ofs, c0 + u // 2, row, ip0)
                     if u // 2 + 1 < nc and d < THREADS:
@@ -331,13 +332,13 @@ def wgmma_func(p: KernelParams):
                 for h in T.unroll(2):
                     if u % 2 == h:
                         dequant(wr, sc, kz, ofs, hv, gq, abase + (u % NS) * STAGE + A_BYTES, h, row, ip0)
-                if u + 2 < 2 * nc:
-                    if u + 2 >= NS:     # the consumers are done with unit u + 2 - NS
-                        T.evaluate(T.call_extern("void", "lutc_mbar_wait", bars + 8 * (NS + (u + 2) % NS),
-                                                 ((u + 2) // NS + 1) % 2))
-                    copy_a(X, abase, u + 2, c0, bz, d, m)
+                if u + LA < 2 * nc:
+                    if u + LA >= NS:     # the consumers are done with unit u + LA - NS
+                        T.evaluate(T.call_extern("void", "lutc_mbar_wait", bars + 8 * (NS + (u + LA) % NS),
+                                                 ((u + LA) // NS + 1) % 2))
+                    copy_a(X, abase, u + LA, c0, bz, d, m)
                 T.evaluate(T.call_extern("void", "lutc_cp_commit"))
-                T.evaluate(T.call_extern("void", "lutc_cp_wait<2>"))       # unit u's activations landed
+                T.evaluate(T.call_extern("void", f"lutc_cp_wait<{LA}>"))       # unit u's activations landed
                 T.evaluate(T.call_extern("void", "lutc_fence_async"))
                 T.evaluate(T.call_extern("void", "lutc_mbar_arrive", bars + 8 * (u % NS)))
         else:
@@ -384,7 +385,8 @@ def wgmma_func(p: KernelParams):
             lane: T.let = tid % 32
             for j in T.unroll(ROWS // 8):
                 for i in T.unroll(4):
-                    tok: T.let = bz * MT + (tid // THREADS) * WG_ROWS + (tid % ROWS // 32) * 16 + lane // 4 + 8 * (i // 2)
+                    tok: T.let = (bz * MT + (tid // THREADS) * WG_ROWS + (tid % ROWS // 32) * 16 + lane // 4
+                                  + 8 * (i // 2))
                     nn: T.let = bx * ROWS + 8 * j + 2 * (lane % 4) + i % 2
                     if tok < m:
                         if DIRECT:
