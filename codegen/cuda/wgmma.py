@@ -35,10 +35,10 @@ neither kernel is bound by shared memory, both by ~300 instructions per warp and
 (5.4 cycles per issued instruction).
 
 Warp-specialized (``producers`` = 1 or 2, the default for 128 rows: ``default_producers``): 128 or 256 more
-threads that only copy (activations two units ahead, the weight side a chunk ahead) and dequantize, into a ring
-of ``stages`` units, each its A and its B tile; the two consumer warpgroups only wait on the stage's ``full``
-mbarrier, multiply, and arrive on its ``empty`` one when their MMAs of it are done (no block barrier in the
-loop). H100, M = 128: 1-12% faster than the cooperative kernel above (more for W4), still 0.6x cuBLAS fp16 at
+threads that only copy (activations ``lookahead(stages)`` units ahead, the weight side half as many chunks) and
+dequantize, into a ring of ``stages`` units, each its A and its B tile; the two consumer warpgroups only wait on
+the stage's ``full`` mbarrier, multiply, and arrive on its ``empty`` one when their MMAs of it are done (no block
+barrier in the loop). H100, M = 128: 1-12% faster than the cooperative kernel above (more for W4), still 0.6x cuBLAS fp16 at
 N = 4096 and 0.85x at 11008 / 14336. Ablations (a temporary patch, ``bench/cuda_proto/gemm/README.md``, 14336 W2):
 without activation copies 47 us, without dequantization 38-40, without either 32-33 (the MMAs alone, ~800 cycles
 per unit against 512 of tensor work), the producers alone 37-39 (with one producer warpgroup or two alike): the
@@ -117,6 +117,13 @@ def default_stages(mt: int = TILES[0], producers: int = 0) -> int:
     return 4 if mt == TILES[0] or producers else 3
 
 
+def lookahead(stages: int) -> int:
+    """Units the producers' activation copies run ahead of the unit they dequantize: an even number (their
+    weight-side copies run half as many chunks ahead, in the same commit groups), leaving the consumers two stages
+    of the ring: 2 for 4 or 5 stages, 4 for 6 or 7."""
+    return 2 * max(1, (stages - 2) // 2)
+
+
 def default_producers(mt: int) -> int:
     """Producer warpgroups: two for the 128-row tile (four warpgroups), none for 64 rows. H100, M = 128, K = 4096,
     96-call graphs, us for N = 4096 / 11008 / 14336: W2 26.8 / 51.2 / 51.8 without, 25.7 / 50.9 / 51.9 with two,
@@ -166,8 +173,9 @@ def wgmma_func(p: KernelParams):
     PP = 2 // DW                         # ip = d // 128 + i (i < PP) of each unit (two per unit)
     A_BYTES = MT * UNIT * 2              # per activation stage
     NS = p.stages or default_stages(MT, p.producers)
-    LA = 2                               # warp-specialized: units the producers' activation copies run ahead
-    NSC = NS // 2 + 1 if not WS else 2   # chunk stages of the weight side (see the loops)
+    LA = lookahead(NS)                   # warp-specialized: units the producers' activation copies run ahead
+    LW = LA // 2                         # and chunks their weight-side copies run ahead
+    NSC = NS // 2 + 1 if not WS else LW + 1   # chunk stages of the weight side (see the loops)
     SSW, ZSW = gemm.SCALE_SLOT, gemm.ZERO_SLOT   # the weight-side rings of gemm.copy_weights_macro
     CB = (1 << B) - 1
     F = 16 // B
@@ -300,9 +308,10 @@ def wgmma_func(p: KernelParams):
         """Producer warpgroups (thread d = tid - 128 WG) copy and dequantize unit u into ring stage u % NS (A then
         B) and arrive on its ``full`` mbarrier; the WG consumer warpgroups wait on it, multiply, and once their
         MMAs of unit u - 1 are done arrive on that stage's ``empty`` mbarrier, which the producers wait on before
-        refilling it. Producers copy activations LA = 2 units ahead, after dequantizing the unit (whose stage is free
-        since that copy) so that a producer waits on the consumers only once its unit is ready; a chunk's weight
-        side is copied one chunk ahead into a ring of two, in the group of the unit two ahead."""
+        refilling it. Producers copy activations LA = ``lookahead(NS)`` units ahead, after dequantizing the unit (whose
+        stage is free since that copy) so that a producer waits on the consumers only once its unit is ready; a
+        chunk's weight side is copied LW = LA / 2 chunks ahead into a ring of LW + 1, in the group of the unit LA
+        ahead (so chunk c's weight side is in the group of unit 2 c, or of the prologue's unit 2 c)."""
         bars: T.let = abase + NS * STAGE                     # full[s] at bars + 8 s, empty[s] at bars + 8 (NS + s)
         if tid == 0:
             for s in T.unroll(NS):
@@ -316,8 +325,8 @@ def wgmma_func(p: KernelParams):
             for u0 in T.unroll(LA):
                 if u0 < 2 * nc:
                     copy_a(X, abase, u0, c0, bz, d, m)
-                if u0 == 0 and d < THREADS:
-                    copy_weights(W, S, Z, WSB, SSB, ZSB, c0, c0 % NSC, bx, d)
+                if u0 % 2 == 0 and u0 // 2 < nc and d < THREADS:     # chunks 0 .. LW - 1
+                    copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u0 // 2, (c0 + u0 // 2) % NSC, bx, d)
                 T.evaluate(T.call_extern("void", "lutc_cp_commit"))
             for u in T.serial(2 * nc):
                 if u % 2 == 0:
@@ -326,8 +335,8 @@ def wgmma_func(p: KernelParams):
                     T.evaluate(T.call_extern("void", f"lutc_cp_wait<{LA - 1}>"))
                     T.evaluate(T.call_extern("void", "lutc_bar_sync", 1, DW * THREADS))
                     take_w(WSB, SSB, ZSB, wr, sc, kz, ofs, c0 + u // 2, row, ip0)
-                    if u // 2 + 1 < nc and d < THREADS:
-                        copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u // 2 + 1, (c0 + u // 2 + 1) % NSC, bx, d)
+                    if u // 2 + LW < nc and d < THREADS:
+                        copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u // 2 + LW, (c0 + u // 2 + LW) % NSC, bx, d)
                 # B of unit u into its stage (free since the wait before unit u's activation copies)
                 for h in T.unroll(2):
                     if u % 2 == h:

@@ -18,11 +18,12 @@ SHAPES = [(4096, 4096), (11008, 4096), (14336, 4096)]
 MS = [128]
 BITS = [2, 4]
 # (kind, tile, split override: None = the default rule, else a K split, pipeline stages (0: default), maxreg,
-#  producer warpgroups (wgmma.py: 0 = every warpgroup copies, dequantizes and multiplies))
-VARIANTS = [("mma", None, None, 0, 0, 0), ("gemm", 64, None, 0, 0, 0), ("gemm", 128, None, 0, 0, 0),
-            ("wgmma", 64, None, 0, 0, 0), ("wgmma", 128, None, 0, 0, 0), ("wgmma", 64, None, 0, 0, 1),
-            ("wgmma", 128, None, 0, 0, 1), ("wgmma", 128, None, 0, 0, 2), ("wgmma", 128, None, 6, 0, 1),
-            ("wgmma", 128, None, 6, 0, 2)]
+#  producer warpgroups (wgmma.py: 0 = every warpgroup copies, dequantizes and multiplies);
+#  split: "x2" / "half" of the default, or a number of splits)
+VARIANTS = [("mma", None, None, 0, 0, 0), ("gemm", 128, None, 0, 0, 0), ("wgmma", 128, None, 0, 0, 0),
+            ("wgmma", 128, None, 0, 0, 2), ("wgmma", 128, None, 6, 0, 2), ("wgmma", 128, None, 6, 0, 1),
+            ("wgmma", 128, 2, 0, 0, 2), ("wgmma", 128, 3, 0, 0, 2), ("wgmma", 128, 2, 6, 0, 2),
+            ("wgmma", 128, 3, 6, 0, 2)]
 
 
 KINDS = None   # --kinds: only these kernel kinds (checks and timings)
@@ -56,7 +57,7 @@ def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16", stages=0, 
         f._mma_tile = tile
     if split:
         p = f.params(m, x_dtype)
-        target = p.split * 2 if split == "x2" else max(1, p.split // 2)   # "x2" or "half"
+        target = {"x2": p.split * 2, "half": max(1, p.split // 2)}.get(split, split)
         f._cps = {p.mt: -(-p.chunks // target)}
     return f
 
@@ -77,9 +78,10 @@ def check_cases():
 
 
 def check_kinds(xdt):
-    """(kind, tile, producers) checked for activations of ``xdt``."""
-    kinds = ((("gemm", None, 0), ("wgmma", 64, 0), ("wgmma", 128, 0), ("wgmma", 64, 1), ("wgmma", 64, 2),
-              ("wgmma", 128, 1), ("wgmma", 128, 2)) if xdt == "float16" else (("gemm", None, 0),))
+    """(kind, tile, producers, stages (0: default)) checked for activations of ``xdt``."""
+    kinds = ((("gemm", None, 0, 0), ("wgmma", 64, 0, 0), ("wgmma", 128, 0, 0), ("wgmma", 64, 1, 0),
+              ("wgmma", 128, 1, 0), ("wgmma", 128, 2, 0), ("wgmma", 128, 2, 6), ("wgmma", 128, 1, 6))
+             if xdt == "float16" else (("gemm", None, 0, 0),))
     return [k for k in kinds if KINDS is None or k[0] in KINDS]
 
 
@@ -87,9 +89,9 @@ def prepare(part=0, parts=1):
     """Build every library (``part`` of ``parts``: run several at once on a machine with more cores)."""
     i = 0
     for q, m, xdt, res, _ in check_cases():
-        for kind, tile, pw in check_kinds(xdt):
+        for kind, tile, pw, ns in check_kinds(xdt):
             if i % parts == part:
-                kernel(q, kind, tile, None, m, "float32", xdt, producers=pw).build(m, xdt, res)
+                kernel(q, kind, tile, None, m, "float32", xdt, stages=ns, producers=pw).build(m, xdt, res)
             i += 1
     for n, k, bits, q in cases():
         for m in MS:
@@ -118,15 +120,16 @@ def run(out: Path):
         ref = x.half().double().cpu().numpy() @ q.dequantize().astype(np.float64).T
         if res:
             ref = ref + r.double().cpu().numpy()
-        for kind, tile, pw in check_kinds(xdt):
-            f = kernel(q, kind, tile, None, m, "float32", xdt, producers=pw)
+        for kind, tile, pw, ns in check_kinds(xdt):
+            f = kernel(q, kind, tile, None, m, "float32", xdt, stages=ns, producers=pw)
             p = f.params(m, xdt, res)
             y = f(x, residual=r).double().cpu().numpy()
             err = np.abs(y - ref).max() / np.abs(ref).max()
             ok = err <= 2e-3 and p.kind == kind
             fails += not ok
             say(f"{'ok  ' if ok else 'FAIL'} n={q.n} k={q.k} bits={q.config.bits} group={q.group_size} m={m} "
-                f"x={xdt} residual={res} kind={p.kind} mt={p.mt} producers={p.producers} split={p.split}: rel err {err:.2e}")
+                f"x={xdt} residual={res} kind={p.kind} mt={p.mt} producers={p.producers} stages={ns or 'default'} "
+                f"split={p.split}: rel err {err:.2e}")
     say(f"{fails} failures")
     rows = []
     for n, k, bits, q in cases():
