@@ -164,10 +164,26 @@ def main():
     ap.add_argument("--part", default="0/1", help="i/n: build the i-th of n shares of the libraries")
     ap.add_argument("--out", type=Path, default=Path("."))
     ap.add_argument("--kinds", default=None, help="comma-separated kernel kinds (default: all)")
+    ap.add_argument("--shapes", default=None, help="NxK,NxK,... instead of SHAPES")
+    ap.add_argument("--variants", default=None,
+                    help="kind:tile:split:stages:maxreg:producers,... instead of VARIANTS (empty field: None)")
+    ap.add_argument("--no-checks", action="store_true", help="time only")
     a = ap.parse_args()
-    global KINDS
+    global KINDS, SHAPES, VARIANTS, CHECKS
     KINDS = a.kinds.split(",") if a.kinds else None
+    if a.shapes:
+        SHAPES = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
+    if a.variants:
+        VARIANTS = [_variant(v) for v in a.variants.split(",")]
+    if a.no_checks:
+        CHECKS = []
     prepare(*map(int, a.part.split("/"))) if a.prepare else run(a.out)
+
+
+def _variant(text):
+    kind, tile, split, ns, mr, pw = text.split(":")
+    num = lambda v: int(v) if v.isdigit() else (v or None)   # noqa: E731
+    return kind, num(tile), num(split), int(ns or 0), int(mr or 0), int(pw or 0)
 
 
 if __name__ == "__main__":
