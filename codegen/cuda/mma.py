@@ -101,17 +101,19 @@ def code_pair(u, f, bits: int):
     return T.bitwise_and(moved, T.int32(((1 << bits) - 1) * 2 * 0x10001))
 
 
-def reduce_partials_macro(p: KernelParams, threads: int = THREADS):
+def reduce_partials_macro(p: KernelParams, threads: int = THREADS, rows_in_flight: int = 8):
     """TVMScript macro for the split-K end of the tensor-core kernels (here, gemm.py, wgmma.py): the last block
     to finish a (row tile, 128-row block) sums the partials of every split, thread ``tid`` (< ``threads``; every
     thread of the block takes part in its barriers) for weight row ``bx * 128 + tid % 128`` and the activation
-    rows of its ``tid // 128``-th share of the tile, RU rows at a time so that their partial-sum loads are in
-    flight together."""
+    rows of its ``tid // 128``-th share of the tile, ``rows_in_flight`` rows at a time so that their partial-sum
+    loads (that many per split) are in flight together."""
     from ..tvmscript import T
 
     MT, SPLIT, N, YDT, RES = p.mt, p.split, p.n, p.y_dtype, p.residual
     SHARE = MT // (threads // ROWS)      # activation rows per thread
-    RU = 8
+    RU = min(rows_in_flight, SHARE)
+    if SHARE * (threads // ROWS) != MT or SHARE % RU:
+        raise ValueError(f"{threads} threads do not share {MT} activation rows {RU} at a time")
     f32 = "float32"
     last_block = last_block_macro()
 

@@ -184,7 +184,8 @@ def wgmma_func(p: KernelParams):
     SA = NS * STAGE + 1024 + (16 * NS if WS else 0)    # (+ room to align to 1024 bytes, + the stages' mbarriers)
     SB = 2 * B_BYTES + 1024
     f32 = "float32"
-    reduce_partials = reduce_partials_macro(p, WG * THREADS)
+    # the split-K sums by every thread (a power of two of them), 16 rows' partials in flight per thread
+    reduce_partials = reduce_partials_macro(p, 1 << (NT.bit_length() - 1), 16)
     copy_weights = gemm.copy_weights_macro(p)
 
     @T.macro

@@ -483,7 +483,8 @@ def test_wgmma_warp_specialized_source_structure(mt, producers):
     arrive on each side per unit; the producers' own barrier (bar.sync 1) before a chunk's weight side is read;
     activations copied two units ahead by the producers only (MT x 8 granules over their threads, twice in the
     prologue and once in the loop); the B tile of a unit right after its A tile in the same stage; the epilogue
-    and split-K sums by the consumers (their first 64 x WG rows), every thread in the barriers."""
+    by the consumers (their first 64 x WG rows), the split-K sums by every thread (a power of two of them: 16 rows'
+    partials in flight each), every thread in the barriers."""
     from lutc.codegen.cuda.build import cuda_source
     from lutc.codegen.cuda.wgmma import default_stages
 
@@ -502,6 +503,8 @@ def test_wgmma_warp_specialized_source_structure(mt, producers):
     stores = [line for line in body.splitlines() if "lutc_sts128(" in line]   # into stage u % ns: A, then B
     assert stores and all(f"(u & {ns - 1}) * {mt * 128 + 128 * 128})" in line for line in stores)
     assert f"((int)threadIdx.x) < {wg * 128}" in body and "lutc_arrive((&(CNT_ptr" in body
+    sums = body.split("lutc_arrive((&(CNT_ptr")[-1]
+    assert sums.count("__ldcg(") == 16 * 3   # 3 splits (cps = 3 of 9 chunks) x 16 rows in flight
     with pytest.raises(ValueError, match="producer warpgroups"):
         cuda_source(_wgmma(producers=3))
 
