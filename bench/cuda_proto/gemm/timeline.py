@@ -1,0 +1,49 @@
+"""Per-block timeline of the Hopper GEMM at one K split (M = 128, W2): where a block's ~10 µs of fixed cost goes.
+
+Needs a stamped kernel: ``git apply bench/cuda_proto/gemm/timeline_stamps.patch`` (or
+``timeline_stamps_half2_epilogue.patch``: the same plus half2 stores in the epilogue, a candidate fix) writes
+``%globaltimer`` into the unused partial-sum buffer (P[0, i, 2 bx], split 1 only) at: the block's start, the first
+producer's first ``full`` arrive, the first consumer passing its first ``full`` wait, the consumers' loop end and
+after the epilogue. Not for main: the outputs stay right, but P is scribbled on. Then
+
+    python bench/cuda_proto/gemm/timeline.py --prepare      # here (LUTC_CACHE = the carried cache)
+    python bench/cuda_proto/gemm/timeline.py OUT.json       # on the GPU machine
+
+prints the relative error against float64 and per stamp the min / median / max over blocks, in µs after the
+first block's start. Written in session 21; not run yet (the session's device time ran out).
+"""
+import json
+import sys
+from pathlib import Path
+import numpy as np
+import torch
+sys.path.insert(0, str(Path(__file__).parent))
+import run  # noqa: E402
+out = {}
+for n, k in ((14336, 4096), (14336, 1024), (4096, 4096), (4096, 1024)):
+    q = run._quant(n, k, 128, False, 2, 1234)
+    f = run.kernel(q, "wgmma", 128, 1, 128, producers=2)
+    if sys.argv[1:] == ["--prepare"]:
+        print(f.build(128))
+        continue
+    x = torch.randn(128, k, dtype=torch.float16, device="cuda")
+    y = f(x).double().cpu().numpy()
+    ref = x.double().cpu().numpy() @ q.dequantize().astype(np.float64).T
+    print(n, k, "rel err", np.abs(y - ref).max() / np.abs(ref).max())
+    rows = []
+    for rep in range(5):
+        torch.cuda.synchronize()
+        f(x)
+        torch.cuda.synchronize()
+        part = [v for kk, v in f._work.items()][0][1]
+        nb = f.cw.n_pad // 128
+        st = part[0, :5, :2 * nb].contiguous().view(torch.int64)[:, :nb].cpu().numpy().astype(np.float64)
+        t0 = st[0].min()
+        rel = (st - t0) / 1000.0   # us
+        rows.append({name: [float(np.min(rel[i])), float(np.median(rel[i])), float(np.max(rel[i]))]
+                     for i, name in enumerate(["start", "producer_first_arrive", "consumer_first_full",
+                                               "loop_end", "epilogue_end"])})
+    out[f"{n}x{k}"] = rows
+    print(n, k, json.dumps(rows[-1]))
+if len(sys.argv) > 1 and sys.argv[1] != "--prepare":
+    Path(sys.argv[1]).write_text(json.dumps(out, indent=1))
