@@ -38,8 +38,8 @@ Warp-specialized (``producers`` = 1 or 2, the default for 128 rows: ``default_pr
 threads that only copy (activations ``lookahead(stages)`` units ahead, the weight side half as many chunks) and
 dequantize, into a ring of ``stages`` units, each its A and its B tile; the two consumer warpgroups only wait on
 the stage's ``full`` mbarrier, multiply, and arrive on its ``empty`` one when their MMAs of it are done (no block
-barrier in the loop). H100, M = 128: 1-12% faster than the cooperative kernel above (more for W4), still 0.6x cuBLAS fp16 at
-N = 4096 and 0.85x at 11008 / 14336. Ablations (a temporary patch, ``bench/cuda_proto/gemm/README.md``, 14336 W2):
+barrier in the loop). H100, M = 128: 1-12% faster than the cooperative kernel above (more for W4), still 0.6x
+cuBLAS fp16 at N = 4096 and 0.85x at 11008 / 14336. Ablations (a temporary patch, ``bench/cuda_proto/gemm/README.md``, 14336 W2):
 without activation copies 47 us, without dequantization 38-40, without either 32-33 (the MMAs alone, ~800 cycles
 per unit against 512 of tensor work), the producers alone 37-39 (with one producer warpgroup or two alike): the
 activations read from L2 by every block (1 MB per 128 weight rows: 112 MB per call) and the dequantization into
