@@ -34,18 +34,18 @@ dequantized tile in shared memory): 23.8 / 52.0 / 52.9 us; ncu: tensor pipe 26% 
 neither kernel is bound by shared memory, both by ~300 instructions per warp and unit at 2 warps per scheduler
 (5.4 cycles per issued instruction).
 
-Warp-specialized (``producers`` = 1 or 2, the default for 128 rows: ``default_producers``): 128 or 256 more
-threads that only copy (activations ``lookahead(stages)`` units ahead, the weight side half as many chunks) and
-dequantize, into a ring of ``stages`` units, each its A and its B tile; the two consumer warpgroups only wait on
-the stage's ``full`` mbarrier, multiply, and arrive on its ``empty`` one when their MMAs of it are done (no block
-barrier in the loop). H100, M = 128: 1-12% faster than the cooperative kernel above (more for W4), still 0.6x
-cuBLAS fp16 at N = 4096 and 0.85x at 11008 / 14336. Ablations (a temporary patch,
-``bench/cuda_proto/gemm/README.md``, 14336 W2): without activation copies 47 us, without dequantization 38-40, without either 32-33 (the MMAs alone, ~800 cycles
-per unit against 512 of tensor work), the producers alone 37-39 (with one producer warpgroup or two alike): the
+Warp-specialized (``producers`` = 1 or 2, the default for 128 rows: ``default_producers``): 128 or 256 more threads
+that only copy (activations ``lookahead(stages)`` units ahead, the weight side half as many chunks) and dequantize,
+into a ring of ``stages`` units, each its A and its B tile; the two consumer warpgroups only wait on the stage's
+``full`` mbarrier, multiply, and arrive on its ``empty`` one when their MMAs of it are done (no block barrier in the
+loop). H100, M = 128: 1-12% faster than the cooperative kernel above (more for W4), still 0.6x cuBLAS fp16 at N =
+4096 and 0.85x at 11008 / 14336. Ablations (a temporary patch, ``bench/cuda_proto/gemm/README.md``, 14336 W2):
+without activation copies 47 us, without dequantization 38-40, without either 32-33 (the MMAs alone, ~800 cycles per
+unit against 512 of tensor work), the producers alone 37-39 (with one producer warpgroup or two alike): the
 activations read from L2 by every block (1 MB per 128 weight rows: 112 MB per call) and the dequantization into
 shared memory each bound it about as much, and overlap only partly. A deeper lookahead (6 stages: 4 units) ran 2-5%
-slower, so the producers do not wait on their copies' latency; timed over K at one split (run 9), a block costs
-0.62 us per 64-K unit (cuBLAS's slope) plus ~10 us fixed, the gap to cuBLAS at N = 14336.
+slower, so the producers do not wait on their copies' latency; timed over K at one split (run 9), a block costs 0.62
+us per 64-K unit (cuBLAS's slope) plus ~10 us fixed, the gap to cuBLAS at N = 14336.
 
 Numerics: those of mma.py and gemm.py (float16 weights and activations, float32 sums).
 """
