@@ -509,6 +509,27 @@ def test_wgmma_warp_specialized_source_structure(mt, producers):
         cuda_source(_wgmma(producers=3))
 
 
+@pytest.mark.parametrize("stages,la", [(4, 2), (5, 2), (6, 4)])
+def test_wgmma_producer_lookahead_follows_the_ring(stages, la):
+    """With ``stages`` ring stages the producers copy activations ``la`` units ahead (the prologue issues ``la``
+    units, the loop waits for all but ``la`` and ``la - 1`` commit groups) and a chunk's weight side ``la / 2``
+    chunks ahead in a ring of ``la / 2 + 1`` slots (``la / 2`` chunks' copies in the prologue)."""
+    from lutc.codegen.cuda.build import cuda_source
+    from lutc.codegen.cuda.wgmma import lookahead
+
+    assert lookahead(stages) == la
+    body = cuda_source(_wgmma(mt=128, cps=8, producers=2, stages=stages)).split("main_kernel(")[-1]
+    waits = sorted({line.strip() for line in body.splitlines() if "lutc_cp_wait<" in line})
+    assert waits == [f"lutc_cp_wait<{la - 1}>();", f"lutc_cp_wait<{la}>();"]
+    loop = body.index("for (int u = 0;")
+    prologue, inner = body[:loop], body[loop:]
+    assert prologue.count("W_ptr[") == (la // 2) * 2   # two code-word planes per chunk (W2)
+    slots = la // 2 + 1
+    ring = "& 1)" if slots == 2 else f"% {slots})"
+    slot = inner.split("lutc_cp16((&(((int*)buf_dyn_shmem_ptr)")[1].split("W_ptr[")[0]
+    assert f"(u >> 1) + {la // 2}) {ring}" in slot    # chunk u / 2 + la / 2 into its ring slot
+
+
 @needs_nvcc
 def test_nvcc_compiles_the_warp_specialized_wgmma_gemm():
     from lutc.codegen.cuda.build import cuda_source, nvcc_compile
