@@ -504,7 +504,7 @@ def test_wgmma_warp_specialized_source_structure(mt, producers):
     assert stores and all(f"(u & {ns - 1}) * {mt * 128 + 128 * 128})" in line for line in stores)
     assert f"((int)threadIdx.x) < {wg * 128}" in body and "lutc_arrive((&(CNT_ptr" in body
     sums = body.split("lutc_arrive((&(CNT_ptr")[-1]
-    assert sums.count("__ldcg(") == 16 * 3   # 3 splits (cps = 3 of 9 chunks) x 16 rows in flight
+    assert sums.count("__ldcg(") == 16 * 3   # 3 splits (cps = 3 of K = 1000's 8 chunks) x 16 rows in flight
     with pytest.raises(ValueError, match="producer warpgroups"):
         cuda_source(_wgmma(producers=3))
 

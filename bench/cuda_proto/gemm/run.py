@@ -17,9 +17,9 @@ from lutc.bench.gpu import _quant, _stream_us, _timer, copies_for
 SHAPES = [(4096, 4096), (11008, 4096), (14336, 4096)]
 MS = [128]
 BITS = [2, 4]
-# (kind, tile, split override: None = the default rule, else a K split, pipeline stages (0: default), maxreg,
-#  producer warpgroups (wgmma.py: 0 = every warpgroup copies, dequantizes and multiplies);
-#  split: "x2" / "half" of the default, or a number of splits)
+# (kind, tile, split override: None = the default rule, "x2" / "half" of the default's splits, or a number of
+#  splits; pipeline stages (0: default), maxreg, producer warpgroups (wgmma.py: 0 = every warpgroup copies,
+#  dequantizes and multiplies))
 VARIANTS = [("mma", None, None, 0, 0, 0), ("gemm", 128, None, 0, 0, 0), ("wgmma", 128, None, 0, 0, 0),
             ("wgmma", 128, None, 0, 0, 2), ("wgmma", 128, None, 6, 0, 2), ("wgmma", 128, None, 6, 0, 1),
             ("wgmma", 128, 2, 0, 0, 2), ("wgmma", 128, 3, 0, 0, 2), ("wgmma", 128, 2, 6, 0, 2),
