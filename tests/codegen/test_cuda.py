@@ -630,3 +630,33 @@ def test_tensor_core_kernel_matches_float64(bits, n, k, group, m, xdt):
     ref = x.half().double().cpu().numpy() @ q.dequantize().astype(np.float64).T
     assert y.shape == (m, n) and y.dtype == torch.float32
     assert np.abs(y.double().cpu().numpy() - ref).max() <= 2e-3 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("mt,producers,stages,staged", [(64, 0, 0, True), (128, 2, 0, True), (64, 1, 0, True),
+                                                         (128, 1, 0, True), (128, 0, 0, False), (64, 0, 2, False)])
+@pytest.mark.parametrize("split", [False, True])
+def test_wgmma_epilogue_stages_the_tile_where_the_ring_holds_it(mt, producers, stages, staged, split):
+    """Where the ring holds the float32 accumulator tile (MT x 128 x 4 bytes), the consumers write it to shared
+    memory in pairs (32 pair stores each: 64 accumulators) between two block barriers and every thread writes it
+    out, a warp per tile row, 4 columns per thread (MT x 32 pieces over the block), into y or the partial sums;
+    otherwise (128 rows cooperative: 3 stages of 16 KB activations; 64 rows, 2 stages) the 64 scalar stores per
+    consumer of the MMA layout stay."""
+    from lutc.codegen.cuda.build import cuda_source
+
+    wg = mt // 64
+    nt = (wg + producers) * 128
+    body = cuda_source(_wgmma(mt=mt, cps=3 if split else 8, producers=producers, stages=stages,
+                              y_dtype="float16")).split("main_kernel(")[-1]
+    epilogue = body.split("lutc_wgmma_wait<0>()")[-1].split("lutc_arrive(")[0]
+    if staged:
+        assert epilogue.count("lutc_sts64f(") == 32 and epilogue.count("__syncthreads()") >= 2
+        pieces = -(-mt * 32 // nt)
+        assert epilogue.count("lutc_lds128f(") == epilogue.count("lutc_st4(") == pieces
+        last = epilogue[epilogue.rindex("lutc_st4(", 0, epilogue.rindex("lutc_st4(")) + 1:]   # the last piece
+        # three warpgroups: a thread's last piece (load and store) only where it is in the tile
+        assert last.count(f"(((int)threadIdx.x) < {mt * 32 - (pieces - 1) * nt})") == (2 if mt * 32 % nt else 0)
+        assert ("P_ptr" in epilogue) == split and ("Y_ptr" in epilogue) != split
+    else:
+        assert "lutc_sts64f(" not in epilogue and "lutc_st4(" not in epilogue
+        stores = epilogue.count("P_ptr[" if split else "Y_ptr[")
+        assert stores == 64, stores
