@@ -47,6 +47,11 @@ shared memory each bound it about as much, and overlap only partly. A deeper loo
 slower, so the producers do not wait on their copies' latency; timed over K at one split (run 9), a block costs 0.62
 us per 64-K unit (cuBLAS's slope) plus ~10 us fixed, the gap to cuBLAS at N = 14336.
 
+Epilogue: a per-block timeline (globaltimer stamps, run 10) put 4-7 us of that fixed cost in the output stores, where
+a warp's store instruction in the accumulator layout touches eight rows with 4 bytes each. Where the ring holds the
+float32 tile (``STAGED``) it goes through shared memory and out a warp per row, 4 columns per thread: H100, M = 128,
+W2 in graph 19.9 / 44.9 / 45.2 us at N = 4096 / 11008 / 14336 (was 24.5 / 51.1 / 51.9; cuBLAS 14.3 / 35.8 / 43.9).
+
 Numerics: those of mma.py and gemm.py (float16 weights and activations, float32 sums).
 """
 from __future__ import annotations
