@@ -59,7 +59,7 @@ def nvcc_version() -> str:
 
 def key(p: KernelParams) -> str:
     h = hashlib.sha256()
-    for f in ("tir.py", "mma.py", "gemm.py", "wgmma.py", "dq.py", "build.py", "layout.py"):
+    for f in ("tir.py", "mma.py", "gemm.py", "wgmma.py", "epilogue.py", "dq.py", "build.py", "layout.py"):
         h.update((HERE / f).read_bytes())
     h.update(repr(sorted(p.as_dict().items())).encode())
     h.update(__version__.encode())
@@ -73,9 +73,9 @@ def library_path(p: KernelParams) -> Path:
 def prelude() -> str:
     """The device helpers the kernels call by name (call_extern): the split-K handoff, the float16 packing and
     dequantization, the asynchronous copies; prepended to what TVM generates."""
-    from . import dq, gemm, mma, wgmma
+    from . import dq, epilogue, gemm, mma, wgmma
 
-    return mma.PRELUDE + gemm.PRELUDE + wgmma.PRELUDE + dq.PRELUDE
+    return mma.PRELUDE + gemm.PRELUDE + wgmma.PRELUDE + epilogue.PRELUDE + dq.PRELUDE
 
 
 def cuda_source(p: KernelParams) -> str:

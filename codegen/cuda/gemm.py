@@ -32,6 +32,7 @@ from __future__ import annotations
 from .layout import CHUNK, CODE_LAYOUTS, ROWS
 from .tir import THREADS, KernelParams, kernel_func
 from .mma import code_pair, dequant_h2, reduce_partials_macro
+from .epilogue import staged_epilogue_macros
 
 GEMM_TILES = (64, 128)   # activation rows per block
 GEMM_MIN_M = 48          # from this many rows on (below, mma.py's smaller tiles waste less)
@@ -142,7 +143,7 @@ def gemm_func(p: KernelParams):
     SPLIT = p.split
     RAGGED = C % CPS != 0
     DIRECT = SPLIT == 1
-    HZ, REAL, RES, YDT = p.has_zero, p.real_zero, p.residual, p.y_dtype
+    HZ, REAL = p.has_zero, p.real_zero
     SP = scale_pieces(REAL)
     F16 = p.x_dtype == "float16"
     EPG = GRAN // (2 if F16 else 4)      # activations per 16-byte granule
@@ -151,6 +152,8 @@ def gemm_func(p: KernelParams):
     XW = MT * RW                         # activation words per stage
     WW = B * ROWS * 4                    # weight words per stage: [slot t, row, word]
     NS = p.stages or default_stages(MT, p.x_dtype, B, REAL)
+    if NS < 2:
+        raise ValueError(f"the prefill GEMM's pipeline takes at least 2 stages, got {NS}")
     WPR = 8 if F16 else 16               # words of one row a lane reads per 4 k16 steps
     SSW, ZSW = SCALE_SLOT, ZERO_SLOT
     GPL = GR // 4                        # granules of a lane's 32 K positions
@@ -161,6 +164,7 @@ def gemm_func(p: KernelParams):
     f32 = "float32"
     reduce_partials = reduce_partials_macro(p)
     copy_weights = copy_weights_macro(p)
+    stage_pair, write_tile = staged_epilogue_macros(p, THREADS)
 
     def slot(gi, r):
         """Where granule ``gi`` of staged row ``r`` lies: bits 3-4 of the granule (from the lane's index in
@@ -273,21 +277,18 @@ def gemm_func(p: KernelParams):
                                                  af.data, 0, bq.data, (s * 4 + rs) * 2, acc.data,
                                                  (tt * 4 + rs) * 4, False, dtype=f32)
         # accumulator i of tile (tt, rs): activation row tt * 16 + g + 8 (i // 2), weight row
-        # bx * 128 + warp * 32 + 8 rs + 2 tig + i % 2
+        # bx * 128 + warp * 32 + 8 rs + 2 tig + i % 2; staged in the activation ring (NS x MT x 256 bytes or more)
+        xbase: T.let = T.call_pure_extern("int32", "lutc_smem_addr", T.address_of(XS[0]))
+        if tid == 0:
+            XS[NS * XW - 1] = 0   # a plain access: TVM keeps XS's memory to itself up to here
+        T.tvm_storage_sync("shared")     # every warp is done with its last stage
         for tt in T.unroll(TT):
             for rs in T.unroll(4):
-                for i in T.unroll(4):
-                    tok: T.let = bz * MT + tt * 16 + g + 8 * (i // 2)
-                    nn: T.let = bx * ROWS + (tid // 32) * 32 + 8 * rs + 2 * tig + i % 2
-                    if tok < m:
-                        if DIRECT:
-                            if nn < N:
-                                if RES:
-                                    Y[tok, nn] = T.Cast(YDT, acc[(tt * 4 + rs) * 4 + i] + R[tok, nn])
-                                else:
-                                    Y[tok, nn] = T.Cast(YDT, acc[(tt * 4 + rs) * 4 + i])
-                        else:
-                            P[by, tok, nn] = acc[(tt * 4 + rs) * 4 + i]
+                for h in T.unroll(2):
+                    stage_pair(xbase, tt * 16 + g + 8 * h, (tid // 32) * 32 + 8 * rs + 2 * tig,
+                               acc[(tt * 4 + rs) * 4 + 2 * h], acc[(tt * 4 + rs) * 4 + 2 * h + 1])
+        T.tvm_storage_sync("shared")
+        write_tile(P, Y, R, xbase, m, bz, by, bx, tid)
         if not DIRECT:
             reduce_partials(P, CNT, Y, R, m, bz, bx, tid)
 

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 from .layout import CHUNK, ROWS
 from .tir import THREADS, KernelParams, kernel_func
-from . import gemm
+from . import epilogue, gemm
 from .mma import code_pair, dequant_h2, reduce_partials_macro
 
 WG_ROWS = 64            # activation rows per warpgroup (the wgmma's M)
@@ -109,25 +109,6 @@ __device__ __forceinline__ void lutc_mbar_wait(int bar, int parity) {
 }
 __device__ __forceinline__ void lutc_bar_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;" :: "r"(id), "r"(threads) : "memory");
-}
-// the epilogue's float32 tile in shared memory, then out in 4-column pieces (vector stores where aligned)
-__device__ __forceinline__ void lutc_sts64f(int dst, float a, float b) {
-  asm volatile("st.shared.v2.f32 [%0], {%1, %2};" :: "r"(dst), "f"(a), "f"(b) : "memory");
-}
-__device__ __forceinline__ void lutc_lds128f(int src, float* v) {
-  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3])
-               : "r"(src) : "memory");
-}
-__device__ __forceinline__ void lutc_st4(float* p, int n, const float* v) {   // the first n (<= 4) of v
-  if (n >= 4 && ((size_t)p & 15) == 0) { *(float4*)p = make_float4(v[0], v[1], v[2], v[3]); return; }
-  for (int e = 0; e < 4; ++e) if (e < n) p[e] = v[e];
-}
-__device__ __forceinline__ void lutc_st4(half* p, int n, const float* v) {
-  if (n >= 4 && ((size_t)p & 7) == 0) {
-    half2 lo = __floats2half2_rn(v[0], v[1]), hi = __floats2half2_rn(v[2], v[3]);
-    *(uint2*)p = make_uint2(*reinterpret_cast<unsigned*>(&lo), *reinterpret_cast<unsigned*>(&hi)); return;
-  }
-  for (int e = 0; e < 4; ++e) if (e < n) p[e] = __float2half_rn(v[e]);
 }
 """
 
@@ -209,11 +190,12 @@ def wgmma_func(p: KernelParams):
     STAGE = A_BYTES + B_BYTES if WS else A_BYTES   # warp-specialized: a unit's A and B tiles in one ring stage
     SA = NS * STAGE + 1024 + (16 * NS if WS else 0)    # (+ room to align to 1024 bytes, + the stages' mbarriers)
     SB = 2 * B_BYTES + 1024
-    STAGED = MT * ROWS * 4 <= NS * STAGE   # the epilogue's float32 tile fits the ring (not so: 128 rows cooperative)
+    STAGED = epilogue.tile_bytes(MT) <= NS * STAGE   # the ring holds the epilogue's tile (not: 128 rows cooperative)
     f32 = "float32"
     # the split-K sums by every thread (a power of two of them), 16 rows' partials in flight per thread
     reduce_partials = reduce_partials_macro(p, 1 << (NT.bit_length() - 1), 16)
     copy_weights = gemm.copy_weights_macro(p)
+    stage_pair, write_tile = epilogue.staged_epilogue_macros(p, NT)
 
     @T.macro
     def copy_a(X, abase, u, c0, bz, d, m):
@@ -390,43 +372,13 @@ def wgmma_func(p: KernelParams):
 
     @T.macro
     def stage_tile(acc, abase, tid):
-        """Consumer ``tid``'s accumulators into the float32 tile at ``abase``: accumulator 4 j + i is activation
-        row 64 wg + 16 w + g + 8 (i // 2), weight row 8 j + 2 (lane % 4) + i % 2; tile row r (512 bytes) holds
-        16-byte granule c (weight rows 4c .. 4c + 3) at c ^ (r % 8), so that a warp's pair stores take the two
-        wavefronts 256 bytes need."""
+        """Consumer ``tid``'s accumulators into the staged tile: accumulator 4 j + i is activation row
+        64 wg + 16 w + g + 8 (i // 2), weight row 8 j + 2 (lane % 4) + i % 2."""
         lane: T.let = tid % 32
         for j in T.unroll(ROWS // 8):
             for h in T.unroll(2):
-                r: T.let = (tid // THREADS) * WG_ROWS + (tid % ROWS // 32) * 16 + lane // 4 + 8 * h
-                c: T.let = 8 * j + 2 * (lane % 4)
-                T.evaluate(T.call_extern("void", "lutc_sts64f",
-                                         abase + r * 512 + T.bitwise_xor(c // 4, r % 8) * 16 + (c % 4) * 4,
-                                         acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]))
-
-    @T.macro
-    def write_tile(P, Y, R, abase, m, bz, by, bx, tid):
-        """The staged tile out by every thread, a warp per row and a thread per four weight rows: whole 128-byte
-        lines of the output (or partial sums), where the MMA layout's stores touched eight rows per instruction
-        with 4-byte pieces (the epilogue took 5-7 us of a block's ~10 us of fixed cost: the per-block timeline,
-        ``bench/cuda_proto/gemm/timeline.py``)."""
-        ov = T.alloc_buffer((4,), f32, scope="local")
-        for e in T.unroll(-(-MT * 32 // NT)):      # (three warpgroups: 10 2/3 pieces per thread)
-            r: T.let = (e * NT + tid) // 32
-            c: T.let = (e * NT + tid) % 32
-            tok: T.let = bz * MT + r
-            nn: T.let = bx * ROWS + 4 * c
-            if MT * 32 % NT == 0 or r < MT:
-                T.evaluate(T.call_extern("void", "lutc_lds128f", abase + r * 512 + T.bitwise_xor(c, r % 8) * 16,
-                                         ov.data))
-            if tok < m and (MT * 32 % NT == 0 or r < MT):
-                if DIRECT:
-                    if RES:
-                        for q in T.unroll(4):
-                            ov[q] = ov[q] + T.if_then_else(nn + q < N, R[tok, T.min(nn + q, N - 1)],
-                                                           T.float32(0))
-                    T.evaluate(T.call_extern("void", "lutc_st4", T.address_of(Y[tok, nn]), N - nn, ov.data))
-                else:
-                    T.evaluate(T.call_extern("void", "lutc_st4", T.address_of(P[by, tok, nn]), 4, ov.data))
+                stage_pair(abase, (tid // THREADS) * WG_ROWS + (tid % ROWS // 32) * 16 + lane // 4 + 8 * h,
+                           8 * j + 2 * (lane % 4), acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1])
 
     @T.macro
     def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):

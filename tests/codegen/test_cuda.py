@@ -660,3 +660,28 @@ def test_wgmma_epilogue_stages_the_tile_where_the_ring_holds_it(mt, producers, s
         assert "lutc_sts64f(" not in epilogue and "lutc_st4(" not in epilogue
         stores = epilogue.count("P_ptr[" if split else "Y_ptr[")
         assert stores == 64, stores
+
+
+@pytest.mark.parametrize("mt,x_dtype,split", [(64, "float16", False), (128, "float16", True), (64, "float32", True)])
+def test_gemm_epilogue_stages_the_tile_in_the_activation_ring(mt, x_dtype, split):
+    """The mma.sync GEMM's epilogue goes through the activation ring as the Hopper GEMM's does (epilogue.py): 16
+    pair stores per 16-row activation tile and thread (4 weight tiles x rows g, g + 8) between two barriers, then MT
+    x 32 four-column pieces over the 128 threads into y or the partial sums; the ring holds the tile at every
+    default depth (128 float16 rows: 2 stages of 32 KB, the 64 KB tile exactly)."""
+    from lutc.codegen.cuda.build import cuda_source
+    from lutc.codegen.cuda.epilogue import tile_bytes
+    from lutc.codegen.cuda.gemm import default_stages, stage_bytes
+
+    assert all(default_stages(t, x, b) * t * 128 * (2 if x == "float16" else 4) >= tile_bytes(t)
+               for t in (64, 128) for x in ("float16", "float32") for b in (1, 2, 3, 4))
+    assert stage_bytes(128, "float16", 2) > tile_bytes(128) // 2   # (so the tile does not fit one stage's rows)
+    body = cuda_source(_gemm("sm_90a", mt=mt, x_dtype=x_dtype, k=2000, chunks=16, cps=8 if split else 16,
+                             y_dtype="float16")).split("main_kernel(")[-1]
+    epilogue = body.split("lutc_smem_addr(")[-1].split("lutc_arrive(")[0]
+    assert epilogue.count("lutc_sts64f(") == (mt // 16) * 8 and epilogue.count("__syncthreads()") >= 2
+    assert epilogue.count("lutc_lds128f(") == epilogue.count("lutc_st4(") == mt // 4
+    assert ("P_ptr" in epilogue) == split and ("Y_ptr" in epilogue) != split
+    before_sums = body.split("lutc_arrive(")[0]   # no scalar stores left: y and P only as lutc_st4's addresses
+    assert all(before_sums.count(f"{b}_ptr[") == before_sums.count(f"(&({b}_ptr[") for b in "YP")
+    with pytest.raises(ValueError, match="at least 2 stages"):
+        cuda_source(_gemm("sm_90a", stages=1))
