@@ -1,7 +1,7 @@
 """Per-block timeline of the Hopper GEMM at one K split (M = 128, W2): where a block's ~10 µs of fixed cost goes.
 
-Needs a stamped kernel: ``git apply bench/cuda_proto/gemm/timeline_stamps.patch`` (or
-``timeline_stamps_half2_epilogue.patch``: the same plus half2 stores in the epilogue, a candidate fix) writes
+Needs a stamped kernel: ``git apply bench/cuda_proto/gemm/timeline_stamps.patch`` (refreshed for the staged epilogue;
+run 10's half2-epilogue variant is ``timeline_stamps_half2_epilogue.patch`` in commit 8922a4b) writes
 ``%globaltimer`` into the unused partial-sum buffer (P[0, i, 2 bx], split 1 only) at: the block's start, the first
 producer's first ``full`` arrive, the first consumer passing its first ``full`` wait, the consumers' loop end and
 after the epilogue. Not for main: the outputs stay right, but P is scribbled on. Then
@@ -10,7 +10,8 @@ after the epilogue. Not for main: the outputs stay right, but P is scribbled on.
     python bench/cuda_proto/gemm/timeline.py OUT.json       # on the GPU machine
 
 prints the relative error against float64 and per stamp the min / median / max over blocks, in µs after the
-first block's start. Written in session 21; not run yet (the session's device time ran out).
+first block's start, then the median time of a call (warm weights: for comparing builds with each other). Run 10 of
+the README is its first run.
 """
 import json
 import sys
