@@ -281,8 +281,9 @@ def gemm_func(p: KernelParams):
         # accumulator i of tile (tt, rs): activation row tt * 16 + g + 8 (i // 2), weight row
         # bx * 128 + warp * 32 + 8 rs + 2 tig + i % 2; staged in the activation ring (NS x MT x 256 bytes or more)
         xbase: T.let = T.call_pure_extern("int32", "lutc_smem_addr", T.address_of(XS[0]))
-        if tid == 0:
-            XS[NS * XW - 1] = 0   # a plain access: TVM keeps XS's memory to itself up to here
+        # a plain access keeps XS's memory XS's up to here in TVM's plan; a read, as other warps may still read
+        # that word in their last chunk (a write here raced with them)
+        vv[0] = XS[NS * XW - 1]
         T.tvm_storage_sync("shared")     # every warp is done with its last stage
         for tt in T.unroll(TT):
             for rs in T.unroll(4):
