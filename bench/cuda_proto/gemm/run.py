@@ -126,15 +126,16 @@ def run(out: Path):
         ref = x.half().double().cpu().numpy() @ q.dequantize().astype(np.float64).T
         if res:
             ref = ref + r.double().cpu().numpy()
+        ydt = check_out(res, seed)
         for kind, tile, pw, ns in check_kinds(xdt):
-            f = kernel(q, kind, tile, None, m, check_out(res, seed), xdt, stages=ns, producers=pw)
+            f = kernel(q, kind, tile, None, m, ydt, xdt, stages=ns, producers=pw)
             p = f.params(m, xdt, res)
             y = f(x, residual=r).double().cpu().numpy()
             err = np.abs(y - ref).max() / np.abs(ref).max()
             ok = err <= 2e-3 and p.kind == kind
             fails += not ok
             say(f"{'ok  ' if ok else 'FAIL'} n={q.n} k={q.k} bits={q.config.bits} group={q.group_size} m={m} "
-                f"x={xdt} y={check_out(res, seed)} residual={res} kind={p.kind} mt={p.mt} producers={p.producers} stages={ns or 'default'} "
+                f"x={xdt} y={ydt} residual={res} kind={p.kind} mt={p.mt} producers={p.producers} stages={ns or 'default'} "
                 f"split={p.split}: rel err {err:.2e}")
     say(f"{fails} failures")
     rows = []

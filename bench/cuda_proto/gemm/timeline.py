@@ -10,8 +10,8 @@ after the epilogue. Not for main: the outputs stay right, but P is scribbled on.
     python bench/cuda_proto/gemm/timeline.py OUT.json       # on the GPU machine
 
 prints the relative error against float64 and per stamp the min / median / max over blocks, in µs after the
-first block's start, then the median time of a call (warm weights: for comparing builds with each other). Run 10 of
-the README is its first run.
+first block's start, then the median time of a call (``_timer``, warm weights: for comparing builds with each other;
+run 10's files, the README's, timed one call at a time between events instead, host launch latency included).
 """
 import json
 import sys
@@ -43,15 +43,8 @@ for n, k in ((14336, 4096), (14336, 1024), (4096, 4096), (4096, 1024)):
         rows.append({name: [float(np.min(rel[i])), float(np.median(rel[i])), float(np.max(rel[i]))]
                      for i, name in enumerate(["start", "producer_first_arrive", "consumer_first_full",
                                                "loop_end", "epilogue_end"])})
-    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(21):     # warm weights: for comparing the patches with each other, not with cuBLAS
-        t0.record()
-        f(x)
-        t1.record()
-        torch.cuda.synchronize()
-        times.append(t0.elapsed_time(t1) * 1000.0)
-    rows.append({"call_us_median": float(np.median(times))})
+    # warm weights: for comparing builds with each other, not with cuBLAS
+    rows.append({"call_us_median": float(run._timer([lambda: f(x)]))})
     out[f"{n}x{k}"] = rows
     print(n, k, json.dumps(rows[-2:]))
 if len(sys.argv) > 1 and sys.argv[1] != "--prepare":
