@@ -22,7 +22,15 @@
  *   W2 11008x4096  519 / 607 / 706,  387 / 389 / 412  (plain 546 / 389)
  *   W3 11008x4096  792 / 886 / 1076, 573 / 596 / 636  (plain 780 / 556; T0 at 4 tiles: 1368 / 856)
  * so the kernel prefetches into L2 and reads 4 tiles per pass, at 93-107% of a plain read of the same bytes.
- * Transparent huge pages (madvise) for the weights: within 2% (W2). */
+ * Transparent huge pages (madvise) for the weights: within 2% (W2).
+ * The AVX2 build (lut_kernels.c with -mavx2 -mfma -mf16c -DLUTC_ISA=256, this file with -mavx2 -mfma -mf16c instead
+ * of -march=native) reads 2 tiles per pass at most (W1/W2/ternary; 1 for W3/W4). avx2_two_tile_w4.patch gives
+ * W3/W4 a two-tile pass (one int16 sum per tile, the pairs weighted (1, 2) and (4, 8) by vpmaddubsw, int32 sums in
+ * L1 every 16 runs): measured 2026-12-07 on an Intel Xeon with AVX-512 (AVX2 build), W4, us, tiles 2 / 1:
+ *   4096x4096 1 thread 639 / 632 (plain 4 streams 517); 11008x4096 1 thread 1691-1710 / 1652-1663 (plain 1401-1436),
+ *   2 threads 846-863 / 843-865 (plain 709-715)
+ * no gain, so it is not in lut_kernels.c (nor were its outputs checked: this harness times, it does not compare);
+ * its motivation, AMD Zen 3 (W4 at 79% of a cold read), was not measured. */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
@@ -31,6 +39,13 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef __AVX512F__
+#define ISA_SYM(name) name##_avx512
+#else /* the AVX2 build (lut_kernels.c with -DLUTC_ISA=256, this file with -mavx2 or -march=native on AVX2 hosts) */
+#define ISA_SYM(name) name##_avx2
+#endif
+#define lutc_gemv_avx512 ISA_SYM(lutc_gemv)
+#define lutc_precompute_avx512 ISA_SYM(lutc_precompute)
 int32_t lutc_gemv_avx512(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                          const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
                          int64_t groups, int64_t bits, int64_t tile0, int64_t tile1, int64_t row0, int64_t row1,
@@ -57,15 +72,29 @@ static long long plain_read(const uint8_t* w, long wbytes, const uint8_t* s, lon
     int nt = omp_get_num_threads(), id = omp_get_thread_num();
     long per = wbytes / nt, q = per / ns / 64 * 64;
     const uint8_t* p = w + id * per;
+#ifdef __AVX512F__
     __m512i a = _mm512_setzero_si512();
+#define LOAD_ADD(ptr) a = _mm512_add_epi64(a, _mm512_load_si512(ptr))
+#else
+    __m256i a = _mm256_setzero_si256();
+#define LOAD_ADD(ptr) a = _mm256_add_epi64(a, _mm256_add_epi64(_mm256_load_si256((const __m256i*)(ptr)), \
+                                                                 _mm256_load_si256((const __m256i*)(ptr) + 1)))
+#endif
     for (long i = 0; i < q; i += 64)
       for (int u = 0; u < ns; u++) {
         _mm_prefetch((const char*)p + u * q + i + 2048, _MM_HINT_T0);
-        a = _mm512_add_epi64(a, _mm512_load_si512(p + u * q + i));
+        LOAD_ADD(p + u * q + i);
       }
-    for (long i = id * (sbytes / nt); i < (id + 1) * (sbytes / nt); i += 64) a = _mm512_add_epi64(a, _mm512_load_si512(s + i));
-    for (long i = id * (zbytes / nt); i < (id + 1) * (zbytes / nt); i += 64) a = _mm512_add_epi64(a, _mm512_load_si512(z + i));
+    for (long i = id * (sbytes / nt); i < (id + 1) * (sbytes / nt); i += 64) LOAD_ADD(s + i);
+    for (long i = id * (zbytes / nt); i < (id + 1) * (zbytes / nt); i += 64) LOAD_ADD(z + i);
+#ifdef __AVX512F__
     sink += _mm512_reduce_add_epi64(a);
+#else
+    long long lanes[4];
+    _mm256_storeu_si256((__m256i*)lanes, a);
+    sink += lanes[0] + lanes[1] + lanes[2] + lanes[3];
+#endif
+#undef LOAD_ADD
   }
   return sink;
 }
