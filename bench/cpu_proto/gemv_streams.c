@@ -44,13 +44,13 @@
 #else /* the AVX2 build (lut_kernels.c with -DLUTC_ISA=256, this file with -mavx2 or -march=native on AVX2 hosts) */
 #define ISA_SYM(name) name##_avx2
 #endif
-#define lutc_gemv_avx512 ISA_SYM(lutc_gemv)
-#define lutc_precompute_avx512 ISA_SYM(lutc_precompute)
-int32_t lutc_gemv_avx512(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
+#define lutc_gemv ISA_SYM(lutc_gemv)
+#define lutc_precompute ISA_SYM(lutc_precompute)
+int32_t lutc_gemv(const int8_t* tables, const float* tscale, const float* xsum, const uint8_t* w,
                          const uint16_t* s, const int8_t* z, float* y, int64_t m, int64_t n_pad, int64_t runs,
                          int64_t groups, int64_t bits, int64_t tile0, int64_t tile1, int64_t row0, int64_t row1,
                          int64_t rows, int64_t mblock, int64_t tiles);
-int32_t lutc_precompute_avx512(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* tables,
+int32_t lutc_precompute(const float* x, int64_t k, int64_t k_pad, int64_t group, int8_t* tables,
                                float* tscale, float* xsum);
 
 static double now(void) {
@@ -127,12 +127,12 @@ int main(int argc, char** argv) {
       const int c = (r * nm + mi) % copies;
       const double t0 = now();
       if (tpp[mi]) {
-        lutc_precompute_avx512(x, k, k, 128, tab, ts, xs);
+        lutc_precompute(x, k, k, 128, tab, ts, xs);
 #pragma omp parallel
         {
           const int nt = omp_get_num_threads(), id = omp_get_thread_num();
           const long per = (tiles + nt - 1) / nt, a = id * per, b = a + per < tiles ? a + per : tiles;
-          lutc_gemv_avx512(tab, ts, xs, W[c], (uint16_t*)S[c], (int8_t*)Z[c], y, 1, n, runs, groups, bits, a, b, 0,
+          lutc_gemv(tab, ts, xs, W[c], (uint16_t*)S[c], (int8_t*)Z[c], y, 1, n, runs, groups, bits, a, b, 0,
                            1, 4, 0, tpp[mi]);
         }
       } else {
