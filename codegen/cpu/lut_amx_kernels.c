@@ -109,9 +109,11 @@ int32_t SYM(lutc_amx_gemm)(const int8_t* xq, const float* ascale, const float* x
   (void)xsum, (void)rows, (void)tiles;
   const int64_t rpg = runs / groups, gs = 4 * rpg, m16 = (m + 15) & ~(int64_t)15;
   const int ks = gs % 64 == 0 ? 64 : gs % 32 == 0 ? 32 : 16;
-  if (runs % groups || gs % 16 || rpg > MAX_RPG || row0 % 16 || row0 < 0 || row1 > m || bits < 1 || bits > 4)
-    return -1;
+  if (runs % groups || gs % 16 || rpg > MAX_RPG || row0 < 0 || row1 > m || bits < 1 || bits > 4) return -1;
+  /* Before the alignment check: a row split over more tasks than 16-row blocks leaves the last tasks the empty
+   * range [m, m), whose start is no multiple of 16. */
   if (row0 >= row1 || tile0 >= tile1) return 0;
+  if (row0 % 16) return -1;
   const int64_t mb = mblock > 0 ? (mblock + 15) & ~(int64_t)15 : row1 - row0;
   float* acc = aligned_alloc(64, (size_t)(mb + 16) * 64 * sizeof(float));
   if (!acc || !amx_permitted()) {
