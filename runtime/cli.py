@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 
@@ -158,8 +159,11 @@ def cmd_run(args) -> int:
             printed = len(text)
 
     eos = None if args.ignore_eos else gen.get("eos_token_id")
-    out = m.generate(np.asarray(prompt), args.max_new_tokens, eos_token_id=eos, on_token=stream)
+    with m.profile() if args.profile else contextlib.nullcontext() as prof:
+        out = m.generate(np.asarray(prompt), args.max_new_tokens, eos_token_id=eos, on_token=stream)
     print()
+    if prof is not None:
+        print(prof.table(), file=sys.stderr)
     print(f"prefill: {len(out.prompt)} tokens, {out.prefill_tokens_per_s:.1f} tokens/s | decode: "
           f"{len(out.tokens) - 1} tokens, {out.decode_tokens_per_s:.1f} tokens/s "
           f"(median step: {out.steady_tokens_per_s:.1f} tokens/s)", file=sys.stderr)
@@ -271,7 +275,9 @@ def main(argv=None) -> int:
     p.add_argument("--ignore-eos", action="store_true")
     p.add_argument("--no-replay", "--no-cuda-graphs", dest="no_replay", action="store_true",
                    help="run decode steps step by step instead of replaying them (CUDA graphs on a GPU, a bound "
-                        "plan on the CPU), e.g. to profile the kernels")
+                        "plan on the CPU)")
+    p.add_argument("--profile", action="store_true",
+                   help="time every step (run step by step) and print the time per kernel of prefill and decode")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("bench", help="SmolLM2 decode/prefill against torch and onnxruntime (bench/llm.py)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for bench/llm.py")

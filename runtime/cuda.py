@@ -95,6 +95,10 @@ class CudaLut:
         self.residual = bool(spec.get("residual"))
         self._work: dict[int, tuple] = {}
 
+    @property
+    def weight_bytes(self) -> int:
+        return sum(t.nbytes for t in (self.w, self.s, self.z))
+
     def _workspace(self, m: int, device):
         """Per row count: the kernel, its split-K partial sums and completion counters (zeroed once: the
         kernel resets them)."""
@@ -322,6 +326,10 @@ class CudaInterpreter(Interpreter):
         self.scalars = DeviceScalars(device)
         super().__init__(program, weights, luts)
         self.replay = DecodeGraphs(self) if graphs else None
+
+    @staticmethod
+    def synchronize() -> None:
+        _torch().cuda.synchronize()
 
     @property
     def graphs(self):

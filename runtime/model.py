@@ -1,6 +1,7 @@
 """A loaded artifact: run it, generate with it. Imports numpy, tvm_ffi and safetensors, never the compiler."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from .artifact import TVM_RUNTIME, WEIGHTS, ArtifactError, read_manifest
 from .generate import Generation, generate
 from .isa import host_arch, supported
 from .lut import KERNEL_NEEDS, missing_kernels
+from .profile import Profile
 from .program import Program
 
 
@@ -77,6 +79,21 @@ class LoadedModel:
     def __call__(self, *args, **kwargs):
         outs = self.run(*args, **kwargs)
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    @contextmanager
+    def profile(self):
+        """Time every step of the calls made inside the ``with`` block (run step by step: no replay), by phase
+        (prefill / decode) and kernel: ``with model.profile() as prof: model.generate(...)``, then
+        ``print(prof.table())`` or ``prof.report()`` (runtime/profile.py)."""
+        interp = self.interpreter
+        prof = Profile(interp.synchronize)
+        interp.profile = prof
+        try:
+            yield prof
+        finally:
+            interp.profile = None
+            if interp.replay is not None:   # the profiled steps ran eagerly and may have moved what it bound
+                interp.replay.forget()
 
     @property
     def tokenizer(self):

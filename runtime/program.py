@@ -273,7 +273,18 @@ class Interpreter:
             raise ValueError(f"step {step.name}: unknown kernel {step.kernel!r} (artifact from a newer lutc?)")
         return fn
 
+    profile = None  # a runtime/profile.py Profile while one is attached: every call runs step by step, timed
+
+    @staticmethod
+    def synchronize() -> None:
+        """Wait for the kernels queued so far (CPU kernels return when they are done)."""
+
     def __call__(self, inputs) -> list[np.ndarray]:
+        if self.profile is not None:
+            def timed():
+                arrays, env = bind_inputs(self.program.inputs, inputs, self.convert_input)
+                return self.execute(self.profile.plan(self, env), arrays, env)
+            return self.profile.call(timed)
         replay = self.replay
         if replay is not None:
             outs = replay.run_again(inputs)

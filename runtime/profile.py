@@ -1,0 +1,123 @@
+"""Per-step timings of a loaded model: where a prefill or a decode step spends its time.
+
+While a :class:`Profile` is attached (``LoadedModel.profile()``), every call runs step by step (no replay, which
+has no steps to time) and each step's wall time is recorded under the call's phase ("prefill" for a call of
+several new tokens, "decode" for one, "call" for a model without a sequence input) and a row key: the step's
+kernel, and for a LUT matmul its shape and width, so equal matmuls of different layers add up in one row. The
+table gives each row's share of its phase, and for LUT matmuls the weight bytes read per second."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Row:
+    seconds: float = 0.0
+    calls: int = 0
+    weight_bytes: int = 0   # per call (LUT matmuls; 0 for the others)
+
+
+@dataclass
+class Phase:
+    calls: int = 0          # model calls of this phase
+    seconds: float = 0.0    # their wall time, interpreter included
+    rows: dict[str, Row] = field(default_factory=lambda: defaultdict(Row))
+
+
+class Profile:
+    """Step timings over the model calls made while it is attached to an interpreter (``attach``)."""
+
+    def __init__(self, sync: Callable[[], None] = lambda: None):
+        """``sync``: waits until the device has finished the queued work (a GPU runs kernels asynchronously)."""
+        self.sync = sync
+        self.phases: dict[str, Phase] = defaultdict(Phase)
+        self._current: Phase | None = None
+
+    def plan(self, interp, env: dict[str, int]) -> list:
+        """``interp``'s plan with each step timed into this call's phase."""
+        phase = self._current = self.phases[phase_of(env)]
+        rows = [(self._key(interp, step), self._bytes(interp, step)) for _, step, *_ in interp.plan]
+
+        def timed(fn, key, nbytes):
+            def run(attrs, ins, dim):
+                t0 = time.perf_counter()
+                out = fn(attrs, ins, dim)
+                self.sync()
+                row = phase.rows[key]
+                row.seconds += time.perf_counter() - t0
+                row.calls += 1
+                row.weight_bytes = nbytes
+                return out
+            return run
+
+        return [(timed(fn, *r), *rest) for (fn, *rest), r in zip(interp.plan, rows)]
+
+    def call(self, run: Callable[[], list]) -> list:
+        """Run one model call (``run`` binds the inputs and executes ``plan``) and add its wall time."""
+        self.sync()
+        t0 = time.perf_counter()
+        outs = run()
+        self.sync()
+        if self._current is not None:
+            self._current.seconds += time.perf_counter() - t0
+            self._current.calls += 1
+            self._current = None
+        return outs
+
+    @staticmethod
+    def _key(interp, step) -> str:
+        if step.kernel != "lut":
+            return step.kernel
+        p = interp.program.luts[step.attrs["lut"]]["params"]
+        prologue = p.get("prologue", "none")
+        extra = "" if prologue == "none" else f" +{prologue}"
+        bits = p.get("bits")
+        return f"lut {p['n']}x{p['k']} " + (f"W{bits}" if bits else "") + extra
+
+    @staticmethod
+    def _bytes(interp, step) -> int:
+        if step.kernel != "lut":
+            return 0
+        return int(getattr(interp.luts[step.attrs["lut"]], "weight_bytes", 0) or 0)
+
+    def report(self) -> dict:
+        """{phase: {"calls", "ms_per_call", "steps_ms_per_call", "rows": [{"step", "calls_per_call",
+        "ms_per_call", "share", "gb_per_s"}]}}, rows by time, largest first."""
+        out = {}
+        for name, ph in self.phases.items():
+            if not ph.calls:
+                continue
+            steps = sum(r.seconds for r in ph.rows.values())
+            rows = []
+            for key, r in sorted(ph.rows.items(), key=lambda kv: -kv[1].seconds):
+                rows.append({"step": key, "calls_per_call": r.calls / ph.calls, "ms_per_call": 1e3 * r.seconds / ph.calls,
+                             "share": r.seconds / ph.seconds if ph.seconds else float("nan"),
+                             "gb_per_s": r.weight_bytes * r.calls / r.seconds / 1e9 if r.weight_bytes and r.seconds
+                             else None})
+            out[name] = {"calls": ph.calls, "ms_per_call": 1e3 * ph.seconds / ph.calls,
+                         "steps_ms_per_call": 1e3 * steps / ph.calls, "rows": rows}
+        return out
+
+    def table(self) -> str:
+        """The report as text, one table per phase."""
+        lines = []
+        for name, ph in self.report().items():
+            other = ph["ms_per_call"] - ph["steps_ms_per_call"]
+            lines.append(f"{name}: {ph['calls']} calls, {ph['ms_per_call']:.3f} ms per call "
+                         f"({other:.3f} ms of it between steps: inputs, buffers, the interpreter)")
+            lines.append(f"  {'step (per call)':<34} {'count':>5} {'ms':>8} {'share':>7} {'weights GB/s':>13}")
+            for r in ph["rows"]:
+                gbs = f"{r['gb_per_s']:.1f}" if r["gb_per_s"] else ""
+                lines.append(f"  {r['step']:<34} {r['calls_per_call']:>5.0f} {r['ms_per_call']:>8.3f} "
+                             f"{100 * r['share']:>6.1f}% {gbs:>13}")
+        return "\n".join(lines) if lines else "no calls were profiled"
+
+
+def phase_of(env: dict[str, int]) -> str:
+    """A call's phase from its symbol sizes: LLaMA-style graphs name the new tokens ``seq``."""
+    if "seq" not in env:
+        return "call"
+    return "decode" if env["seq"] == 1 else "prefill"
