@@ -257,13 +257,15 @@ def stack_bench(layers: int, bits_list, args) -> list[dict]:
                     if r and i >= UNTIMED_STEPS:
                         times[mode].append(time.perf_counter() - t)
                     pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+        breakdown = profiled_steps(runs["eager"], start, names, evict, args)
         bw = max(bw, read_bandwidth(THREADS))   # re-probed after each width: the best seen (one probe read 18.1
         floor = lut_bytes / (bw * 1e9)           # GB/s where the stack ran at 20.8, "115% of the roofline")
         t, eager = (statistics.median(times[mode]) for mode in runs)
         read_s = statistics.median(times["read"]) if times["read"] else float("nan")
         rows.append({"bits": b, "layers": layers, "ms": t * 1e3, "eager_ms": eager * 1e3,
                      "weight_mib": lut_bytes / 2 ** 20, "roofline_ms": floor * 1e3, "pct_roofline": 100 * floor / t,
-                     "bandwidth_gbs": bw, "read_ms": read_s * 1e3, "pct_read": 100 * read_s / t})
+                     "bandwidth_gbs": bw, "read_ms": read_s * 1e3, "pct_read": 100 * read_s / t,
+                     "profile": breakdown})
         print(f"7B-shaped stack W{b}: {t * 1e3:.2f} ms/token (eager steps {eager * 1e3:.2f}), roofline "
               f"{floor * 1e3:.2f} ms ({100 * floor / t:.0f}%), read floor {read_s * 1e3:.2f} ms "
               f"({100 * read_s / t:.0f}%)", flush=True)
@@ -271,6 +273,34 @@ def stack_bench(layers: int, bits_list, args) -> list[dict]:
 
 
 # -- report ------------------------------------------------------------------------------------------
+def profiled_steps(interp, start: dict, names: list, evict, args) -> dict:
+    """Where an eager decode step's time goes (runtime/profile.py), over 5 steps after the untimed ones, each
+    after the same eviction: LUT matmuls (ms, weight GB/s), the attention blocks, the other steps, and the time
+    between steps."""
+    from lutc.runtime.profile import Profile
+
+    from .kernels import wake_up
+
+    prof = Profile()
+    time.sleep(args.settle)
+    wake_up()
+    pasts = dict(start)
+    for i in range(UNTIMED_STEPS + 5):
+        evict()
+        interp.profile = prof if i >= UNTIMED_STEPS else None
+        outs = interp({"input_ids": np.asarray([[7]]), **pasts})
+        pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+    interp.profile = None
+    ph = prof.report()["decode"]
+    lut = [r for r in ph["rows"] if r["step"].startswith("lut ")]
+    lut_ms = sum(r["ms_per_call"] for r in lut)
+    lut_bytes = sum(r["gb_per_s"] * r["ms_per_call"] * 1e-3 for r in lut)  # GB per call
+    attn = sum(r["ms_per_call"] for r in ph["rows"] if r["step"] == "rope_kv_attention")
+    return {"step_ms": ph["ms_per_call"], "lut_ms": lut_ms, "lut_gbs": lut_bytes / (lut_ms * 1e-3),
+            "attention_ms": attn, "other_ms": ph["steps_ms_per_call"] - lut_ms - attn,
+            "between_ms": ph["ms_per_call"] - ph["steps_ms_per_call"], "rows": ph["rows"]}
+
+
 def report(rows, stack, args) -> str:
     base = {r["engine"]: r for r in rows}
     t32, o4 = base.get("torch fp32"), base.get("onnxruntime int4")
@@ -306,6 +336,18 @@ def report(rows, stack, args) -> str:
         lines += [f"| W{s['bits']} | {s['ms']:.2f} | {s.get('eager_ms', float('nan')):.2f} | {s['weight_mib']:.1f} | "
                   f"{s['roofline_ms']:.2f} | {s['pct_roofline']:.0f}% | {s.get('read_ms', float('nan')):.2f} | "
                   f"{s.get('pct_read', float('nan')):.0f}% |" for s in stack]
+        prof = [s for s in stack if s.get("profile")]
+        if prof:
+            lines += ["", "Where an eager step's time goes (`runtime/profile.py`, the eager interpreter, 5 profiled steps "
+                      "after the untimed ones, each after the same eviction; ms per step): the LUT matmuls with the "
+                      "weight bytes they read per second, the attention blocks (RoPE, cache append, attention), the "
+                      "other steps (embedding gather, RoPE table slices), and the time between steps (input checks, "
+                      "buffers, the interpreter; a replay saves part of it).", "",
+                      "| bits | profiled step ms | LUT matmuls ms (GB/s) | attention ms | other steps ms | between "
+                      "steps ms |", "|---:|---:|---:|---:|---:|---:|"]
+            lines += [f"| W{s['bits']} | {p['step_ms']:.2f} | {p['lut_ms']:.2f} ({p['lut_gbs']:.1f}) | "
+                      f"{p['attention_ms']:.2f} | {p['other_ms']:.2f} | {p['between_ms']:.2f} |"
+                      for s in stack for p in [s["profile"]]]
     return "\n".join(lines) + "\n"
 
 
