@@ -30,7 +30,12 @@
  *   4096x4096 1 thread 639 / 632 (plain 4 streams 517); 11008x4096 1 thread 1691-1710 / 1652-1663 (plain 1401-1436),
  *   2 threads 846-863 / 843-865 (plain 709-715)
  * no gain, so it is not in lut_kernels.c (nor were its outputs checked: this harness times, it does not compare);
- * its motivation, AMD Zen 3 (W4 at 79% of a cold read), was not measured. */
+ * its motivation, AMD Zen 3 (W4 at 79% of a cold read), was not measured.
+ * Prefetch distance and hint (PREFETCH_RUNS and the _mm_prefetch hint in lut_kernels.c set by hand), 2026-12-08,
+ * Intel Xeon with AVX-512 + AMX, W2 4096x4096, 2 threads, two interleaved sweeps, us (plain 4 streams in the same
+ * run): T1 at 16 runs 172 / 172 (148 / 146), 32 169 / - (145), 64 187 (155), 128 188 / 167 (155 / 140); T0 at 32
+ * 167 / 160 (144 / 136); NTA at 32 350 / 347 (157 / 159). T0/T1 at 16-128 runs all read at 84-88% of a plain read
+ * (noise); NTA halves the speed. The shipped T1 at 32 stays. */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
