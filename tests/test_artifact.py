@@ -12,6 +12,7 @@ import pytest
 import lutc
 from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights
 from lutc.runtime.artifact import ArtifactError
+from models import saved_decoder
 
 SPEC = LlamaSpec(vocab_size=89, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2,
                  max_positions=32)
@@ -19,11 +20,7 @@ SPEC = LlamaSpec(vocab_size=89, hidden_size=64, intermediate_size=96, num_layers
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    g = build_llama(SPEC, random_llama_weights(SPEC, seed=3), kv_cache=True, last_logits=True)
-    cm = lutc.compile(g, target="cpu", quant=lutc.QuantConfig(bits=2, group_size=32, exclude=()))
-    path = tmp_path_factory.mktemp("art") / "model"
-    cm.save(path)
-    return cm, path
+    return saved_decoder(tmp_path_factory.mktemp("art") / "model", SPEC, seed=3, bits=2, group_size=32)
 
 
 def _pasts(batch=1):

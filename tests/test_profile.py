@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import lutc
-from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights
+from lutc.frontend.llama import LlamaSpec
 from lutc.runtime.profile import Profile, phase_of
+from models import saved_decoder
 
 SPEC = LlamaSpec(vocab_size=71, hidden_size=64, intermediate_size=80, num_layers=3, num_heads=4, num_kv_heads=2,
                  max_positions=48)
@@ -16,11 +17,7 @@ SPEC = LlamaSpec(vocab_size=71, hidden_size=64, intermediate_size=80, num_layers
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    g = build_llama(SPEC, random_llama_weights(SPEC, seed=5), kv_cache=True, last_logits=True)
-    cm = lutc.compile(g, target="cpu", quant=lutc.QuantConfig(bits=3, group_size=32, exclude=()))
-    path = tmp_path_factory.mktemp("prof") / "model"
-    cm.save(path)
-    return path
+    return saved_decoder(tmp_path_factory.mktemp("prof") / "model", SPEC, seed=5, bits=3, group_size=32)[1]
 
 
 def test_profile_times_every_step_of_prefill_and_decode(artifact):
