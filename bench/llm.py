@@ -257,7 +257,8 @@ def stack_bench(layers: int, bits_list, args) -> list[dict]:
                     if r and i >= UNTIMED_STEPS:
                         times[mode].append(time.perf_counter() - t)
                     pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
-        breakdown = profiled_steps(runs["eager"], start, names, evict, args)
+        breakdown = {mode: profiled_steps(run, mode == "replayed", start, names, evict, args)
+                     for mode, run in runs.items()}
         bw = max(bw, read_bandwidth(THREADS))   # re-probed after each width: the best seen (one probe read 18.1
         floor = lut_bytes / (bw * 1e9)           # GB/s where the stack ran at 20.8, "115% of the roofline")
         t, eager = (statistics.median(times[mode]) for mode in runs)
@@ -273,15 +274,15 @@ def stack_bench(layers: int, bits_list, args) -> list[dict]:
 
 
 # -- report ------------------------------------------------------------------------------------------
-def profiled_steps(interp, start: dict, names: list, evict, args) -> dict:
-    """Where an eager decode step's time goes (runtime/profile.py), over 5 steps after the untimed ones, each
-    after the same eviction: LUT matmuls (ms, weight GB/s), the attention blocks, the other steps, and the time
-    between steps."""
+def profiled_steps(interp, replayed: bool, start: dict, names: list, evict, args) -> dict:
+    """Where a decode step's time goes (runtime/profile.py), over 5 steps after the untimed ones, each after the
+    same eviction: LUT matmuls (ms, weight GB/s), the attention blocks, the other steps, and the time between
+    steps; ``replayed``: the replay's bound calls, else every step eagerly."""
     from lutc.runtime.profile import Profile
 
     from .kernels import wake_up
 
-    prof = Profile()
+    prof = Profile(replayed=replayed)
     time.sleep(args.settle)
     wake_up()
     pasts = dict(start)
@@ -291,7 +292,7 @@ def profiled_steps(interp, start: dict, names: list, evict, args) -> dict:
         outs = interp({"input_ids": np.asarray([[7]]), **pasts})
         pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
     interp.profile = None
-    ph = prof.report()["decode"]
+    ph = prof.report()["decode (replayed)" if replayed else "decode"]
     lut = [r for r in ph["rows"] if r["step"].startswith("lut ")]
     lut_ms = sum(r["ms_per_call"] for r in lut)
     lut_bytes = sum(r["gb_per_s"] * r["ms_per_call"] * 1e-3 for r in lut)  # GB per call
@@ -338,16 +339,16 @@ def report(rows, stack, args) -> str:
                   f"{s.get('pct_read', float('nan')):.0f}% |" for s in stack]
         prof = [s for s in stack if s.get("profile")]
         if prof:
-            lines += ["", "Where an eager step's time goes (`runtime/profile.py`, the eager interpreter, 5 profiled steps "
-                      "after the untimed ones, each after the same eviction; ms per step): the LUT matmuls with the "
-                      "weight bytes they read per second, the attention blocks (RoPE, cache append, attention), the "
-                      "other steps (embedding gather, RoPE table slices), and the time between steps (input checks, "
-                      "buffers, the interpreter; a replay saves part of it).", "",
-                      "| bits | profiled step ms | LUT matmuls ms (GB/s) | attention ms | other steps ms | between "
-                      "steps ms |", "|---:|---:|---:|---:|---:|---:|"]
-            lines += [f"| W{s['bits']} | {p['step_ms']:.2f} | {p['lut_ms']:.2f} ({p['lut_gbs']:.1f}) | "
+            lines += ["", "Where a step's time goes (`runtime/profile.py`, 5 profiled steps after the untimed ones, each "
+                      "after the same eviction; ms per step; replayed: the bound calls of the replay, eager: every "
+                      "step): the LUT matmuls with the weight bytes they read per second, the attention blocks "
+                      "(RoPE, cache append, attention), the other steps (embedding gather, RoPE table slices), and the "
+                      "time between steps (input checks and copies, buffers, the interpreter).", "",
+                      "| bits | mode | profiled step ms | LUT matmuls ms (GB/s) | attention ms | other steps ms | "
+                      "between steps ms |", "|---:|---|---:|---:|---:|---:|---:|"]
+            lines += [f"| W{s['bits']} | {mode} | {p['step_ms']:.2f} | {p['lut_ms']:.2f} ({p['lut_gbs']:.1f}) | "
                       f"{p['attention_ms']:.2f} | {p['other_ms']:.2f} | {p['between_ms']:.2f} |"
-                      for s in stack for p in [s["profile"]]]
+                      for s in stack for mode, p in s["profile"].items()]
     return "\n".join(lines) + "\n"
 
 

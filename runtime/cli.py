@@ -159,7 +159,7 @@ def cmd_run(args) -> int:
             printed = len(text)
 
     eos = None if args.ignore_eos else gen.get("eos_token_id")
-    with m.profile() if args.profile else contextlib.nullcontext() as prof:
+    with m.profile(replayed=not args.no_replay) if args.profile else contextlib.nullcontext() as prof:
         out = m.generate(np.asarray(prompt), args.max_new_tokens, eos_token_id=eos, on_token=stream)
     print()
     if prof is not None:
@@ -277,7 +277,8 @@ def main(argv=None) -> int:
                    help="run decode steps step by step instead of replaying them (CUDA graphs on a GPU, a bound "
                         "plan on the CPU)")
     p.add_argument("--profile", action="store_true",
-                   help="time every step (run step by step) and print the time per kernel of prefill and decode")
+                   help="time every step and print the time per kernel of prefill and decode steps (replayed "
+                        "decode steps: their bound calls; with --no-replay, every step eagerly)")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("bench", help="SmolLM2 decode/prefill against torch and onnxruntime (bench/llm.py)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for bench/llm.py")

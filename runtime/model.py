@@ -81,18 +81,19 @@ class LoadedModel:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     @contextmanager
-    def profile(self):
-        """Time every step of the calls made inside the ``with`` block (run step by step: no replay), by phase
-        (prefill / decode) and kernel: ``with model.profile() as prof: model.generate(...)``, then
-        ``print(prof.table())`` or ``prof.report()`` (runtime/profile.py)."""
+    def profile(self, replayed: bool = False):
+        """Time every step of the calls made inside the ``with`` block, by phase (prefill / decode) and kernel:
+        ``with model.profile() as prof: model.generate(...)``, then ``print(prof.table())`` or ``prof.report()``
+        (runtime/profile.py). The calls run step by step; with ``replayed``, decode steps replay as they do
+        unprofiled and the replay's bound calls are timed (on a GPU a CUDA graph has no steps to time)."""
         interp = self.interpreter
-        prof = Profile(interp.synchronize)
+        prof = Profile(interp.synchronize, replayed=replayed and interp.replay is not None)
         interp.profile = prof
         try:
             yield prof
         finally:
             interp.profile = None
-            if interp.replay is not None:   # the profiled steps ran eagerly and may have moved what it bound
+            if interp.replay is not None and not prof.replayed:   # eager steps may have moved what it bound
                 interp.replay.forget()
 
     @property

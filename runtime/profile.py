@@ -1,10 +1,12 @@
 """Per-step timings of a loaded model: where a prefill or a decode step spends its time.
 
-While a :class:`Profile` is attached (``LoadedModel.profile()``), every call runs step by step (no replay, which
-has no steps to time) and each step's wall time is recorded under the call's phase ("prefill" for a call of
-several new tokens, "decode" for one, "call" for a model without a sequence input) and a row key: the step's
-kernel, and for a LUT matmul its shape and width, so equal matmuls of different layers add up in one row. The
-table gives each row's share of its phase, and for LUT matmuls the weight bytes read per second."""
+While a :class:`Profile` is attached (``LoadedModel.profile()``), every call runs step by step and each step's
+wall time is recorded under the call's phase ("prefill" for a call of several new tokens, "decode" for one, "call"
+for a model without a sequence input) and a row key: the step's kernel, and for a LUT matmul its shape and width,
+so equal matmuls of different layers add up in one row. With ``replayed=True`` decode steps replay as they do
+unprofiled (runtime/replay.py) and the replay's bound calls are timed instead, as phase "decode (replayed)"; a
+CUDA graph has no steps, so its calls count under "untimed steps". The table gives each row's share of its
+phase, and for LUT matmuls the weight bytes read per second."""
 from __future__ import annotations
 
 import time
@@ -28,43 +30,58 @@ class Phase:
 
 
 class Profile:
-    """Step timings over the model calls made while it is attached to an interpreter (``attach``)."""
+    """Step timings over the model calls made while it is attached to an interpreter (``Interpreter.profile``)."""
 
-    def __init__(self, sync: Callable[[], None] = lambda: None):
-        """``sync``: waits until the device has finished the queued work (a GPU runs kernels asynchronously)."""
-        self.sync = sync
+    UNTIMED = "untimed steps"   # calls whose steps ran untimed: a replay's first (binding) step, a CUDA graph
+
+    def __init__(self, sync: Callable[[], None] = lambda: None, replayed: bool = False):
+        """``sync``: waits until the device has finished the queued work (a GPU runs kernels asynchronously).
+        ``replayed``: decode steps still replay (runtime/replay.py) and their bound calls are timed, as phase
+        "decode (replayed)"; otherwise every call runs step by step."""
+        self.sync, self.replayed = sync, replayed
         self.phases: dict[str, Phase] = defaultdict(Phase)
         self._current: Phase | None = None
+        self._bound: dict[int, tuple] = {}   # id(bound plan) -> (the plan, its timed calls)
+
+    def _timed(self, fn, phase: Phase, key: str, nbytes: int):
+        def run(*args):
+            t0 = time.perf_counter()
+            out = fn(*args)
+            self.sync()
+            row = phase.rows[key]
+            row.seconds += time.perf_counter() - t0
+            row.calls += 1
+            row.weight_bytes = nbytes
+            return out
+        return run
 
     def plan(self, interp, env: dict[str, int]) -> list:
         """``interp``'s plan with each step timed into this call's phase."""
         phase = self._current = self.phases[phase_of(env)]
-        rows = [(self._key(interp, step), self._bytes(interp, step)) for _, step, *_ in interp.plan]
+        return [(self._timed(fn, phase, self._key(interp, step), self._bytes(interp, step)), step, *rest)
+                for fn, step, *rest in interp.plan]
 
-        def timed(fn, key, nbytes):
-            def run(attrs, ins, dim):
-                t0 = time.perf_counter()
-                out = fn(attrs, ins, dim)
-                self.sync()
-                row = phase.rows[key]
-                row.seconds += time.perf_counter() - t0
-                row.calls += 1
-                row.weight_bytes = nbytes
-                return out
-            return run
-
-        return [(timed(fn, *r), *rest) for (fn, *rest), r in zip(interp.plan, rows)]
+    def bound_calls(self, interp, bound) -> list:
+        """A replay's bound calls [(call, step)] timed into phase "decode (replayed)" (wrapped once per plan)."""
+        phase = self._current = self.phases["decode (replayed)"]
+        hit = self._bound.get(id(bound))
+        if hit is None or hit[0] is not bound:
+            hit = self._bound[id(bound)] = (bound, [(self._timed(call, phase, self._key(interp, step),
+                                                                 self._bytes(interp, step)), step)
+                                                    for call, step in bound.calls])
+        return hit[1]
 
     def call(self, run: Callable[[], list]) -> list:
-        """Run one model call (``run`` binds the inputs and executes ``plan``) and add its wall time."""
+        """Run one model call (``run`` executes it through ``plan`` or ``bound_calls``) and add its wall time."""
         self.sync()
+        self._current = None
         t0 = time.perf_counter()
         outs = run()
         self.sync()
-        if self._current is not None:
-            self._current.seconds += time.perf_counter() - t0
-            self._current.calls += 1
-            self._current = None
+        phase = self._current if self._current is not None else self.phases[self.UNTIMED]
+        phase.seconds += time.perf_counter() - t0
+        phase.calls += 1
+        self._current = None
         return outs
 
     @staticmethod
@@ -105,6 +122,10 @@ class Profile:
         """The report as text, one table per phase."""
         lines = []
         for name, ph in self.report().items():
+            if not ph["rows"]:
+                lines.append(f"{name}: {ph['calls']} calls, {ph['ms_per_call']:.3f} ms per call (a replay binding "
+                             "its plan, or a CUDA graph: no steps to time)")
+                continue
             other = ph["ms_per_call"] - ph["steps_ms_per_call"]
             lines.append(f"{name}: {ph['calls']} calls, {ph['ms_per_call']:.3f} ms per call "
                          f"({other:.3f} ms of it between steps: inputs, buffers, the interpreter)")

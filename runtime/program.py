@@ -281,11 +281,12 @@ class Interpreter:
 
     def __call__(self, inputs) -> list[np.ndarray]:
         if self.profile is not None:
-            def timed():
-                arrays, env = bind_inputs(self.program.inputs, inputs, self.convert_input)
-                return self.execute(self.profile.plan(self, env), arrays, env)
-            return self.profile.call(timed)
-        replay = self.replay
+            return self.profile.call(lambda: self._call(inputs))
+        return self._call(inputs)
+
+    def _call(self, inputs) -> list[np.ndarray]:
+        prof = self.profile
+        replay = self.replay if prof is None or prof.replayed else None
         if replay is not None:
             outs = replay.run_again(inputs)
             if outs is not None:
@@ -296,7 +297,7 @@ class Interpreter:
             if outs is not None:
                 return outs
             replay.forget()
-        return self.execute(self.plan, arrays, env)
+        return self.execute(self.plan if prof is None else prof.plan(self, env), arrays, env)
 
     def execute(self, plan: list, arrays: list, env: dict[str, int]) -> list:
         """Run ``plan`` (``self.plan`` or a variant of it) over bound inputs and their symbol sizes."""

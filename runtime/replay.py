@@ -92,12 +92,14 @@ class CpuReplay(DecodeReplay):
     def _run(self, b: Bound, arrays: list) -> None:
         for slot, buf in b.inputs:
             np.copyto(buf, arrays[slot], casting="no")
+        prof = self.interp.profile
+        calls = b.calls if prof is None else prof.bound_calls(self.interp, b)
         i = 0
         try:
-            for i, (call, _) in enumerate(b.calls):
+            for i, (call, _) in enumerate(calls):
                 call()
         except (ValueError, TypeError, IndexError) as e:
-            step = b.calls[i][1]
+            step = calls[i][1]
             raise type(e)(f"{step.kernel} {step.name}: {e}") from e
 
     def _build(self, arrays: list, env: dict, key: tuple) -> Bound:

@@ -47,6 +47,24 @@ def test_profile_times_every_step_of_prefill_and_decode(artifact):
     assert "prefill: 1 calls" in text and "decode: 6 calls" in text and "rope_kv_attention" in text
 
 
+def test_replayed_profile_times_the_bound_calls(artifact):
+    """Decode steps replay as unprofiled: the first of a shape runs eagerly and the next binds the plan (both
+    untimed), the rest replay their bound calls, each timed; view-only steps have no call."""
+    rt = lutc.runtime.load(artifact)
+    plain = rt.generate([5, 9, 2, 6], 7).tokens
+    replays = rt.interpreter.replay.replays
+    with rt.profile(replayed=True) as prof:
+        assert rt.generate([5, 9, 2, 6], 7).tokens == plain
+    assert rt.interpreter.replay.replays > replays
+    report = prof.report()
+    assert {k: v["calls"] for k, v in report.items()} == {"prefill": 1, "untimed steps": 2, "decode (replayed)": 4}
+    counts = {r["step"]: r["calls_per_call"] for r in report["decode (replayed)"]["rows"]}
+    steps = rt.program.steps
+    assert sum(v for k, v in counts.items() if k.startswith("lut ")) == sum(s.kernel == "lut" for s in steps)
+    assert counts["rope_kv_attention"] == SPEC.num_layers and sum(counts.values()) < len(steps)
+    assert "no steps to time" in prof.table()
+
+
 def test_profile_phases_and_an_empty_profile():
     assert phase_of({"batch": 1, "seq": 1, "past": 9}) == "decode"
     assert phase_of({"batch": 1, "seq": 12, "past": 0}) == "prefill"
@@ -60,4 +78,11 @@ def test_cli_run_profile_prints_the_table(artifact):
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.split()) == 4
-    assert "decode: 3 calls" in out.stderr and "lut 128x64 W3 +rms_norm" in out.stderr and "weights GB/s" in out.stderr
+    # 3 decode steps: the first eager, the second binds the replay, the third replays
+    assert "decode (replayed): 1 calls" in out.stderr and "untimed steps: 2 calls" in out.stderr
+    assert "lut 128x64 W3 +rms_norm" in out.stderr and "weights GB/s" in out.stderr
+    eager = subprocess.run([sys.executable, "-m", "lutc.runtime.cli", "run", str(artifact), "--ids", "3,1,4",
+                            "--max-new-tokens", "4", "--ignore-eos", "--profile", "--no-replay"], capture_output=True,
+                           text=True, timeout=300)
+    assert eager.returncode == 0, eager.stderr
+    assert eager.stdout == out.stdout and "decode: 3 calls" in eager.stderr and "replayed" not in eager.stderr
