@@ -273,7 +273,7 @@ class Interpreter:
             raise ValueError(f"step {step.name}: unknown kernel {step.kernel!r} (artifact from a newer lutc?)")
         return fn
 
-    profile = None  # a runtime/profile.py Profile while one is attached: every call runs step by step, timed
+    profile = None  # a runtime/profile.py Profile while one is attached: steps (or a replay's bound calls) timed
 
     @staticmethod
     def synchronize() -> None:
