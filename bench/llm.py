@@ -205,6 +205,11 @@ def measure(engines, args) -> list[dict]:
     return rows
 
 
+def next_pasts(names: list, outs: list) -> dict:
+    """A decode step's presents as the next step's pasts (as generation feeds them back)."""
+    return {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+
+
 # the stack's first steps per round, untimed: the copy of the given cache, the first step of its shapes (eager),
 # the step that binds the replay (runtime/replay.py)
 UNTIMED_STEPS = 3
@@ -256,7 +261,7 @@ def stack_bench(layers: int, bits_list, args) -> list[dict]:
                     outs = run({"input_ids": np.asarray([[7]]), **pasts})
                     if r and i >= UNTIMED_STEPS:
                         times[mode].append(time.perf_counter() - t)
-                    pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+                    pasts = next_pasts(names, outs)
         breakdown = {mode: profiled_steps(run, mode == "replayed", start, names, evict, args)
                      for mode, run in runs.items()}
         bw = max(bw, read_bandwidth(THREADS))   # re-probed after each width: the best seen (one probe read 18.1
@@ -290,7 +295,7 @@ def profiled_steps(interp, replayed: bool, start: dict, names: list, evict, args
         evict()
         interp.profile = prof if i >= UNTIMED_STEPS else None
         outs = interp({"input_ids": np.asarray([[7]]), **pasts})
-        pasts = {n.replace("present_", "past_"): v for n, v in zip(names, outs) if n.startswith("present_")}
+        pasts = next_pasts(names, outs)
     interp.profile = None
     ph = prof.report()["decode (replayed)" if replayed else "decode"]
     lut = [r for r in ph["rows"] if r["step"].startswith("lut ")]

@@ -41,35 +41,39 @@ class Profile:
         self.sync, self.replayed = sync, replayed
         self.phases: dict[str, Phase] = defaultdict(Phase)
         self._current: Phase | None = None
-        self._bound: dict[int, tuple] = {}   # id(bound plan) -> (the plan, its timed calls)
+        self._wraps: dict[tuple, tuple] = {}   # (id(plan or bound calls), phase) -> (that list, its timed copy)
 
     def _timed(self, fn, phase: Phase, key: str, nbytes: int):
+        row = phase.rows[key]
+        row.weight_bytes = nbytes
+
         def run(*args):
             t0 = time.perf_counter()
             out = fn(*args)
             self.sync()
-            row = phase.rows[key]
             row.seconds += time.perf_counter() - t0
             row.calls += 1
-            row.weight_bytes = nbytes
             return out
         return run
 
+    def _wrapped(self, name: str, interp, entries: list) -> list:
+        """``entries`` [(callable, step, ...)] with each callable timed into phase ``name``; wrapped once per list
+        and phase, so only the first profiled call pays for building the wrappers."""
+        phase = self._current = self.phases[name]
+        hit = self._wraps.get((id(entries), name))
+        if hit is None or hit[0] is not entries:
+            timed = [(self._timed(fn, phase, self._key(interp, step), self._bytes(interp, step)), step, *rest)
+                     for fn, step, *rest in entries]
+            hit = self._wraps[(id(entries), name)] = (entries, timed)
+        return hit[1]
+
     def plan(self, interp, env: dict[str, int]) -> list:
         """``interp``'s plan with each step timed into this call's phase."""
-        phase = self._current = self.phases[phase_of(env)]
-        return [(self._timed(fn, phase, self._key(interp, step), self._bytes(interp, step)), step, *rest)
-                for fn, step, *rest in interp.plan]
+        return self._wrapped(phase_of(env), interp, interp.plan)
 
     def bound_calls(self, interp, bound) -> list:
-        """A replay's bound calls [(call, step)] timed into phase "decode (replayed)" (wrapped once per plan)."""
-        phase = self._current = self.phases["decode (replayed)"]
-        hit = self._bound.get(id(bound))
-        if hit is None or hit[0] is not bound:
-            hit = self._bound[id(bound)] = (bound, [(self._timed(call, phase, self._key(interp, step),
-                                                                 self._bytes(interp, step)), step)
-                                                    for call, step in bound.calls])
-        return hit[1]
+        """A replay's bound calls [(call, step)] timed into phase "decode (replayed)"."""
+        return self._wrapped("decode (replayed)", interp, bound.calls)
 
     def call(self, run: Callable[[], list]) -> list:
         """Run one model call (``run`` executes it through ``plan`` or ``bound_calls``) and add its wall time."""
@@ -98,7 +102,7 @@ class Profile:
     def _bytes(interp, step) -> int:
         if step.kernel != "lut":
             return 0
-        return int(getattr(interp.luts[step.attrs["lut"]], "weight_bytes", 0) or 0)
+        return int(getattr(interp.luts[step.attrs["lut"]], "weight_bytes", 0))
 
     def report(self) -> dict:
         """{phase: {"calls", "ms_per_call", "steps_ms_per_call", "rows": [{"step", "calls_per_call",
