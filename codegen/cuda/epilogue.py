@@ -60,7 +60,7 @@ def staged_epilogue_macros(p: KernelParams, threads: int):
       split, else into the partial sums ``P[by]``."""
     from ..tvmscript import T
 
-    MT, N, DIRECT, RES = p.mt, p.n, p.split == 1, p.residual
+    MT, N, DIRECT, RES = p.mt, p.n, p.direct, p.residual
     PIECES = MT * PIECES_PER_ROW
     EVEN = PIECES % threads == 0     # (three warpgroups, 384 threads: 10 2/3 pieces per thread)
 

@@ -293,6 +293,6 @@ def gemm_func(p: KernelParams):
         T.tvm_storage_sync("shared")
         write_tile(P, Y, R, xbase, m, bz, by, bx, tid)
         if not DIRECT:
-            reduce_partials(P, CNT, Y, R, m, bz, bx, tid)
+            reduce_partials(P, CNT, Y, R, m, bz, bx, tid, SPLIT)
 
     return kernel_func(p, body)

@@ -94,6 +94,7 @@ class CudaLutMatmul:
         self._cps = dict(cps or {})          # {mt: chunks per block}: overrides (benchmark sweeps)
         self._maxreg = dict(maxreg or {})    # {mt: nvcc -maxrregcount}: overrides (benchmark sweeps)
         self._pdl = None                     # the dp4a GEMV's launch mode (dq.choose_pdl): forced (benchmarks, tests)
+        self._stream = {}                    # {mt: stream-K blocks, 0: off}: the Hopper GEMM's split, forced
         if kind in ("mma", "gemm") and not mma.supports(self.cw.group_size, self.cw.groups):
             raise NotImplementedError(f"the tensor-core kernels need groups of a multiple of 32 (or one per row), "
                                       f"got {self.cw.group_size}")
@@ -168,6 +169,8 @@ class CudaLutMatmul:
                             arch=self.arch, maxreg=self._maxreg.get(mt, 0), residual=residual, kind=kind,
                             layout=self.layout, slices=slices,
                             producers=wgmma.default_producers(mt) if kind == "wgmma" else 0,
+                            # stream-K is off until measured on a GPU (wgmma.choose_stream: the rule to try)
+                            stream=self._stream.get(mt, 0) if kind == "wgmma" else 0,
                             pdl=(dq.choose_pdl(cw.bits, self.arch) if self._pdl is None else self._pdl)
                             if kind == "dq" else "")
 
@@ -246,7 +249,7 @@ class CudaLutMatmul:
             r = residual.reshape(m, self.n).contiguous()
         res = residual is not None
         key = (m, xdt, res, self._kind, self._mma_tile, self._pdl, tuple(sorted(self._cps.items())),
-               tuple(sorted(self._maxreg.items())))
+               tuple(sorted(self._maxreg.items())), tuple(sorted(self._stream.items())))
         hit = self._work.get(key)
         if hit is None:   # per row count: the kernel, its partial-sum workspace
             p = self.params(m, xdt, res)

@@ -106,7 +106,8 @@ def reduce_partials_macro(p: KernelParams, threads: int = THREADS, rows_in_fligh
     to finish a (row tile, 128-row block) sums the partials of every split, thread ``tid`` (< ``threads``; every
     thread of the block takes part in its barriers) for weight row ``bx * 128 + tid % 128`` and the activation
     rows of its ``tid // 128``-th share of the tile, ``rows_in_flight`` rows at a time so that their partial-sum
-    loads (that many per split) are in flight together."""
+    loads (that many per split) are in flight together. ``count``: the row block's partials (``p.split``, or with
+    stream-K its segments, at most ``p.split``)."""
     from ..tvmscript import T
 
     MT, SPLIT, N, YDT, RES = p.mt, p.split, p.n, p.y_dtype, p.residual
@@ -118,11 +119,11 @@ def reduce_partials_macro(p: KernelParams, threads: int = THREADS, rows_in_fligh
     last_block = last_block_macro()
 
     @T.macro
-    def reduce_partials(P, CNT, Y, R, m, bz, bx, tid):
+    def reduce_partials(P, CNT, Y, R, m, bz, bx, tid, count):
         red = T.alloc_buffer((RU,), f32, scope="local")
         last = T.alloc_buffer((1,), "int32", scope="shared")
         lastl = T.alloc_buffer((1,), "int32", scope="local")
-        last_block(CNT, bz, bx, tid, last, lastl, SPLIT)
+        last_block(CNT, bz, bx, tid, last, lastl, count)
         if lastl[0] == 1 and tid < threads:
             nr: T.let = bx * ROWS + tid % ROWS
             r0: T.let = bz * MT + (tid // ROWS) * SHARE
@@ -131,7 +132,7 @@ def reduce_partials_macro(p: KernelParams, threads: int = THREADS, rows_in_fligh
                     red[u] = T.float32(0)
                 for sp in T.unroll(SPLIT):
                     for u in T.unroll(RU):
-                        if r0 + mo * RU + u < m:
+                        if r0 + mo * RU + u < m and sp < count:
                             red[u] = red[u] + T.call_extern(
                                 f32, "__ldcg", T.address_of(P[sp, r0 + mo * RU + u, nr]))
                 for u in T.unroll(RU):
@@ -290,6 +291,6 @@ def mma_matmul_func(p: KernelParams):
                         else:
                             P[by, tok, nn] = acc[(a * NT + j8) * 4 + i]
         if not DIRECT:
-            reduce_partials(P, CNT, Y, R, m, bz, bx, tid)
+            reduce_partials(P, CNT, Y, R, m, bz, bx, tid, SPLIT)
 
     return kernel_func(p, body)

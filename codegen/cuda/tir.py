@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from . import streamk
 from .layout import CHUNK, LAYOUT, ROWS
 
 THREADS = 128  # = ROWS: one weight row per thread
@@ -62,6 +63,8 @@ class KernelParams:
     pdl: str = ""       # the dp4a GEMV's programmatic dependent launch (sm_90, dq.choose_pdl): "wait" (it may start
                         # before its predecessor ends and waits for it only to read the activations), "trigger"
                         # (also lets its successor start at its entry); "": launched after its predecessor
+    stream: int = 0     # the Hopper GEMM (wgmma.py): blocks of a stream-K grid (streamk.py), each an equal share of the
+                        # (row block, chunk) work that may cross row blocks; 0: the uniform K split (``cps``)
 
     @property
     def scale_rows(self) -> int:
@@ -70,7 +73,16 @@ class KernelParams:
 
     @property
     def split(self) -> int:
+        """Partial sums per (row tile, row block): the K splits, or with stream-K the most segments a row block is
+        cut into."""
+        if self.stream:
+            return streamk.slots(self.n_pad // ROWS, self.chunks, self.stream)
         return -(-self.chunks // self.cps)
+
+    @property
+    def direct(self) -> bool:
+        """Whether blocks write y themselves (one K split), not partial sums that the last block reduces."""
+        return self.split == 1 and not self.stream
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -207,6 +219,7 @@ def kernel_func(p: KernelParams, body, threads: int = THREADS):
 
     N, NP, K, C, B, G, MT, SPLIT = p.n, p.n_pad, p.k, p.chunks, p.bits, p.groups, p.mt, p.split
     NB = NP // ROWS
+    GY, GX = (1, p.stream) if p.stream else (SPLIT, NB)   # stream-K: blockIdx.x is the block's share of the work
     XDT, YDT, RES = p.x_dtype, p.y_dtype, p.residual
 
     @T.prim_func
@@ -223,8 +236,8 @@ def kernel_func(p: KernelParams, body, threads: int = THREADS):
         Y = T.match_buffer(y, (m, N), YDT)
         R = T.match_buffer(r, (m, N) if RES else (1,), "float32")
         for bz in T.thread_binding((m + MT - 1) // MT, thread="blockIdx.z"):
-            for by in T.thread_binding(SPLIT, thread="blockIdx.y"):
-                for bx in T.thread_binding(NB, thread="blockIdx.x"):
+            for by in T.thread_binding(GY, thread="blockIdx.y"):
+                for bx in T.thread_binding(GX, thread="blockIdx.x"):
                     for tid in T.thread_binding(threads, thread="threadIdx.x"):
                         body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid)
 

@@ -52,13 +52,20 @@ a warp's store instruction in the accumulator layout touches eight rows with 4 b
 float32 tile (``STAGED``) it goes through shared memory and out a warp per row, 4 columns per thread: H100, M = 128,
 W2 in graph 19.9 / 44.9 / 45.2 us at N = 4096 / 11008 / 14336 (was 24.5 / 51.1 / 51.9; cuBLAS 14.3 / 35.8 / 43.9).
 
+Stream-K (``KernelParams.stream``, streamk.py; warp-specialized only): a grid of one block per SM, each an equal
+share of the (row block, chunk) work, segment by segment (the ring's stages and mbarrier phases count on across a
+block's segments; a block barrier between them), every segment's tile into partial sums that the row block's last
+segment to finish sums. Meant for N = 11008 / 14336 at M = 128, where 86 / 112 row blocks leave SMs idle and two
+K splits cost a second wave (32 chunks per block -> 21 / 28). Compiled and checked here; not run on a GPU yet, so
+off by default (``choose_stream``: the rule to switch on once timed).
+
 Numerics: those of mma.py and gemm.py (float16 weights and activations, float32 sums).
 """
 from __future__ import annotations
 
 from .layout import CHUNK, ROWS
 from .tir import THREADS, KernelParams, kernel_func
-from . import epilogue, gemm
+from . import epilogue, gemm, streamk
 from .mma import code_pair, dequant_h2, reduce_partials_macro
 
 WG_ROWS = 64            # activation rows per warpgroup (the wgmma's M)
@@ -156,6 +163,24 @@ def choose_split(chunks: int, row_blocks: int, m: int, mt: int = TILES[0], sms: 
     return -(-chunks // best)
 
 
+def choose_stream(chunks: int, row_blocks: int, m: int, mt: int, producers: int, sms: int = 132) -> int:
+    """Blocks of a stream-K grid (streamk.py), or 0 for the uniform K split (``choose_split``): stream-K where one
+    activation tile's row blocks leave SMs idle and the uniform split's cost (``choose_split``'s units: waves x
+    chunks per block + 3 per split) exceeds stream-K's (``ceil(work / sms)`` chunks per block + 3 per segment a row
+    block is cut into). Warp-specialized 128-row tiles only, one activation tile. Not the default yet: the stream-K
+    kernel compiles (CI) but has not run on a GPU (``bench/cuda_proto/gemm/run.py`` checks and times it), so
+    ``CudaLutMatmul`` takes it only where forced (``_stream``)."""
+    if mt != TILES[-1] or not producers or m > mt or row_blocks >= sms:
+        return 0
+    cps = choose_split(chunks, row_blocks, m, mt, sms)
+    split = -(-chunks // cps)
+    uniform = -(-row_blocks * split // sms) * cps + 3 * split
+    total = row_blocks * chunks
+    blocks = min(sms, total)
+    stream = -(-total // blocks) + 3 * streamk.slots(row_blocks, chunks, blocks)
+    return blocks if stream < uniform else 0
+
+
 def wgmma_func(p: KernelParams):
     from ..tvmscript import T
 
@@ -170,7 +195,10 @@ def wgmma_func(p: KernelParams):
     N, K, C, B, MT, CPS = p.n, p.k, p.chunks, p.bits, p.mt, p.cps
     SPLIT = p.split
     RAGGED = C % CPS != 0
-    DIRECT = SPLIT == 1
+    DIRECT = p.direct
+    STREAM, GS = p.stream > 0, p.stream      # stream-K: GS blocks, each TOT / GS chunks of the work
+    TOT = p.n_pad // ROWS * C
+    MAXSEG = streamk.max_segments(p.n_pad // ROWS, C, GS) if STREAM else 0
     HZ, REAL, RES, YDT = p.has_zero, p.real_zero, p.residual, p.y_dtype
     SP = gemm.scale_pieces(REAL)
     WG = MT // WG_ROWS                   # warpgroups multiplying: each its 64 activation rows by the whole B tile
@@ -191,6 +219,11 @@ def wgmma_func(p: KernelParams):
     SA = NS * STAGE + 1024 + (16 * NS if WS else 0)    # (+ room to align to 1024 bytes, + the stages' mbarriers)
     SB = 2 * B_BYTES + 1024
     STAGED = epilogue.tile_bytes(MT) <= NS * STAGE   # the ring holds the epilogue's tile (not: 128 rows cooperative)
+    if STREAM and GS > TOT:
+        raise ValueError(f"{p.n_pad // ROWS} row blocks x {C} chunks take at most {TOT} stream-K blocks, got {GS}")
+    if STREAM and not (WS and STAGED):
+        raise ValueError("stream-K takes the warp-specialized Hopper GEMM (producers > 0) with its tile staged in the "
+                         "ring")
     f32 = "float32"
     # the split-K sums by every thread (a power of two of them), 16 rows' partials in flight per thread
     reduce_partials = reduce_partials_macro(p, 1 << (NT.bit_length() - 1), 16)
@@ -198,15 +231,16 @@ def wgmma_func(p: KernelParams):
     stage_pair, write_tile = epilogue.staged_epilogue_macros(p, NT)
 
     @T.macro
-    def copy_a(X, abase, u, c0, bz, d, m):
-        """Issue copier ``d``'s cp.async copies of unit ``u``'s activations (MT rows x 64 K) into its stage."""
+    def copy_a(X, abase, u, su, c0, bz, d, m):
+        """Issue copier ``d``'s cp.async copies of unit ``u``'s activations (MT rows x 64 K) into ring stage
+        ``su % NS`` (``su``: the unit's index among all the block's units)."""
         for e in T.unroll(CPT):
             r: T.let = (e * DW * THREADS + d) // 8
             j: T.let = (e * DW * THREADS + d) % 8
             kk: T.let = c0 * CHUNK + u * UNIT + j * 8
             ok: T.let = bz * MT + r < m and kk < K
             T.evaluate(T.call_extern(
-                "void", "lutc_cp16s", abase + (u % NS) * STAGE + r * 128 + T.bitwise_xor(j, r % 8) * 16,
+                "void", "lutc_cp16s", abase + (su % NS) * STAGE + r * 128 + T.bitwise_xor(j, r % 8) * 16,
                 T.address_of(X[T.if_then_else(ok, bz * MT + r, 0), T.if_then_else(ok, kk, 0)]),
                 T.if_then_else(ok, 16, 0)))
 
@@ -280,7 +314,7 @@ def wgmma_func(p: KernelParams):
         # h (< NSC - 1) rides in unit h's group (copied by the first warpgroup)
         for u0 in T.unroll(NS - 1):
             if u0 < 2 * nc:
-                copy_a(X, abase, u0, c0, bz, tid, m)
+                copy_a(X, abase, u0, u0, c0, bz, tid, m)
             if u0 < NSC - 1 and u0 < nc and tid < THREADS:
                 copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u0, (c0 + u0) % NSC, bx, tid)
             T.evaluate(T.call_extern("void", "lutc_cp_commit"))
@@ -304,7 +338,7 @@ def wgmma_func(p: KernelParams):
             # u + 1; at a chunk's first unit (every thread is past the previous chunk's take_w), the weight side
             # of chunk + NSC - 1
             if u + NS - 1 < 2 * nc:
-                copy_a(X, abase, u + NS - 1, c0, bz, tid, m)
+                copy_a(X, abase, u + NS - 1, u + NS - 1, c0, bz, tid, m)
             if u % 2 == 0 and u // 2 + NSC - 1 < nc and tid < THREADS:
                 copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u // 2 + NSC - 1, (c0 + u // 2 + NSC - 1) % NSC, bx,
                              tid)
@@ -314,27 +348,34 @@ def wgmma_func(p: KernelParams):
             SMB[SB - 1] = T.uint8(0)
 
     @T.macro
-    def specialized(X, W, S, Z, WSB, SSB, ZSB, wr, sc, kz, ofs, hv, gq, acc, abase, m, bz, c0, nc, bx, tid):
+    def init_bars(abase, tid):
+        """The ring's ``full`` and ``empty`` mbarriers (warp-specialized), once per block."""
+        bars: T.let = abase + NS * STAGE
+        if tid == 0:
+            for s in T.unroll(NS):
+                T.evaluate(T.call_extern("void", "lutc_mbar_init", bars + 8 * s, DW * THREADS))
+                T.evaluate(T.call_extern("void", "lutc_mbar_init", bars + 8 * (NS + s), WG * THREADS))
+        T.tvm_storage_sync("shared")
+
+    @T.macro
+    def specialized(X, W, S, Z, WSB, SSB, ZSB, wr, sc, kz, ofs, hv, gq, acc, abase, m, bz, c0, nc, bx, tid, ub):
         """Producer warpgroups (thread d = tid - 128 WG) copy and dequantize unit u into ring stage u % NS (A then
         B) and arrive on its ``full`` mbarrier; the WG consumer warpgroups wait on it, multiply, and once their
         MMAs of unit u - 1 are done arrive on that stage's ``empty`` mbarrier, which the producers wait on before
         refilling it. Producers copy activations LA = ``lookahead(NS)`` units ahead, after dequantizing the unit (whose
         stage is free since that copy) so that a producer waits on the consumers only once its unit is ready; a
         chunk's weight side is copied LW = LA / 2 chunks ahead into a ring of LW + 1, in the group of the unit LA
-        ahead (so chunk c's weight side is in the group of unit 2 c, or of the prologue's unit 2 c)."""
+        ahead (so chunk c's weight side is in the group of unit 2 c, or of the prologue's unit 2 c). ``ub``: the
+        block's units before these (stream-K's earlier segments), which the ring's stages and phases count on from;
+        their MMAs are done (a block barrier after each segment), so the prologue refills stages without waiting."""
         bars: T.let = abase + NS * STAGE                     # full[s] at bars + 8 s, empty[s] at bars + 8 (NS + s)
-        if tid == 0:
-            for s in T.unroll(NS):
-                T.evaluate(T.call_extern("void", "lutc_mbar_init", bars + 8 * s, DW * THREADS))
-                T.evaluate(T.call_extern("void", "lutc_mbar_init", bars + 8 * (NS + s), WG * THREADS))
-        T.tvm_storage_sync("shared")
         if tid >= WG * THREADS:
             d: T.let = tid - WG * THREADS
             row: T.let = d % ROWS
             ip0: T.let = (d // THREADS) * (2 - PP)
             for u0 in T.unroll(LA):
                 if u0 < 2 * nc:
-                    copy_a(X, abase, u0, c0, bz, d, m)
+                    copy_a(X, abase, u0, ub + u0, c0, bz, d, m)
                 if u0 % 2 == 0 and u0 // 2 < nc and d < THREADS:     # chunks 0 .. LW - 1
                     copy_weights(W, S, Z, WSB, SSB, ZSB, c0 + u0 // 2, (c0 + u0 // 2) % NSC, bx, d)
                 T.evaluate(T.call_extern("void", "lutc_cp_commit"))
@@ -350,25 +391,27 @@ def wgmma_func(p: KernelParams):
                 # B of unit u into its stage (free since the wait before unit u's activation copies)
                 for h in T.unroll(2):
                     if u % 2 == h:
-                        dequant(wr, sc, kz, ofs, hv, gq, abase + (u % NS) * STAGE + A_BYTES, h, row, ip0)
+                        dequant(wr, sc, kz, ofs, hv, gq, abase + ((ub + u) % NS) * STAGE + A_BYTES, h, row, ip0)
                 if u + LA < 2 * nc:
-                    if u + LA >= NS:     # the consumers are done with unit u + LA - NS
-                        T.evaluate(T.call_extern("void", "lutc_mbar_wait", bars + 8 * (NS + (u + LA) % NS),
-                                                 ((u + LA) // NS + 1) % 2))
-                    copy_a(X, abase, u + LA, c0, bz, d, m)
+                    if ub + u + LA >= NS:     # the consumers are done with unit u + LA - NS
+                        T.evaluate(T.call_extern("void", "lutc_mbar_wait", bars + 8 * (NS + (ub + u + LA) % NS),
+                                                 ((ub + u + LA) // NS + 1) % 2))
+                    copy_a(X, abase, u + LA, ub + u + LA, c0, bz, d, m)
                 T.evaluate(T.call_extern("void", "lutc_cp_commit"))
                 T.evaluate(T.call_extern("void", f"lutc_cp_wait<{LA}>"))       # unit u's activations landed
                 T.evaluate(T.call_extern("void", "lutc_fence_async"))
-                T.evaluate(T.call_extern("void", "lutc_mbar_arrive", bars + 8 * (u % NS)))
+                T.evaluate(T.call_extern("void", "lutc_mbar_arrive", bars + 8 * ((ub + u) % NS)))
         else:
             wg: T.let = tid // THREADS
             for u in T.serial(2 * nc):
-                T.evaluate(T.call_extern("void", "lutc_mbar_wait", bars + 8 * (u % NS), (u // NS) % 2))
-                multiply(acc, abase + (u % NS) * STAGE, abase + (u % NS) * STAGE + A_BYTES, wg)
+                T.evaluate(T.call_extern("void", "lutc_mbar_wait", bars + 8 * ((ub + u) % NS), ((ub + u) // NS) % 2))
+                multiply(acc, abase + ((ub + u) % NS) * STAGE, abase + ((ub + u) % NS) * STAGE + A_BYTES, wg)
                 T.evaluate(T.call_extern("void", "lutc_wgmma_wait<1>"))
                 if u > 0:
-                    T.evaluate(T.call_extern("void", "lutc_mbar_arrive", bars + 8 * (NS + (u - 1) % NS)))
+                    T.evaluate(T.call_extern("void", "lutc_mbar_arrive", bars + 8 * (NS + (ub + u - 1) % NS)))
             T.evaluate(T.call_extern("void", "lutc_wgmma_wait<0>"))
+            if STREAM:   # the last unit's stage is free too: the next segment's producers count on its phase
+                T.evaluate(T.call_extern("void", "lutc_mbar_arrive", bars + 8 * (NS + (ub + 2 * nc - 1) % NS)))
 
     @T.macro
     def stage_tile(acc, abase, tid):
@@ -381,34 +424,9 @@ def wgmma_func(p: KernelParams):
                            8 * j + 2 * (lane % 4), acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1])
 
     @T.macro
-    def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
-        SMA = T.alloc_buffer((SA,), "uint8", scope="shared.dyn")
-        WSB = T.alloc_buffer((NSC * B * ROWS * 4,), "int32", scope="shared.dyn")
-        SSB = T.alloc_buffer((NSC * SP * SSW,), "float16", scope="shared.dyn")
-        ZSB = T.alloc_buffer((NSC * 4 * ZSW if HZ else 16,), "int8", scope="shared.dyn")
-        wr = T.alloc_buffer((4 * B,), "int32", scope="local")
-        sc = T.alloc_buffer((4,), "int32", scope="local")            # half2 s / 2 per 32-K piece
-        kz = T.alloc_buffer((4,), "int32", scope="local")            # half2 1024 + 2z
-        ofs = T.alloc_buffer((4,), "int32", scope="local")           # half2 -e s / 2 (real zero points)
-        hv = T.alloc_buffer((16,), "int32", scope="local")
-        gq = T.alloc_buffer((8,), "int32", scope="local")
-        acc = T.alloc_buffer((ACC,), f32, scope="local")
-        abase: T.let = T.call_pure_extern("int32", "lutc_smem_base", T.address_of(SMA[0]))
-        # plain stores into the swizzled regions' unused last bytes, here and after the loop: TVM sizes the
-        # launch's dynamic shared memory by the buffers it sees accessed, and lets buffers share memory outside
-        # their accessed range (the helpers that use these regions take addresses only)
-        if tid == 0:
-            SMA[SA - 1] = T.uint8(0)
-        c0: T.let = by * CPS
-        nc: T.let = T.min(CPS, C - c0) if RAGGED else CPS       # chunks of this block
-        for i in T.unroll(ACC):
-            acc[i] = T.float32(0)
-        if WS:
-            specialized(X, W, S, Z, WSB, SSB, ZSB, wr, sc, kz, ofs, hv, gq, acc, abase, m, bz, c0, nc, bx, tid)
-        else:
-            cooperative(X, W, S, Z, WSB, SSB, ZSB, wr, sc, kz, ofs, hv, gq, acc, abase, m, bz, c0, nc, bx, tid)
-        if tid == 0:
-            SMA[SA - 1] = T.uint8(0)
+    def finish(P, CNT, Y, R, acc, abase, m, bz, by, bx, tid, count):
+        """The block's tile (row block ``bx``) out: into y at one K split, else into partials ``by``, and the last
+        of the row block's ``count`` partials sums them."""
         if STAGED:
             T.tvm_storage_sync("shared")     # every warpgroup's MMAs are done with the ring
             if tid < WG * THREADS:
@@ -433,6 +451,57 @@ def wgmma_func(p: KernelParams):
                         else:
                             P[by, tok, nn] = acc[4 * j + i]
         if not DIRECT:
-            reduce_partials(P, CNT, Y, R, m, bz, bx, tid)
+            reduce_partials(P, CNT, Y, R, m, bz, bx, tid, count)
+
+    @T.macro
+    def body(X, W, S, Z, P, CNT, Y, R, m, bz, by, bx, tid):
+        SMA = T.alloc_buffer((SA,), "uint8", scope="shared.dyn")
+        WSB = T.alloc_buffer((NSC * B * ROWS * 4,), "int32", scope="shared.dyn")
+        SSB = T.alloc_buffer((NSC * SP * SSW,), "float16", scope="shared.dyn")
+        ZSB = T.alloc_buffer((NSC * 4 * ZSW if HZ else 16,), "int8", scope="shared.dyn")
+        wr = T.alloc_buffer((4 * B,), "int32", scope="local")
+        sc = T.alloc_buffer((4,), "int32", scope="local")            # half2 s / 2 per 32-K piece
+        kz = T.alloc_buffer((4,), "int32", scope="local")            # half2 1024 + 2z
+        ofs = T.alloc_buffer((4,), "int32", scope="local")           # half2 -e s / 2 (real zero points)
+        hv = T.alloc_buffer((16,), "int32", scope="local")
+        gq = T.alloc_buffer((8,), "int32", scope="local")
+        acc = T.alloc_buffer((ACC,), f32, scope="local")
+        abase: T.let = T.call_pure_extern("int32", "lutc_smem_base", T.address_of(SMA[0]))
+        # plain stores into the swizzled regions' unused last bytes, here and after the loop: TVM sizes the
+        # launch's dynamic shared memory by the buffers it sees accessed, and lets buffers share memory outside
+        # their accessed range (the helpers that use these regions take addresses only)
+        if tid == 0:
+            SMA[SA - 1] = T.uint8(0)
+        if WS:
+            init_bars(abase, tid)
+        if STREAM:
+            # block bx takes chunks [lo, hi) of the row-block-major work, segment by segment (streamk.py)
+            lo: T.let = bx * TOT // GS
+            hi: T.let = (bx + 1) * TOT // GS
+            for sg in T.serial(MAXSEG):
+                t: T.let = lo // C + sg
+                a0: T.let = T.max(lo, t * C)                         # the segment: chunks [a0, e0) of the work
+                e0: T.let = T.min(hi, t * C + C)
+                if a0 < e0:      # (an empty span, more blocks than chunks, has none)
+                    first: T.let = ((t * C + 1) * GS - 1) // TOT      # the block holding the row block's chunk 0
+                    for i in T.unroll(ACC):
+                        acc[i] = T.float32(0)
+                    specialized(X, W, S, Z, WSB, SSB, ZSB, wr, sc, kz, ofs, hv, gq, acc, abase, m, bz, a0 - t * C,
+                                e0 - a0, t, tid, 2 * (a0 - lo))
+                    finish(P, CNT, Y, R, acc, abase, m, bz, bx - first, t, tid,
+                           ((t * C + C) * GS - 1) // TOT - first + 1)
+                    T.tvm_storage_sync("shared")    # every thread is past the tile before the ring refills
+        else:
+            c0: T.let = by * CPS
+            nc: T.let = T.min(CPS, C - c0) if RAGGED else CPS       # chunks of this block
+            for i in T.unroll(ACC):
+                acc[i] = T.float32(0)
+            if WS:
+                specialized(X, W, S, Z, WSB, SSB, ZSB, wr, sc, kz, ofs, hv, gq, acc, abase, m, bz, c0, nc, bx, tid, 0)
+            else:
+                cooperative(X, W, S, Z, WSB, SSB, ZSB, wr, sc, kz, ofs, hv, gq, acc, abase, m, bz, c0, nc, bx, tid)
+            finish(P, CNT, Y, R, acc, abase, m, bz, by, bx, tid, SPLIT)
+        if tid == 0:
+            SMA[SA - 1] = T.uint8(0)
 
     return kernel_func(p, body, NT)

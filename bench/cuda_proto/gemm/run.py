@@ -19,14 +19,14 @@ MS = [128]
 BITS = [2, 4]
 # (kind, tile, split override: None = the default rule, "x2" / "half" of the default's splits, or a number of
 #  splits; pipeline stages (0: default), maxreg, producer warpgroups (wgmma.py: 0 = every warpgroup copies,
-#  dequantizes and multiplies))
-VARIANTS = [("mma", None, None, 0, 0, 0), ("gemm", 128, None, 0, 0, 0), ("wgmma", 128, None, 0, 0, 0),
-            ("wgmma", 128, None, 0, 0, 2), ("wgmma", 128, None, 6, 0, 2), ("wgmma", 128, None, 6, 0, 1),
-            ("wgmma", 128, 2, 0, 0, 2), ("wgmma", 128, 3, 0, 0, 2), ("wgmma", 128, 2, 6, 0, 2),
-            ("wgmma", 128, 3, 6, 0, 2)]
+#  dequantizes and multiplies), stream-K blocks (wgmma.py: None = the rule, 0 = off, else that many, at most one
+#  per chunk))
+VARIANTS = [("wgmma", 128, None, 0, 0, 2, 0), ("wgmma", 128, None, 0, 0, 2, 132), ("wgmma", 128, None, 0, 0, 2, 128),
+            ("wgmma", 128, 2, 0, 0, 2, 0)]
 
 
 KINDS = None   # --kinds: only these kernel kinds (checks and timings)
+STREAM_CHECKS = False   # --stream-checks: only the checks that force the stream-K split on or off
 
 
 def variants(m, n, bits):
@@ -39,7 +39,8 @@ CHECKS = [(300, 1000, 128, False, 70, "float16", False), (130, 264, 32, True, 12
           (200, 520, 64, False, 150, "float32", True)]
 
 
-def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16", stages=0, maxreg=0, producers=None):
+def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16", stages=0, maxreg=0, producers=None,
+           stream=None):
     import dataclasses
 
     from lutc.codegen.cuda.kernel import CudaLutMatmul
@@ -55,6 +56,9 @@ def kernel(q, kind, tile, split, m, ydt="float16", x_dtype="float16", stages=0, 
         f.params = replaced
     if tile:
         f._mma_tile = tile
+    if stream is not None:
+        p = f.params(m, x_dtype)
+        f._stream = {p.mt: min(stream, p.chunks * p.n_pad // 128)}
     if split:
         p = f.params(m, x_dtype)
         target = {"x2": p.split * 2, "half": max(1, p.split // 2)}.get(split, split)
@@ -84,26 +88,29 @@ def check_out(res, seed):
 
 
 def check_kinds(xdt):
-    """(kind, tile, producers, stages (0: default)) checked for activations of ``xdt``."""
-    kinds = ((("gemm", None, 0, 0), ("wgmma", 64, 0, 0), ("wgmma", 128, 0, 0), ("wgmma", 64, 1, 0),
-              ("wgmma", 128, 1, 0), ("wgmma", 128, 2, 0), ("wgmma", 128, 2, 6), ("wgmma", 128, 1, 6))
-             if xdt == "float16" else (("gemm", None, 0, 0),))
-    return [k for k in kinds if KINDS is None or k[0] in KINDS]
+    """(kind, tile, producers, stages (0: default), stream-K blocks (None: the rule)) checked for activations of
+    ``xdt``."""
+    kinds = ((("gemm", None, 0, 0, None), ("wgmma", 64, 0, 0, None), ("wgmma", 128, 0, 0, None),
+              ("wgmma", 64, 1, 0, None), ("wgmma", 128, 1, 0, None), ("wgmma", 128, 2, 0, 0), ("wgmma", 128, 2, 6, 0),
+              ("wgmma", 128, 1, 6, 0), ("wgmma", 128, 2, 0, 132), ("wgmma", 128, 2, 0, 5), ("wgmma", 128, 1, 6, 7))
+             if xdt == "float16" else (("gemm", None, 0, 0, None),))
+    return [k for k in kinds if (KINDS is None or k[0] in KINDS) and (not STREAM_CHECKS or k[4] is not None)]
 
 
 def prepare(part=0, parts=1):
     """Build every library (``part`` of ``parts``: run several at once on a machine with more cores)."""
     i = 0
     for q, m, xdt, res, seed in check_cases():
-        for kind, tile, pw, ns in check_kinds(xdt):
+        for kind, tile, pw, ns, sk in check_kinds(xdt):
             if i % parts == part:
-                kernel(q, kind, tile, None, m, check_out(res, seed), xdt, stages=ns, producers=pw).build(m, xdt, res)
+                kernel(q, kind, tile, None, m, check_out(res, seed), xdt, stages=ns, producers=pw,
+                       stream=sk).build(m, xdt, res)
             i += 1
     for n, k, bits, q in cases():
         for m in MS:
-            for kind, tile, split, ns, mr, pw in variants(m, n, bits):
+            for kind, tile, split, ns, mr, pw, sk in variants(m, n, bits):
                 if i % parts == part:
-                    f = kernel(q, kind, tile, split, m, stages=ns, maxreg=mr, producers=pw)
+                    f = kernel(q, kind, tile, split, m, stages=ns, maxreg=mr, producers=pw, stream=sk)
                     print(n, k, bits, m, kind, f.params(m).mt, f.params(m).split, f.build(m), flush=True)
                 i += 1
 
@@ -127,8 +134,8 @@ def run(out: Path):
         if res:
             ref = ref + r.double().cpu().numpy()
         ydt = check_out(res, seed)
-        for kind, tile, pw, ns in check_kinds(xdt):
-            f = kernel(q, kind, tile, None, m, ydt, xdt, stages=ns, producers=pw)
+        for kind, tile, pw, ns, sk in check_kinds(xdt):
+            f = kernel(q, kind, tile, None, m, ydt, xdt, stages=ns, producers=pw, stream=sk)
             p = f.params(m, xdt, res)
             y = f(x, residual=r).double().cpu().numpy()
             err = np.abs(y - ref).max() / np.abs(ref).max()
@@ -136,7 +143,7 @@ def run(out: Path):
             fails += not ok
             say(f"{'ok  ' if ok else 'FAIL'} n={q.n} k={q.k} bits={q.config.bits} group={q.group_size} m={m} "
                 f"x={xdt} y={ydt} residual={res} kind={p.kind} mt={p.mt} producers={p.producers} stages={ns or 'default'} "
-                f"split={p.split}: rel err {err:.2e}")
+                f"split={p.split} stream={p.stream}: rel err {err:.2e}")
     say(f"{fails} failures")
     rows = []
     for n, k, bits, q in cases():
@@ -149,12 +156,12 @@ def run(out: Path):
             row = {"n": n, "k": k, "bits": bits, "m": m}
             row["cublas_graph_us"] = _stream_us([lambda w=w: F.linear(x, w) for w in ws])
             row["cublas_us"] = _timer([lambda w=w: F.linear(x, w) for w in ws])
-            for kind, tile, split, ns, mr, pw in variants(m, n, bits):
-                f = kernel(q, kind, tile, split, m, stages=ns, maxreg=mr, producers=pw)
+            for kind, tile, split, ns, mr, pw, sk in variants(m, n, bits):
+                f = kernel(q, kind, tile, split, m, stages=ns, maxreg=mr, producers=pw, stream=sk)
                 fs = [f] + [f.clone() for _ in range(copies_for(f.weight_bytes) - 1)]
                 p = f.params(m)
                 name = (f"{kind}{p.mt}/s{p.split}" + (f"/ns{ns}" if ns else "") + (f"/r{mr}" if mr else "")
-                        + (f"/p{pw}" if pw else ""))
+                        + (f"/p{pw}" if pw else "") + (f"/sk{p.stream}" if p.stream else ""))
                 row[name + " graph"] = _stream_us([lambda f=f: f(x) for f in fs])
                 row[name] = _timer([lambda f=f: f(x) for f in fs])
                 del fs
@@ -173,11 +180,14 @@ def main():
     ap.add_argument("--kinds", default=None, help="comma-separated kernel kinds (default: all)")
     ap.add_argument("--shapes", default=None, help="NxK,NxK,... instead of SHAPES")
     ap.add_argument("--variants", default=None,
-                    help="kind:tile:split:stages:maxreg:producers,... instead of VARIANTS (empty field: None)")
+                    help="kind:tile:split:stages:maxreg:producers:stream,... instead of VARIANTS (empty field: "
+                         "None)")
     ap.add_argument("--no-checks", action="store_true", help="time only")
+    ap.add_argument("--stream-checks", action="store_true", help="only the checks that force stream-K on or off")
     a = ap.parse_args()
-    global KINDS, SHAPES, VARIANTS, CHECKS
+    global KINDS, SHAPES, VARIANTS, CHECKS, STREAM_CHECKS
     KINDS = a.kinds.split(",") if a.kinds else None
+    STREAM_CHECKS = a.stream_checks
     if a.shapes:
         SHAPES = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
     if a.variants:
@@ -188,9 +198,9 @@ def main():
 
 
 def _variant(text):
-    kind, tile, split, ns, mr, pw = text.split(":")
+    kind, tile, split, ns, mr, pw, sk = (text.split(":") + [""])[:7]
     num = lambda v: int(v) if v.isdigit() else (v or None)   # noqa: E731
-    return kind, num(tile), num(split), int(ns or 0), int(mr or 0), int(pw or 0)
+    return kind, num(tile), num(split), int(ns or 0), int(mr or 0), int(pw or 0), num(sk)
 
 
 if __name__ == "__main__":
