@@ -29,4 +29,6 @@ def quantize(config, progress: bool = False) -> list[Pass]:
 
     if not isinstance(config, QuantConfig):
         raise TypeError(f"quant must be a lutc.QuantConfig, got {type(config).__name__}")
-    return [Quantize(config, progress=progress)]
+    from .quantize.float_weights import FloatWeights
+
+    return [Quantize(config, progress=progress), FloatWeights(config.float_dtype)]

@@ -113,6 +113,18 @@ def _linear(attrs, ins, dim):
     return y + ins[2] if len(ins) > 2 else y
 
 
+@kernel("linear_f16")
+def _linear_f16(attrs, ins, dim):
+    """``linear`` over a float16-stored weight (codegen/cpu/lower.py ``_half_weight``), float32 in and out."""
+    return _linear(attrs, [ins[0], ins[1].astype(np.float32), *ins[2:]], dim)
+
+
+@kernel("gather_f16")
+def _gather_f16(attrs, ins, dim):
+    """Rows of a float16-stored embedding table, as float32."""
+    return _gather(attrs, ins, dim).astype(np.float32)
+
+
 @kernel("where")
 def _where(attrs, ins, dim):
     return np.where(ins[0], ins[1], ins[2])

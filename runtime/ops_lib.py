@@ -20,6 +20,9 @@ MAX_HEAD_DIM = 512  # ops_kernels.c MAX_HEAD_DIM: the fused attention block's sc
 # than BLAS: a decode step's lm_head. SmolLM2's (49152 x 576), one thread: 12.6 / 17 / 33 ms at 1 / 4 / 16 rows vs
 # OpenBLAS 11.7 / 44 / 54 ms; above, BLAS's blocked GEMM wins.
 LINEAR_ROWS = 16
+# float16 weights: the library's kernel up to this many rows (a prompt's lm_head rows too), where the other way
+# widens the whole weight (SmolLM2's 28 M entries: tens of ms) before its BLAS call
+LINEAR_F16_ROWS = 256
 
 
 def _inner_contiguous(a: np.ndarray) -> np.ndarray:
@@ -59,12 +62,14 @@ class CompiledOps:
         self._block, self._block_par = mod["rope_kv_attention"], mod["rope_kv_attention_parallel"]
         # libraries of artifacts saved before the linear kernel existed: their float linear layers stay on BLAS
         self._linear = mod["linear"] if mod.implements_function("linear") else None
+        self._linear_f16 = mod["linear_f16"] if mod.implements_function("linear_f16") else None
         self._dl = tvm_ffi().from_dlpack
 
     def kernels(self, compiled_ops: bool = True) -> dict:
         """Step kind -> kernel: the fused attention block and the float linear layer always, attention/RoPE/SwiGLU
         when ``compiled_ops``."""
-        block = {"rope_kv_attention": self.rope_kv_attention, **({"linear": self.linear} if self._linear else {})}
+        block = {"rope_kv_attention": self.rope_kv_attention, **({"linear": self.linear} if self._linear else {}),
+                 **({"linear_f16": self.linear_f16} if self._linear_f16 else {})}
         return {"attention": self.attention, "rope": self.rope, "swiglu": self.swiglu, **block} if compiled_ops else block
 
     BOUND = ("rope_kv_attention",)   # the step kinds with a bound form (``bind_<kind>``)
@@ -129,6 +134,21 @@ class CompiledOps:
         x2 = _inner_contiguous(x.reshape(rows, x.shape[-1]))
         y = np.empty((rows, w.shape[0]), np.float32)
         self._linear(self._dl(x2), self._dl(w), self._dl(y))
+        y = y.reshape(x.shape[:-1] + (w.shape[0],))
+        return y + ins[2] if len(ins) > 2 else y
+
+    def linear_f16(self, attrs, ins, dim):
+        """``x @ W.T (+ b)`` for a float16 weight ``W [N, K]`` (float32 in and out): through the library's kernel for
+        up to LINEAR_F16_ROWS rows (the weights widened four rows at a time), else runtime/kernels.py's (a widened
+        copy of the weights and one BLAS call)."""
+        x, w = ins[0], ins[1]
+        rows = x.size // x.shape[-1] if x.ndim and x.shape[-1] else 0
+        if not 0 < rows <= LINEAR_F16_ROWS or x.dtype != np.float32 or w.dtype != np.float16 or w.ndim != 2 \
+                or x.shape[-1] != w.shape[1] or not w.flags.c_contiguous:
+            return KERNELS["linear_f16"](attrs, ins, dim)
+        x2 = _inner_contiguous(x.reshape(rows, x.shape[-1]))
+        y = np.empty((rows, w.shape[0]), np.float32)
+        self._linear_f16(self._dl(x2), self._dl(w), self._dl(y))
         y = y.reshape(x.shape[:-1] + (w.shape[0],))
         return y + ins[2] if len(ins) > 2 else y
 

@@ -136,7 +136,7 @@ def test_bad_token_ids_in_a_replayed_step_are_a_clear_error(models):
     r = replay_of(replayed)
     steps = decode(replayed, ids, 4)
     assert r.bound is not None
-    with pytest.raises(IndexError, match="gather .*out of range"):
+    with pytest.raises(IndexError, match="gather(_f16)? .*out of range"):
         replayed.run(input_ids=np.asarray([[SPEC.vocab_size]]), **feed_back(replayed, steps[-1]))
     good = replayed.run(input_ids=ids[:, -1:], **feed_back(replayed, steps[-1]))
     assert good[0].shape == (1, 1, SPEC.vocab_size)

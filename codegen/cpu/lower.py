@@ -58,6 +58,7 @@ class Lowering:
     swiglus: dict[str, Node] = field(default_factory=dict)     # precompute -> the [gate | up] split of its SwiGLU
     positions: dict[str, int] = field(default_factory=dict)    # node -> index in the graph's order
     fused_adds: set[str] = field(default_factory=set)          # adds computed by an earlier LUT step
+    half: set[str] = field(default_factory=set)                # float weights stored as float16 (_half_weight)
 
     def value(self, ref: Ref) -> str:
         return ref.node if ref.index == 0 else f"{ref.node}:{ref.index}"
@@ -96,6 +97,29 @@ def _lut_operand(low: Lowering, node: Node) -> bool:
     uses = low.g.uses(node.out)
     return bool(uses) and all(u.op is Op.LUT_MATMUL and 3 <= i < 5 + bool(u.attrs.get("zero_point"))
                               for u, i in uses)
+
+
+def _half_weight(low: Lowering, node: Node) -> bool:
+    """A float weight with float16 values (passes/quantize/float_weights.py) that only linear layers (as their
+    weight) and embedding gathers (as their table) read: stored as float16, read by the linear_f16 and gather_f16
+    steps (half the bytes of a decode step's lm_head)."""
+    from ...passes.quantize.float_weights import STORAGE
+
+    uses = low.g.uses(node.out)
+    return (node.attrs.get(STORAGE) == "float16" and bool(uses) and any(u.op is Op.LINEAR for u, _ in uses)
+            and all((u.op is Op.LINEAR and i == 1) or (u.op is Op.GATHER and i == 0 and u.attrs.get("axis", 0) == 0)
+                    for u, i in uses))
+
+
+def _half_const(low: Lowering, node: Node) -> list[Step] | None:
+    """The CPU target's float16 storage of a ``_half_weight`` (its linear_f16 and gather_f16 steps widen it)."""
+    if node.op is not Op.CONST or "ref" not in node.attrs or not _half_weight(low, node):
+        return None
+    key = node.attrs["ref"]
+    low.half.add(node.name)
+    low.weights[key] = low.g.weights[key].astype(np.float16)   # exact: its values are float16 ones
+    low.constants[node.name] = {"weight": key}
+    return []
 
 
 def _const(low: Lowering, node: Node) -> list[Step] | None:
@@ -371,6 +395,14 @@ def _qkv_split(low: Lowering, refs: list[Ref]) -> Node | None:
     return split
 
 
+def _half_reader(low: Lowering, node: Node) -> list[Step] | None:
+    """A linear layer or gather over a float16-stored weight: its float16 step (float32 in and out)."""
+    if node.op not in (Op.LINEAR, Op.GATHER) or node.inputs[1 if node.op is Op.LINEAR else 0].node not in low.half:
+        return None
+    return [Step(f"{node.op.value}_f16", [low.value(r) for r in node.inputs], [low.value(node.out)], dict(node.attrs),
+                 node.name)]
+
+
 def _numpy(low: Lowering, node: Node) -> list[Step]:
     if node.op.value not in KERNELS:
         raise NotImplementedError(f"{node.op.value} {node.name} has no CPU kernel; CPU kernels: {sorted(KERNELS)}")
@@ -382,7 +414,7 @@ def _numpy(low: Lowering, node: Node) -> list[Step]:
 # order, so the outermost match wins); node rules then pick each remaining node's kernel, in order.
 GROUP_RULES: tuple[Rule, ...] = (_rope, _swiglu, _views)
 CPU_GROUP_RULES: tuple[Rule, ...] = (_rope_kv_attention, *GROUP_RULES)
-RULES: tuple[Rule, ...] = (_input, _const, _absorbed, _lut_matmul, _kv_append, _attention)
+RULES: tuple[Rule, ...] = (_input, _half_const, _const, _absorbed, _lut_matmul, _kv_append, _attention, _half_reader)
 
 
 def _claim_prologue(low: Lowering, node: Node) -> None:

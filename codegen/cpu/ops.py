@@ -13,9 +13,9 @@ SOURCE = Path(__file__).with_name("ops_kernels.c")
 PREFILL_ROWS = 16  # query rows from which the attention block runs its prefill kernel (blocked queries and keys)
 # steps that always take their C kernel when it is built: a float linear layer too, so that a decode step's parallel
 # work all goes through TVM's thread pool (BLAS threads spinning beside the pool's starve it on a 2-vCPU host)
-OPS_LIBRARY_STEPS = ("rope_kv_attention", "linear")
+OPS_LIBRARY_STEPS = ("rope_kv_attention", "linear", "linear_f16")
 FUNCTIONS = ("attention", "attention_parallel", "rope", "swiglu", "rope_kv_attention", "rope_kv_attention_parallel",
-             "linear")
+             "linear", "linear_f16")
 LIMITS = "arguments outside its limits"
 ATTENTION_REFUSED = {name: refused(name, f"a head dimension above {MAX_HEAD_DIM} or odd") for name in
                      ("lutc_rope_kv_attention_f32", "lutc_rope_kv_attention_prefill_f32")}
@@ -97,17 +97,22 @@ def _functions(threads: int) -> dict:
         assert T.call_extern("int32", "lutc_swiglu_f32", G.data, U.data, O.data, n) == 0, refused(
             "lutc_swiglu_f32", LIMITS)
 
-    @T.prim_func
-    def linear(x: T.handle, w: T.handle, y: T.handle):
-        m, n, k, xs = T.int64(), T.int64(), T.int64(), T.int64()
-        X = T.match_buffer(x, (m, k), "float32", strides=(xs, T.int64(1)))
-        W = T.match_buffer(w, (n, k), "float32")
-        Y = T.match_buffer(y, (m, n), "float32")
-        per = (n + 4 * threads - 1) // (4 * threads) * 4  # four weight rows per micro-kernel step
-        tasks(threads, call, ("lutc_linear_f32", per, n, X.data, xs, W.data, Y.data, m, n, k),
-              refused("lutc_linear_f32", LIMITS))
+    def linear_fn(wdt: str):
+        name = f"lutc_linear_{'f32' if wdt == 'float32' else 'f16'}"
 
-    return {"linear": linear.with_attr("global_symbol", "linear"),
+        @T.prim_func
+        def linear(x: T.handle, w: T.handle, y: T.handle):
+            m, n, k, xs = T.int64(), T.int64(), T.int64(), T.int64()
+            X = T.match_buffer(x, (m, k), "float32", strides=(xs, T.int64(1)))
+            W = T.match_buffer(w, (n, k), wdt)
+            Y = T.match_buffer(y, (m, n), "float32")
+            per = (n + 4 * threads - 1) // (4 * threads) * 4  # four weight rows per micro-kernel step
+            tasks(threads, call, (name, per, n, X.data, xs, W.data, Y.data, m, n, k),
+                  refused(name, LIMITS if wdt == "float32" else "no memory for its scratch rows"))
+        return linear
+
+    return {"linear": linear_fn("float32").with_attr("global_symbol", "linear"),
+            "linear_f16": linear_fn("float16").with_attr("global_symbol", "linear_f16"),
             "attention": attention_fn(1).with_attr("global_symbol", "attention"),
             "attention_parallel": attention_fn(threads).with_attr("global_symbol", "attention_parallel"),
             "rope": rope.with_attr("global_symbol", "rope"), "swiglu": swiglu.with_attr("global_symbol", "swiglu"),

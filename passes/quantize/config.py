@@ -10,6 +10,7 @@ GROUP_SIZES = (32, 64, 128, 256)
 METHODS = ("rtn", "clip", "gptq")
 SCALE_DTYPES = ("f16", "f32")
 TABLE_DTYPES = ("int8", "f32")
+FLOAT_DTYPES = ("float16", "float32")   # the precision of the linear layers left in float (float_weights.py)
 # LLM layers kept in higher precision unless asked: embeddings (and a tied lm_head, which shares their
 # weight) and the lm_head.
 DEFAULT_EXCLUDE = ("*embed*", "*lm_head*")
@@ -61,7 +62,9 @@ class QuantConfig:
 
     ``include``/``exclude`` are fnmatch patterns on weight names (``model.layers.3.mlp.down_proj.weight``);
     ``overrides`` maps a pattern to field changes, e.g. ``{"*down_proj*": {"bits": 4}}`` (the first matching
-    pattern wins). ``calibration`` (for ``method="gptq"``) is a list of model inputs.
+    pattern wins). ``calibration`` (for ``method="gptq"``) is a list of model inputs. ``float_dtype``: the linear
+    layers left in float (the lm_head unless included; a tied embedding with it) keep float16 values ("float16",
+    the default: half the bytes where the backend stores them so, e.g. the CPU target) or float32 ones.
     """
     bits: int | str = 4
     group_size: int | None = 128
@@ -75,9 +78,12 @@ class QuantConfig:
     overrides: Mapping[str, Mapping] = field(default_factory=dict)
     calibration: Sequence | None = None
     gptq_damp: float = 0.01
+    float_dtype: str = "float16"
 
     def __post_init__(self):
         self.base().validate()
+        if self.float_dtype not in FLOAT_DTYPES:
+            raise ValueError(f"float_dtype must be one of {FLOAT_DTYPES}, got {self.float_dtype!r}")
         known = {f.name for f in fields(LayerQuant)}
         for pat, ov in self.overrides.items():
             bad = set(ov) - known

@@ -310,13 +310,62 @@ def test_float_linear_kernel_matches_float64(isa):
         assert (np.abs(y - ref) <= bound).all(), (lead, n, k, np.abs(y - ref).max())
 
 
+@pytest.mark.parametrize("isa", ISA_LIST)
+def test_float16_linear_kernel_equals_the_float32_one_on_its_values(isa):
+    """The float16-weight linear kernel (a quantized model's lm_head) widens its weights exactly and sums as the
+    float32 kernel does: equal outputs for the same values, on awkward shapes (N off the four rows per step and the
+    thread split, K off the vectors, strided rows, a bias), for decode rows (widened in the FMA loop on AVX-512) and
+    more (widened into scratch rows); past LINEAR_F16_ROWS rows the numpy path, within float32 rounding of float64."""
+    from lutc.codegen.cpu.ops import build_ops_library
+    from lutc.runtime.ops_lib import LINEAR_F16_ROWS, LINEAR_ROWS, CompiledOps
+
+    ops = CompiledOps(build_ops_library(isa, 2))
+    assert "linear_f16" in ops.kernels(False)
+    rng = np.random.default_rng(8)
+    for lead, n, k, bias in [((1, 1), 1001, 77, False), ((2,), 6, 16, True), ((1, 3), 4099, 200, False),
+                             ((LINEAR_ROWS,), 33, 1, True), ((LINEAR_F16_ROWS + 1,), 50, 45, True)]:
+        x = rng.standard_normal((*lead, k + 3)).astype(np.float32)[..., 2:-1]
+        w16 = (rng.standard_normal((n, k)) * 0.1).astype(np.float16)
+        w16[0, 0] = np.float16(3e-6)            # a subnormal
+        ins = [x, w16] + ([rng.standard_normal(n).astype(np.float32)] if bias else [])
+        y = ops.linear_f16({}, ins, None)
+        assert y.shape == (*lead, n) and y.dtype == np.float32
+        w32 = w16.astype(np.float32)
+        if x.size // k <= LINEAR_ROWS:
+            np.testing.assert_array_equal(y, ops.linear({}, [x, w32, *ins[2:]], None))
+        ref = x.astype(np.float64) @ w32.T.astype(np.float64) + (ins[2] if bias else 0)
+        bound = 1e-6 * (np.abs(x).astype(np.float64) @ np.abs(w32).T.astype(np.float64)) * np.sqrt(k) + 1e-6
+        assert (np.abs(y - ref) <= bound).all(), (lead, n, k, np.abs(y - ref).max())
+
+
+def test_quantized_models_keep_their_float_head_in_float16(kv_graph):
+    """A quantized model's lm_head (tied: the embedding with it) is rounded to float16 values by the quantize
+    pipeline and stored as float16 by the CPU target: linear_f16 and gather_f16 steps, half the bytes, the
+    reference executor's numbers on the same graph; ``float_dtype="float32"`` keeps the float32 head."""
+    ids = np.random.default_rng(4).integers(0, SPEC.vocab_size, (1, 6))
+    key = "model.embed_tokens.weight"
+    half = lutc.compile(kv_graph, target="cpu", quant=Q2F)
+    kinds = [s.kernel for s in half.executable.program.steps]
+    assert "linear_f16" in kinds and "gather_f16" in kinds and "linear" not in kinds and "gather" not in kinds
+    assert half.executable.weights[key].dtype == np.float16
+    ref = lutc.compile(kv_graph, target="reference", quant=Q2F).run(input_ids=ids, **pasts())
+    np.testing.assert_allclose(half.run(input_ids=ids, **pasts())[0], ref[0], rtol=1e-4, atol=1e-4)
+    full = lutc.compile(kv_graph, target="cpu", quant=lutc.QuantConfig(bits=2, group_size=32, table_dtype="f32",
+                                                                      float_dtype="float32"))
+    kinds = [s.kernel for s in full.executable.program.steps]
+    assert "linear" in kinds and "linear_f16" not in kinds and full.executable.weights[key].dtype == np.float32
+    assert full.executable.weights[key].nbytes == 2 * half.executable.weights[key].nbytes
+    a, b = full.run(input_ids=ids, **pasts())[0], half.run(input_ids=ids, **pasts())[0]
+    assert 0 < np.abs(a - b).max() <= 1e-2 * np.abs(a).max()     # float16 weights: ~2^-11 relative each
+
+
 def test_float_linear_layers_run_in_the_ops_library(kv_graph):
     """Float linear layers (every projection of an unquantized model, the lm_head of a quantized one) are steps of
     the ops library, not BLAS calls, and a few-row step (decode, a short prompt) matches the reference executor."""
-    for q in (None, Q2):
+    for q, kind in ((None, "linear"), (Q2, "linear_f16")):
         cm = lutc.compile(kv_graph, target="cpu", quant=q)
-        assert "linear" in [s.kernel for s in cm.executable.program.steps]
-        assert "linear" in cm.executable.interpreter.compiled
+        assert kind in [s.kernel for s in cm.executable.program.steps]
+        assert kind in cm.executable.interpreter.compiled
     ids = np.random.default_rng(3).integers(0, SPEC.vocab_size, (1, 5))
     ref = lutc.compile(kv_graph, target="reference").run(input_ids=ids, **pasts())
     cpu = lutc.compile(kv_graph, target="cpu").run(input_ids=ids, **pasts())

@@ -165,8 +165,33 @@ def test_quantize_pass_graph_and_numbers(llama, tmp_path):
     for key in [k for k in llama.weights if k.endswith("proj.weight")]:
         c = cfg.resolve(key)
         deq[key] = quantize_weight(llama.weights[key], c).dequantize()
+    head = "model.embed_tokens.weight"     # the tied lm_head: float16 values (QuantConfig.float_dtype)
+    deq[head] = llama.weights[head].astype(np.float16).astype(np.float32)
     want = run(build_llama(SPEC, deq), [ids], float_dtype=np.float64)[0]
     got = cm(ids)
     assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
     int8 = lutc.compile(llama, quant=QuantConfig(bits=2, group_size=32, overrides={"*down_proj*": {"bits": 4}}))(ids)
     assert 1e-5 < np.abs(int8 - want).max() / np.abs(want).max() < 5e-2
+
+
+def test_float_weights_pass_rounds_the_float_head_to_float16():
+    """The linear layers a QuantConfig leaves in float get float16 values (a new array: the caller's weights stay)
+    and the ``storage`` mark backends read; float32 keeps them; a bad float_dtype is refused."""
+    from lutc.passes.quantize.float_weights import STORAGE, FloatWeights, float_linear_weights
+    from lutc.frontend.llama import LlamaSpec, build_llama, random_llama_weights
+
+    spec = LlamaSpec(vocab_size=50, hidden_size=32, intermediate_size=48, num_layers=1, num_heads=2, num_kv_heads=1,
+                     max_positions=16)
+    g = build_llama(spec, random_llama_weights(spec, seed=2))
+    original = {w.attrs["ref"]: g.weights[w.attrs["ref"]] for w in float_linear_weights(g)}
+    before = {k: v.copy() for k, v in original.items()}
+    g.weights = dict(g.weights)
+    assert FloatWeights("float32").run(g) is False
+    assert FloatWeights("float16").run(g) is True and FloatWeights("float16").run(g) is False   # once
+    for w in float_linear_weights(g):
+        new, key = g.weights[w.attrs["ref"]], w.attrs["ref"]
+        assert w.attrs[STORAGE] == "float16" and new.dtype == np.float32
+        np.testing.assert_array_equal(new, before[key].astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(original[key], before[key])
+    with pytest.raises(ValueError, match="float_dtype must be one of"):
+        lutc.QuantConfig(float_dtype="bfloat16")
