@@ -112,7 +112,7 @@ def cmd_compile(args) -> int:
     if args.bits is not None:
         bits = "ternary" if args.bits == "ternary" else int(args.bits)
         quant = lutc.QuantConfig(bits=bits, group_size=args.group_size, method=args.method,
-                                 exclude=() if args.quantize_head else None)
+                                 exclude=() if args.quantize_head else None, float_dtype=args.float_dtype)
     graph, tok, gen = _source(args.model, quantize=quant is not None)
     print(f"imported {args.model}: {len(graph)} nodes ({time.perf_counter() - t0:.1f} s)")
     cm = lutc.compile(graph, target=args.target, quant=quant, dump_ir=args.dump_ir, progress=True,
@@ -261,6 +261,8 @@ def main(argv=None) -> int:
     p.add_argument("--group-size", type=int, default=128)
     p.add_argument("--method", default="rtn", choices=["rtn", "clip"])
     p.add_argument("--quantize-head", action="store_true", help="also quantize the lm_head (tied: a packed copy)")
+    p.add_argument("--float-dtype", default="float16", choices=["float16", "float32"],
+                   help="with --bits: the precision of the layers left in float (the lm_head unless quantized)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--tune", action="store_true", help="time LUT kernel schedules per shape (cached in ~/.cache/lutc)")
     p.add_argument("--dump-ir", default=None, metavar="DIR")

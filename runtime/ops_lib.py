@@ -126,29 +126,23 @@ class CompiledOps:
     def linear(self, attrs, ins, dim):
         """``x @ W.T (+ b)`` for a float32 weight ``W [N, K]``: through the library's kernel (threads from TVM's pool)
         for up to LINEAR_ROWS rows, else runtime/kernels.py's BLAS call."""
-        x, w = ins[0], ins[1]
-        rows = x.size // x.shape[-1] if x.ndim and x.shape[-1] else 0
-        if not 0 < rows <= LINEAR_ROWS or x.dtype != np.float32 or w.dtype != np.float32 or w.ndim != 2 \
-                or x.shape[-1] != w.shape[1] or not w.flags.c_contiguous:
-            return KERNELS["linear"](attrs, ins, dim)
-        x2 = _inner_contiguous(x.reshape(rows, x.shape[-1]))
-        y = np.empty((rows, w.shape[0]), np.float32)
-        self._linear(self._dl(x2), self._dl(w), self._dl(y))
-        y = y.reshape(x.shape[:-1] + (w.shape[0],))
-        return y + ins[2] if len(ins) > 2 else y
+        return self._linear_step(self._linear, "linear", np.float32, LINEAR_ROWS, attrs, ins, dim)
 
     def linear_f16(self, attrs, ins, dim):
         """``x @ W.T (+ b)`` for a float16 weight ``W [N, K]`` (float32 in and out): through the library's kernel for
         up to LINEAR_F16_ROWS rows (the weights widened four rows at a time), else runtime/kernels.py's (a widened
         copy of the weights and one BLAS call)."""
+        return self._linear_step(self._linear_f16, "linear_f16", np.float16, LINEAR_F16_ROWS, attrs, ins, dim)
+
+    def _linear_step(self, fn, kind, wdt, max_rows, attrs, ins, dim):
         x, w = ins[0], ins[1]
         rows = x.size // x.shape[-1] if x.ndim and x.shape[-1] else 0
-        if not 0 < rows <= LINEAR_F16_ROWS or x.dtype != np.float32 or w.dtype != np.float16 or w.ndim != 2 \
+        if not 0 < rows <= max_rows or x.dtype != np.float32 or w.dtype != wdt or w.ndim != 2 \
                 or x.shape[-1] != w.shape[1] or not w.flags.c_contiguous:
-            return KERNELS["linear_f16"](attrs, ins, dim)
+            return KERNELS[kind](attrs, ins, dim)
         x2 = _inner_contiguous(x.reshape(rows, x.shape[-1]))
         y = np.empty((rows, w.shape[0]), np.float32)
-        self._linear_f16(self._dl(x2), self._dl(w), self._dl(y))
+        fn(self._dl(x2), self._dl(w), self._dl(y))
         y = y.reshape(x.shape[:-1] + (w.shape[0],))
         return y + ins[2] if len(ins) > 2 else y
 

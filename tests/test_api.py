@@ -87,3 +87,19 @@ def test_cli_inspect_demo(tmp_path):
     assert "graph llama" in out and "sdpa" in out and dot.read_text().startswith("digraph")
     bad = subprocess.run([sys.executable, "-m", "lutc.runtime.cli", "inspect", "x.bin"], capture_output=True, text=True)
     assert bad.returncode == 2 and "cannot tell the format" in bad.stderr
+
+
+def test_cli_compile_float_dtype(tmp_path):
+    """``lutc compile --bits`` keeps the float lm_head at float16 unless ``--float-dtype float32``."""
+    import json
+
+    kinds = {}
+    for dt in ("float16", "float32"):
+        out = subprocess.run([sys.executable, "-m", "lutc.runtime.cli", "compile", "demo", "--bits", "2",
+                              "--group-size", "32", "--float-dtype", dt, "-o", str(tmp_path / dt)],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        steps = json.loads((tmp_path / dt / "manifest.json").read_text())["program"]["steps"]
+        kinds[dt] = {s["kernel"] for s in steps}
+    assert "linear_f16" in kinds["float16"] and "linear" not in kinds["float16"]
+    assert "linear" in kinds["float32"] and "linear_f16" not in kinds["float32"]
