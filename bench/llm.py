@@ -128,17 +128,21 @@ def prepare(bits_list, variants=True) -> dict[str, tuple[type, Path]]:
     graph, spec = None, None
     engines: dict[str, tuple[type, Path]] = {"torch fp32": (TorchEngine, Path("-"))}
     onnx32, onnx4 = CACHE / f"smollm2_kv_{lutc.__version__}.onnx", CACHE / f"smollm2_kv_int4_{lutc.__version__}.onnx"
-    configs = [(f"lutc W{b}", b, {}) for b in bits_list]
+    # (name, bits, target options, lm_head left in float at this precision (None: quantized too, as ORT int4 does))
+    configs = [(f"lutc W{b}", b, {}, None) for b in bits_list]
     if variants:
-        configs += [("lutc W4 no norm fusion", 4, {"fuse_norm": False}),
-                    ("lutc W4 no table sharing", 4, {"share_tables": False, "fuse_norm": False})]
-    for name, b, opts in configs:
-        tag = "_".join(f"{k}{int(v)}" for k, v in sorted(opts.items()))
+        configs += [("lutc W4 no norm fusion", 4, {"fuse_norm": False}, None),
+                    ("lutc W4 no table sharing", 4, {"share_tables": False, "fuse_norm": False}, None)]
+        configs += [(f"lutc W{bits_list[0]} float16 lm_head", bits_list[0], {}, "float16"),
+                    (f"lutc W{bits_list[0]} float32 lm_head", bits_list[0], {}, "float32")]
+    for name, b, opts, head in configs:
+        tag = "_".join(f"{k}{int(v)}" for k, v in sorted(opts.items())) + (f"head_{head}" if head else "")
         path = CACHE / f"smollm2_w{b}_g64{tag}_{lutc.__version__}_{source_tag()}"
         if not (path / "manifest.json").exists():
             if graph is None:
                 graph, spec = smollm2_graph_and_spec()
-            q = lutc.QuantConfig(bits=b, group_size=64, method="rtn", exclude=())  # lm_head too, as ORT int4 does
+            q = lutc.QuantConfig(bits=b, group_size=64, method="rtn", exclude=() if head is None else None,
+                                 float_dtype=head or "float16")
             print(f"compiling {name} ...", flush=True)
             lutc.compile(graph, target="cpu", quant=q, target_options=opts).save(path)
         engines[name] = (LutcEngine, path)
@@ -323,7 +327,9 @@ def report(rows, stack, args) -> str:
               "MatMulNBits quantizer does; SmolLM2's tied embedding stays float for the lookup). 'no norm fusion': "
               "RMSNorm runs as its own step before the LUT call; 'no table sharing': q/k/v and gate/up each build "
               "their own tables in their own call (and the norm cannot fuse); 'eager steps': the same artifact with "
-              "every decode step run step by step instead of replayed from a bound plan (runtime/replay.py).", ""]
+              "every decode step run step by step instead of replayed from a bound plan (runtime/replay.py); 'float16 / "
+              "float32 lm_head': the lm_head left in float (`lutc compile --bits` without `--quantize-head`), at "
+              "float16 (the default: stored and read as float16 on the CPU) or float32 (`float_dtype=\"float32\"`).", ""]
     if stack:
         lines += [f"## LLaMA-7B-shaped decoder stack ({stack[0]['layers']} layers, random weights, KV cache of 127)", "",
                   "Roofline: packed LUT weight bytes / the best streaming read measured in this run up to that row "
