@@ -66,13 +66,14 @@ def rel_err(a, b) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
-def saved_decoder(path, spec, seed: int, bits, group_size: int):
-    """A random-weight LLaMA decoder with a KV cache (frontend/llama.py), every matmul quantized, compiled for the
-    CPU and saved at ``path``: (compiled model, path)."""
+def saved_decoder(path, spec, seed: int, bits, group_size: int, exclude=()):
+    """A random-weight LLaMA decoder with a KV cache (frontend/llama.py), every matmul quantized (``exclude``: the
+    QuantConfig's, None for its default: the lm_head left in float), compiled for the CPU and saved at ``path``:
+    (compiled model, path)."""
     import lutc
     from lutc.frontend.llama import build_llama, random_llama_weights
 
     g = build_llama(spec, random_llama_weights(spec, seed=seed), kv_cache=True, last_logits=True)
-    cm = lutc.compile(g, target="cpu", quant=lutc.QuantConfig(bits=bits, group_size=group_size, exclude=()))
+    cm = lutc.compile(g, target="cpu", quant=lutc.QuantConfig(bits=bits, group_size=group_size, exclude=exclude))
     cm.save(path)
     return cm, path

@@ -40,7 +40,23 @@ def test_layout_and_manifest(saved):
 
 
 def test_runs_in_a_fresh_process_without_the_compiler(saved, tmp_path):
-    cm, path = saved
+    _fresh_process_equals(*saved, tmp_path)
+
+
+def test_a_float16_lm_head_runs_in_a_fresh_process(tmp_path):
+    """The default QuantConfig leaves the (tied) lm_head in float at float16: the artifact holds it as an F16 tensor,
+    the loaded model's steps read it as such, and the outputs equal the compiled model's."""
+    from safetensors import safe_open
+
+    cm, path = saved_decoder(tmp_path / "model", SPEC, seed=4, bits=2, group_size=32, exclude=None)
+    with safe_open(str(path / "weights.safetensors"), "np") as f:
+        assert f.get_tensor("model.embed_tokens.weight").dtype == np.float16
+    steps = {s["kernel"] for s in json.loads((path / "manifest.json").read_text())["program"]["steps"]}
+    assert {"linear_f16", "gather_f16"} <= steps
+    _fresh_process_equals(cm, path, tmp_path)
+
+
+def _fresh_process_equals(cm, path, tmp_path):
     ids = np.random.default_rng(0).integers(0, SPEC.vocab_size, (2, 7))
     np.save(tmp_path / "ids.npy", ids)
     code = f"""
