@@ -171,9 +171,6 @@ static void half_row(const uint16_t* h, float* f, int64_t n) {
   for (; i < n; ++i) f[i] = half_to_float(h[i]); /* lut_common.h */
 }
 
-/* lutc_linear_f32 over float16 weights (an lm_head a QuantConfig left in float, stored in half the bytes): four
- * weight rows at a time widened into a scratch row block, then the float32 kernel's dot products on it, so the
- * result equals lutc_linear_f32 on the same (float16-valued) weights. Returns 1 when the scratch cannot be had. */
 #if LUTC_ISA == 512
 /* dot4 on four float16 weight rows, widened as they are loaded (the same FMA chains: the same sums) */
 static inline void dot4_f16(const float* x, const uint16_t* w, int64_t K, float* y) {
@@ -196,6 +193,10 @@ static inline void dot4_f16(const float* x, const uint16_t* w, int64_t K, float*
 }
 #endif
 
+/* lutc_linear_f32 over float16 weights (an lm_head a QuantConfig left in float, stored in half the bytes): four
+ * weight rows at a time widened (in the FMA loop for decode rows on AVX-512, else into a scratch row block) and
+ * summed as the float32 kernel sums, so the result equals lutc_linear_f32 on the same (float16-valued) weights.
+ * Returns 1 when the scratch cannot be had. */
 int32_t lutc_linear_f16(const float* x, int64_t xs, const uint16_t* w, float* y, int64_t M, int64_t N, int64_t K,
                         int64_t n0, int64_t n1) {
   float* buf = (float*)malloc((size_t)(4 * K > 0 ? 4 * K : 1) * sizeof(float));
