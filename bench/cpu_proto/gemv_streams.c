@@ -35,7 +35,11 @@
  * Intel Xeon with AVX-512 + AMX, W2 4096x4096, 2 threads, two interleaved sweeps, us (plain 4 streams in the same
  * run): T1 at 16 runs 172 / 172 (148 / 146), 32 169 / - (145), 64 187 (155), 128 188 / 167 (155 / 140); T0 at 32
  * 167 / 160 (144 / 136); NTA at 32 350 / 347 (157 / 159). T0/T1 at 16-128 runs all read at 84-88% of a plain read
- * (noise); NTA halves the speed. The shipped T1 at 32 stays. */
+ * (noise); NTA halves the speed. The shipped T1 at 32 stays.
+ * 2026-12-08 again (same host kind; PREFETCH_RUNS now settable with -DPREFETCH_RUNS=), 1 / 2 threads, 4 tiles per pass,
+ * us: 32 runs 306-308 / 161-165, 96 runs 313 / 162, 160 runs 312 / 165; one tile per pass gains with distance
+ * (362-369 -> 342 / 193-197 -> 179) but stays behind 4 tiles. (The float16 linear kernel of ops_kernels.c, one row
+ * stream per weight row, went 3.4 -> 2.3 ms with a 9 KB prefetch; the LUT GEMV's 4 tiles per pass do not need it.) */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>

@@ -87,7 +87,9 @@ static inline void line256(const uint8_t* wt, int64_t runs, int64_t bits, int PF
 #endif
 
 #define MAX_RPG 64 /* runs per group of the int8 kernels: group <= 256 (layout.py MAX_GROUP) */
+#ifndef PREFETCH_RUNS
 #define PREFETCH_RUNS 32 /* 2 KiB ahead of the 64-byte weight loads (16-64 measured alike; 128 no better) */
+#endif
 
 static inline float half_to_float(uint16_t h) {
   uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, bits;
