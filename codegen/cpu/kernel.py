@@ -24,7 +24,21 @@ def int8_applies(cw: CpuWeight, isa: str, table: str) -> bool:
     if isa not in INT8_KERNEL_ISA.values() or table != "int8" or (cw.k_pad // cw.scales.shape[1]) % 16:
         return False
     top = (1 << cw.bits) - 1
+    if cw.bits > SIMD_INT8_BITS:   # (codes past int8's range; madd refuses them)
+        return False
     return isa == "avx2" or int(np.abs(cw.zeros.astype(np.int16)).max(initial=0)) + top <= 127
+
+
+SIMD_INT8_BITS = 4   # bit planes the SIMD int8-table kernels take: two pairs per run (lut_kernels.c tile_rows)
+
+
+def library_isa(isa: str, bits: int, table: str) -> str:
+    """The ISA of one LUT library: ``isa``, except that wider weights with int8 tables (8-bit: GGUF Q8_0) run the
+    portable kernels. The SIMD int8-table GEMV reads at most two pairs of planes per run, and an 8-bit weight's
+    four would need twice its accumulators (it read an 8-bit tile as a 1-bit one: wrong sums and reads past the
+    tile); the portable kernel loops over any number of pairs (~1e-2 relative, as int8 tables give), and the float-
+    table kernels of every ISA take any width."""
+    return "generic" if table == "int8" and bits > SIMD_INT8_BITS and isa != "generic" else isa
 
 
 def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none", eps: float = 0.0,
@@ -35,6 +49,7 @@ def kernel_params(cw: CpuWeight, threads: int, isa: str, prologue: str = "none",
     when the weight has real-valued zero points."""
     if table not in TABLES:
         raise ValueError(f"table must be one of {TABLES}, got {table!r}")
+    isa = library_isa(isa, cw.bits, table)
     int8 = int8_applies(cw, isa, table)
     p = {"n": cw.n, "n_pad": cw.tiles * TILE, "k": cw.k, "k_pad": cw.k_pad, "runs": cw.runs,
          "groups": cw.scales.shape[1], "bits": cw.bits, "tile_bytes": cw.w.shape[1], "threads": threads, "isa": isa,

@@ -8,9 +8,10 @@ Zero points: the kernels take z' = 2z + 1 - 2^b as int8 (half-integer z). A real
 K-quants' mins) is split into the nearest such z_i (clipped to the grid) and a per-group offset
 o = -s (z - z_i), so that W = s (q - z_i) + o: the kernels compute the first term and add o * xsum per group
 (lut_kernels.c ``lutc_offsets``, xsum: the group's activation sum as the kernel's tables or int8 activations hold
-it). The offsets are f16 (|o| <= s/2 inside the grid: rounding them costs < 2^-12 s per weight), stored after the
-scales in the same array, so no kernel signature changes: scales [2 * tiles, groups, 64], the offsets of tile t
-at row tiles + t."""
+it). The offsets are f16 (|o| <= s/2 inside the grid: rounding them costs < 2^-12 s per weight; 8-bit weights,
+whose z' reaches +-255, clip z_i' to int8's +-127 and carry up to 64 s in o: up to 2^-5 s), stored after the scales
+in the same array, so no kernel signature changes: scales [2 * tiles, groups, 64], the offsets of tile t at row
+tiles + t."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -115,10 +116,11 @@ def pack_cpu(qw: QuantizedWeight) -> CpuWeight:
 def kernel_zero_points(qw: QuantizedWeight) -> tuple[np.ndarray, np.ndarray | None]:
     """(z' [N, groups] as int8 values, offsets [N, groups] float64 or None): integer z' within int8 as they are;
     otherwise (real-valued zero points, or ones far off the grid) the nearest z' on the grid [1 - 2^b, 2^b - 1]
-    and the offset -s/2 (z' - z_i') that makes up the difference (module docstring)."""
+    that int8 holds (8-bit weights: z' reaches +-255) and the offset -s/2 (z' - z_i') that makes up the difference
+    (module docstring)."""
     z = qw.plane_zero_points()
     if np.all(z == np.round(z)) and np.abs(z).max(initial=0) <= 127:
         return z, None
-    top = (1 << qw.bits) - 1
+    top = min((1 << qw.bits) - 1, 127)
     zi = np.clip(np.round(z), -top, top)
     return zi, -qw.scales.astype(np.float64) / 2 * (z - zi)

@@ -125,6 +125,7 @@ static inline float half_to_float(uint16_t h) {
                     int64_t tiles) {                                                                                \
     const int64_t pairs = (bits + 1) / 2, tb = tile_bytes(runs, bits);                                              \
     if (runs % groups || rows < 1 || row0 < 0 || row1 > m || (tiles != 1 && tiles != 2 && tiles != 4)) return -1;  \
+    if (bits < 1 || bits > LUTC_GEMV_MAX_BITS) return -1;                                                          \
     const int64_t streams = tiles < (MAX_TILES) ? tiles : (MAX_TILES);                                              \
     if (mblock <= 0) mblock = row1 - row0 > 0 ? row1 - row0 : 1;                                                   \
     for (int64_t r0 = row0; r0 < row1; r0 += mblock) {                                                              \

@@ -230,4 +230,5 @@ static inline void tile_gemv_f32(const float* tables, const float* tscale, const
 }
 #endif
 
+#define LUTC_GEMV_MAX_BITS 8 /* float tables: any number of plane pairs */
 LUTC_GEMV(lutc_gemv_f32, float, tile_gemv_f32, 1)
