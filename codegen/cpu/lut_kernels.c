@@ -592,8 +592,8 @@ static inline void tile_gemv(const int8_t* tables, const float* tscale, const fl
 /* the most tiles one row's pass reads (the `tiles` knob's cap): AVX-512 four at every width; AVX2 two for one pair
  * of planes (16 ymm registers; W1, W2, ternary: +27% at 11008x4096, where W4 ran 5% slower); `pairs` is the entry
  * point's local */
-/* the SIMD GEMVs read at most two pairs of bit planes per run (kernel.py library_isa sends wider int8-table
- * weights to the portable build, which loops over any number) */
+/* the SIMD GEMVs read at most two pairs of bit planes per run (kernel.py library_table gives wider weights float
+ * tables there; the portable build loops over any number) */
 #define LUTC_GEMV_MAX_BITS (LUTC_ISA == 0 ? 8 : 4)
 LUTC_GEMV(lutc_gemv, int8_t, tile_gemv, LUTC_ISA == 512 ? 4 : LUTC_ISA == 256 && pairs == 1 ? 2 : 1)
 

@@ -129,7 +129,7 @@ def test_tiny_gguf_float_and_prequantized(tiny_gguf):
     assert rel_err(run(gq, [ids])[0], want) < 1e-5  # no requantization: same numbers as the float import
     cm = lutc.compile(str(path))
     assert rel_err(cm(ids), want) < 3e-2  # default: int8 tables
-    # one row too (a decode step: the GEMVs; the Q8_0 v_proj on the portable kernel, test_cpu_kernels.py)
+    # one row too (a decode step: the GEMVs; the Q8_0 v_proj with float tables in SIMD libraries, kernel.py)
     with torch.no_grad():
         one = model(torch.from_numpy(ids[:1, :1])).logits.numpy()
     assert rel_err(cm(ids[:1, :1]), one) < 3e-2
